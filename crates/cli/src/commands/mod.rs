@@ -1,0 +1,4 @@
+//! One module per `strata` command.
+
+pub mod archive_get;
+pub mod archive_push;

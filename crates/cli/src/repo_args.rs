@@ -1,0 +1,50 @@
+//! Repository options shared by every command: `--repo`, `--stanza`, `--config`, with the same settings
+//! from `STRATA_*` environment variables or from a postgresql.conf-style file's `strata.*` lines.
+//! Precedence: flag, then environment, then config file, then the built-in default.
+
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use strata_core::compress::CompressType;
+use strata_core::config::{read_conf_file, RepoConfig};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RepoArgs {
+    /// Repository URL, e.g. file:///var/lib/strata
+    #[arg(long, env = "STRATA_REPO1", value_name = "URL")]
+    pub repo: Option<String>,
+    /// Stanza (cluster name inside the repository) [default: main]
+    #[arg(long, env = "STRATA_STANZA", value_name = "NAME")]
+    pub stanza: Option<String>,
+    /// A postgresql.conf-style file whose strata.* lines supply settings not given otherwise
+    #[arg(long, env = "STRATA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// File holding the repository cipher passphrase (encrypted repositories)
+    #[arg(long, env = "STRATA_CIPHER_PASS_FILE", value_name = "PATH")]
+    pub cipher_pass_file: Option<PathBuf>,
+}
+
+impl RepoArgs {
+    /// Resolves the repository configuration.
+    pub fn resolve(&self) -> Result<RepoConfig> {
+        let file = match &self.config {
+            Some(p) => read_conf_file(p).with_context(|| format!("reading --config {}", p.display()))?,
+            None => Default::default(),
+        };
+        if self.cipher_pass_file.is_some() {
+            bail!("--cipher-pass-file: encrypted repositories are not supported by this version yet");
+        }
+        let repo = self.repo.clone().or_else(|| file.get("strata.repo1").cloned()).ok_or_else(|| {
+            anyhow::anyhow!("no repository given: use --repo URL, STRATA_REPO1, or --config with strata.repo1")
+        })?;
+        let stanza = self.stanza.clone().or_else(|| file.get("strata.stanza").cloned()).unwrap_or_else(|| "main".into());
+        let compress_type: CompressType = match file.get("strata.compress_type") {
+            Some(v) => v.parse().map_err(|e: String| anyhow::anyhow!("strata.compress_type in config: {e}"))?,
+            None => CompressType::Zstd,
+        };
+        let compress_level = match file.get("strata.compress_level") {
+            Some(v) => v.parse().with_context(|| format!("strata.compress_level = '{v}' in config is not a number"))?,
+            None => 3,
+        };
+        Ok(RepoConfig::new(&repo, &stanza, compress_type, compress_level)?)
+    }
+}

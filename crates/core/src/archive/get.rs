@@ -1,0 +1,62 @@
+//! Getting an archived WAL file back, for `restore_command` (`strata archive-get`).
+//!
+//! Not archived is a normal answer (recovery probes for files that do not exist) and is reported as
+//! `NotFound`, not as an error. Anything else that goes wrong is an error, and nothing is left at the
+//! destination: the file is written to a temporary name beside it, fsynced and renamed into place only
+//! after its SHA-256 matched.
+
+use crate::compress::CompressType;
+use crate::identity;
+use crate::object;
+use crate::paths::RepoPaths;
+use crate::storage::Storage;
+use crate::{Error, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum GetOutcome {
+    Restored { key: String, bytes: u64 },
+    NotFound,
+}
+
+pub fn archive_get(storage: &Storage, paths: &RepoPaths, file_name: &str, dest: &Path) -> Result<GetOutcome> {
+    let id = identity::read(storage, paths)?.ok_or_else(|| {
+        Error::Other(format!(
+            "stanza '{}' does not exist in repository {}: check --repo/--stanza (or strata.repo1/strata.stanza)",
+            paths.stanza(),
+            storage.url().display()
+        ))
+    })?;
+    for c in CompressType::ALL {
+        let key = paths.archive_file(file_name, c, id.wal_segment_size)?;
+        let Some(stored) = storage.get(&key)? else { continue };
+        let (_, plain) = object::decode(&key, &stored)?;
+        write_atomically(dest, &plain)?;
+        return Ok(GetOutcome::Restored { key, bytes: plain.len() as u64 });
+    }
+    Ok(GetOutcome::NotFound)
+}
+
+fn write_atomically(dest: &Path, data: &[u8]) -> Result<()> {
+    let mut tmp_name = dest.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    tmp_name.push(".strata-tmp");
+    let tmp: PathBuf = dest.with_file_name(tmp_name);
+    let werr = |source| Error::WriteFile { path: dest.into(), source };
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, dest)?;
+        if let Some(dir) = dest.parent() {
+            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(werr)
+}

@@ -1,0 +1,9 @@
+//! WAL archiving: pushing files PostgreSQL hands to the archiver into the repository (with their
+//! block-change summaries), and getting them back for `restore_command`.
+
+pub mod get;
+pub mod push;
+pub mod summarize;
+
+pub use get::{archive_get, GetOutcome};
+pub use push::{ArchivePusher, PushReport, ServerFacts, SummaryReport};

@@ -1,0 +1,211 @@
+//! Pushing one WAL file into the repository, as the archiver's `archive_file_cb` does.
+//!
+//! Steps: read the file once; SHA-256 of the plaintext; if any object for this file name exists already,
+//! the same SHA-256 is success and a different one is refused (never overwritten); otherwise compress and
+//! store durably; then, for segments, decode the records and store the block-change summary. The caller
+//! reports success to PostgreSQL only when this returns Ok, so any failure leaves the segment in pg_wal
+//! to be retried.
+
+use super::summarize::{SegmentKind, SegmentSummarizer};
+use crate::compress::CompressType;
+use crate::config::RepoConfig;
+use crate::identity;
+use crate::object::{self, ObjectHeader, HEADER_LEN};
+use crate::paths::RepoPaths;
+use crate::storage::{PutOutcome, Storage};
+use crate::summary::Summary;
+use crate::{Error, Result};
+use pgformat::lsn::{segment_file_name, WalFileName};
+use std::path::Path;
+
+/// Facts about the server whose WAL is archived.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ServerFacts {
+    pub system_identifier: u64,
+    /// Major version, e.g. 15.
+    pub pg_version: u32,
+    pub wal_segment_size: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SummaryReport {
+    /// Not a segment (history or backup history file).
+    NotApplicable,
+    /// Written (or already there), with the number of modified blocks recorded.
+    Written { blocks: usize },
+    /// Stored as missing, with the reason.
+    Missing(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushReport {
+    pub key: String,
+    pub original_bytes: u64,
+    pub stored_bytes: u64,
+    /// The same content was archived before (a retry after a crash): nothing was written.
+    pub already_archived: bool,
+    pub summary: SummaryReport,
+}
+
+/// Long-lived state of an archiver: the open repository and the summarizer carried across segments.
+pub struct ArchivePusher {
+    config: RepoConfig,
+    facts: ServerFacts,
+    storage: Storage,
+    paths: RepoPaths,
+    identity_checked: bool,
+    summarizer: SegmentSummarizer,
+}
+
+impl ArchivePusher {
+    pub fn new(config: RepoConfig, facts: ServerFacts) -> Result<ArchivePusher> {
+        let storage = Storage::open(&config.repo)?;
+        let paths = RepoPaths::new(&config.stanza);
+        Ok(ArchivePusher {
+            summarizer: SegmentSummarizer::new(facts.wal_segment_size),
+            config,
+            facts,
+            storage,
+            paths,
+            identity_checked: false,
+        })
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// Archives the file at `wal_path`, named `file_name` (as PostgreSQL names it).
+    pub fn push(&mut self, wal_path: &Path, file_name: &str) -> Result<PushReport> {
+        let seg_size = self.facts.wal_segment_size;
+        let parsed = WalFileName::parse(file_name, seg_size)
+            .ok_or_else(|| Error::BadWalFileName { what: file_name.to_string() })?;
+        if !self.identity_checked {
+            identity::ensure(&self.storage, &self.paths, self.facts.system_identifier, self.facts.pg_version, seg_size)?;
+            self.identity_checked = true;
+        }
+        let data = std::fs::read(wal_path).map_err(|source| Error::ReadFile { path: wal_path.into(), source })?;
+        if let WalFileName::Segment { .. } = parsed {
+            if data.len() != seg_size as usize {
+                return Err(Error::Other(format!(
+                    "WAL segment {} has {} bytes, expected {seg_size}",
+                    wal_path.display(),
+                    data.len()
+                )));
+            }
+        }
+        let sha = object::sha256(&data);
+        let key = self.paths.archive_file(file_name, self.config.compress_type, seg_size)?;
+
+        let mut report = PushReport {
+            key: key.clone(),
+            original_bytes: data.len() as u64,
+            stored_bytes: 0,
+            already_archived: false,
+            summary: SummaryReport::NotApplicable,
+        };
+        match self.find_existing(file_name)? {
+            Some((existing_key, header)) if header.sha256 == sha => {
+                report.already_archived = true;
+                report.key = existing_key;
+            }
+            Some((existing_key, header)) => {
+                return Err(Error::ArchiveMismatch {
+                    file: file_name.to_string(),
+                    key: existing_key,
+                    stored: header.sha256_hex(),
+                    new: hex::encode(sha),
+                })
+            }
+            None => {
+                let stored = object::encode_with_hash(&data, sha, self.config.compress_type, self.config.compress_level)?;
+                report.stored_bytes = stored.len() as u64;
+                if self.storage.put_new(&key, stored)? == PutOutcome::AlreadyExists {
+                    // Raced with another writer: judge by what is there now.
+                    return self.push(wal_path, file_name);
+                }
+            }
+        }
+
+        let kind = match parsed {
+            WalFileName::Segment { .. } => SegmentKind::Complete,
+            WalFileName::Partial { .. } => SegmentKind::Partial,
+            _ => return Ok(report),
+        };
+        let (timeline, segno) = match parsed {
+            WalFileName::Segment { timeline, segno } | WalFileName::Partial { timeline, segno } => (timeline, segno),
+            _ => unreachable!("handled above"),
+        };
+        self.check_system_identifier(file_name, &data)?;
+        let summary = self.summarizer.summarize(timeline, segno, kind, &data, || {
+            self.previous_segment(wal_path, timeline, segno)
+        });
+        report.summary = self.store_summary(&summary)?;
+        Ok(report)
+    }
+
+    /// An object already stored for this WAL file name, under any compression.
+    fn find_existing(&self, file_name: &str) -> Result<Option<(String, ObjectHeader)>> {
+        for c in CompressType::ALL {
+            let key = self.paths.archive_file(file_name, c, self.facts.wal_segment_size)?;
+            if let Some(head) = self.storage.get_prefix(&key, HEADER_LEN as u64)? {
+                let header = ObjectHeader::decode(&key, &head)?;
+                return Ok(Some((key, header)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn check_system_identifier(&self, file_name: &str, data: &[u8]) -> Result<()> {
+        if let Some(sysid) = pgformat::wal::segment_system_identifier(data) {
+            if sysid != self.facts.system_identifier {
+                return Err(Error::Other(format!(
+                    "WAL file {file_name} was written by system identifier {sysid}, but this cluster is {}; \
+                     refusing to archive it",
+                    self.facts.system_identifier
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The previous segment of the same timeline, from pg_wal beside `wal_path` or from the repository.
+    fn previous_segment(&self, wal_path: &Path, timeline: u32, segno: u64) -> Option<Vec<u8>> {
+        let seg_size = self.facts.wal_segment_size;
+        let name = segment_file_name(timeline, segno.checked_sub(1)?, seg_size);
+        if let Some(dir) = wal_path.parent() {
+            if let Ok(bytes) = std::fs::read(dir.join(&name)) {
+                if bytes.len() == seg_size as usize {
+                    return Some(bytes);
+                }
+            }
+        }
+        let (key, _) = self.find_existing(&name).ok()??;
+        let stored = self.storage.get(&key).ok()??;
+        object::decode(&key, &stored).ok().map(|(_, plain)| plain)
+    }
+
+    fn store_summary(&self, summary: &Summary) -> Result<SummaryReport> {
+        let key = self.paths.summary(summary.timeline, summary.start, summary.end);
+        // A retry may find the summary written already; either version describes the same WAL, except
+        // that a complete one is better than a missing one.
+        match self.storage.put_new(&key, summary.encode())? {
+            PutOutcome::Written => {}
+            PutOutcome::AlreadyExists => {
+                if summary.missing.is_none() {
+                    let existing = self.storage.get(&key)?;
+                    let was_missing = existing
+                        .map(|b| Summary::decode(&key, &b).map(|s| s.missing.is_some()).unwrap_or(true))
+                        .unwrap_or(true);
+                    if was_missing {
+                        self.storage.put_replace(&key, summary.encode())?;
+                    }
+                }
+            }
+        }
+        Ok(match &summary.missing {
+            Some(reason) => SummaryReport::Missing(reason.clone()),
+            None => SummaryReport::Written { blocks: summary.block_count() },
+        })
+    }
+}

@@ -1,0 +1,187 @@
+//! Settings shared by the extension and the CLI: the repository URL, the stanza, compression.
+//!
+//! The server reads them from `strata.*` GUCs; the CLI from flags, `STRATA_*` environment variables or a
+//! postgresql.conf-style file whose `strata.*` lines are read (so the server's own postgresql.conf
+//! configures the restore tool). Validation lives here so that both reject bad values the same way.
+
+use crate::compress::{CompressType, ZSTD_LEVELS};
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where a repository lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RepoUrl {
+    /// `file:///absolute/path`
+    Local(PathBuf),
+}
+
+impl RepoUrl {
+    /// Parses a repository URL. Only absolute local paths (`file:///...`) are supported in this version.
+    pub fn parse(name: &str, value: &str) -> Result<RepoUrl> {
+        let bad = |reason: &str| Error::BadSetting {
+            name: name.to_string(),
+            value: value.to_string(),
+            reason: reason.to_string(),
+        };
+        if value.is_empty() {
+            return Err(bad("it is empty; set it to a URL like file:///var/lib/strata"));
+        }
+        if let Some(path) = value.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(bad("a file:// URL needs an absolute path, like file:///var/lib/strata"));
+            }
+            if path.split('/').any(|c| c == "..") {
+                return Err(bad("the path must not contain '..'"));
+            }
+            return Ok(RepoUrl::Local(PathBuf::from(path)));
+        }
+        if value.starts_with("s3://") {
+            return Err(bad("S3 repositories are not supported by this version yet; use file:///absolute/path"));
+        }
+        if value.starts_with('/') {
+            return Err(bad(&format!("write it as a URL: file://{value}")));
+        }
+        if !value.contains("://") {
+            return Err(bad("relative paths are not allowed; use a URL like file:///var/lib/strata"));
+        }
+        Err(bad("unsupported URL scheme; use file:///absolute/path"))
+    }
+
+    pub fn display(&self) -> String {
+        match self {
+            RepoUrl::Local(p) => format!("file://{}", p.display()),
+        }
+    }
+}
+
+/// Checks a stanza name: it becomes a directory/prefix name in the repository.
+pub fn check_stanza(value: &str) -> Result<()> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        && !value.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadSetting {
+            name: "strata.stanza".into(),
+            value: value.into(),
+            reason: "use 1 to 64 letters, digits, '_', '-' or '.', not starting with '.'".into(),
+        })
+    }
+}
+
+/// Checks a compression level for a compression type.
+pub fn check_compress_level(kind: CompressType, level: i32) -> Result<()> {
+    if kind == CompressType::Zstd && !ZSTD_LEVELS.contains(&level) {
+        return Err(Error::BadSetting {
+            name: "strata.compress_level".into(),
+            value: level.to_string(),
+            reason: format!("zstd levels go from {} to {}", ZSTD_LEVELS.start(), ZSTD_LEVELS.end()),
+        });
+    }
+    Ok(())
+}
+
+/// Everything needed to reach a repository and write to it.
+#[derive(Clone, Debug)]
+pub struct RepoConfig {
+    pub repo: RepoUrl,
+    pub stanza: String,
+    pub compress_type: CompressType,
+    pub compress_level: i32,
+}
+
+impl RepoConfig {
+    pub fn new(repo: &str, stanza: &str, compress_type: CompressType, compress_level: i32) -> Result<RepoConfig> {
+        let repo = RepoUrl::parse("strata.repo1", repo)?;
+        check_stanza(stanza)?;
+        check_compress_level(compress_type, compress_level)?;
+        Ok(RepoConfig { repo, stanza: stanza.to_string(), compress_type, compress_level })
+    }
+}
+
+/// Reads the `strata.*` settings of a postgresql.conf-style file: `name = value` lines, `#` comments,
+/// values optionally single-quoted (with '' for a quote). Later lines win, as in PostgreSQL.
+pub fn read_conf_file(path: &Path) -> Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile { path: path.into(), source })?;
+    Ok(parse_conf(&text))
+}
+
+pub fn parse_conf(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        let Some(rest) = line.strip_prefix("strata.") else { continue };
+        let (name, value) = match rest.find(['=', ' ', '\t']) {
+            Some(i) => (&rest[..i], rest[i..].trim_start().trim_start_matches('=').trim_start()),
+            None => continue,
+        };
+        let value = if let Some(q) = value.strip_prefix('\'') {
+            let mut v = String::new();
+            let mut chars = q.chars().peekable();
+            while let Some(c) = chars.next() {
+                if c == '\'' {
+                    if chars.peek() == Some(&'\'') {
+                        chars.next();
+                        v.push('\'');
+                    } else {
+                        break;
+                    }
+                } else {
+                    v.push(c);
+                }
+            }
+            v
+        } else {
+            value.split('#').next().unwrap_or("").trim().to_string()
+        };
+        out.insert(format!("strata.{}", name.trim()), value);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_urls() {
+        assert_eq!(RepoUrl::parse("r", "file:///var/lib/strata").unwrap(), RepoUrl::Local("/var/lib/strata".into()));
+        for (v, why) in [
+            ("file://var/lib", "absolute"),
+            ("var/lib", "relative"),
+            ("/var/lib", "file:///var/lib"),
+            ("http://x", "unsupported"),
+            ("s3://bucket/p", "S3"),
+            ("", "empty"),
+            ("file:///a/../b", ".."),
+        ] {
+            let e = RepoUrl::parse("strata.repo1", v).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains("strata.repo1"), "{v}: {e}");
+        }
+    }
+
+    #[test]
+    fn conf_lines() {
+        let c = parse_conf(
+            "# comment\nstrata.repo1 = 'file:///r' # c\nstrata.stanza=main\nshared_buffers = 1GB\n\
+             strata.compress_level 5\nstrata.x = 'it''s'\nstrata.stanza = 'other'\n",
+        );
+        assert_eq!(c["strata.repo1"], "file:///r");
+        assert_eq!(c["strata.stanza"], "other");
+        assert_eq!(c["strata.compress_level"], "5");
+        assert_eq!(c["strata.x"], "it's");
+        assert_eq!(c.len(), 4);
+    }
+
+    #[test]
+    fn stanza_and_levels() {
+        assert!(check_stanza("main").is_ok());
+        assert!(check_stanza("../x").is_err());
+        assert!(check_stanza("").is_err());
+        assert!(check_compress_level(CompressType::Zstd, 25).is_err());
+        assert!(check_compress_level(CompressType::Lz4, 25).is_ok());
+    }
+}

@@ -1,0 +1,15 @@
+//! pg_strata's repository and engines, in plain Rust shared by the extension and the `strata` binary:
+//! storage over object_store, the stored-object format (hash, then compress), repository identity and
+//! paths, WAL push and get, and block-change summaries. Nothing here links PostgreSQL.
+
+pub mod compress;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod object;
+pub mod paths;
+pub mod storage;
+pub mod summary;
+pub mod archive;
+
+pub use error::{Error, Result};

@@ -1,0 +1,189 @@
+//! Repository storage: a synchronous face over object_store, so that callers in the archiver, the
+//! backup worker and the CLI need no async code.
+//!
+//! Durability rule: `put_new` returns only when the object is durable (for local repositories
+//! object_store writes a staging file, fsyncs it, links it into place and fsyncs the directory,
+//! `with_fsync(true)`), and it never replaces an existing object (`PutMode::Create`).
+
+use crate::config::RepoUrl;
+use crate::{Error, Result};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use std::sync::Arc;
+
+/// Result of writing an object that must not be replaced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    Written,
+    AlreadyExists,
+}
+
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    runtime: tokio::runtime::Runtime,
+    url: RepoUrl,
+}
+
+impl Storage {
+    /// Opens a repository; a local one must exist (we do not create the root: a typo would otherwise
+    /// silently archive into a new directory).
+    pub fn open(url: &RepoUrl) -> Result<Storage> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Other(format!("cannot start the storage runtime: {e}")))?;
+        let store: Arc<dyn ObjectStore> = match url {
+            RepoUrl::Local(path) => {
+                if !path.is_dir() {
+                    return Err(Error::Other(format!(
+                        "repository directory {} does not exist or is not a directory; create it \
+                         (owned by the postgres user) or fix strata.repo1",
+                        path.display()
+                    )));
+                }
+                let fs = LocalFileSystem::new_with_prefix(path)
+                    .map_err(|e| Error::storage(&path.display().to_string(), e))?
+                    .with_fsync(true);
+                Arc::new(fs)
+            }
+        };
+        Ok(Storage { store, runtime, url: url.clone() })
+    }
+
+    pub fn url(&self) -> &RepoUrl {
+        &self.url
+    }
+
+    /// Reads a whole object; `None` when it does not exist.
+    pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let path = ObjPath::from(key);
+        self.runtime.block_on(async {
+            match self.store.get(&path).await {
+                Ok(r) => r.bytes().await.map(Some).map_err(|e| Error::storage(key, e)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(Error::storage(key, e)),
+            }
+        })
+    }
+
+    /// Reads the first `len` bytes of an object; `None` when it does not exist.
+    pub fn get_prefix(&self, key: &str, len: u64) -> Result<Option<Bytes>> {
+        let path = ObjPath::from(key);
+        self.runtime.block_on(async {
+            let opts = object_store::GetOptions { range: Some((0..len).into()), ..Default::default() };
+            match self.store.get_opts(&path, opts).await {
+                Ok(r) => r.bytes().await.map(Some).map_err(|e| Error::storage(key, e)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(Error::storage(key, e)),
+            }
+        })
+    }
+
+    /// Writes an object durably unless it already exists.
+    pub fn put_new(&self, key: &str, data: Vec<u8>) -> Result<PutOutcome> {
+        let path = ObjPath::from(key);
+        self.runtime.block_on(async {
+            let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+            match self.store.put_opts(&path, PutPayload::from(data), opts).await {
+                Ok(_) => Ok(PutOutcome::Written),
+                Err(object_store::Error::AlreadyExists { .. }) => Ok(PutOutcome::AlreadyExists),
+                Err(e) => Err(Error::storage(key, e)),
+            }
+        })
+    }
+
+    /// Writes an object durably, replacing any previous version (only for objects that may change,
+    /// never for WAL or backup data).
+    pub fn put_replace(&self, key: &str, data: Vec<u8>) -> Result<()> {
+        let path = ObjPath::from(key);
+        self.runtime
+            .block_on(self.store.put(&path, PutPayload::from(data)))
+            .map(|_| ())
+            .map_err(|e| Error::storage(key, e))
+    }
+
+    pub fn exists(&self, key: &str) -> Result<bool> {
+        let path = ObjPath::from(key);
+        self.runtime.block_on(async {
+            match self.store.head(&path).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(Error::storage(key, e)),
+            }
+        })
+    }
+
+    /// Lists keys (with sizes) under a prefix, recursively, sorted.
+    pub fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let path = ObjPath::from(prefix);
+        let mut out: Vec<(String, u64)> = self.runtime.block_on(async {
+            self.store
+                .list(Some(&path))
+                .map_ok(|m| (m.location.to_string(), m.size))
+                .try_collect()
+                .await
+                .map_err(|e| Error::storage(prefix, e))
+        })?;
+        // object_store's local staging files carry a '#': never real objects.
+        out.retain(|(k, _)| !k.contains('#'));
+        out.sort();
+        Ok(out)
+    }
+
+    pub fn delete(&self, key: &str) -> Result<()> {
+        let path = ObjPath::from(key);
+        self.runtime.block_on(async {
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(Error::storage(key, e)),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The storage conformance suite: run against every backend (local for now).
+    use super::*;
+
+    fn local() -> (tempfile::TempDir, Storage) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(&RepoUrl::Local(dir.path().to_path_buf())).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn put_new_never_overwrites() {
+        let (_d, s) = local();
+        assert_eq!(s.put_new("st/a/b.bin", b"one".to_vec()).unwrap(), PutOutcome::Written);
+        assert_eq!(s.put_new("st/a/b.bin", b"two".to_vec()).unwrap(), PutOutcome::AlreadyExists);
+        assert_eq!(s.get("st/a/b.bin").unwrap().unwrap().as_ref(), b"one");
+        assert_eq!(s.get_prefix("st/a/b.bin", 2).unwrap().unwrap().as_ref(), b"on");
+        assert!(s.exists("st/a/b.bin").unwrap());
+        assert!(!s.exists("st/a/c.bin").unwrap());
+        assert_eq!(s.get("st/missing").unwrap(), None);
+    }
+
+    #[test]
+    fn list_and_delete() {
+        let (_d, s) = local();
+        s.put_new("st/x/2", vec![1, 2]).unwrap();
+        s.put_new("st/x/1", vec![1]).unwrap();
+        s.put_replace("st/y", vec![]).unwrap();
+        s.put_replace("st/y", vec![9]).unwrap();
+        assert_eq!(s.list("st/x").unwrap(), vec![("st/x/1".into(), 1), ("st/x/2".into(), 2)]);
+        s.delete("st/x/1").unwrap();
+        s.delete("st/x/1").unwrap();
+        assert_eq!(s.list("st").unwrap().len(), 2);
+        assert_eq!(s.get("st/y").unwrap().unwrap().as_ref(), &[9]);
+    }
+
+    #[test]
+    fn missing_root_is_a_clear_error() {
+        let e = Storage::open(&RepoUrl::Local("/nonexistent/strata-repo".into())).err().unwrap().to_string();
+        assert!(e.contains("/nonexistent/strata-repo") && e.contains("does not exist"), "{e}");
+    }
+}

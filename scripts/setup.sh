@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+#! Sets up a fresh Debian 12 machine (as root) for pg_strata and installs it:
+#! apt packages, cargo-pgrx 0.18.1, `cargo pgrx init` on the system PostgreSQL 15,
+#! the extension into PostgreSQL 15 and the `strata` binary into /usr/local/bin.
+#! Every step is skipped when it is already done, so reruns are fast.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+PGRX_VERSION=0.18.1
+APT_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-contrib build-essential libclang-dev pkg-config sudo"
+
+log() { printf '\n== %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup.sh: run as root (it installs apt packages and the extension into PostgreSQL)" >&2
+    exit 1
+fi
+
+missing=""
+for p in $APT_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    log "installing apt packages:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # Keep Debian from creating and starting a 15/main cluster on port 5432.
+    apt-get install -y -qq postgresql-common >/dev/null
+    sed -i 's/^#\?\s*create_main_cluster.*/create_main_cluster = false/' /etc/postgresql-common/createcluster.conf
+    apt-get install -y -qq $missing >/dev/null
+fi
+
+if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
+    log "installing cargo-pgrx $PGRX_VERSION (about 4 minutes)"
+    cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
+fi
+
+if ! grep -qs "pg15" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+    log "cargo pgrx init on the system PostgreSQL 15"
+    cargo pgrx init --pg15 "$PG_CONFIG"
+fi
+
+if [ "${STRATA_SKIP_INSTALL:-}" != "1" ]; then
+    log "building and installing the pg_strata extension into PostgreSQL 15"
+    cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null
+    log "building and installing the strata binary into /usr/local/bin"
+    cargo build --release -q -p strata-cli
+    install -m 0755 target/release/strata /usr/local/bin/strata
+fi
+log "setup done"

@@ -1,0 +1,57 @@
+//! pg_strata, the PostgreSQL extension: thin glue between PostgreSQL and `strata_core`.
+//!
+//! `_PG_init` registers the `strata.*` settings (and, when preloaded, the shared memory for status);
+//! `_PG_archive_module_init` makes the library usable as `archive_library`. Everything that does not
+//! need a server lives in the plain crates under `crates/`.
+
+use pgrx::prelude::*;
+
+::pgrx::pg_module_magic!(name, version);
+
+mod archiver;
+mod gucs;
+mod status;
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::register();
+    // SAFETY: reading a PostgreSQL global on the main thread.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        status::init_shared_memory();
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn settings_have_documented_defaults() {
+        let get = |name: &str| Spi::get_one::<String>(&format!("SELECT current_setting('{name}')")).expect("SPI");
+        assert_eq!(get("strata.compress_type").as_deref(), Some("zstd"));
+        assert_eq!(get("strata.compress_level").as_deref(), Some("3"));
+        assert_eq!(get("strata.stanza").as_deref(), Some("main"));
+        assert_eq!(get("strata.process_max").as_deref(), Some("2"));
+        assert_eq!(get("strata.repo1").as_deref(), Some(""));
+    }
+
+    #[pg_test]
+    fn archive_status_has_one_row_when_preloaded() {
+        let n = Spi::get_one::<i64>("SELECT count(*) FROM archive_status()").expect("SPI");
+        assert_eq!(n, Some(1));
+        let failed = Spi::get_one::<i64>("SELECT failed_count FROM archive_status()").expect("SPI");
+        assert_eq!(failed, Some(0));
+    }
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'pg_strata'"]
+    }
+}
