@@ -206,7 +206,7 @@ impl Cluster {
 
     fn psql_command(&self, db: &str) -> Command {
         let mut cmd = Command::new(pg_bin("psql"));
-        cmd.args(["-XAt", "-v", "ON_ERROR_STOP=1", "-h"])
+        cmd.args(["-qXAt", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(self.socket_dir())
             .arg("-p")
             .arg(self.port.to_string())
@@ -227,9 +227,13 @@ impl Cluster {
         self.psql_full(db, sql).map(|(out, _)| out)
     }
 
-    /// Runs SQL; Ok((stdout, stderr)).
+    /// Runs SQL (statements run one by one, as from a script); Ok((stdout, stderr)).
     pub fn psql_full(&self, db: &str, sql: &str) -> Result<(String, String), String> {
-        let out = run_as_postgres(self.psql_command(db).arg("-c").arg(sql));
+        static N: AtomicU16 = AtomicU16::new(0);
+        let script = self.root.path().join(format!("script-{}.sql", N.fetch_add(1, Ordering::SeqCst)));
+        std::fs::write(&script, sql).expect("write SQL script");
+        let out = run_as_postgres(self.psql_command(db).arg("-f").arg(&script));
+        let _ = std::fs::remove_file(&script);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         if out.status.success() {
             Ok((String::from_utf8_lossy(&out.stdout).trim().to_string(), stderr))

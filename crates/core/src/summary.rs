@@ -242,7 +242,7 @@ impl Summary {
                 let first = r.u32().ok_or_else(short)?;
                 let count = r.u32().ok_or_else(short)?;
                 let last = first.checked_add(count).ok_or_else(|| err("block run overflows"))?;
-                if count > pgformat::relfile::RELSEG_SIZE * 32768 {
+                if count > 1 << 22 {
                     return Err(err("block run too long"));
                 }
                 f.blocks.extend(first..last);

@@ -4,3 +4,6 @@
 //! `cargo test` and shared by the extension and the `strata` binary.
 
 pub mod lsn;
+pub mod relfile;
+pub mod rmgr;
+pub mod wal;

@@ -137,23 +137,16 @@ impl ArchivePusher {
             _ => unreachable!("handled above"),
         };
         self.check_system_identifier(file_name, &data)?;
+        let (storage, paths, facts) = (&self.storage, &self.paths, &self.facts);
         let summary = self.summarizer.summarize(timeline, segno, kind, &data, || {
-            self.previous_segment(wal_path, timeline, segno)
+            previous_segment(storage, paths, facts, wal_path, timeline, segno)
         });
         report.summary = self.store_summary(&summary)?;
         Ok(report)
     }
 
-    /// An object already stored for this WAL file name, under any compression.
     fn find_existing(&self, file_name: &str) -> Result<Option<(String, ObjectHeader)>> {
-        for c in CompressType::ALL {
-            let key = self.paths.archive_file(file_name, c, self.facts.wal_segment_size)?;
-            if let Some(head) = self.storage.get_prefix(&key, HEADER_LEN as u64)? {
-                let header = ObjectHeader::decode(&key, &head)?;
-                return Ok(Some((key, header)));
-            }
-        }
-        Ok(None)
+        find_existing(&self.storage, &self.paths, self.facts.wal_segment_size, file_name)
     }
 
     fn check_system_identifier(&self, file_name: &str, data: &[u8]) -> Result<()> {
@@ -167,22 +160,6 @@ impl ArchivePusher {
             }
         }
         Ok(())
-    }
-
-    /// The previous segment of the same timeline, from pg_wal beside `wal_path` or from the repository.
-    fn previous_segment(&self, wal_path: &Path, timeline: u32, segno: u64) -> Option<Vec<u8>> {
-        let seg_size = self.facts.wal_segment_size;
-        let name = segment_file_name(timeline, segno.checked_sub(1)?, seg_size);
-        if let Some(dir) = wal_path.parent() {
-            if let Ok(bytes) = std::fs::read(dir.join(&name)) {
-                if bytes.len() == seg_size as usize {
-                    return Some(bytes);
-                }
-            }
-        }
-        let (key, _) = self.find_existing(&name).ok()??;
-        let stored = self.storage.get(&key).ok()??;
-        object::decode(&key, &stored).ok().map(|(_, plain)| plain)
     }
 
     fn store_summary(&self, summary: &Summary) -> Result<SummaryReport> {
@@ -208,4 +185,44 @@ impl ArchivePusher {
             None => SummaryReport::Written { blocks: summary.block_count() },
         })
     }
+}
+
+/// An object already stored for this WAL file name, under any compression.
+fn find_existing(
+    storage: &Storage,
+    paths: &RepoPaths,
+    wal_segment_size: u32,
+    file_name: &str,
+) -> Result<Option<(String, ObjectHeader)>> {
+    for c in CompressType::ALL {
+        let key = paths.archive_file(file_name, c, wal_segment_size)?;
+        if let Some(head) = storage.get_prefix(&key, HEADER_LEN as u64)? {
+            let header = ObjectHeader::decode(&key, &head)?;
+            return Ok(Some((key, header)));
+        }
+    }
+    Ok(None)
+}
+
+/// The previous segment of the same timeline, from pg_wal beside `wal_path` or from the repository.
+fn previous_segment(
+    storage: &Storage,
+    paths: &RepoPaths,
+    facts: &ServerFacts,
+    wal_path: &Path,
+    timeline: u32,
+    segno: u64,
+) -> Option<Vec<u8>> {
+    let seg_size = facts.wal_segment_size;
+    let name = segment_file_name(timeline, segno.checked_sub(1)?, seg_size);
+    if let Some(dir) = wal_path.parent() {
+        if let Ok(bytes) = std::fs::read(dir.join(&name)) {
+            if bytes.len() == seg_size as usize {
+                return Some(bytes);
+            }
+        }
+    }
+    let (key, _) = find_existing(storage, paths, seg_size, &name).ok()??;
+    let stored = storage.get(&key).ok()??;
+    object::decode(&key, &stored).ok().map(|(_, plain)| plain)
 }

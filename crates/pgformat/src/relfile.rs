@@ -1,0 +1,143 @@
+//! Relations on disk: a relation fork is identified by (tablespace, database, relfilenode, fork) and is
+//! stored in 1 GB segment files under PGDATA: `base/DB/REL[_fsm|_vm|_init][.N]` for the default
+//! tablespace, `global/REL...` for shared catalogs, `pg_tblspc/SPC/PG_15_202209061/DB/REL...` otherwise.
+
+/// Data page size (BLCKSZ).
+pub const BLCKSZ: u32 = 8192;
+/// Blocks per relation segment file (RELSEG_SIZE, 1 GB).
+pub const RELSEG_SIZE: u32 = 131072;
+/// Heap blocks covered by one visibility map page: (BLCKSZ - MAXALIGN(page header)) bytes, 4 heap
+/// blocks per byte.
+pub const HEAPBLOCKS_PER_VM_PAGE: u32 = (BLCKSZ - 24) * 4;
+/// Tablespace OIDs of pg_default and pg_global.
+pub const DEFAULTTABLESPACE_OID: u32 = 1663;
+pub const GLOBALTABLESPACE_OID: u32 = 1664;
+/// The directory PG 15 creates inside each tablespace (catalog version 202209061).
+pub const TABLESPACE_VERSION_DIRECTORY: &str = "PG_15_202209061";
+
+/// RelFileNode: where a relation's files are.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RelFileNode {
+    pub spc_node: u32,
+    pub db_node: u32,
+    pub rel_node: u32,
+}
+
+impl RelFileNode {
+    /// Decodes the 12-byte on-disk/WAL form (three little-endian OIDs).
+    pub fn from_le_bytes(b: &[u8; 12]) -> RelFileNode {
+        let u = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        RelFileNode { spc_node: u(0), db_node: u(4), rel_node: u(8) }
+    }
+}
+
+/// Relation fork numbers.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum ForkNumber {
+    Main = 0,
+    Fsm = 1,
+    VisibilityMap = 2,
+    Init = 3,
+}
+
+impl ForkNumber {
+    pub fn from_u8(v: u8) -> Option<ForkNumber> {
+        match v {
+            0 => Some(ForkNumber::Main),
+            1 => Some(ForkNumber::Fsm),
+            2 => Some(ForkNumber::VisibilityMap),
+            3 => Some(ForkNumber::Init),
+            _ => None,
+        }
+    }
+
+    /// The name PostgreSQL uses (in file suffixes and pg_waldump output).
+    pub fn name(self) -> &'static str {
+        match self {
+            ForkNumber::Main => "main",
+            ForkNumber::Fsm => "fsm",
+            ForkNumber::VisibilityMap => "vm",
+            ForkNumber::Init => "init",
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            ForkNumber::Main => "",
+            ForkNumber::Fsm => "_fsm",
+            ForkNumber::VisibilityMap => "_vm",
+            ForkNumber::Init => "_init",
+        }
+    }
+}
+
+/// Path of a relation fork's first segment file, relative to PGDATA.
+pub fn relation_path(rel: RelFileNode, fork: ForkNumber) -> String {
+    let s = fork.suffix();
+    match rel.spc_node {
+        GLOBALTABLESPACE_OID => format!("global/{}{s}", rel.rel_node),
+        DEFAULTTABLESPACE_OID => format!("base/{}/{}{s}", rel.db_node, rel.rel_node),
+        spc => format!("pg_tblspc/{spc}/{TABLESPACE_VERSION_DIRECTORY}/{}/{}{s}", rel.db_node, rel.rel_node),
+    }
+}
+
+/// Parses a relation file path relative to PGDATA into (relation, fork, segment number).
+pub fn parse_relation_path(path: &str) -> Option<(RelFileNode, ForkNumber, u32)> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let (spc, db, file) = match parts.as_slice() {
+        ["global", file] => (GLOBALTABLESPACE_OID, 0, *file),
+        ["base", db, file] => (DEFAULTTABLESPACE_OID, parse_oid(db)?, *file),
+        ["pg_tblspc", spc, ver, db, file] if *ver == TABLESPACE_VERSION_DIRECTORY => {
+            (parse_oid(spc)?, parse_oid(db)?, *file)
+        }
+        _ => return None,
+    };
+    let (name, segno) = match file.split_once('.') {
+        Some((n, s)) => (n, parse_oid(s).filter(|&s| s > 0)?),
+        None => (file, 0),
+    };
+    let (rel, fork) = match name.split_once('_') {
+        Some((r, "fsm")) => (r, ForkNumber::Fsm),
+        Some((r, "vm")) => (r, ForkNumber::VisibilityMap),
+        Some((r, "init")) => (r, ForkNumber::Init),
+        Some(_) => return None,
+        None => (name, ForkNumber::Main),
+    };
+    Some((RelFileNode { spc_node: spc, db_node: db, rel_node: parse_oid(rel)? }, fork, segno))
+}
+
+fn parse_oid(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0')) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_round_trip() {
+        let r = RelFileNode { spc_node: 1663, db_node: 5, rel_node: 16384 };
+        assert_eq!(relation_path(r, ForkNumber::Main), "base/5/16384");
+        assert_eq!(relation_path(r, ForkNumber::VisibilityMap), "base/5/16384_vm");
+        assert_eq!(parse_relation_path("base/5/16384"), Some((r, ForkNumber::Main, 0)));
+        assert_eq!(parse_relation_path("base/5/16384_vm"), Some((r, ForkNumber::VisibilityMap, 0)));
+        assert_eq!(parse_relation_path("base/5/16384.2"), Some((r, ForkNumber::Main, 2)));
+        let g = RelFileNode { spc_node: 1664, db_node: 0, rel_node: 1262 };
+        assert_eq!(relation_path(g, ForkNumber::Main), "global/1262");
+        assert_eq!(parse_relation_path("global/1262"), Some((g, ForkNumber::Main, 0)));
+        let t = RelFileNode { spc_node: 16390, db_node: 5, rel_node: 16391 };
+        assert_eq!(relation_path(t, ForkNumber::Fsm), "pg_tblspc/16390/PG_15_202209061/5/16391_fsm");
+        assert_eq!(
+            parse_relation_path("pg_tblspc/16390/PG_15_202209061/5/16391_fsm.1"),
+            Some((t, ForkNumber::Fsm, 1))
+        );
+        for bad in ["base/5/pg_filenode.map", "base/5/16384_x", "base/5/16384.0", "base/x/1", "global/pg_control", "base/5/t3_16384"] {
+            assert_eq!(parse_relation_path(bad), None, "{bad}");
+        }
+        assert_eq!(HEAPBLOCKS_PER_VM_PAGE, 32672);
+    }
+}
