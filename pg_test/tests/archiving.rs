@@ -25,6 +25,7 @@ impl Archiving {
             ),
         );
         cluster.start();
+        cluster.psql("postgres", "CREATE EXTENSION pg_strata");
         Archiving { cluster, repo }
     }
 
@@ -244,7 +245,9 @@ fn duplicate_push_succeeds_and_conflicting_content_is_refused_keeping_ready() {
 
     // Plant a different object under the name of the segment being written now: when the server
     // archives it, the push must be refused, loudly, and the .ready file kept.
-    let current = c.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+    // (A write first: at a segment boundary pg_walfile_name names the previous segment.)
+    c.psql("postgres", "SELECT txid_current()");
+    let current = c.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_insert_lsn())");
     let fake_dir = tempfile::tempdir().unwrap();
     let fake = fake_dir.path().join(&current);
     std::fs::write(&fake, vec![7u8; 16 * 1024 * 1024]).unwrap();
