@@ -283,3 +283,90 @@ pub fn strata_bin() -> PathBuf {
     }
     PathBuf::from("strata")
 }
+
+/// A cluster archiving into a fresh local repository.
+pub struct Archiving {
+    pub cluster: Cluster,
+    pub repo: PgDir,
+}
+
+impl Archiving {
+    pub fn new(name: &str, extra: &str) -> Archiving {
+        Self::new_with(name, extra, &["--data-checksums"])
+    }
+
+    /// With the given initdb arguments.
+    pub fn new_with(name: &str, extra: &str, initdb_args: &[&str]) -> Archiving {
+        let repo = PgDir::new(&format!("strata-repo-{name}-"));
+        let cluster = Cluster::init_with(
+            name,
+            &format!(
+                "shared_preload_libraries = 'pg_strata'\narchive_mode = on\narchive_library = 'pg_strata'\n\
+                 strata.repo1 = 'file://{}'\nstrata.stanza = 'main'\nwal_keep_size = '2GB'\n\
+                 archive_timeout = 0\n{extra}",
+                repo.path().display()
+            ),
+            initdb_args,
+        );
+        cluster.start();
+        cluster.psql("postgres", "CREATE EXTENSION pg_strata");
+        Archiving { cluster, repo }
+    }
+
+    pub fn repo_url(&self) -> String {
+        format!("file://{}", self.repo.path().display())
+    }
+
+    /// Switches to a new segment and returns the name of the one just finished.
+    pub fn switch_wal(&self) -> String {
+        // A commit record first, so that there is always something to switch away from.
+        self.cluster.psql("postgres", "SELECT txid_current()");
+        self.cluster.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")
+    }
+
+    pub fn status(&self, column: &str) -> String {
+        self.cluster.psql("postgres", &format!("SELECT {column} FROM archive_status()"))
+    }
+
+    pub fn wait_archived(&self, wal: &str) {
+        let c = &self.cluster;
+        c.wait_for(&format!("{wal} archived"), 120, || {
+            let done = c.psql("postgres", "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
+            done.as_str() >= wal && !c.wal_dir().join("archive_status").join(format!("{wal}.ready")).exists()
+        });
+    }
+
+    pub fn archive_get(&self, wal: &str, dest: &Path) -> std::process::Output {
+        Command::new(strata_bin())
+            .arg("archive-get")
+            .arg(wal)
+            .arg(dest)
+            .arg("--repo")
+            .arg(self.repo_url())
+            .args(["--stanza", "main"])
+            .output()
+            .expect("run strata")
+    }
+
+    pub fn archived_segment_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        let dir = self.repo.path().join("main/archive");
+        for tl_dir in std::fs::read_dir(&dir).expect("archive dir") {
+            let tl_dir = tl_dir.unwrap().path();
+            if !tl_dir.is_dir() {
+                continue;
+            }
+            for f in std::fs::read_dir(&tl_dir).unwrap() {
+                let name = f.unwrap().file_name().into_string().unwrap();
+                if let Some(seg) = name.strip_suffix(".zst") {
+                    if seg.len() == 24 {
+                        names.push(seg.to_string());
+                    }
+                }
+            }
+        }
+        names.sort();
+        names
+    }
+}
+

@@ -2,89 +2,9 @@
 //! comes back byte-identical through `strata archive-get`; duplicates, conflicting content, an unwritable
 //! repository and bad settings behave as a DBA relies on.
 
-use pg_test::{give_to_postgres, strata_bin, Cluster, PgDir};
+use pg_test::{give_to_postgres, strata_bin, Archiving, Cluster};
 use std::path::Path;
 use std::process::Command;
-
-/// A cluster archiving into a fresh local repository.
-struct Archiving {
-    cluster: Cluster,
-    repo: PgDir,
-}
-
-impl Archiving {
-    fn new(name: &str, extra: &str) -> Archiving {
-        let repo = PgDir::new(&format!("strata-repo-{name}-"));
-        let cluster = Cluster::init(
-            name,
-            &format!(
-                "shared_preload_libraries = 'pg_strata'\narchive_mode = on\narchive_library = 'pg_strata'\n\
-                 strata.repo1 = 'file://{}'\nstrata.stanza = 'main'\nwal_keep_size = '2GB'\n\
-                 archive_timeout = 0\n{extra}",
-                repo.path().display()
-            ),
-        );
-        cluster.start();
-        cluster.psql("postgres", "CREATE EXTENSION pg_strata");
-        Archiving { cluster, repo }
-    }
-
-    fn repo_url(&self) -> String {
-        format!("file://{}", self.repo.path().display())
-    }
-
-    /// Switches to a new segment and returns the name of the one just finished.
-    fn switch_wal(&self) -> String {
-        // A commit record first, so that there is always something to switch away from.
-        self.cluster.psql("postgres", "SELECT txid_current()");
-        self.cluster.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")
-    }
-
-    fn status(&self, column: &str) -> String {
-        self.cluster.psql("postgres", &format!("SELECT {column} FROM archive_status()"))
-    }
-
-    fn wait_archived(&self, wal: &str) {
-        let c = &self.cluster;
-        c.wait_for(&format!("{wal} archived"), 120, || {
-            let done = c.psql("postgres", "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
-            done.as_str() >= wal && !c.wal_dir().join("archive_status").join(format!("{wal}.ready")).exists()
-        });
-    }
-
-    fn archive_get(&self, wal: &str, dest: &Path) -> std::process::Output {
-        Command::new(strata_bin())
-            .arg("archive-get")
-            .arg(wal)
-            .arg(dest)
-            .arg("--repo")
-            .arg(self.repo_url())
-            .args(["--stanza", "main"])
-            .output()
-            .expect("run strata")
-    }
-
-    fn archived_segment_names(&self) -> Vec<String> {
-        let mut names = Vec::new();
-        let dir = self.repo.path().join("main/archive");
-        for tl_dir in std::fs::read_dir(&dir).expect("archive dir") {
-            let tl_dir = tl_dir.unwrap().path();
-            if !tl_dir.is_dir() {
-                continue;
-            }
-            for f in std::fs::read_dir(&tl_dir).unwrap() {
-                let name = f.unwrap().file_name().into_string().unwrap();
-                if let Some(seg) = name.strip_suffix(".zst") {
-                    if seg.len() == 24 {
-                        names.push(seg.to_string());
-                    }
-                }
-            }
-        }
-        names.sort();
-        names
-    }
-}
 
 fn write_load(c: &Cluster, rows: u32) {
     c.psql(

@@ -6,6 +6,8 @@
 //! Rules:
 //! - every block reference of every record counts; setting a limit forgets modified blocks at or above it
 //!   (they are covered by the limit: everything from the limit up must be copied);
+//! - a heap record's modified heap pages also count their visibility map page as modified: heap
+//!   records clear VM bits without a block reference to the VM page;
 //! - the free space map fork is never tracked (backups copy it whole), so it is not recorded;
 //! - the visibility map's limit is in VM blocks, rounded *down*: the partial VM page left by a truncation
 //!   is changed without WAL when checksums are off, so it must be copied whole;
@@ -26,7 +28,7 @@
 use pgformat::lsn::{Lsn, TimeLineId};
 use pgformat::relfile::{ForkNumber, RelFileNode, HEAPBLOCKS_PER_VM_PAGE};
 use pgformat::rmgr::{relation_changes, RelChange};
-use pgformat::wal::{DecodedRecord, WalError};
+use pgformat::wal::{rmid, DecodedRecord, WalError};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub const MAGIC: &[u8; 8] = b"STRATABR";
@@ -113,10 +115,32 @@ impl Summary {
         for change in relation_changes(rec)? {
             self.apply_change(change);
         }
+        let heap = rec.rmid == rmid::HEAP || rec.rmid == rmid::HEAP2;
         for b in &rec.blocks {
             self.mark_modified(ForkKey::new(b.rel, b.fork), b.block);
+            if heap && b.fork == ForkNumber::Main {
+                // Heap records clear visibility map bits without referencing the VM page (redo clears
+                // them by flag): count the VM page of every modified heap page as modified.
+                self.mark_modified(ForkKey::new(b.rel, ForkNumber::VisibilityMap), b.block / HEAPBLOCKS_PER_VM_PAGE);
+            }
         }
         Ok(())
+    }
+
+    /// Adds a summary of a later LSN range, so that `self` covers both.
+    pub fn absorb(&mut self, later: &Summary) {
+        if let (None, Some(reason)) = (&self.missing, &later.missing) {
+            self.missing = Some(reason.clone());
+        }
+        self.end = self.end.max(later.end);
+        self.db_events.extend(later.db_events.iter().copied());
+        for (key, f) in &later.forks {
+            if let Some(limit) = f.limit {
+                self.set_limit(*key, limit);
+            }
+            let e = self.forks.entry(*key).or_default();
+            e.blocks.extend(f.blocks.iter().copied());
+        }
     }
 
     fn apply_change(&mut self, change: RelChange) {
