@@ -30,7 +30,10 @@ pub unsafe extern "C-unwind" fn _PG_archive_module_init(cb: *mut pg_sys::Archive
 
 #[pg_guard]
 unsafe extern "C-unwind" fn check_configured() -> bool {
-    gucs::REPO1.get().map(|c| !c.as_bytes().is_empty()).unwrap_or(false)
+    gucs::REPO1
+        .get()
+        .map(|c| !c.as_bytes().is_empty())
+        .unwrap_or(false)
 }
 
 #[pg_guard]
@@ -39,21 +42,29 @@ unsafe extern "C-unwind" fn shutdown() {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn archive_file(file: *const std::ffi::c_char, path: *const std::ffi::c_char) -> bool {
+unsafe extern "C-unwind" fn archive_file(
+    file: *const std::ffi::c_char,
+    path: *const std::ffi::c_char,
+) -> bool {
     // SAFETY: PostgreSQL passes two valid C strings.
     let (file, path) = unsafe {
-        (CStr::from_ptr(file).to_string_lossy().into_owned(), CStr::from_ptr(path).to_string_lossy().into_owned())
+        (
+            CStr::from_ptr(file).to_string_lossy().into_owned(),
+            CStr::from_ptr(path).to_string_lossy().into_owned(),
+        )
     };
     let config = gucs::repo_config();
     // SAFETY: plain reads of server facts on the main thread.
     let facts = unsafe {
         ServerFacts {
             system_identifier: pg_sys::GetSystemIdentifier(),
-            pg_version: (pg_sys::PG_VERSION_NUM / 10000) as u32,
+            pg_version: pg_sys::PG_VERSION_NUM / 10000,
             wal_segment_size: pg_sys::wal_segment_size as u32,
         }
     };
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| push(&file, &path, config, facts)));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        push(&file, &path, config, facts)
+    }));
     let result = match outcome {
         Ok(r) => r,
         Err(panic) => {
@@ -75,7 +86,12 @@ unsafe extern "C-unwind" fn archive_file(file: *const std::ffi::c_char, path: *c
                      incremental backups will read whole relation files for this WAL range"
                 );
             }
-            debug1!("pg_strata: archived \"{file}\" as {} ({} -> {} bytes)", report.key, report.original_bytes, report.stored_bytes);
+            debug1!(
+                "pg_strata: archived \"{file}\" as {} ({} -> {} bytes)",
+                report.key,
+                report.original_bytes,
+                report.stored_bytes
+            );
             status::record(status::Attempt::Archived {
                 wal: &file,
                 original: report.original_bytes,
@@ -87,7 +103,10 @@ unsafe extern "C-unwind" fn archive_file(file: *const std::ffi::c_char, path: *c
         }
         Err(error) => {
             warning!("pg_strata: could not archive WAL file \"{file}\": {error}");
-            status::record(status::Attempt::Failed { wal: &file, error: &error });
+            status::record(status::Attempt::Failed {
+                wal: &file,
+                error: &error,
+            });
             false
         }
     }
@@ -107,10 +126,15 @@ fn push(
             *slot = Some(ArchivePusher::new(config, facts).map_err(|e| e.to_string())?);
         }
         let pusher = slot.as_mut().expect("set above");
-        pusher.push(Path::new(path), file).map_err(|e| e.to_string())
+        pusher
+            .push(Path::new(path), file)
+            .map_err(|e| e.to_string())
     })
 }
 
 fn same_target(a: &strata_core::config::RepoConfig, b: &strata_core::config::RepoConfig) -> bool {
-    a.repo == b.repo && a.stanza == b.stanza && a.compress_type == b.compress_type && a.compress_level == b.compress_level
+    a.repo == b.repo
+        && a.stanza == b.stanza
+        && a.compress_type == b.compress_type
+        && a.compress_level == b.compress_level
 }

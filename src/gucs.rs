@@ -29,7 +29,8 @@ impl From<CompressTypeGuc> for CompressType {
 
 pub static REPO1: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static STANZA: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"main"));
-pub static COMPRESS_TYPE: GucSetting<CompressTypeGuc> = GucSetting::<CompressTypeGuc>::new(CompressTypeGuc::Zstd);
+pub static COMPRESS_TYPE: GucSetting<CompressTypeGuc> =
+    GucSetting::<CompressTypeGuc>::new(CompressTypeGuc::Zstd);
 pub static COMPRESS_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(3);
 pub static PROCESS_MAX: GucSetting<i32> = GucSetting::<i32>::new(2);
 
@@ -147,7 +148,15 @@ pub fn repo_config() -> Result<strata_core::config::RepoConfig, String> {
         .and_then(|c| c.into_string().ok())
         .filter(|s| !s.is_empty())
         .ok_or_else(|| "strata.repo1 is not set".to_string())?;
-    let stanza = STANZA.get().and_then(|c| c.into_string().ok()).unwrap_or_default();
-    strata_core::config::RepoConfig::new(&repo, &stanza, COMPRESS_TYPE.get().into(), COMPRESS_LEVEL.get())
-        .map_err(|e| e.to_string())
+    let stanza = STANZA
+        .get()
+        .and_then(|c| c.into_string().ok())
+        .unwrap_or_default();
+    strata_core::config::RepoConfig::new(
+        &repo,
+        &stanza,
+        COMPRESS_TYPE.get().into(),
+        COMPRESS_LEVEL.get(),
+    )
+    .map_err(|e| e.to_string())
 }

@@ -28,7 +28,9 @@ mod tests {
 
     #[pg_test]
     fn settings_have_documented_defaults() {
-        let get = |name: &str| Spi::get_one::<String>(&format!("SELECT current_setting('{name}')")).expect("SPI");
+        let get = |name: &str| {
+            Spi::get_one::<String>(&format!("SELECT current_setting('{name}')")).expect("SPI")
+        };
         assert_eq!(get("strata.compress_type").as_deref(), Some("zstd"));
         assert_eq!(get("strata.compress_level").as_deref(), Some("3"));
         assert_eq!(get("strata.stanza").as_deref(), Some("main"));

@@ -5,7 +5,6 @@
 
 use pgrx::lwlock::PgLwLock;
 use pgrx::prelude::*;
-use pgrx::shmem::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory};
 
 const NAME_LEN: usize = 64;
@@ -81,8 +80,17 @@ fn get(buf: &[u8]) -> Option<String> {
 
 /// What one archive attempt did, for the status.
 pub enum Attempt<'a> {
-    Archived { wal: &'a str, original: u64, stored: u64, duplicate: bool, summary: &'a strata_core::archive::SummaryReport },
-    Failed { wal: &'a str, error: &'a str },
+    Archived {
+        wal: &'a str,
+        original: u64,
+        stored: u64,
+        duplicate: bool,
+        summary: &'a strata_core::archive::SummaryReport,
+    },
+    Failed {
+        wal: &'a str,
+        error: &'a str,
+    },
 }
 
 pub fn record(attempt: Attempt) {
@@ -93,7 +101,13 @@ pub fn record(attempt: Attempt) {
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
     let mut s = STATS.exclusive();
     match attempt {
-        Attempt::Archived { wal, original, stored, duplicate, summary } => {
+        Attempt::Archived {
+            wal,
+            original,
+            stored,
+            duplicate,
+            summary,
+        } => {
             s.archived_count += 1;
             if duplicate {
                 s.duplicate_count += 1;
@@ -121,7 +135,9 @@ pub fn record(attempt: Attempt) {
 }
 
 fn ts(v: i64) -> Option<TimestampWithTimeZone> {
-    (v != 0).then(|| TimestampWithTimeZone::try_from(v).ok()).flatten()
+    (v != 0)
+        .then(|| TimestampWithTimeZone::try_from(v).ok())
+        .flatten()
 }
 
 /// Archiving status since the server started: one row.

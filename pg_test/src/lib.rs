@@ -74,9 +74,14 @@ pub struct PgDir {
 
 impl PgDir {
     pub fn new(prefix: &str) -> PgDir {
-        let base = std::env::var_os("STRATA_TEST_TMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        let base = std::env::var_os("STRATA_TEST_TMP")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
         std::fs::create_dir_all(&base).expect("create test temp base");
-        let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(base).expect("create temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(base)
+            .expect("create temp dir");
         give_to_postgres(dir.path());
         PgDir { dir }
     }
@@ -129,11 +134,25 @@ impl Cluster {
             Command::new(pg_bin("initdb"))
                 .arg("-D")
                 .arg(&datadir)
-                .args(["-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"])
+                .args([
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ])
                 .args(initdb_args),
         );
         let port = pick_port();
-        let cluster = Cluster { name: name.to_string(), datadir, port, root };
+        let cluster = Cluster {
+            name: name.to_string(),
+            datadir,
+            port,
+            root,
+        };
         cluster.append_conf(&format!(
             "port = {port}\nlisten_addresses = ''\nunix_socket_directories = '{}'\nfsync = off\n\
              shared_buffers = 32MB\nmax_wal_size = 256MB\nlogging_collector = off\n{conf}\n",
@@ -144,7 +163,12 @@ impl Cluster {
 
     /// A cluster over an existing data directory (a restore), using the given port.
     pub fn adopt(name: &str, root: PgDir, datadir: PathBuf, port: u16) -> Cluster {
-        Cluster { name: name.to_string(), datadir, port, root }
+        Cluster {
+            name: name.to_string(),
+            datadir,
+            port,
+            root,
+        }
     }
 
     pub fn socket_dir(&self) -> PathBuf {
@@ -230,13 +254,19 @@ impl Cluster {
     /// Runs SQL (statements run one by one, as from a script); Ok((stdout, stderr)).
     pub fn psql_full(&self, db: &str, sql: &str) -> Result<(String, String), String> {
         static N: AtomicU16 = AtomicU16::new(0);
-        let script = self.root.path().join(format!("script-{}.sql", N.fetch_add(1, Ordering::SeqCst)));
+        let script = self
+            .root
+            .path()
+            .join(format!("script-{}.sql", N.fetch_add(1, Ordering::SeqCst)));
         std::fs::write(&script, sql).expect("write SQL script");
         let out = run_as_postgres(self.psql_command(db).arg("-f").arg(&script));
         let _ = std::fs::remove_file(&script);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         if out.status.success() {
-            Ok((String::from_utf8_lossy(&out.stdout).trim().to_string(), stderr))
+            Ok((
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+                stderr,
+            ))
         } else {
             Err(stderr)
         }
@@ -263,7 +293,11 @@ impl Cluster {
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        panic!("timed out after {secs}s waiting for {what} on {}\nlog:\n{}", self.name, self.log());
+        panic!(
+            "timed out after {secs}s waiting for {what} on {}\nlog:\n{}",
+            self.name,
+            self.log()
+        );
     }
 }
 
@@ -321,18 +355,30 @@ impl Archiving {
     pub fn switch_wal(&self) -> String {
         // A commit record first, so that there is always something to switch away from.
         self.cluster.psql("postgres", "SELECT txid_current()");
-        self.cluster.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")
+        self.cluster
+            .psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")
     }
 
     pub fn status(&self, column: &str) -> String {
-        self.cluster.psql("postgres", &format!("SELECT {column} FROM archive_status()"))
+        self.cluster.psql(
+            "postgres",
+            &format!("SELECT {column} FROM archive_status()"),
+        )
     }
 
     pub fn wait_archived(&self, wal: &str) {
         let c = &self.cluster;
         c.wait_for(&format!("{wal} archived"), 120, || {
-            let done = c.psql("postgres", "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
-            done.as_str() >= wal && !c.wal_dir().join("archive_status").join(format!("{wal}.ready")).exists()
+            let done = c.psql(
+                "postgres",
+                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+            );
+            done.as_str() >= wal
+                && !c
+                    .wal_dir()
+                    .join("archive_status")
+                    .join(format!("{wal}.ready"))
+                    .exists()
         });
     }
 
@@ -369,4 +415,3 @@ impl Archiving {
         names
     }
 }
-

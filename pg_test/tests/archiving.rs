@@ -18,15 +18,25 @@ fn write_load(c: &Cluster, rows: u32) {
 
 fn assert_all_archived_segments_come_back_identical(a: &Archiving, at_least: usize) {
     let names = a.archived_segment_names();
-    assert!(names.len() >= at_least, "only {} segments archived: {names:?}", names.len());
+    assert!(
+        names.len() >= at_least,
+        "only {} segments archived: {names:?}",
+        names.len()
+    );
     let out_dir = tempfile::tempdir().unwrap();
     let mut compared = 0;
     for name in &names {
         let original = a.cluster.wal_dir().join(name);
-        let Ok(original) = std::fs::read(&original) else { continue };
+        let Ok(original) = std::fs::read(&original) else {
+            continue;
+        };
         let dest = out_dir.path().join(name);
         let out = a.archive_get(name, &dest);
-        assert!(out.status.success(), "archive-get {name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "archive-get {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let got = std::fs::read(&dest).unwrap();
         assert!(got == original, "segment {name} differs after archive-get");
         compared += 1;
@@ -38,7 +48,10 @@ fn assert_all_archived_segments_come_back_identical(a: &Archiving, at_least: usi
 fn twenty_segments_archive_and_come_back_byte_identical() {
     let a = Archiving::new("arch20", "");
     let c = &a.cluster;
-    c.psql("postgres", "CREATE TABLE t (k int, v text); CREATE INDEX ON t (k);");
+    c.psql(
+        "postgres",
+        "CREATE TABLE t (k int, v text); CREATE INDEX ON t (k);",
+    );
     let mut last = String::new();
     for i in 0..22 {
         write_load(c, 2000 + i * 100);
@@ -54,20 +67,33 @@ fn twenty_segments_archive_and_come_back_byte_identical() {
     assert!(a.status("archived_count").parse::<i64>().unwrap() >= 22);
     assert_eq!(a.status("failed_count"), "0");
     assert!(a.status("summaries_written").parse::<i64>().unwrap() >= 22);
-    assert_eq!(a.status("summaries_missing"), "0", "{}", a.status("last_summary_missing"));
+    assert_eq!(
+        a.status("summaries_missing"),
+        "0",
+        "{}",
+        a.status("last_summary_missing")
+    );
     assert_eq!(a.status("last_archived_wal"), last);
     let (orig, stored): (i64, i64) = {
         let row = a.status("bytes_original || ' ' || bytes_stored");
         let mut it = row.split(' ').map(|x| x.parse::<i64>().unwrap());
         (it.next().unwrap(), it.next().unwrap())
     };
-    assert!(orig >= 22 * 16 * 1024 * 1024 && stored > 0 && stored < orig, "{orig} {stored}");
+    assert!(
+        orig >= 22 * 16 * 1024 * 1024 && stored > 0 && stored < orig,
+        "{orig} {stored}"
+    );
     // One summary per segment.
-    let summaries = std::fs::read_dir(a.repo.path().join("main/summary/00000001")).unwrap().count();
+    let summaries = std::fs::read_dir(a.repo.path().join("main/summary/00000001"))
+        .unwrap()
+        .count();
     assert!(summaries >= 22, "{summaries} summaries");
     // The repository knows its cluster.
     let identity = std::fs::read_to_string(a.repo.path().join("main/strata.repo")).unwrap();
-    let sysid = c.psql("postgres", "SELECT system_identifier FROM pg_control_system()");
+    let sysid = c.psql(
+        "postgres",
+        "SELECT system_identifier FROM pg_control_system()",
+    );
     assert!(identity.contains(&sysid), "{identity}");
 }
 
@@ -80,7 +106,11 @@ fn archive_get_of_a_missing_file_exits_1_quietly_and_writes_nothing() {
     let dest = dir.path().join("RECOVERYXLOG");
     let out = a.archive_get("0000000100000000000000F0", &dest);
     assert_eq!(out.status.code(), Some(1));
-    assert!(out.stderr.is_empty() && out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty() && out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!dest.exists());
     let out = a.archive_get("00000005.history", &dest);
     assert_eq!(out.status.code(), Some(1));
@@ -106,8 +136,15 @@ fn archive_get_of_a_missing_file_exits_1_quietly_and_writes_nothing() {
         .arg(a.cluster.datadir.join("postgresql.conf"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(a.cluster.wal_dir().join(&last)).unwrap());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(a.cluster.wal_dir().join(&last)).unwrap()
+    );
 }
 
 #[test]
@@ -117,7 +154,10 @@ fn corrupted_object_is_refused_by_archive_get_and_nothing_is_written() {
     write_load(&a.cluster, 3000);
     let last = a.switch_wal();
     a.wait_archived(&last);
-    let key = a.repo.path().join(format!("main/archive/{}/{last}.zst", &last[..16]));
+    let key = a
+        .repo
+        .path()
+        .join(format!("main/archive/{}/{last}.zst", &last[..16]));
     let mut bytes = std::fs::read(&key).unwrap();
     let n = bytes.len();
     bytes[n / 2] ^= 0x10;
@@ -127,9 +167,16 @@ fn corrupted_object_is_refused_by_archive_get_and_nothing_is_written() {
     let out = a.archive_get(&last, &dest);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&last) && (err.contains("corrupt") || err.contains("checksum")), "{err}");
+    assert!(
+        err.contains(&last) && (err.contains("corrupt") || err.contains("checksum")),
+        "{err}"
+    );
     assert!(!dest.exists());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no temporary file left");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no temporary file left"
+    );
 }
 
 #[test]
@@ -143,16 +190,29 @@ fn duplicate_push_succeeds_and_conflicting_content_is_refused_keeping_ready() {
 
     // Re-archiving the same segment (a crash before .ready became .done) succeeds without rewriting.
     let status_dir = c.wal_dir().join("archive_status");
-    let key = a.repo.path().join(format!("main/archive/{}/{first}.zst", &first[..16]));
+    let key = a
+        .repo
+        .path()
+        .join(format!("main/archive/{}/{first}.zst", &first[..16]));
     let before = std::fs::metadata(&key).unwrap().modified().unwrap();
-    std::fs::rename(status_dir.join(format!("{first}.done")), status_dir.join(format!("{first}.ready"))).unwrap();
+    std::fs::rename(
+        status_dir.join(format!("{first}.done")),
+        status_dir.join(format!("{first}.ready")),
+    )
+    .unwrap();
     give_to_postgres(&status_dir);
     write_load(c, 100);
     let second = a.switch_wal();
     a.wait_archived(&second);
-    c.wait_for("duplicate archived", 60, || !status_dir.join(format!("{first}.ready")).exists());
+    c.wait_for("duplicate archived", 60, || {
+        !status_dir.join(format!("{first}.ready")).exists()
+    });
     assert!(a.status("duplicate_count").parse::<i64>().unwrap() >= 1);
-    assert_eq!(std::fs::metadata(&key).unwrap().modified().unwrap(), before, "object was rewritten");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().modified().unwrap(),
+        before,
+        "object was rewritten"
+    );
     // The CLI push of the identical file succeeds as well.
     let out = Command::new(strata_bin())
         .arg("archive-push")
@@ -161,17 +221,27 @@ fn duplicate_push_succeeds_and_conflicting_content_is_refused_keeping_ready() {
         .arg(a.repo_url())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Plant a different object under the name of the segment being written now: when the server
     // archives it, the push must be refused, loudly, and the .ready file kept.
     // (A write first: at a segment boundary pg_walfile_name names the previous segment.)
     c.psql("postgres", "SELECT txid_current()");
-    let current = c.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_insert_lsn())");
+    let current = c.psql(
+        "postgres",
+        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
+    );
     let fake_dir = tempfile::tempdir().unwrap();
     let fake = fake_dir.path().join(&current);
     std::fs::write(&fake, vec![7u8; 16 * 1024 * 1024]).unwrap();
-    let sysid = c.psql("postgres", "SELECT system_identifier FROM pg_control_system()");
+    let sysid = c.psql(
+        "postgres",
+        "SELECT system_identifier FROM pg_control_system()",
+    );
     let out = Command::new(strata_bin())
         .arg("archive-push")
         .arg(&fake)
@@ -180,24 +250,42 @@ fn duplicate_push_succeeds_and_conflicting_content_is_refused_keeping_ready() {
         .args(["--system-identifier", &sysid])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let failed_before: i64 = a.status("failed_count").parse().unwrap();
     write_load(c, 100);
     let switched = a.switch_wal();
     assert_eq!(switched, current);
-    c.wait_for("archiving to fail", 60, || a.status("failed_count").parse::<i64>().unwrap() > failed_before);
-    assert!(status_dir.join(format!("{current}.ready")).exists(), ".ready must be kept");
+    c.wait_for("archiving to fail", 60, || {
+        a.status("failed_count").parse::<i64>().unwrap() > failed_before
+    });
+    assert!(
+        status_dir.join(format!("{current}.ready")).exists(),
+        ".ready must be kept"
+    );
     assert!(c.wal_dir().join(&current).exists(), "segment must be kept");
     let log = c.log();
     assert!(
-        log.contains(&format!("could not archive WAL file \"{current}\"")) && log.contains("different content"),
+        log.contains(&format!("could not archive WAL file \"{current}\""))
+            && log.contains("different content"),
         "{log}"
     );
     let err = a.status("last_error");
-    assert!(err.contains("stored SHA-256") && err.contains("new SHA-256"), "{err}");
-    let fake_key = a.repo.path().join(format!("main/archive/{}/{current}.zst", &current[..16]));
+    assert!(
+        err.contains("stored SHA-256") && err.contains("new SHA-256"),
+        "{err}"
+    );
+    let fake_key = a
+        .repo
+        .path()
+        .join(format!("main/archive/{}/{current}.zst", &current[..16]));
     assert_eq!(
-        strata_core::object::decode("k", &std::fs::read(&fake_key).unwrap()).unwrap().1,
+        strata_core::object::decode("k", &std::fs::read(&fake_key).unwrap())
+            .unwrap()
+            .1,
         vec![7u8; 16 * 1024 * 1024],
         "the stored object must never be overwritten"
     );
@@ -210,7 +298,11 @@ fn duplicate_push_succeeds_and_conflicting_content_is_refused_keeping_ready() {
 
 fn set_writable(path: &Path, writable: bool) {
     let mode = if writable { "u+w" } else { "a-w" };
-    let status = Command::new("chmod").args(["-R", mode]).arg(path).status().unwrap();
+    let status = Command::new("chmod")
+        .args(["-R", mode])
+        .arg(path)
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -229,21 +321,37 @@ fn unwritable_repository_loses_nothing_and_archiving_catches_up() {
         write_load(c, 1000);
         pending.push(a.switch_wal());
     }
-    c.wait_for("archiving to fail", 60, || a.status("failed_count").parse::<i64>().unwrap() > 0);
+    c.wait_for("archiving to fail", 60, || {
+        a.status("failed_count").parse::<i64>().unwrap() > 0
+    });
     let status_dir = c.wal_dir().join("archive_status");
     for wal in &pending {
         assert!(c.wal_dir().join(wal).exists(), "{wal} must stay in pg_wal");
-        assert!(status_dir.join(format!("{wal}.ready")).exists(), "{wal} must stay .ready");
+        assert!(
+            status_dir.join(format!("{wal}.ready")).exists(),
+            "{wal} must stay .ready"
+        );
     }
     let log = c.log();
-    assert!(log.contains(&format!("could not archive WAL file \"{}\"", pending[0])), "{log}");
-    assert!(log.to_lowercase().contains("permission denied"), "the WARNING says why: {log}");
+    assert!(
+        log.contains(&format!("could not archive WAL file \"{}\"", pending[0])),
+        "{log}"
+    );
+    assert!(
+        log.to_lowercase().contains("permission denied"),
+        "the WARNING says why: {log}"
+    );
     assert!(!log.contains("PANIC") && !log.contains("FATAL"), "{log}");
 
     set_writable(a.repo.path(), true);
     a.wait_archived(pending.last().unwrap());
     assert_all_archived_segments_come_back_identical(&a, 4);
-    assert_eq!(a.status("summaries_missing"), "0", "{}", a.status("last_summary_missing"));
+    assert_eq!(
+        a.status("summaries_missing"),
+        "0",
+        "{}",
+        a.status("last_summary_missing")
+    );
 }
 
 #[test]
@@ -251,13 +359,31 @@ fn bad_settings_are_rejected_with_clear_messages() {
     let a = Archiving::new("badset", "");
     let c = &a.cluster;
     for (sql, expect) in [
-        ("ALTER SYSTEM SET strata.compress_type = 'gzip'", "Available values: zstd, lz4, none"),
-        ("ALTER SYSTEM SET strata.repo1 = 'var/lib/strata'", "relative paths are not allowed"),
-        ("ALTER SYSTEM SET strata.repo1 = '/var/lib/strata'", "file:///var/lib/strata"),
-        ("ALTER SYSTEM SET strata.repo1 = 'file://var/lib/strata'", "absolute path"),
-        ("ALTER SYSTEM SET strata.repo1 = 'ftp://host/x'", "unsupported URL scheme"),
+        (
+            "ALTER SYSTEM SET strata.compress_type = 'gzip'",
+            "Available values: zstd, lz4, none",
+        ),
+        (
+            "ALTER SYSTEM SET strata.repo1 = 'var/lib/strata'",
+            "relative paths are not allowed",
+        ),
+        (
+            "ALTER SYSTEM SET strata.repo1 = '/var/lib/strata'",
+            "file:///var/lib/strata",
+        ),
+        (
+            "ALTER SYSTEM SET strata.repo1 = 'file://var/lib/strata'",
+            "absolute path",
+        ),
+        (
+            "ALTER SYSTEM SET strata.repo1 = 'ftp://host/x'",
+            "unsupported URL scheme",
+        ),
         ("ALTER SYSTEM SET strata.stanza = '../x'", "letters, digits"),
-        ("ALTER SYSTEM SET strata.compress_level = 99", "strata.compress_level"),
+        (
+            "ALTER SYSTEM SET strata.compress_level = 99",
+            "strata.compress_level",
+        ),
     ] {
         let err = c.try_psql("postgres", sql).expect_err(sql);
         assert!(err.contains(expect), "{sql}: {err}");
@@ -266,18 +392,35 @@ fn bad_settings_are_rejected_with_clear_messages() {
     c.psql("postgres", "SELECT pg_reload_conf()");
 
     // A repository that does not exist: clear WARNING, nothing lost.
-    c.psql("postgres", "ALTER SYSTEM SET strata.repo1 = 'file:///nonexistent/strata'");
+    c.psql(
+        "postgres",
+        "ALTER SYSTEM SET strata.repo1 = 'file:///nonexistent/strata'",
+    );
     c.psql("postgres", "SELECT pg_reload_conf()");
     std::thread::sleep(std::time::Duration::from_millis(500));
     let wal = a.switch_wal();
-    c.wait_for("archiving to fail", 60, || a.status("failed_count").parse::<i64>().unwrap() > 0);
-    assert!(c.log().contains("repository directory /nonexistent/strata does not exist"), "{}", c.log());
-    assert!(c.wal_dir().join("archive_status").join(format!("{wal}.ready")).exists());
+    c.wait_for("archiving to fail", 60, || {
+        a.status("failed_count").parse::<i64>().unwrap() > 0
+    });
+    assert!(
+        c.log()
+            .contains("repository directory /nonexistent/strata does not exist"),
+        "{}",
+        c.log()
+    );
+    assert!(c
+        .wal_dir()
+        .join("archive_status")
+        .join(format!("{wal}.ready"))
+        .exists());
     // Back to the real repository (lz4 now): catches up.
     c.psql("postgres", "ALTER SYSTEM RESET strata.repo1");
     c.psql("postgres", "SELECT pg_reload_conf()");
     a.wait_archived(&wal);
-    let key = a.repo.path().join(format!("main/archive/{}/{wal}.lz4", &wal[..16]));
+    let key = a
+        .repo
+        .path()
+        .join(format!("main/archive/{}/{wal}.lz4", &wal[..16]));
     assert!(key.exists(), "stored with lz4 after the reload");
 }
 
@@ -297,8 +440,14 @@ fn another_cluster_cannot_archive_into_the_same_stanza() {
     other.start();
     other.psql("postgres", "SELECT txid_current()");
     let wal = other.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
-    other.wait_for("refusal", 60, || other.log().contains("belongs to another cluster"));
-    assert!(other.wal_dir().join("archive_status").join(format!("{wal}.ready")).exists());
+    other.wait_for("refusal", 60, || {
+        other.log().contains("belongs to another cluster")
+    });
+    assert!(other
+        .wal_dir()
+        .join("archive_status")
+        .join(format!("{wal}.ready"))
+        .exists());
     // The owner is unaffected.
     let w2 = a.switch_wal();
     a.wait_archived(&w2);

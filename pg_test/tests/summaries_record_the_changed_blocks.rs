@@ -19,16 +19,32 @@ impl Lab {
     fn new() -> Lab {
         // No data checksums: hint-bit full-page images would add catalog noise, nothing else changes.
         let a = Archiving::new_with("summaries", "autovacuum = off\n", &[]);
-        let db = a.cluster.psql("postgres", "SELECT oid FROM pg_database WHERE datname = 'postgres'").parse().unwrap();
+        let db = a
+            .cluster
+            .psql(
+                "postgres",
+                "SELECT oid FROM pg_database WHERE datname = 'postgres'",
+            )
+            .parse()
+            .unwrap();
         Lab { a, db }
     }
 
     fn filenode(&self, rel: &str) -> u32 {
-        self.a.cluster.psql("postgres", &format!("SELECT pg_relation_filenode('{rel}')")).parse().unwrap()
+        self.a
+            .cluster
+            .psql("postgres", &format!("SELECT pg_relation_filenode('{rel}')"))
+            .parse()
+            .unwrap()
     }
 
     fn key(&self, rel: u32, fork: u8) -> ForkKey {
-        ForkKey { spc: 1663, db: self.db, rel, fork }
+        ForkKey {
+            spc: 1663,
+            db: self.db,
+            rel,
+            fork,
+        }
     }
 
     /// Runs `sql` in WAL segments of its own and returns the union of their summaries.
@@ -45,8 +61,13 @@ impl Lab {
         let mut total: Option<Summary> = None;
         for s in segno(&before) + 1..=segno(&last) {
             let start = s * SEG as u64;
-            let key = format!("main/summary/00000001/{:016X}-{:016X}.blkref", start, start + SEG as u64);
-            let bytes = std::fs::read(self.a.repo.path().join(&key)).unwrap_or_else(|e| panic!("{key}: {e}"));
+            let key = format!(
+                "main/summary/00000001/{:016X}-{:016X}.blkref",
+                start,
+                start + SEG as u64
+            );
+            let bytes = std::fs::read(self.a.repo.path().join(&key))
+                .unwrap_or_else(|e| panic!("{key}: {e}"));
             let summary = Summary::decode(&key, &bytes).unwrap();
             assert_eq!(summary.missing, None, "{key}");
             match &mut total {
@@ -84,13 +105,28 @@ fn summaries_hold_exactly_the_expected_blocks_and_limits() {
     // 1. One UPDATE of one known row (a HOT update: fillfactor leaves room on its page): exactly its heap
     //    page, and the visibility map page that covers it.
     let u = lab.filenode("u");
-    let page: u32 = c.psql("postgres", "SELECT (ctid::text::point)[0]::int FROM u WHERE k = 5000").parse().unwrap();
+    let page: u32 = c
+        .psql(
+            "postgres",
+            "SELECT (ctid::text::point)[0]::int FROM u WHERE k = 5000",
+        )
+        .parse()
+        .unwrap();
     let s = lab.summarize("UPDATE u SET v = v + 1 WHERE k = 5000");
-    let after: u32 = c.psql("postgres", "SELECT (ctid::text::point)[0]::int FROM u WHERE k = 5000").parse().unwrap();
+    let after: u32 = c
+        .psql(
+            "postgres",
+            "SELECT (ctid::text::point)[0]::int FROM u WHERE k = 5000",
+        )
+        .parse()
+        .unwrap();
     assert_eq!(after, page, "the update was expected to be HOT");
     assert_eq!(
         user_forks(&s),
-        vec![(lab.key(u, 0), None, vec![page]), (lab.key(u, 2), None, vec![0])],
+        vec![
+            (lab.key(u, 0), None, vec![page]),
+            (lab.key(u, 2), None, vec![0])
+        ],
         "summary: {s:?}"
     );
     assert!(s.db_events.is_empty());
@@ -98,14 +134,28 @@ fn summaries_hold_exactly_the_expected_blocks_and_limits() {
     // 2. VACUUM that truncates: rows of the second half deleted, the table cut to the first half. Pages
     //    below the cut were all-visible and untouched; the VM is cut to floor(blocks / 32672) = 0.
     let shrink = lab.filenode("shrink");
-    let pages: u32 = c.psql("postgres", "SELECT pg_relation_size('shrink') / 8192").parse().unwrap();
+    let pages: u32 = c
+        .psql("postgres", "SELECT pg_relation_size('shrink') / 8192")
+        .parse()
+        .unwrap();
     let cut = pages / 2;
-    let s = lab.summarize(&format!("DELETE FROM shrink WHERE ctid >= '({cut},0)'::tid; VACUUM shrink;"));
-    let now: u32 = c.psql("postgres", "SELECT pg_relation_size('shrink') / 8192").parse().unwrap();
-    assert_eq!(now, cut, "VACUUM should have truncated the table to {cut} pages");
+    let s = lab.summarize(&format!(
+        "DELETE FROM shrink WHERE ctid >= '({cut},0)'::tid; VACUUM shrink;"
+    ));
+    let now: u32 = c
+        .psql("postgres", "SELECT pg_relation_size('shrink') / 8192")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        now, cut,
+        "VACUUM should have truncated the table to {cut} pages"
+    );
     assert_eq!(
         user_forks(&s),
-        vec![(lab.key(shrink, 0), Some(cut), vec![]), (lab.key(shrink, 2), Some(0), vec![])],
+        vec![
+            (lab.key(shrink, 0), Some(cut), vec![]),
+            (lab.key(shrink, 2), Some(0), vec![])
+        ],
         "summary: {s:?}"
     );
 
@@ -115,24 +165,44 @@ fn summaries_hold_exactly_the_expected_blocks_and_limits() {
     let new = lab.filenode("victim");
     assert_ne!(old, new);
     let forks = user_forks(&s);
-    assert!(forks.contains(&(lab.key(new, 0), Some(0), vec![])), "{forks:?}");
+    assert!(
+        forks.contains(&(lab.key(new, 0), Some(0), vec![])),
+        "{forks:?}"
+    );
     for fork in [0, 2, 3] {
-        assert!(forks.contains(&(lab.key(old, fork), Some(0), vec![])), "fork {fork} of {old}: {forks:?}");
+        assert!(
+            forks.contains(&(lab.key(old, fork), Some(0), vec![])),
+            "fork {fork} of {old}: {forks:?}"
+        );
     }
     let touched: BTreeSet<u32> = forks.iter().map(|(k, _, _)| k.rel).collect();
-    assert_eq!(touched, [old.min(new), old.max(new)].into_iter().collect(), "{forks:?}");
+    assert_eq!(
+        touched,
+        [old.min(new), old.max(new)].into_iter().collect(),
+        "{forks:?}"
+    );
 
     // 4. DROP TABLE: every tracked fork of the relation gets limit 0, no blocks.
     let gone = lab.filenode("gone");
     let s = lab.summarize("DROP TABLE gone");
     assert_eq!(
         user_forks(&s),
-        vec![(lab.key(gone, 0), Some(0), vec![]), (lab.key(gone, 2), Some(0), vec![]), (lab.key(gone, 3), Some(0), vec![])]
+        vec![
+            (lab.key(gone, 0), Some(0), vec![]),
+            (lab.key(gone, 2), Some(0), vec![]),
+            (lab.key(gone, 3), Some(0), vec![])
+        ]
     );
 
     // 5. CREATE and DROP DATABASE.
     let s = lab.summarize("CREATE DATABASE scratch");
-    let oid: u32 = c.psql("postgres", "SELECT oid FROM pg_database WHERE datname = 'scratch'").parse().unwrap();
+    let oid: u32 = c
+        .psql(
+            "postgres",
+            "SELECT oid FROM pg_database WHERE datname = 'scratch'",
+        )
+        .parse()
+        .unwrap();
     assert_eq!(s.db_events, vec![DbEvent::Created { spc: 1663, db: oid }]);
     let s = lab.summarize("DROP DATABASE scratch");
     assert_eq!(s.db_events, vec![DbEvent::Dropped { spc: 1663, db: oid }]);

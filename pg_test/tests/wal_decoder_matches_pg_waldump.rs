@@ -18,10 +18,17 @@ struct Rec {
 fn parse_waldump(text: &str) -> BTreeMap<Lsn, Rec> {
     let mut out = BTreeMap::new();
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix("rmgr: ") else { continue };
+        let Some(rest) = line.strip_prefix("rmgr: ") else {
+            continue;
+        };
         let rmgr = rest.split_whitespace().next().unwrap().to_string();
         let lsn_at = line.find(", lsn: ").expect("lsn") + 7;
-        let lsn: Lsn = line[lsn_at..].split(',').next().unwrap().parse().expect("lsn value");
+        let lsn: Lsn = line[lsn_at..]
+            .split(',')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("lsn value");
         let mut blocks = Vec::new();
         for part in line.split("blkref #").skip(1) {
             // "0: rel 1663/5/16384 fork vm blk 0 FPW, ..."
@@ -29,7 +36,11 @@ fn parse_waldump(text: &str) -> BTreeMap<Lsn, Rec> {
             let (id, rest) = part.split_once(": rel ").expect("blkref");
             let words: Vec<&str> = rest.split_whitespace().collect();
             let rel = words[0].to_string();
-            let (fork, blk_at) = if words[1] == "fork" { (words[2].to_string(), 4) } else { ("main".to_string(), 2) };
+            let (fork, blk_at) = if words[1] == "fork" {
+                (words[2].to_string(), 4)
+            } else {
+                ("main".to_string(), 2)
+            };
             assert_eq!(words[blk_at - 1], "blk", "{line}");
             let blk: u32 = words[blk_at].parse().unwrap();
             let fpw = words.get(blk_at + 1).is_some_and(|w| w.starts_with("FPW"));
@@ -52,26 +63,46 @@ fn decoder_matches_pg_waldump_on_real_segments() {
          CREATE UNLOGGED TABLE scratch (k int);",
     );
     // Rows of ~7 kB: single records that often cross a page boundary.
-    c.psql("postgres", "INSERT INTO wide SELECT g, repeat(md5(g::text), 220) FROM generate_series(1, 3000) g");
-    c.psql("postgres", "INSERT INTO narrow SELECT g, md5(g::text) FROM generate_series(1, 200000) g");
+    c.psql(
+        "postgres",
+        "INSERT INTO wide SELECT g, repeat(md5(g::text), 220) FROM generate_series(1, 3000) g",
+    );
+    c.psql(
+        "postgres",
+        "INSERT INTO narrow SELECT g, md5(g::text) FROM generate_series(1, 200000) g",
+    );
     c.psql("postgres", "CHECKPOINT");
     // After a checkpoint, the first touch of each page logs a full-page image.
     c.psql("postgres", "UPDATE narrow SET v = 'u' WHERE k % 50 = 0");
     // CREATE INDEX logs batches of page images: records of ~256 kB crossing many pages (and segments).
-    c.psql("postgres", "CREATE INDEX ON wide (k); CREATE INDEX ON narrow (v)");
-    c.psql("postgres", "DELETE FROM narrow WHERE k > 150000; VACUUM narrow; TRUNCATE wide; DROP TABLE scratch");
+    c.psql(
+        "postgres",
+        "CREATE INDEX ON wide (k); CREATE INDEX ON narrow (v)",
+    );
+    c.psql(
+        "postgres",
+        "DELETE FROM narrow WHERE k > 150000; VACUUM narrow; TRUNCATE wide; DROP TABLE scratch",
+    );
     c.psql("postgres", "CREATE DATABASE other; DROP DATABASE other");
-    c.psql("postgres", "INSERT INTO narrow SELECT g, md5(g::text) FROM generate_series(150001, 250000) g");
+    c.psql(
+        "postgres",
+        "INSERT INTO narrow SELECT g, md5(g::text) FROM generate_series(150001, 250000) g",
+    );
     let last_seg = c.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
     c.psql("postgres", "SELECT pg_switch_wal()");
     c.psql("postgres", "CHECKPOINT");
 
-    let (WalFileName::Segment { segno: first, .. }, WalFileName::Segment { segno: last, .. }) =
-        (WalFileName::parse(&start_seg, SEG).unwrap(), WalFileName::parse(&last_seg, SEG).unwrap())
-    else {
+    let (WalFileName::Segment { segno: first, .. }, WalFileName::Segment { segno: last, .. }) = (
+        WalFileName::parse(&start_seg, SEG).unwrap(),
+        WalFileName::parse(&last_seg, SEG).unwrap(),
+    ) else {
         panic!("segment names")
     };
-    assert!(last >= first + 3, "workload made only {} segments", last - first + 1);
+    assert!(
+        last >= first + 3,
+        "workload made only {} segments",
+        last - first + 1
+    );
 
     // Decode all complete segments in one decoder, fed in 8 kB chunks for the first pass.
     let mut decoded = BTreeMap::new();
@@ -113,10 +144,22 @@ fn decoder_matches_pg_waldump_on_real_segments() {
         }
         sysid = sysid.or(dec.system_identifier());
     }
-    let expected_sysid: u64 = c.psql("postgres", "SELECT system_identifier FROM pg_control_system()").parse().unwrap();
+    let expected_sysid: u64 = c
+        .psql(
+            "postgres",
+            "SELECT system_identifier FROM pg_control_system()",
+        )
+        .parse()
+        .unwrap();
     assert_eq!(sysid, Some(expected_sysid));
-    assert!(crossing_segment >= 1, "no record crossed a segment boundary");
-    assert!(crossing_page >= 100, "only {crossing_page} records crossed a page boundary");
+    assert!(
+        crossing_segment >= 1,
+        "no record crossed a segment boundary"
+    );
+    assert!(
+        crossing_page >= 100,
+        "only {crossing_page} records crossed a page boundary"
+    );
     assert!(images >= 100, "only {images} full-page images");
 
     // Whole segments at once give exactly the same records.
@@ -132,7 +175,11 @@ fn decoder_matches_pg_waldump_on_real_segments() {
     assert_eq!(n, decoded.len());
 
     let first_lsn = *decoded.keys().next().unwrap();
-    let (last_lsn, (_, last_end)) = decoded.iter().next_back().map(|(k, v)| (*k, v.clone())).unwrap();
+    let (last_lsn, (_, last_end)) = decoded
+        .iter()
+        .next_back()
+        .map(|(k, v)| (*k, v.clone()))
+        .unwrap();
     let out = run_ok(
         Command::new(pg_bin("pg_waldump"))
             .arg("-p")
@@ -142,12 +189,20 @@ fn decoder_matches_pg_waldump_on_real_segments() {
             .arg("-e")
             .arg(last_end.to_string()),
     );
-    let waldump: BTreeMap<Lsn, Rec> =
-        parse_waldump(&out).into_iter().filter(|(l, _)| *l >= first_lsn && *l <= last_lsn).collect();
-    assert!(waldump.len() > 10_000, "pg_waldump printed only {} records", waldump.len());
+    let waldump: BTreeMap<Lsn, Rec> = parse_waldump(&out)
+        .into_iter()
+        .filter(|(l, _)| *l >= first_lsn && *l <= last_lsn)
+        .collect();
+    assert!(
+        waldump.len() > 10_000,
+        "pg_waldump printed only {} records",
+        waldump.len()
+    );
     assert_eq!(waldump.len(), decoded.len(), "record counts differ");
     for (lsn, w) in &waldump {
-        let (d, _) = decoded.get(lsn).unwrap_or_else(|| panic!("record at {lsn} missing from the decoder"));
+        let (d, _) = decoded
+            .get(lsn)
+            .unwrap_or_else(|| panic!("record at {lsn} missing from the decoder"));
         assert_eq!(d, w, "record at {lsn}");
     }
 }

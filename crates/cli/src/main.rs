@@ -8,7 +8,11 @@ mod repo_args;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "strata", version, about = "pg_strata: PostgreSQL backups, WAL archive and restore")]
+#[command(
+    name = "strata",
+    version,
+    about = "pg_strata: PostgreSQL backups, WAL archive and restore"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

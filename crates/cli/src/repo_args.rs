@@ -27,24 +27,41 @@ impl RepoArgs {
     /// Resolves the repository configuration.
     pub fn resolve(&self) -> Result<RepoConfig> {
         let file = match &self.config {
-            Some(p) => read_conf_file(p).with_context(|| format!("reading --config {}", p.display()))?,
+            Some(p) => {
+                read_conf_file(p).with_context(|| format!("reading --config {}", p.display()))?
+            }
             None => Default::default(),
         };
         if self.cipher_pass_file.is_some() {
-            bail!("--cipher-pass-file: encrypted repositories are not supported by this version yet");
+            bail!(
+                "--cipher-pass-file: encrypted repositories are not supported by this version yet"
+            );
         }
         let repo = self.repo.clone().or_else(|| file.get("strata.repo1").cloned()).ok_or_else(|| {
             anyhow::anyhow!("no repository given: use --repo URL, STRATA_REPO1, or --config with strata.repo1")
         })?;
-        let stanza = self.stanza.clone().or_else(|| file.get("strata.stanza").cloned()).unwrap_or_else(|| "main".into());
+        let stanza = self
+            .stanza
+            .clone()
+            .or_else(|| file.get("strata.stanza").cloned())
+            .unwrap_or_else(|| "main".into());
         let compress_type: CompressType = match file.get("strata.compress_type") {
-            Some(v) => v.parse().map_err(|e: String| anyhow::anyhow!("strata.compress_type in config: {e}"))?,
+            Some(v) => v
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("strata.compress_type in config: {e}"))?,
             None => CompressType::Zstd,
         };
         let compress_level = match file.get("strata.compress_level") {
-            Some(v) => v.parse().with_context(|| format!("strata.compress_level = '{v}' in config is not a number"))?,
+            Some(v) => v.parse().with_context(|| {
+                format!("strata.compress_level = '{v}' in config is not a number")
+            })?,
             None => 3,
         };
-        Ok(RepoConfig::new(&repo, &stanza, compress_type, compress_level)?)
+        Ok(RepoConfig::new(
+            &repo,
+            &stanza,
+            compress_type,
+            compress_level,
+        )?)
     }
 }

@@ -59,7 +59,9 @@ impl FromStr for CompressType {
             "none" => Ok(CompressType::None),
             "zstd" => Ok(CompressType::Zstd),
             "lz4" => Ok(CompressType::Lz4),
-            _ => Err(format!("unknown compression type \"{s}\": use zstd, lz4 or none")),
+            _ => Err(format!(
+                "unknown compression type \"{s}\": use zstd, lz4 or none"
+            )),
         }
     }
 }
@@ -68,7 +70,12 @@ impl FromStr for CompressType {
 pub const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = -7..=19;
 
 /// Compresses `plain` and appends the result to `out`.
-pub fn compress_into(kind: CompressType, level: i32, plain: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+pub fn compress_into(
+    kind: CompressType,
+    level: i32,
+    plain: &[u8],
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
     match kind {
         CompressType::None => out.extend_from_slice(plain),
         CompressType::Zstd => {
@@ -88,7 +95,8 @@ pub fn compress_into(kind: CompressType, level: i32, plain: &[u8], out: &mut Vec
 
 /// Decompresses `stored`, expecting exactly `plain_size` bytes.
 pub fn decompress(kind: CompressType, stored: &[u8], plain_size: u64) -> Result<Vec<u8>, String> {
-    let cap = usize::try_from(plain_size).map_err(|_| format!("plaintext size {plain_size} too large"))?;
+    let cap = usize::try_from(plain_size)
+        .map_err(|_| format!("plaintext size {plain_size} too large"))?;
     let mut out = Vec::with_capacity(cap);
     // Read at most one byte more than expected, to detect a too long stream without unbounded growth.
     let limit = plain_size + 1;
@@ -99,11 +107,17 @@ pub fn decompress(kind: CompressType, stored: &[u8], plain_size: u64) -> Result<
         }
         CompressType::Zstd => zstd::stream::Decoder::new(stored)
             .and_then(|d| d.take(limit).read_to_end(&mut out).map(|_| ())),
-        CompressType::Lz4 => lz4_flex::frame::FrameDecoder::new(stored).take(limit).read_to_end(&mut out).map(|_| ()),
+        CompressType::Lz4 => lz4_flex::frame::FrameDecoder::new(stored)
+            .take(limit)
+            .read_to_end(&mut out)
+            .map(|_| ()),
     };
     res.map_err(|e| format!("{} decompression failed: {e}", kind.name()))?;
     if out.len() as u64 != plain_size {
-        return Err(format!("decompressed to {} bytes, header says {plain_size}", out.len()));
+        return Err(format!(
+            "decompressed to {} bytes, header says {plain_size}",
+            out.len()
+        ));
     }
     Ok(out)
 }
@@ -118,14 +132,24 @@ mod tests {
         for kind in CompressType::ALL {
             let mut out = Vec::new();
             compress_into(kind, 3, &plain, &mut out).unwrap();
-            assert_eq!(decompress(kind, &out, plain.len() as u64).unwrap(), plain, "{kind:?}");
-            assert!(decompress(kind, &out, plain.len() as u64 - 1).is_err(), "{kind:?} size check");
+            assert_eq!(
+                decompress(kind, &out, plain.len() as u64).unwrap(),
+                plain,
+                "{kind:?}"
+            );
+            assert!(
+                decompress(kind, &out, plain.len() as u64 - 1).is_err(),
+                "{kind:?} size check"
+            );
         }
     }
 
     #[test]
     fn names_parse() {
         assert_eq!("zstd".parse::<CompressType>(), Ok(CompressType::Zstd));
-        assert!("gzip".parse::<CompressType>().unwrap_err().contains("zstd, lz4 or none"));
+        assert!("gzip"
+            .parse::<CompressType>()
+            .unwrap_err()
+            .contains("zstd, lz4 or none"));
     }
 }

@@ -25,11 +25,15 @@ impl RepoUrl {
             reason: reason.to_string(),
         };
         if value.is_empty() {
-            return Err(bad("it is empty; set it to a URL like file:///var/lib/strata"));
+            return Err(bad(
+                "it is empty; set it to a URL like file:///var/lib/strata",
+            ));
         }
         if let Some(path) = value.strip_prefix("file://") {
             if !path.starts_with('/') {
-                return Err(bad("a file:// URL needs an absolute path, like file:///var/lib/strata"));
+                return Err(bad(
+                    "a file:// URL needs an absolute path, like file:///var/lib/strata",
+                ));
             }
             if path.split('/').any(|c| c == "..") {
                 return Err(bad("the path must not contain '..'"));
@@ -37,13 +41,17 @@ impl RepoUrl {
             return Ok(RepoUrl::Local(PathBuf::from(path)));
         }
         if value.starts_with("s3://") {
-            return Err(bad("S3 repositories are not supported by this version yet; use file:///absolute/path"));
+            return Err(bad(
+                "S3 repositories are not supported by this version yet; use file:///absolute/path",
+            ));
         }
         if value.starts_with('/') {
             return Err(bad(&format!("write it as a URL: file://{value}")));
         }
         if !value.contains("://") {
-            return Err(bad("relative paths are not allowed; use a URL like file:///var/lib/strata"));
+            return Err(bad(
+                "relative paths are not allowed; use a URL like file:///var/lib/strata",
+            ));
         }
         Err(bad("unsupported URL scheme; use file:///absolute/path"))
     }
@@ -59,7 +67,9 @@ impl RepoUrl {
 pub fn check_stanza(value: &str) -> Result<()> {
     let ok = !value.is_empty()
         && value.len() <= 64
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
         && !value.starts_with('.');
     if ok {
         Ok(())
@@ -78,7 +88,11 @@ pub fn check_compress_level(kind: CompressType, level: i32) -> Result<()> {
         return Err(Error::BadSetting {
             name: "strata.compress_level".into(),
             value: level.to_string(),
-            reason: format!("zstd levels go from {} to {}", ZSTD_LEVELS.start(), ZSTD_LEVELS.end()),
+            reason: format!(
+                "zstd levels go from {} to {}",
+                ZSTD_LEVELS.start(),
+                ZSTD_LEVELS.end()
+            ),
         });
     }
     Ok(())
@@ -94,18 +108,31 @@ pub struct RepoConfig {
 }
 
 impl RepoConfig {
-    pub fn new(repo: &str, stanza: &str, compress_type: CompressType, compress_level: i32) -> Result<RepoConfig> {
+    pub fn new(
+        repo: &str,
+        stanza: &str,
+        compress_type: CompressType,
+        compress_level: i32,
+    ) -> Result<RepoConfig> {
         let repo = RepoUrl::parse("strata.repo1", repo)?;
         check_stanza(stanza)?;
         check_compress_level(compress_type, compress_level)?;
-        Ok(RepoConfig { repo, stanza: stanza.to_string(), compress_type, compress_level })
+        Ok(RepoConfig {
+            repo,
+            stanza: stanza.to_string(),
+            compress_type,
+            compress_level,
+        })
     }
 }
 
 /// Reads the `strata.*` settings of a postgresql.conf-style file: `name = value` lines, `#` comments,
 /// values optionally single-quoted (with '' for a quote). Later lines win, as in PostgreSQL.
 pub fn read_conf_file(path: &Path) -> Result<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile { path: path.into(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
+        path: path.into(),
+        source,
+    })?;
     Ok(parse_conf(&text))
 }
 
@@ -113,9 +140,14 @@ pub fn parse_conf(text: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for line in text.lines() {
         let line = line.trim();
-        let Some(rest) = line.strip_prefix("strata.") else { continue };
+        let Some(rest) = line.strip_prefix("strata.") else {
+            continue;
+        };
         let (name, value) = match rest.find(['=', ' ', '\t']) {
-            Some(i) => (&rest[..i], rest[i..].trim_start().trim_start_matches('=').trim_start()),
+            Some(i) => (
+                &rest[..i],
+                rest[i..].trim_start().trim_start_matches('=').trim_start(),
+            ),
             None => continue,
         };
         let value = if let Some(q) = value.strip_prefix('\'') {
@@ -148,7 +180,10 @@ mod tests {
 
     #[test]
     fn repo_urls() {
-        assert_eq!(RepoUrl::parse("r", "file:///var/lib/strata").unwrap(), RepoUrl::Local("/var/lib/strata".into()));
+        assert_eq!(
+            RepoUrl::parse("r", "file:///var/lib/strata").unwrap(),
+            RepoUrl::Local("/var/lib/strata".into())
+        );
         for (v, why) in [
             ("file://var/lib", "absolute"),
             ("var/lib", "relative"),

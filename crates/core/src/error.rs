@@ -9,29 +9,54 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid setting {name} = '{value}': {reason}")]
-    BadSetting { name: String, value: String, reason: String },
+    BadSetting {
+        name: String,
+        value: String,
+        reason: String,
+    },
 
     #[error("repository storage error on {key}: {source}")]
-    Storage { key: String, #[source] source: object_store::Error },
+    Storage {
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
 
     #[error("cannot read {path}: {source}")]
-    ReadFile { path: PathBuf, #[source] source: std::io::Error },
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 
     #[error("cannot write {path}: {source}")]
-    WriteFile { path: PathBuf, #[source] source: std::io::Error },
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 
     #[error("stored object {key} is corrupt: {reason}")]
     CorruptObject { key: String, reason: String },
 
     #[error("checksum mismatch for {key}: expected SHA-256 {expected}, found {found}")]
-    ChecksumMismatch { key: String, expected: String, found: String },
+    ChecksumMismatch {
+        key: String,
+        expected: String,
+        found: String,
+    },
 
     #[error(
         "WAL file {file} is already archived in {key} with a different content (stored SHA-256 {stored}, \
          new SHA-256 {new}): refusing to overwrite it; this suggests two clusters archive into the same \
          stanza or the WAL was corrupted; check the repository and the cluster"
     )]
-    ArchiveMismatch { file: String, key: String, stored: String, new: String },
+    ArchiveMismatch {
+        file: String,
+        key: String,
+        stored: String,
+        new: String,
+    },
 
     #[error(
         "repository {repo} stanza '{stanza}' belongs to another cluster: it holds system identifier \
@@ -48,7 +73,11 @@ pub enum Error {
     },
 
     #[error("repository identity {key} has format version {found}, this pg_strata reads version {supported}")]
-    UnsupportedRepoFormat { key: String, found: u32, supported: u32 },
+    UnsupportedRepoFormat {
+        key: String,
+        found: u32,
+        supported: u32,
+    },
 
     #[error("{what} is not a WAL file name PostgreSQL would archive (expected e.g. 000000010000000000000001, 00000002.history)")]
     BadWalFileName { what: String },
@@ -59,6 +88,9 @@ pub enum Error {
 
 impl Error {
     pub fn storage(key: &str, source: object_store::Error) -> Error {
-        Error::Storage { key: key.to_string(), source }
+        Error::Storage {
+            key: key.to_string(),
+            source,
+        }
     }
 }

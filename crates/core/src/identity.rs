@@ -25,18 +25,32 @@ pub struct RepoIdentity {
 /// Reads the identity of a stanza, if it has one.
 pub fn read(storage: &Storage, paths: &RepoPaths) -> Result<Option<RepoIdentity>> {
     let key = paths.identity();
-    let Some(bytes) = storage.get(&key)? else { return Ok(None) };
-    let id: RepoIdentity = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::CorruptObject { key: key.clone(), reason: format!("not a valid identity: {e}") })?;
+    let Some(bytes) = storage.get(&key)? else {
+        return Ok(None);
+    };
+    let id: RepoIdentity = serde_json::from_slice(&bytes).map_err(|e| Error::CorruptObject {
+        key: key.clone(),
+        reason: format!("not a valid identity: {e}"),
+    })?;
     if id.format_version != REPO_FORMAT_VERSION {
-        return Err(Error::UnsupportedRepoFormat { key, found: id.format_version, supported: REPO_FORMAT_VERSION });
+        return Err(Error::UnsupportedRepoFormat {
+            key,
+            found: id.format_version,
+            supported: REPO_FORMAT_VERSION,
+        });
     }
     Ok(Some(id))
 }
 
 /// Makes sure the stanza belongs to this cluster: creates the identity on first use, refuses a stanza
 /// of another cluster.
-pub fn ensure(storage: &Storage, paths: &RepoPaths, system_identifier: u64, pg_version: u32, wal_segment_size: u32) -> Result<RepoIdentity> {
+pub fn ensure(
+    storage: &Storage,
+    paths: &RepoPaths,
+    system_identifier: u64,
+    pg_version: u32,
+    wal_segment_size: u32,
+) -> Result<RepoIdentity> {
     let mine = RepoIdentity {
         format_version: REPO_FORMAT_VERSION,
         system_identifier,
@@ -52,7 +66,9 @@ pub fn ensure(storage: &Storage, paths: &RepoPaths, system_identifier: u64, pg_v
             match storage.put_new(&paths.identity(), json)? {
                 PutOutcome::Written => return Ok(mine),
                 // Someone else created it meanwhile: check theirs.
-                PutOutcome::AlreadyExists => read(storage, paths)?.ok_or_else(|| Error::Other("identity vanished".into()))?,
+                PutOutcome::AlreadyExists => {
+                    read(storage, paths)?.ok_or_else(|| Error::Other("identity vanished".into()))?
+                }
             }
         }
     };
@@ -81,9 +97,15 @@ mod tests {
         let p = RepoPaths::new("main");
         let id = ensure(&s, &p, 7001, 15, 16 << 20).unwrap();
         assert_eq!(id.system_identifier, 7001);
-        assert_eq!(ensure(&s, &p, 7001, 15, 16 << 20).unwrap().created, id.created);
+        assert_eq!(
+            ensure(&s, &p, 7001, 15, 16 << 20).unwrap().created,
+            id.created
+        );
         let e = ensure(&s, &p, 7002, 15, 16 << 20).unwrap_err().to_string();
-        assert!(e.contains("7001") && e.contains("7002") && e.contains("another cluster"), "{e}");
+        assert!(
+            e.contains("7001") && e.contains("7002") && e.contains("another cluster"),
+            "{e}"
+        );
         // Another stanza in the same repository is fine.
         ensure(&s, &RepoPaths::new("other"), 7002, 15, 16 << 20).unwrap();
     }

@@ -2,6 +2,7 @@
 //! storage over object_store, the stored-object format (hash, then compress), repository identity and
 //! paths, WAL push and get, and block-change summaries. Nothing here links PostgreSQL.
 
+pub mod archive;
 pub mod compress;
 pub mod config;
 pub mod error;
@@ -10,6 +11,5 @@ pub mod object;
 pub mod paths;
 pub mod storage;
 pub mod summary;
-pub mod archive;
 
 pub use error::{Error, Result};

@@ -51,9 +51,15 @@ impl ObjectHeader {
 
     /// Parses and checks a header; `key` names the object in errors.
     pub fn decode(key: &str, bytes: &[u8]) -> Result<ObjectHeader> {
-        let corrupt = |reason: String| Error::CorruptObject { key: key.to_string(), reason };
+        let corrupt = |reason: String| Error::CorruptObject {
+            key: key.to_string(),
+            reason,
+        };
         if bytes.len() < HEADER_LEN {
-            return Err(corrupt(format!("{} bytes, shorter than the {HEADER_LEN} byte header", bytes.len())));
+            return Err(corrupt(format!(
+                "{} bytes, shorter than the {HEADER_LEN} byte header",
+                bytes.len()
+            )));
         }
         if &bytes[0..8] != MAGIC {
             return Err(corrupt("bad magic: not a pg_strata object".into()));
@@ -64,16 +70,22 @@ impl ObjectHeader {
         }
         let version = u16::from_le_bytes([bytes[8], bytes[9]]);
         if version != VERSION {
-            return Err(corrupt(format!("format version {version}, this pg_strata reads {VERSION}")));
+            return Err(corrupt(format!(
+                "format version {version}, this pg_strata reads {VERSION}"
+            )));
         }
-        let compress =
-            CompressType::from_code(bytes[10]).ok_or_else(|| corrupt(format!("unknown compression {}", bytes[10])))?;
+        let compress = CompressType::from_code(bytes[10])
+            .ok_or_else(|| corrupt(format!("unknown compression {}", bytes[10])))?;
         if bytes[11] != 0 {
             return Err(corrupt(format!("unknown encryption {}", bytes[11])));
         }
         let plain_size = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
         let sha256: [u8; 32] = bytes[20..52].try_into().expect("32 bytes");
-        Ok(ObjectHeader { compress, plain_size, sha256 })
+        Ok(ObjectHeader {
+            compress,
+            plain_size,
+            sha256,
+        })
     }
 }
 
@@ -82,8 +94,17 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 }
 
 /// Builds a stored object from plaintext whose SHA-256 is already known.
-pub fn encode_with_hash(plain: &[u8], sha: [u8; 32], compress: CompressType, level: i32) -> Result<Vec<u8>> {
-    let header = ObjectHeader { compress, plain_size: plain.len() as u64, sha256: sha };
+pub fn encode_with_hash(
+    plain: &[u8],
+    sha: [u8; 32],
+    compress: CompressType,
+    level: i32,
+) -> Result<Vec<u8>> {
+    let header = ObjectHeader {
+        compress,
+        plain_size: plain.len() as u64,
+        sha256: sha,
+    };
     let mut out = Vec::with_capacity(HEADER_LEN + plain.len() / 2);
     out.extend_from_slice(&header.encode());
     compress::compress_into(compress, level, plain, &mut out)
@@ -95,7 +116,10 @@ pub fn encode_with_hash(plain: &[u8], sha: [u8; 32], compress: CompressType, lev
 pub fn decode(key: &str, stored: &[u8]) -> Result<(ObjectHeader, Vec<u8>)> {
     let header = ObjectHeader::decode(key, stored)?;
     let plain = compress::decompress(header.compress, &stored[HEADER_LEN..], header.plain_size)
-        .map_err(|reason| Error::CorruptObject { key: key.to_string(), reason })?;
+        .map_err(|reason| Error::CorruptObject {
+            key: key.to_string(),
+            reason,
+        })?;
     let found = sha256(&plain);
     if found != header.sha256 {
         return Err(Error::ChecksumMismatch {
@@ -115,11 +139,11 @@ mod tests {
     fn golden_bytes_of_an_uncompressed_object() {
         let obj = encode_with_hash(b"abc", sha256(b"abc"), CompressType::None, 0).unwrap();
         let expected_header = concat!(
-            "5354524154414f42", // STRATAOB
-            "0100",             // version 1
-            "00",               // no compression
-            "00",               // no encryption
-            "0300000000000000", // 3 bytes
+            "5354524154414f42",                                                 // STRATAOB
+            "0100",                                                             // version 1
+            "00",                                                               // no compression
+            "00",                                                               // no encryption
+            "0300000000000000",                                                 // 3 bytes
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", // sha256("abc")
         );
         assert_eq!(hex::encode(&obj[..52]), expected_header);

@@ -21,7 +21,9 @@ pub struct RepoPaths {
 
 impl RepoPaths {
     pub fn new(stanza: &str) -> RepoPaths {
-        RepoPaths { stanza: stanza.to_string() }
+        RepoPaths {
+            stanza: stanza.to_string(),
+        }
     }
 
     pub fn stanza(&self) -> &str {
@@ -37,13 +39,25 @@ impl RepoPaths {
     }
 
     /// Key of an archived WAL file (segment, partial, backup history or timeline history).
-    pub fn archive_file(&self, file_name: &str, compress: CompressType, wal_segment_size: u32) -> Result<String> {
-        let parsed = WalFileName::parse(file_name, wal_segment_size)
-            .ok_or_else(|| Error::BadWalFileName { what: file_name.to_string() })?;
+    pub fn archive_file(
+        &self,
+        file_name: &str,
+        compress: CompressType,
+        wal_segment_size: u32,
+    ) -> Result<String> {
+        let parsed = WalFileName::parse(file_name, wal_segment_size).ok_or_else(|| {
+            Error::BadWalFileName {
+                what: file_name.to_string(),
+            }
+        })?;
         let ext = compress.extension();
         Ok(match parsed {
             WalFileName::History { .. } => format!("{}/{file_name}.{ext}", self.archive_root()),
-            _ => format!("{}/{}/{file_name}.{ext}", self.archive_root(), &file_name[0..16]),
+            _ => format!(
+                "{}/{}/{file_name}.{ext}",
+                self.archive_root(),
+                &file_name[0..16]
+            ),
         })
     }
 
@@ -68,7 +82,11 @@ impl RepoPaths {
         let file = parts.next()?.strip_suffix(".blkref")?;
         let tli = u32::from_str_radix(parts.next()?, 16).ok()?;
         let (start, end) = file.split_once('-')?;
-        Some((tli, Lsn::from_sortable_hex(start)?, Lsn::from_sortable_hex(end)?))
+        Some((
+            tli,
+            Lsn::from_sortable_hex(start)?,
+            Lsn::from_sortable_hex(end)?,
+        ))
     }
 }
 
@@ -82,20 +100,35 @@ mod tests {
         let p = RepoPaths::new("main");
         assert_eq!(p.identity(), "main/strata.repo");
         assert_eq!(
-            p.archive_file("000000010000000A000000FF", CompressType::Zstd, SZ).unwrap(),
+            p.archive_file("000000010000000A000000FF", CompressType::Zstd, SZ)
+                .unwrap(),
             "main/archive/000000010000000A/000000010000000A000000FF.zst"
         );
         assert_eq!(
-            p.archive_file("00000002.history", CompressType::Lz4, SZ).unwrap(),
+            p.archive_file("00000002.history", CompressType::Lz4, SZ)
+                .unwrap(),
             "main/archive/00000002.history.lz4"
         );
         assert_eq!(
-            p.archive_file("000000010000000000000002.00000028.backup", CompressType::None, SZ).unwrap(),
+            p.archive_file(
+                "000000010000000000000002.00000028.backup",
+                CompressType::None,
+                SZ
+            )
+            .unwrap(),
             "main/archive/0000000100000000/000000010000000000000002.00000028.backup.raw"
         );
-        assert!(p.archive_file("../etc/passwd", CompressType::None, SZ).is_err());
+        assert!(p
+            .archive_file("../etc/passwd", CompressType::None, SZ)
+            .is_err());
         let k = p.summary(1, Lsn(0x0100_0000), Lsn(0x0200_0000));
-        assert_eq!(k, "main/summary/00000001/0000000001000000-0000000002000000.blkref");
-        assert_eq!(RepoPaths::parse_summary_key(&k), Some((1, Lsn(0x0100_0000), Lsn(0x0200_0000))));
+        assert_eq!(
+            k,
+            "main/summary/00000001/0000000001000000-0000000002000000.blkref"
+        );
+        assert_eq!(
+            RepoPaths::parse_summary_key(&k),
+            Some((1, Lsn(0x0100_0000), Lsn(0x0200_0000)))
+        );
     }
 }

@@ -50,7 +50,11 @@ impl Storage {
                 Arc::new(fs)
             }
         };
-        Ok(Storage { store, runtime, url: url.clone() })
+        Ok(Storage {
+            store,
+            runtime,
+            url: url.clone(),
+        })
     }
 
     pub fn url(&self) -> &RepoUrl {
@@ -62,7 +66,11 @@ impl Storage {
         let path = ObjPath::from(key);
         self.runtime.block_on(async {
             match self.store.get(&path).await {
-                Ok(r) => r.bytes().await.map(Some).map_err(|e| Error::storage(key, e)),
+                Ok(r) => r
+                    .bytes()
+                    .await
+                    .map(Some)
+                    .map_err(|e| Error::storage(key, e)),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(Error::storage(key, e)),
             }
@@ -73,9 +81,16 @@ impl Storage {
     pub fn get_prefix(&self, key: &str, len: u64) -> Result<Option<Bytes>> {
         let path = ObjPath::from(key);
         self.runtime.block_on(async {
-            let opts = object_store::GetOptions { range: Some((0..len).into()), ..Default::default() };
+            let opts = object_store::GetOptions {
+                range: Some((0..len).into()),
+                ..Default::default()
+            };
             match self.store.get_opts(&path, opts).await {
-                Ok(r) => r.bytes().await.map(Some).map_err(|e| Error::storage(key, e)),
+                Ok(r) => r
+                    .bytes()
+                    .await
+                    .map(Some)
+                    .map_err(|e| Error::storage(key, e)),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(Error::storage(key, e)),
             }
@@ -86,8 +101,15 @@ impl Storage {
     pub fn put_new(&self, key: &str, data: Vec<u8>) -> Result<PutOutcome> {
         let path = ObjPath::from(key);
         self.runtime.block_on(async {
-            let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-            match self.store.put_opts(&path, PutPayload::from(data), opts).await {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            match self
+                .store
+                .put_opts(&path, PutPayload::from(data), opts)
+                .await
+            {
                 Ok(_) => Ok(PutOutcome::Written),
                 Err(object_store::Error::AlreadyExists { .. }) => Ok(PutOutcome::AlreadyExists),
                 Err(e) => Err(Error::storage(key, e)),
@@ -158,10 +180,19 @@ mod tests {
     #[test]
     fn put_new_never_overwrites() {
         let (_d, s) = local();
-        assert_eq!(s.put_new("st/a/b.bin", b"one".to_vec()).unwrap(), PutOutcome::Written);
-        assert_eq!(s.put_new("st/a/b.bin", b"two".to_vec()).unwrap(), PutOutcome::AlreadyExists);
+        assert_eq!(
+            s.put_new("st/a/b.bin", b"one".to_vec()).unwrap(),
+            PutOutcome::Written
+        );
+        assert_eq!(
+            s.put_new("st/a/b.bin", b"two".to_vec()).unwrap(),
+            PutOutcome::AlreadyExists
+        );
         assert_eq!(s.get("st/a/b.bin").unwrap().unwrap().as_ref(), b"one");
-        assert_eq!(s.get_prefix("st/a/b.bin", 2).unwrap().unwrap().as_ref(), b"on");
+        assert_eq!(
+            s.get_prefix("st/a/b.bin", 2).unwrap().unwrap().as_ref(),
+            b"on"
+        );
         assert!(s.exists("st/a/b.bin").unwrap());
         assert!(!s.exists("st/a/c.bin").unwrap());
         assert_eq!(s.get("st/missing").unwrap(), None);
@@ -174,7 +205,10 @@ mod tests {
         s.put_new("st/x/1", vec![1]).unwrap();
         s.put_replace("st/y", vec![]).unwrap();
         s.put_replace("st/y", vec![9]).unwrap();
-        assert_eq!(s.list("st/x").unwrap(), vec![("st/x/1".into(), 1), ("st/x/2".into(), 2)]);
+        assert_eq!(
+            s.list("st/x").unwrap(),
+            vec![("st/x/1".into(), 1), ("st/x/2".into(), 2)]
+        );
         s.delete("st/x/1").unwrap();
         s.delete("st/x/1").unwrap();
         assert_eq!(s.list("st").unwrap().len(), 2);
@@ -183,7 +217,13 @@ mod tests {
 
     #[test]
     fn missing_root_is_a_clear_error() {
-        let e = Storage::open(&RepoUrl::Local("/nonexistent/strata-repo".into())).err().unwrap().to_string();
-        assert!(e.contains("/nonexistent/strata-repo") && e.contains("does not exist"), "{e}");
+        let e = Storage::open(&RepoUrl::Local("/nonexistent/strata-repo".into()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("/nonexistent/strata-repo") && e.contains("does not exist"),
+            "{e}"
+        );
     }
 }

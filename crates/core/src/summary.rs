@@ -47,7 +47,12 @@ pub struct ForkKey {
 
 impl ForkKey {
     pub fn new(rel: RelFileNode, fork: ForkNumber) -> ForkKey {
-        ForkKey { spc: rel.spc_node, db: rel.db_node, rel: rel.rel_node, fork: fork as u8 }
+        ForkKey {
+            spc: rel.spc_node,
+            db: rel.db_node,
+            rel: rel.rel_node,
+            fork: fork as u8,
+        }
     }
 }
 
@@ -85,11 +90,21 @@ pub struct SummaryFormatError {
 
 impl Summary {
     pub fn new(timeline: TimeLineId, start: Lsn, end: Lsn) -> Summary {
-        Summary { timeline, start, end, missing: None, db_events: Vec::new(), forks: BTreeMap::new() }
+        Summary {
+            timeline,
+            start,
+            end,
+            missing: None,
+            db_events: Vec::new(),
+            forks: BTreeMap::new(),
+        }
     }
 
     pub fn missing(timeline: TimeLineId, start: Lsn, end: Lsn, reason: String) -> Summary {
-        Summary { missing: Some(reason), ..Summary::new(timeline, start, end) }
+        Summary {
+            missing: Some(reason),
+            ..Summary::new(timeline, start, end)
+        }
     }
 
     pub fn mark_modified(&mut self, key: ForkKey, block: u32) {
@@ -121,7 +136,10 @@ impl Summary {
             if heap && b.fork == ForkNumber::Main {
                 // Heap records clear visibility map bits without referencing the VM page (redo clears
                 // them by flag): count the VM page of every modified heap page as modified.
-                self.mark_modified(ForkKey::new(b.rel, ForkNumber::VisibilityMap), b.block / HEAPBLOCKS_PER_VM_PAGE);
+                self.mark_modified(
+                    ForkKey::new(b.rel, ForkNumber::VisibilityMap),
+                    b.block / HEAPBLOCKS_PER_VM_PAGE,
+                );
             }
         }
         Ok(())
@@ -146,21 +164,37 @@ impl Summary {
     fn apply_change(&mut self, change: RelChange) {
         match change {
             RelChange::Create { rel, fork } => self.set_limit(ForkKey::new(rel, fork), 0),
-            RelChange::Truncate { rel, heap_blocks, main, vm, fsm: _ } => {
+            RelChange::Truncate {
+                rel,
+                heap_blocks,
+                main,
+                vm,
+                fsm: _,
+            } => {
                 if main {
                     self.set_limit(ForkKey::new(rel, ForkNumber::Main), heap_blocks);
                 }
                 if vm {
-                    self.set_limit(ForkKey::new(rel, ForkNumber::VisibilityMap), heap_blocks / HEAPBLOCKS_PER_VM_PAGE);
+                    self.set_limit(
+                        ForkKey::new(rel, ForkNumber::VisibilityMap),
+                        heap_blocks / HEAPBLOCKS_PER_VM_PAGE,
+                    );
                 }
             }
             RelChange::DropRelation { rel } => {
-                for fork in [ForkNumber::Main, ForkNumber::VisibilityMap, ForkNumber::Init] {
+                for fork in [
+                    ForkNumber::Main,
+                    ForkNumber::VisibilityMap,
+                    ForkNumber::Init,
+                ] {
                     self.set_limit(ForkKey::new(rel, fork), 0);
                 }
             }
             RelChange::CreateDatabase { spc_node, db_node } => {
-                self.db_events.push(DbEvent::Created { spc: spc_node, db: db_node })
+                self.db_events.push(DbEvent::Created {
+                    spc: spc_node,
+                    db: db_node,
+                })
             }
             RelChange::DropDatabase { db_node, spc_nodes } => {
                 for spc in spc_nodes {
@@ -179,7 +213,14 @@ impl Summary {
         let mut out = Vec::with_capacity(64 + self.forks.len() * 32);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&(if self.missing.is_some() { FLAG_MISSING } else { 0 }).to_le_bytes());
+        out.extend_from_slice(
+            &(if self.missing.is_some() {
+                FLAG_MISSING
+            } else {
+                0
+            })
+            .to_le_bytes(),
+        );
         out.extend_from_slice(&self.timeline.to_le_bytes());
         out.extend_from_slice(&self.start.0.to_le_bytes());
         out.extend_from_slice(&self.end.0.to_le_bytes());
@@ -218,7 +259,10 @@ impl Summary {
 
     /// Decodes a stored summary; `what` names it in errors (its key).
     pub fn decode(what: &str, bytes: &[u8]) -> Result<Summary, SummaryFormatError> {
-        let err = |reason: &str| SummaryFormatError { what: what.to_string(), reason: reason.to_string() };
+        let err = |reason: &str| SummaryFormatError {
+            what: what.to_string(),
+            reason: reason.to_string(),
+        };
         if bytes.len() < 8 + 2 + 2 + 4 + 8 + 8 + 4 + 4 + 2 + 4 {
             return Err(err("too short"));
         }
@@ -233,7 +277,9 @@ impl Summary {
         }
         let version = r.u16().ok_or_else(short)?;
         if version != VERSION {
-            return Err(err(&format!("format version {version}, this pg_strata reads {VERSION}")));
+            return Err(err(&format!(
+                "format version {version}, this pg_strata reads {VERSION}"
+            )));
         }
         let flags = r.u16().ok_or_else(short)?;
         let timeline = r.u32().ok_or_else(short)?;
@@ -261,11 +307,16 @@ impl Summary {
             };
             let limit = r.u32().ok_or_else(short)?;
             let n_runs = r.u32().ok_or_else(short)?;
-            let mut f = ForkChanges { limit: (limit != NO_LIMIT).then_some(limit), blocks: BTreeSet::new() };
+            let mut f = ForkChanges {
+                limit: (limit != NO_LIMIT).then_some(limit),
+                blocks: BTreeSet::new(),
+            };
             for _ in 0..n_runs {
                 let first = r.u32().ok_or_else(short)?;
                 let count = r.u32().ok_or_else(short)?;
-                let last = first.checked_add(count).ok_or_else(|| err("block run overflows"))?;
+                let last = first
+                    .checked_add(count)
+                    .ok_or_else(|| err("block run overflows"))?;
                 if count > 1 << 22 {
                     return Err(err("block run too long"));
                 }
@@ -315,10 +366,12 @@ impl<'a> Reader<'a> {
         self.take(2).map(|s| u16::from_le_bytes([s[0], s[1]]))
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|s| u32::from_le_bytes(s.try_into().expect("4")))
+        self.take(4)
+            .map(|s| u32::from_le_bytes(s.try_into().expect("4")))
     }
     fn u64(&mut self) -> Option<u64> {
-        self.take(8).map(|s| u64::from_le_bytes(s.try_into().expect("8")))
+        self.take(8)
+            .map(|s| u64::from_le_bytes(s.try_into().expect("8")))
     }
 }
 
@@ -327,7 +380,12 @@ mod tests {
     use super::*;
 
     fn key(rel: u32, fork: u8) -> ForkKey {
-        ForkKey { spc: 1663, db: 5, rel, fork }
+        ForkKey {
+            spc: 1663,
+            db: 5,
+            rel,
+            fork,
+        }
     }
 
     #[test]
@@ -341,7 +399,10 @@ mod tests {
         s.set_limit(key(16384, 0), 10); // a later, larger truncation keeps the smaller limit
         let f = &s.forks[&key(16384, 0)];
         assert_eq!(f.limit, Some(8));
-        assert_eq!(f.blocks.iter().copied().collect::<Vec<_>>(), vec![0, 1, 2, 7, 9]);
+        assert_eq!(
+            f.blocks.iter().copied().collect::<Vec<_>>(),
+            vec![0, 1, 2, 7, 9]
+        );
         // FSM is never tracked.
         s.mark_modified(key(16384, 1), 3);
         s.set_limit(key(16384, 1), 0);
@@ -355,7 +416,10 @@ mod tests {
         s.mark_modified(key(16384, 0), 4);
         s.mark_modified(key(16384, 0), 10);
         s.set_limit(key(16385, 2), 0);
-        s.db_events.push(DbEvent::Created { spc: 1663, db: 16400 });
+        s.db_events.push(DbEvent::Created {
+            spc: 1663,
+            db: 16400,
+        });
         let bytes = s.encode();
         let expected = concat!(
             "5354524154414252", // STRATABR
@@ -365,15 +429,31 @@ mod tests {
             "0000000100000000", // start 0/1000000
             "0000000200000000", // end 0/2000000
             "01000000",         // 1 database event
-            "01", "7f060000", "10400000", // created 1663/16400
-            "02000000",         // 2 forks
-            "7f060000", "05000000", "00400000", "00", "ffffffff", "02000000", // 1663/5/16384 main, no limit, 2 runs
-            "0300000002000000", "0a00000001000000", // blocks 3-4, 10
-            "7f060000", "05000000", "01400000", "02", "00000000", "00000000", // 1663/5/16385 vm, limit 0
-            "0000",             // no reason
+            "01",
+            "7f060000",
+            "10400000", // created 1663/16400
+            "02000000", // 2 forks
+            "7f060000",
+            "05000000",
+            "00400000",
+            "00",
+            "ffffffff",
+            "02000000", // 1663/5/16384 main, no limit, 2 runs
+            "0300000002000000",
+            "0a00000001000000", // blocks 3-4, 10
+            "7f060000",
+            "05000000",
+            "01400000",
+            "02",
+            "00000000",
+            "00000000", // 1663/5/16385 vm, limit 0
+            "0000",     // no reason
         );
         assert_eq!(hex::encode(&bytes[..bytes.len() - 4]), expected);
-        assert_eq!(bytes[bytes.len() - 4..], crc32c::crc32c(&bytes[..bytes.len() - 4]).to_le_bytes());
+        assert_eq!(
+            bytes[bytes.len() - 4..],
+            crc32c::crc32c(&bytes[..bytes.len() - 4]).to_le_bytes()
+        );
         assert_eq!(Summary::decode("k", &bytes).unwrap(), s);
     }
 
@@ -381,9 +461,15 @@ mod tests {
     fn missing_summaries_and_corruption() {
         let s = Summary::missing(1, Lsn(0), Lsn(0x100_0000), "bad CRC at 0/10".into());
         let mut bytes = s.encode();
-        assert_eq!(Summary::decode("k", &bytes).unwrap().missing.as_deref(), Some("bad CRC at 0/10"));
+        assert_eq!(
+            Summary::decode("k", &bytes).unwrap().missing.as_deref(),
+            Some("bad CRC at 0/10")
+        );
         bytes[20] ^= 1;
-        assert!(Summary::decode("main/summary/x", &bytes).unwrap_err().to_string().contains("main/summary/x"));
+        assert!(Summary::decode("main/summary/x", &bytes)
+            .unwrap_err()
+            .to_string()
+            .contains("main/summary/x"));
         assert!(Summary::decode("k", &bytes[..10]).is_err());
     }
 }

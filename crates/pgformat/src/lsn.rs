@@ -85,11 +85,18 @@ pub enum WalFileName {
     /// `TTTTTTTT.history`: the history of a timeline.
     History { timeline: TimeLineId },
     /// `TTTTTTTTLLLLLLLLSSSSSSSS.OOOOOOOO.backup`: a backup history file.
-    BackupHistory { timeline: TimeLineId, segno: u64, offset: u32 },
+    BackupHistory {
+        timeline: TimeLineId,
+        segno: u64,
+        offset: u32,
+    },
 }
 
 fn parse_hex8(s: &str) -> Option<u32> {
-    if s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase()) {
+    if s.len() == 8
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase())
+    {
         u32::from_str_radix(s, 16).ok()
     } else {
         None
@@ -119,7 +126,9 @@ impl WalFileName {
     /// Parses a WAL file name, as PostgreSQL hands it to the archiver or asks for it in recovery.
     pub fn parse(name: &str, wal_segment_size: u32) -> Option<WalFileName> {
         if let Some(tli) = name.strip_suffix(".history") {
-            return Some(WalFileName::History { timeline: parse_hex8(tli)? });
+            return Some(WalFileName::History {
+                timeline: parse_hex8(tli)?,
+            });
         }
         if let Some(seg) = name.strip_suffix(".partial") {
             let (timeline, segno) = parse_segment_part(seg, wal_segment_size)?;
@@ -128,7 +137,11 @@ impl WalFileName {
         if let Some(rest) = name.strip_suffix(".backup") {
             let (seg, off) = rest.split_once('.')?;
             let (timeline, segno) = parse_segment_part(seg, wal_segment_size)?;
-            return Some(WalFileName::BackupHistory { timeline, segno, offset: parse_hex8(off)? });
+            return Some(WalFileName::BackupHistory {
+                timeline,
+                segno,
+                offset: parse_hex8(off)?,
+            });
         }
         let (timeline, segno) = parse_segment_part(name, wal_segment_size)?;
         Some(WalFileName::Segment { timeline, segno })
@@ -147,7 +160,12 @@ impl WalFileName {
 /// The 24 hex digit name of a segment.
 pub fn segment_file_name(timeline: TimeLineId, segno: u64, wal_segment_size: u32) -> String {
     let per_log = segments_per_log(wal_segment_size);
-    format!("{:08X}{:08X}{:08X}", timeline, segno / per_log, segno % per_log)
+    format!(
+        "{:08X}{:08X}{:08X}",
+        timeline,
+        segno / per_log,
+        segno % per_log
+    )
 }
 
 /// The first LSN of a segment.
@@ -177,7 +195,10 @@ mod tests {
         assert_eq!(segment_file_name(2, 0x1FF, sz), "0000000200000001000000FF");
         assert_eq!(
             WalFileName::parse("0000000200000001000000FF", sz),
-            Some(WalFileName::Segment { timeline: 2, segno: 0x1FF })
+            Some(WalFileName::Segment {
+                timeline: 2,
+                segno: 0x1FF
+            })
         );
         assert_eq!(
             WalFileName::parse("00000002.history", sz),
@@ -185,11 +206,18 @@ mod tests {
         );
         assert_eq!(
             WalFileName::parse("000000010000000000000002.00000028.backup", sz),
-            Some(WalFileName::BackupHistory { timeline: 1, segno: 2, offset: 0x28 })
+            Some(WalFileName::BackupHistory {
+                timeline: 1,
+                segno: 2,
+                offset: 0x28
+            })
         );
         assert_eq!(
             WalFileName::parse("000000010000000000000003.partial", sz),
-            Some(WalFileName::Partial { timeline: 1, segno: 3 })
+            Some(WalFileName::Partial {
+                timeline: 1,
+                segno: 3
+            })
         );
         // seg part beyond the segments of one log, lower case, wrong lengths
         assert_eq!(WalFileName::parse("000000010000000000000100", sz), None);

@@ -9,6 +9,19 @@ pub const RELSEG_SIZE: u32 = 131072;
 /// Heap blocks covered by one visibility map page: (BLCKSZ - MAXALIGN(page header)) bytes, 4 heap
 /// blocks per byte.
 pub const HEAPBLOCKS_PER_VM_PAGE: u32 = (BLCKSZ - 24) * 4;
+
+/// VM pages wholly covered by `heap_blocks` heap blocks: `heap_blocks / HEAPBLOCKS_PER_VM_PAGE`. It is
+/// also the number of the VM page holding heap block `heap_blocks`.
+///
+/// This is the safe visibility-map limit after a truncation to `heap_blocks` heap blocks: the fork keeps
+/// `ceil(heap_blocks / HEAPBLOCKS_PER_VM_PAGE)` pages, but when the cut falls inside a VM page, that last
+/// page has its tail bits cleared by the truncation itself, without a block reference in WAL unless
+/// `wal_log_hints` or data checksums make PostgreSQL log it. Counting from the floor treats that page as
+/// changed.
+pub fn vm_blocks_for_heap_blocks_floor(heap_blocks: u32) -> u32 {
+    heap_blocks / HEAPBLOCKS_PER_VM_PAGE
+}
+
 /// Tablespace OIDs of pg_default and pg_global.
 pub const DEFAULTTABLESPACE_OID: u32 = 1663;
 pub const GLOBALTABLESPACE_OID: u32 = 1664;
@@ -27,7 +40,11 @@ impl RelFileNode {
     /// Decodes the 12-byte on-disk/WAL form (three little-endian OIDs).
     pub fn from_le_bytes(b: &[u8; 12]) -> RelFileNode {
         let u = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        RelFileNode { spc_node: u(0), db_node: u(4), rel_node: u(8) }
+        RelFileNode {
+            spc_node: u(0),
+            db_node: u(4),
+            rel_node: u(8),
+        }
     }
 }
 
@@ -78,7 +95,20 @@ pub fn relation_path(rel: RelFileNode, fork: ForkNumber) -> String {
     match rel.spc_node {
         GLOBALTABLESPACE_OID => format!("global/{}{s}", rel.rel_node),
         DEFAULTTABLESPACE_OID => format!("base/{}/{}{s}", rel.db_node, rel.rel_node),
-        spc => format!("pg_tblspc/{spc}/{TABLESPACE_VERSION_DIRECTORY}/{}/{}{s}", rel.db_node, rel.rel_node),
+        spc => format!(
+            "pg_tblspc/{spc}/{TABLESPACE_VERSION_DIRECTORY}/{}/{}{s}",
+            rel.db_node, rel.rel_node
+        ),
+    }
+}
+
+/// Path of segment file `segno` of a relation fork (`.N` suffix from the second segment on).
+pub fn relation_segment_path(rel: RelFileNode, fork: ForkNumber, segno: u32) -> String {
+    let base = relation_path(rel, fork);
+    if segno == 0 {
+        base
+    } else {
+        format!("{base}.{segno}")
     }
 }
 
@@ -104,11 +134,20 @@ pub fn parse_relation_path(path: &str) -> Option<(RelFileNode, ForkNumber, u32)>
         Some(_) => return None,
         None => (name, ForkNumber::Main),
     };
-    Some((RelFileNode { spc_node: spc, db_node: db, rel_node: parse_oid(rel)? }, fork, segno))
+    Some((
+        RelFileNode {
+            spc_node: spc,
+            db_node: db,
+            rel_node: parse_oid(rel)?,
+        },
+        fork,
+        segno,
+    ))
 }
 
 fn parse_oid(s: &str) -> Option<u32> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0')) {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
+    {
         return None;
     }
     s.parse().ok()
@@ -120,24 +159,103 @@ mod tests {
 
     #[test]
     fn paths_round_trip() {
-        let r = RelFileNode { spc_node: 1663, db_node: 5, rel_node: 16384 };
+        let r = RelFileNode {
+            spc_node: 1663,
+            db_node: 5,
+            rel_node: 16384,
+        };
         assert_eq!(relation_path(r, ForkNumber::Main), "base/5/16384");
-        assert_eq!(relation_path(r, ForkNumber::VisibilityMap), "base/5/16384_vm");
-        assert_eq!(parse_relation_path("base/5/16384"), Some((r, ForkNumber::Main, 0)));
-        assert_eq!(parse_relation_path("base/5/16384_vm"), Some((r, ForkNumber::VisibilityMap, 0)));
-        assert_eq!(parse_relation_path("base/5/16384.2"), Some((r, ForkNumber::Main, 2)));
-        let g = RelFileNode { spc_node: 1664, db_node: 0, rel_node: 1262 };
+        assert_eq!(
+            relation_path(r, ForkNumber::VisibilityMap),
+            "base/5/16384_vm"
+        );
+        assert_eq!(
+            parse_relation_path("base/5/16384"),
+            Some((r, ForkNumber::Main, 0))
+        );
+        assert_eq!(
+            parse_relation_path("base/5/16384_vm"),
+            Some((r, ForkNumber::VisibilityMap, 0))
+        );
+        assert_eq!(
+            parse_relation_path("base/5/16384.2"),
+            Some((r, ForkNumber::Main, 2))
+        );
+        let g = RelFileNode {
+            spc_node: 1664,
+            db_node: 0,
+            rel_node: 1262,
+        };
         assert_eq!(relation_path(g, ForkNumber::Main), "global/1262");
-        assert_eq!(parse_relation_path("global/1262"), Some((g, ForkNumber::Main, 0)));
-        let t = RelFileNode { spc_node: 16390, db_node: 5, rel_node: 16391 };
-        assert_eq!(relation_path(t, ForkNumber::Fsm), "pg_tblspc/16390/PG_15_202209061/5/16391_fsm");
+        assert_eq!(
+            parse_relation_path("global/1262"),
+            Some((g, ForkNumber::Main, 0))
+        );
+        let t = RelFileNode {
+            spc_node: 16390,
+            db_node: 5,
+            rel_node: 16391,
+        };
+        assert_eq!(
+            relation_path(t, ForkNumber::Fsm),
+            "pg_tblspc/16390/PG_15_202209061/5/16391_fsm"
+        );
         assert_eq!(
             parse_relation_path("pg_tblspc/16390/PG_15_202209061/5/16391_fsm.1"),
             Some((t, ForkNumber::Fsm, 1))
         );
-        for bad in ["base/5/pg_filenode.map", "base/5/16384_x", "base/5/16384.0", "base/x/1", "global/pg_control", "base/5/t3_16384"] {
+        for bad in [
+            "base/5/pg_filenode.map",
+            "base/5/16384_x",
+            "base/5/16384.0",
+            "base/x/1",
+            "global/pg_control",
+            "base/5/t3_16384",
+        ] {
             assert_eq!(parse_relation_path(bad), None, "{bad}");
         }
+        assert_eq!(
+            relation_path(t, ForkNumber::Init),
+            "pg_tblspc/16390/PG_15_202209061/5/16391_init"
+        );
+        assert_eq!(
+            relation_segment_path(r, ForkNumber::Main, 0),
+            "base/5/16384"
+        );
+        assert_eq!(
+            relation_segment_path(t, ForkNumber::Fsm, 1),
+            "pg_tblspc/16390/PG_15_202209061/5/16391_fsm.1"
+        );
+        assert_eq!(
+            parse_relation_path("base/5/16384_init.3"),
+            Some((r, ForkNumber::Init, 3))
+        );
+        assert_eq!(
+            parse_relation_path("global/1262_vm"),
+            Some((
+                RelFileNode {
+                    rel_node: 1262,
+                    ..g
+                },
+                ForkNumber::VisibilityMap,
+                0
+            ))
+        );
+    }
+
+    #[test]
+    fn forks_and_visibility_map_arithmetic() {
+        for (n, name) in [(0, "main"), (1, "fsm"), (2, "vm"), (3, "init")] {
+            let f = ForkNumber::from_u8(n).unwrap();
+            assert_eq!(f as u8, n);
+            assert_eq!(f.name(), name);
+        }
+        assert_eq!(ForkNumber::from_u8(4), None);
         assert_eq!(HEAPBLOCKS_PER_VM_PAGE, 32672);
+        assert_eq!(vm_blocks_for_heap_blocks_floor(0), 0);
+        assert_eq!(vm_blocks_for_heap_blocks_floor(32671), 0);
+        assert_eq!(vm_blocks_for_heap_blocks_floor(32672), 1);
+        assert_eq!(vm_blocks_for_heap_blocks_floor(32673), 1);
+        assert_eq!(vm_blocks_for_heap_blocks_floor(u32::MAX), u32::MAX / 32672);
     }
 }

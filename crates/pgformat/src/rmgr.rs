@@ -18,13 +18,30 @@ use crate::wal::{rmid, DecodedRecord, WalError, XLR_SPECIAL_REL_UPDATE};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RelChange {
     /// A fork was created (empty).
-    Create { rel: RelFileNode, fork: ForkNumber },
+    Create {
+        rel: RelFileNode,
+        fork: ForkNumber,
+    },
     /// Forks truncated to `heap_blocks` heap blocks (the VM and FSM to the matching length).
-    Truncate { rel: RelFileNode, heap_blocks: u32, main: bool, vm: bool, fsm: bool },
+    Truncate {
+        rel: RelFileNode,
+        heap_blocks: u32,
+        main: bool,
+        vm: bool,
+        fsm: bool,
+    },
     /// All forks of the relation were removed.
-    DropRelation { rel: RelFileNode },
-    CreateDatabase { spc_node: u32, db_node: u32 },
-    DropDatabase { db_node: u32, spc_nodes: Vec<u32> },
+    DropRelation {
+        rel: RelFileNode,
+    },
+    CreateDatabase {
+        spc_node: u32,
+        db_node: u32,
+    },
+    DropDatabase {
+        db_node: u32,
+        spc_nodes: Vec<u32>,
+    },
 }
 
 const XLOG_SMGR_CREATE: u8 = 0x10;
@@ -53,15 +70,19 @@ struct Data<'a> {
 
 impl<'a> Data<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], WalError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| WalError::BadRecord {
-            lsn: self.rec.lsn,
-            reason: format!(
-                "main data of rmgr {} info 0x{:02X} is {} bytes, too short",
-                self.rec.rmid,
-                self.rec.info,
-                self.b.len()
-            ),
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or_else(|| WalError::BadRecord {
+                lsn: self.rec.lsn,
+                reason: format!(
+                    "main data of rmgr {} info 0x{:02X} is {} bytes, too short",
+                    self.rec.rmid,
+                    self.rec.info,
+                    self.b.len()
+                ),
+            })?;
         let s = &self.b[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -70,13 +91,18 @@ impl<'a> Data<'a> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
     }
     fn rel(&mut self) -> Result<RelFileNode, WalError> {
-        Ok(RelFileNode::from_le_bytes(self.take(12)?.try_into().expect("12")))
+        Ok(RelFileNode::from_le_bytes(
+            self.take(12)?.try_into().expect("12"),
+        ))
     }
     /// A count as a C int, bounded by what could fit in the rest of the data.
     fn count(&mut self, item: usize) -> Result<usize, WalError> {
         let n = self.u32()? as i32;
         if n < 0 || (n as usize).saturating_mul(item) > self.b.len() - self.pos {
-            return Err(WalError::BadRecord { lsn: self.rec.lsn, reason: format!("bad array length {n}") });
+            return Err(WalError::BadRecord {
+                lsn: self.rec.lsn,
+                reason: format!("bad array length {n}"),
+            });
         }
         Ok(n as usize)
     }
@@ -84,18 +110,29 @@ impl<'a> Data<'a> {
 
 /// The relation-level changes of a record (empty for most records).
 pub fn relation_changes(rec: &DecodedRecord) -> Result<Vec<RelChange>, WalError> {
-    let mut d = Data { b: &rec.main_data, pos: 0, rec };
+    let mut d = Data {
+        b: &rec.main_data,
+        pos: 0,
+        rec,
+    };
     let special = rec.info & XLR_SPECIAL_REL_UPDATE != 0;
     let op = rec.info & 0xF0;
-    let unknown = || WalError::UnknownSpecialRelUpdate { lsn: rec.lsn, rmid: rec.rmid, info: rec.info };
+    let unknown = || WalError::UnknownSpecialRelUpdate {
+        lsn: rec.lsn,
+        rmid: rec.rmid,
+        info: rec.info,
+    };
     match rec.rmid {
         rmid::SMGR if op == XLOG_SMGR_CREATE => {
             let rel = d.rel()?;
             let fork_no = d.u32()?;
-            let fork = u8::try_from(fork_no).ok().and_then(ForkNumber::from_u8).ok_or_else(|| WalError::BadRecord {
-                lsn: rec.lsn,
-                reason: format!("smgr create of fork {fork_no}"),
-            })?;
+            let fork = u8::try_from(fork_no)
+                .ok()
+                .and_then(ForkNumber::from_u8)
+                .ok_or_else(|| WalError::BadRecord {
+                    lsn: rec.lsn,
+                    reason: format!("smgr create of fork {fork_no}"),
+                })?;
             Ok(vec![RelChange::Create { rel, fork }])
         }
         rmid::SMGR if op == XLOG_SMGR_TRUNCATE => {
@@ -112,11 +149,26 @@ pub fn relation_changes(rec: &DecodedRecord) -> Result<Vec<RelChange>, WalError>
         }
         rmid::XACT => {
             let xop = rec.info & XLOG_XACT_OPMASK;
-            if ![XLOG_XACT_COMMIT, XLOG_XACT_ABORT, XLOG_XACT_COMMIT_PREPARED, XLOG_XACT_ABORT_PREPARED].contains(&xop) {
-                return if special { Err(unknown()) } else { Ok(Vec::new()) };
+            if ![
+                XLOG_XACT_COMMIT,
+                XLOG_XACT_ABORT,
+                XLOG_XACT_COMMIT_PREPARED,
+                XLOG_XACT_ABORT_PREPARED,
+            ]
+            .contains(&xop)
+            {
+                return if special {
+                    Err(unknown())
+                } else {
+                    Ok(Vec::new())
+                };
             }
             d.take(8)?; // xact_time
-            let xinfo = if rec.info & XLOG_XACT_HAS_INFO != 0 { d.u32()? } else { 0 };
+            let xinfo = if rec.info & XLOG_XACT_HAS_INFO != 0 {
+                d.u32()?
+            } else {
+                0
+            };
             if xinfo & XACT_XINFO_HAS_DBINFO != 0 {
                 d.take(8)?;
             }
@@ -158,19 +210,47 @@ mod tests {
     use crate::lsn::Lsn;
 
     fn rec(rmid: u8, info: u8, main_data: Vec<u8>) -> DecodedRecord {
-        DecodedRecord { lsn: Lsn(0x1000), end_lsn: Lsn(0x1040), rmid, info, xid: 0, prev: Lsn(0), blocks: vec![], main_data }
+        DecodedRecord {
+            lsn: Lsn(0x1000),
+            end_lsn: Lsn(0x1040),
+            rmid,
+            info,
+            xid: 0,
+            prev: Lsn(0),
+            blocks: vec![],
+            main_data,
+        }
     }
     fn le(vals: &[u32]) -> Vec<u8> {
         vals.iter().flat_map(|v| v.to_le_bytes()).collect()
     }
-    const R: RelFileNode = RelFileNode { spc_node: 1663, db_node: 5, rel_node: 16384 };
+    const R: RelFileNode = RelFileNode {
+        spc_node: 1663,
+        db_node: 5,
+        rel_node: 16384,
+    };
 
     #[test]
     fn storage_records() {
         let c = relation_changes(&rec(rmid::SMGR, 0x10 | 1, le(&[1663, 5, 16384, 2]))).unwrap();
-        assert_eq!(c, vec![RelChange::Create { rel: R, fork: ForkNumber::VisibilityMap }]);
+        assert_eq!(
+            c,
+            vec![RelChange::Create {
+                rel: R,
+                fork: ForkNumber::VisibilityMap
+            }]
+        );
         let t = relation_changes(&rec(rmid::SMGR, 0x20 | 1, le(&[7, 1663, 5, 16384, 3]))).unwrap();
-        assert_eq!(t, vec![RelChange::Truncate { rel: R, heap_blocks: 7, main: true, vm: true, fsm: false }]);
+        assert_eq!(
+            t,
+            vec![RelChange::Truncate {
+                rel: R,
+                heap_blocks: 7,
+                main: true,
+                vm: true,
+                fsm: false
+            }]
+        );
         assert!(relation_changes(&rec(rmid::SMGR, 0x20 | 1, le(&[7, 1663]))).is_err());
     }
 
@@ -178,19 +258,45 @@ mod tests {
     fn commit_with_dropped_relations() {
         // xact_time, xinfo = dbinfo|subxacts|relfilenodes, dbinfo, 2 subxacts, 2 rels
         let mut d = vec![0u8; 8];
-        d.extend(le(&[1 | 2 | 4, 5, 1663, 2, 900, 901, 2, 1663, 5, 16384, 1663, 5, 16390]));
+        d.extend(le(&[
+            1 | 2 | 4,
+            5,
+            1663,
+            2,
+            900,
+            901,
+            2,
+            1663,
+            5,
+            16384,
+            1663,
+            5,
+            16390,
+        ]));
         let c = relation_changes(&rec(rmid::XACT, 0x80, d.clone())).unwrap();
         assert_eq!(
             c,
             vec![
                 RelChange::DropRelation { rel: R },
-                RelChange::DropRelation { rel: RelFileNode { rel_node: 16390, ..R } }
+                RelChange::DropRelation {
+                    rel: RelFileNode {
+                        rel_node: 16390,
+                        ..R
+                    }
+                }
             ]
         );
         // Abort prepared has the same layout.
-        assert_eq!(relation_changes(&rec(rmid::XACT, 0x80 | 0x40, d)).unwrap().len(), 2);
+        assert_eq!(
+            relation_changes(&rec(rmid::XACT, 0x80 | 0x40, d))
+                .unwrap()
+                .len(),
+            2
+        );
         // A plain commit without xinfo drops nothing.
-        assert!(relation_changes(&rec(rmid::XACT, 0x00, vec![0; 8])).unwrap().is_empty());
+        assert!(relation_changes(&rec(rmid::XACT, 0x00, vec![0; 8]))
+            .unwrap()
+            .is_empty());
         // A lying count is an error, not a huge allocation.
         let mut bad = vec![0u8; 8];
         bad.extend(le(&[4, 1_000_000]));
@@ -200,17 +306,41 @@ mod tests {
     #[test]
     fn database_records() {
         let c = relation_changes(&rec(rmid::DBASE, 0x10 | 1, le(&[16400, 1663]))).unwrap();
-        assert_eq!(c, vec![RelChange::CreateDatabase { spc_node: 1663, db_node: 16400 }]);
-        let c = relation_changes(&rec(rmid::DBASE, 0x00 | 1, le(&[16400, 1663, 1, 1663]))).unwrap();
-        assert_eq!(c, vec![RelChange::CreateDatabase { spc_node: 1663, db_node: 16400 }]);
-        let d = relation_changes(&rec(rmid::DBASE, 0x20 | 1, le(&[16400, 2, 1663, 16500]))).unwrap();
-        assert_eq!(d, vec![RelChange::DropDatabase { db_node: 16400, spc_nodes: vec![1663, 16500] }]);
+        assert_eq!(
+            c,
+            vec![RelChange::CreateDatabase {
+                spc_node: 1663,
+                db_node: 16400
+            }]
+        );
+        let c = relation_changes(&rec(rmid::DBASE, 1, le(&[16400, 1663, 1, 1663]))).unwrap();
+        assert_eq!(
+            c,
+            vec![RelChange::CreateDatabase {
+                spc_node: 1663,
+                db_node: 16400
+            }]
+        );
+        let d =
+            relation_changes(&rec(rmid::DBASE, 0x20 | 1, le(&[16400, 2, 1663, 16500]))).unwrap();
+        assert_eq!(
+            d,
+            vec![RelChange::DropDatabase {
+                db_node: 16400,
+                spc_nodes: vec![1663, 16500]
+            }]
+        );
     }
 
     #[test]
     fn unknown_special_updates_are_errors() {
         let e = relation_changes(&rec(rmid::HEAP, 0x01, vec![])).unwrap_err();
-        assert!(matches!(e, WalError::UnknownSpecialRelUpdate { rmid: 10, .. }));
-        assert!(relation_changes(&rec(rmid::HEAP, 0x00, vec![])).unwrap().is_empty());
+        assert!(matches!(
+            e,
+            WalError::UnknownSpecialRelUpdate { rmid: 10, .. }
+        ));
+        assert!(relation_changes(&rec(rmid::HEAP, 0x00, vec![]))
+            .unwrap()
+            .is_empty());
     }
 }

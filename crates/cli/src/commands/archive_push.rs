@@ -31,7 +31,9 @@ pub struct Args {
 pub fn run(args: Args) -> Result<i32> {
     let mut config = args.repo.resolve()?;
     if let Some(t) = &args.compress_type {
-        config.compress_type = t.parse().map_err(|e: String| anyhow!("--compress-type: {e}"))?;
+        config.compress_type = t
+            .parse()
+            .map_err(|e: String| anyhow!("--compress-type: {e}"))?;
     }
     if let Some(l) = args.compress_level {
         config.compress_level = l;
@@ -41,7 +43,11 @@ pub fn run(args: Args) -> Result<i32> {
         Some(s) => s,
         None => first_system_identifier(&args.walpaths)?,
     };
-    let facts = ServerFacts { system_identifier, pg_version: 15, wal_segment_size: args.wal_segment_size };
+    let facts = ServerFacts {
+        system_identifier,
+        pg_version: 15,
+        wal_segment_size: args.wal_segment_size,
+    };
     let mut pusher = ArchivePusher::new(config, facts)?;
     let mut failed = false;
     for path in &args.walpaths {

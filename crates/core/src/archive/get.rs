@@ -20,7 +20,12 @@ pub enum GetOutcome {
     NotFound,
 }
 
-pub fn archive_get(storage: &Storage, paths: &RepoPaths, file_name: &str, dest: &Path) -> Result<GetOutcome> {
+pub fn archive_get(
+    storage: &Storage,
+    paths: &RepoPaths,
+    file_name: &str,
+    dest: &Path,
+) -> Result<GetOutcome> {
     let id = identity::read(storage, paths)?.ok_or_else(|| {
         Error::Other(format!(
             "stanza '{}' does not exist in repository {}: check --repo/--stanza (or strata.repo1/strata.stanza)",
@@ -30,19 +35,30 @@ pub fn archive_get(storage: &Storage, paths: &RepoPaths, file_name: &str, dest: 
     })?;
     for c in CompressType::ALL {
         let key = paths.archive_file(file_name, c, id.wal_segment_size)?;
-        let Some(stored) = storage.get(&key)? else { continue };
+        let Some(stored) = storage.get(&key)? else {
+            continue;
+        };
         let (_, plain) = object::decode(&key, &stored)?;
         write_atomically(dest, &plain)?;
-        return Ok(GetOutcome::Restored { key, bytes: plain.len() as u64 });
+        return Ok(GetOutcome::Restored {
+            key,
+            bytes: plain.len() as u64,
+        });
     }
     Ok(GetOutcome::NotFound)
 }
 
 fn write_atomically(dest: &Path, data: &[u8]) -> Result<()> {
-    let mut tmp_name = dest.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut tmp_name = dest
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     tmp_name.push(".strata-tmp");
     let tmp: PathBuf = dest.with_file_name(tmp_name);
-    let werr = |source| Error::WriteFile { path: dest.into(), source };
+    let werr = |source| Error::WriteFile {
+        path: dest.into(),
+        source,
+    };
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;
@@ -50,7 +66,11 @@ fn write_atomically(dest: &Path, data: &[u8]) -> Result<()> {
         drop(f);
         std::fs::rename(&tmp, dest)?;
         if let Some(dir) = dest.parent() {
-            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
             std::fs::File::open(dir)?.sync_all()?;
         }
         Ok(())

@@ -78,13 +78,24 @@ impl ArchivePusher {
     /// Archives the file at `wal_path`, named `file_name` (as PostgreSQL names it).
     pub fn push(&mut self, wal_path: &Path, file_name: &str) -> Result<PushReport> {
         let seg_size = self.facts.wal_segment_size;
-        let parsed = WalFileName::parse(file_name, seg_size)
-            .ok_or_else(|| Error::BadWalFileName { what: file_name.to_string() })?;
+        let parsed =
+            WalFileName::parse(file_name, seg_size).ok_or_else(|| Error::BadWalFileName {
+                what: file_name.to_string(),
+            })?;
         if !self.identity_checked {
-            identity::ensure(&self.storage, &self.paths, self.facts.system_identifier, self.facts.pg_version, seg_size)?;
+            identity::ensure(
+                &self.storage,
+                &self.paths,
+                self.facts.system_identifier,
+                self.facts.pg_version,
+                seg_size,
+            )?;
             self.identity_checked = true;
         }
-        let data = std::fs::read(wal_path).map_err(|source| Error::ReadFile { path: wal_path.into(), source })?;
+        let data = std::fs::read(wal_path).map_err(|source| Error::ReadFile {
+            path: wal_path.into(),
+            source,
+        })?;
         if let WalFileName::Segment { .. } = parsed {
             if data.len() != seg_size as usize {
                 return Err(Error::Other(format!(
@@ -95,7 +106,9 @@ impl ArchivePusher {
             }
         }
         let sha = object::sha256(&data);
-        let key = self.paths.archive_file(file_name, self.config.compress_type, seg_size)?;
+        let key = self
+            .paths
+            .archive_file(file_name, self.config.compress_type, seg_size)?;
 
         let mut report = PushReport {
             key: key.clone(),
@@ -118,7 +131,12 @@ impl ArchivePusher {
                 })
             }
             None => {
-                let stored = object::encode_with_hash(&data, sha, self.config.compress_type, self.config.compress_level)?;
+                let stored = object::encode_with_hash(
+                    &data,
+                    sha,
+                    self.config.compress_type,
+                    self.config.compress_level,
+                )?;
                 report.stored_bytes = stored.len() as u64;
                 if self.storage.put_new(&key, stored)? == PutOutcome::AlreadyExists {
                     // Raced with another writer: judge by what is there now.
@@ -133,7 +151,9 @@ impl ArchivePusher {
             _ => return Ok(report),
         };
         let (timeline, segno) = match parsed {
-            WalFileName::Segment { timeline, segno } | WalFileName::Partial { timeline, segno } => (timeline, segno),
+            WalFileName::Segment { timeline, segno } | WalFileName::Partial { timeline, segno } => {
+                (timeline, segno)
+            }
             _ => unreachable!("handled above"),
         };
         self.check_system_identifier(file_name, &data)?;
@@ -146,7 +166,12 @@ impl ArchivePusher {
     }
 
     fn find_existing(&self, file_name: &str) -> Result<Option<(String, ObjectHeader)>> {
-        find_existing(&self.storage, &self.paths, self.facts.wal_segment_size, file_name)
+        find_existing(
+            &self.storage,
+            &self.paths,
+            self.facts.wal_segment_size,
+            file_name,
+        )
     }
 
     fn check_system_identifier(&self, file_name: &str, data: &[u8]) -> Result<()> {
@@ -163,7 +188,9 @@ impl ArchivePusher {
     }
 
     fn store_summary(&self, summary: &Summary) -> Result<SummaryReport> {
-        let key = self.paths.summary(summary.timeline, summary.start, summary.end);
+        let key = self
+            .paths
+            .summary(summary.timeline, summary.start, summary.end);
         // A retry may find the summary written already; either version describes the same WAL, except
         // that a complete one is better than a missing one.
         match self.storage.put_new(&key, summary.encode())? {
@@ -172,7 +199,11 @@ impl ArchivePusher {
                 if summary.missing.is_none() {
                     let existing = self.storage.get(&key)?;
                     let was_missing = existing
-                        .map(|b| Summary::decode(&key, &b).map(|s| s.missing.is_some()).unwrap_or(true))
+                        .map(|b| {
+                            Summary::decode(&key, &b)
+                                .map(|s| s.missing.is_some())
+                                .unwrap_or(true)
+                        })
                         .unwrap_or(true);
                     if was_missing {
                         self.storage.put_replace(&key, summary.encode())?;
@@ -182,7 +213,9 @@ impl ArchivePusher {
         }
         Ok(match &summary.missing {
             Some(reason) => SummaryReport::Missing(reason.clone()),
-            None => SummaryReport::Written { blocks: summary.block_count() },
+            None => SummaryReport::Written {
+                blocks: summary.block_count(),
+            },
         })
     }
 }

@@ -34,7 +34,10 @@ pub enum SegmentKind {
 
 impl SegmentSummarizer {
     pub fn new(wal_segment_size: u32) -> SegmentSummarizer {
-        SegmentSummarizer { wal_segment_size, carry: None }
+        SegmentSummarizer {
+            wal_segment_size,
+            carry: None,
+        }
     }
 
     /// Summarizes one segment. `previous` is called only if the segment starts in the middle of a record
@@ -82,7 +85,11 @@ impl SegmentSummarizer {
             }
         }
         if kind == SegmentKind::Complete {
-            self.carry = Some(Carry { timeline, next_segno: segno + 1, decoder });
+            self.carry = Some(Carry {
+                timeline,
+                next_segno: segno + 1,
+                decoder,
+            });
         } else {
             summary.end = decoder.position();
         }
@@ -91,7 +98,12 @@ impl SegmentSummarizer {
 
     /// A decoder positioned so that feeding `data` yields every record ending in it: starts at the
     /// segment, or at the previous segment when this one begins with the rest of a record.
-    fn cold_decoder(&self, segno: u64, data: &[u8], previous: impl FnOnce() -> Option<Vec<u8>>) -> Result<WalDecoder, String> {
+    fn cold_decoder(
+        &self,
+        segno: u64,
+        data: &[u8],
+        previous: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> Result<WalDecoder, String> {
         let start = segment_start_lsn(segno, self.wal_segment_size);
         let mut probe = WalDecoder::new(start, self.wal_segment_size);
         // The first page tells whether the segment begins inside a record.
@@ -107,7 +119,10 @@ impl SegmentSummarizer {
                  which is neither in pg_wal nor in the repository"
             )
         })?;
-        let mut d = WalDecoder::new(segment_start_lsn(segno - 1, self.wal_segment_size), self.wal_segment_size);
+        let mut d = WalDecoder::new(
+            segment_start_lsn(segno - 1, self.wal_segment_size),
+            self.wal_segment_size,
+        );
         d.feed(&prev);
         loop {
             match d.next_record() {

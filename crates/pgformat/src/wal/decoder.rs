@@ -108,7 +108,7 @@ impl WalDecoder {
                 if let Some(sysid) = hdr.sysid {
                     self.system_identifier.get_or_insert(sysid);
                 }
-                if self.pos.0 % self.seg_size == 0 && hdr.seg_size.is_none() {
+                if self.pos.0.is_multiple_of(self.seg_size) && hdr.seg_size.is_none() {
                     return Err(WalError::BadPageHeader {
                         lsn: self.pos,
                         reason: "first page of a segment without a long header".into(),
@@ -122,7 +122,8 @@ impl WalDecoder {
             }
             match self.state {
                 State::SkipToSegmentEnd => {
-                    let to_end = ((self.seg_size - self.pos.0 % self.seg_size) % self.seg_size) as usize;
+                    let to_end =
+                        ((self.seg_size - self.pos.0 % self.seg_size) % self.seg_size) as usize;
                     let n = to_end.min(self.available().len());
                     self.advance(n);
                     if n < to_end {
@@ -131,7 +132,9 @@ impl WalDecoder {
                     self.state = State::RecordStart;
                 }
                 State::SkipContinuation { remaining } => {
-                    let n = (remaining as usize).min(self.page_remaining()).min(self.available().len());
+                    let n = (remaining as usize)
+                        .min(self.page_remaining())
+                        .min(self.available().len());
                     if n == 0 {
                         return Ok(None);
                     }
@@ -156,15 +159,23 @@ impl WalDecoder {
                     if total < SIZE_OF_XLOG_RECORD {
                         return Err(WalError::BadRecord {
                             lsn: self.pos,
-                            reason: format!("record length {total} is shorter than a record header"),
+                            reason: format!(
+                                "record length {total} is shorter than a record header"
+                            ),
                         });
                     }
                     if total > 1 << 30 {
-                        return Err(WalError::BadRecord { lsn: self.pos, reason: format!("record length {total}") });
+                        return Err(WalError::BadRecord {
+                            lsn: self.pos,
+                            reason: format!("record length {total}"),
+                        });
                     }
                     self.record.clear();
                     self.record.reserve(total);
-                    self.state = State::InRecord { lsn: self.pos, total };
+                    self.state = State::InRecord {
+                        lsn: self.pos,
+                        total,
+                    };
                 }
                 State::InRecord { lsn, total } => {
                     let want = (total - self.record.len()).min(self.page_remaining());
@@ -186,7 +197,12 @@ impl WalDecoder {
         }
     }
 
-    fn on_page_header(&mut self, page_lsn: Lsn, hdr: &PageHeader, first: bool) -> Result<(), WalError> {
+    fn on_page_header(
+        &mut self,
+        page_lsn: Lsn,
+        hdr: &PageHeader,
+        first: bool,
+    ) -> Result<(), WalError> {
         let contrecord = hdr.info & XLP_FIRST_IS_CONTRECORD != 0;
         match self.state {
             State::InRecord { lsn, total } => {
@@ -208,7 +224,9 @@ impl WalDecoder {
             State::RecordStart if contrecord => {
                 if first {
                     self.skipped_leading_contrecord = true;
-                    self.state = State::SkipContinuation { remaining: hdr.rem_len };
+                    self.state = State::SkipContinuation {
+                        remaining: hdr.rem_len,
+                    };
                 } else {
                     return Err(WalError::BadPageHeader {
                         lsn: page_lsn,

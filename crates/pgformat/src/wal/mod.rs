@@ -38,9 +38,28 @@ pub mod rmid {
 
     /// The names pg_waldump prints, indexed by id.
     pub const NAMES: [&str; 22] = [
-        "XLOG", "Transaction", "Storage", "CLOG", "Database", "Tablespace", "MultiXact", "RelMap", "Standby",
-        "Heap2", "Heap", "Btree", "Hash", "Gin", "Gist", "Sequence", "SPGist", "BRIN", "CommitTs",
-        "ReplicationOrigin", "Generic", "LogicalMessage",
+        "XLOG",
+        "Transaction",
+        "Storage",
+        "CLOG",
+        "Database",
+        "Tablespace",
+        "MultiXact",
+        "RelMap",
+        "Standby",
+        "Heap2",
+        "Heap",
+        "Btree",
+        "Hash",
+        "Gin",
+        "Gist",
+        "Sequence",
+        "SPGist",
+        "BRIN",
+        "CommitTs",
+        "ReplicationOrigin",
+        "Generic",
+        "LogicalMessage",
     ];
 }
 

@@ -54,7 +54,9 @@ impl PageHeader {
         }
         let magic = u16::from_le_bytes([data[0], data[1]]);
         if magic != XLOG_PAGE_MAGIC {
-            return Err(bad(format!("magic 0x{magic:04X}, expected 0x{XLOG_PAGE_MAGIC:04X} (PostgreSQL 15)")));
+            return Err(bad(format!(
+                "magic 0x{magic:04X}, expected 0x{XLOG_PAGE_MAGIC:04X} (PostgreSQL 15)"
+            )));
         }
         let info = u16::from_le_bytes([data[2], data[3]]);
         if info & !XLP_ALL_FLAGS != 0 {
@@ -63,7 +65,9 @@ impl PageHeader {
         let tli = u32::from_le_bytes(data[4..8].try_into().expect("4"));
         let pageaddr = Lsn(u64::from_le_bytes(data[8..16].try_into().expect("8")));
         if pageaddr != lsn {
-            return Err(bad(format!("page address {pageaddr}, expected {lsn} (a recycled or misplaced segment)")));
+            return Err(bad(format!(
+                "page address {pageaddr}, expected {lsn} (a recycled or misplaced segment)"
+            )));
         }
         let rem_len = u32::from_le_bytes(data[16..20].try_into().expect("4"));
         let (sysid, seg_size) = if info & XLP_LONG_HEADER != 0 {
@@ -81,13 +85,22 @@ impl PageHeader {
         } else {
             (None, None)
         };
-        Ok(PageHeader { info, tli, pageaddr, rem_len, sysid, seg_size })
+        Ok(PageHeader {
+            info,
+            tli,
+            pageaddr,
+            rem_len,
+            sysid,
+            seg_size,
+        })
     }
 }
 
 /// The system identifier in a segment's first (long) page header, if the bytes start with one.
 pub fn segment_system_identifier(segment: &[u8]) -> Option<u64> {
-    if segment.len() < LONG_HEADER_LEN || u16::from_le_bytes([segment[0], segment[1]]) != XLOG_PAGE_MAGIC {
+    if segment.len() < LONG_HEADER_LEN
+        || u16::from_le_bytes([segment[0], segment[1]]) != XLOG_PAGE_MAGIC
+    {
         return None;
     }
     let info = u16::from_le_bytes([segment[2], segment[3]]);

@@ -69,10 +69,14 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], WalError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| WalError::BadRecord {
-            lsn: self.lsn,
-            reason: format!("headers run past the record's {} bytes", self.b.len()),
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or_else(|| WalError::BadRecord {
+                lsn: self.lsn,
+                reason: format!("headers run past the record's {} bytes", self.b.len()),
+            })?;
         let s = &self.b[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -94,7 +98,11 @@ pub fn check_crc(lsn: Lsn, rec: &[u8]) -> Result<(), WalError> {
     let expected = u32::from_le_bytes(rec[20..24].try_into().expect("4"));
     let found = crc32c::crc32c_append(crc32c::crc32c(&rec[SIZE_OF_XLOG_RECORD..]), &rec[..20]);
     if found != expected {
-        return Err(WalError::BadCrc { lsn, expected, found });
+        return Err(WalError::BadCrc {
+            lsn,
+            expected,
+            found,
+        });
     }
     Ok(())
 }
@@ -109,7 +117,11 @@ pub fn decode(lsn: Lsn, end_lsn: Lsn, rec: &[u8]) -> Result<DecodedRecord, WalEr
     let info = rec[16];
     let rmid = rec[17];
 
-    let mut c = Cursor { b: rec, pos: SIZE_OF_XLOG_RECORD, lsn };
+    let mut c = Cursor {
+        b: rec,
+        pos: SIZE_OF_XLOG_RECORD,
+        lsn,
+    };
     let mut blocks: Vec<BlockRef> = Vec::new();
     let mut payload_total: usize = 0; // images + block data + main data, after the headers
     let mut main_len: usize = 0;
@@ -143,7 +155,9 @@ pub fn decode(lsn: Lsn, end_lsn: Lsn, rec: &[u8]) -> Result<DecodedRecord, WalEr
                 let data_len = c.u16()? as usize;
                 let has_data = fork_flags & BKPBLOCK_HAS_DATA != 0;
                 if has_data != (data_len > 0) {
-                    return Err(bad(format!("block {id}: data flag {has_data} with data length {data_len}")));
+                    return Err(bad(format!(
+                        "block {id}: data flag {has_data} with data length {data_len}"
+                    )));
                 }
                 payload_total += data_len;
                 let has_image = fork_flags & BKPBLOCK_HAS_IMAGE != 0;
@@ -161,7 +175,9 @@ pub fn decode(lsn: Lsn, end_lsn: Lsn, rec: &[u8]) -> Result<DecodedRecord, WalEr
                             0
                         }
                     } else {
-                        BLCKSZ.checked_sub(bimg_len).ok_or_else(|| bad(format!("block {id}: image length {bimg_len}")))?
+                        BLCKSZ
+                            .checked_sub(bimg_len)
+                            .ok_or_else(|| bad(format!("block {id}: image length {bimg_len}")))?
                     };
                     let has_hole = bimg_info & BKPIMAGE_HAS_HOLE != 0;
                     if (has_hole && (hole_offset == 0 || hole_len == 0 || bimg_len == BLCKSZ))
@@ -179,11 +195,16 @@ pub fn decode(lsn: Lsn, end_lsn: Lsn, rec: &[u8]) -> Result<DecodedRecord, WalEr
                     last_rel = Some(r);
                     r
                 } else {
-                    last_rel.ok_or_else(|| bad(format!("block {id}: same-rel flag without a previous relation")))?
+                    last_rel.ok_or_else(|| {
+                        bad(format!(
+                            "block {id}: same-rel flag without a previous relation"
+                        ))
+                    })?
                 };
                 let block = c.u32()?;
                 let fork_no = fork_flags & BKPBLOCK_FORK_MASK;
-                let fork = ForkNumber::from_u8(fork_no).ok_or_else(|| bad(format!("block {id}: fork {fork_no}")))?;
+                let fork = ForkNumber::from_u8(fork_no)
+                    .ok_or_else(|| bad(format!("block {id}: fork {fork_no}")))?;
                 blocks.push(BlockRef {
                     id,
                     rel,
@@ -205,5 +226,14 @@ pub fn decode(lsn: Lsn, end_lsn: Lsn, rec: &[u8]) -> Result<DecodedRecord, WalEr
         )));
     }
     let main_data = rec[rec.len() - main_len..].to_vec();
-    Ok(DecodedRecord { lsn, end_lsn, rmid, info, xid, prev, blocks, main_data })
+    Ok(DecodedRecord {
+        lsn,
+        end_lsn,
+        rmid,
+        info,
+        xid,
+        prev,
+        blocks,
+        main_data,
+    })
 }
