@@ -31,13 +31,18 @@ listen_addresses = ''
 unix_socket_directories = '$B'
 wal_keep_size = '8GB'
 max_wal_size = '8GB'
+synchronous_commit = off
 CONF
 as_pg "$BIN/pg_ctl" -D "$B/data" -l "$B/server.log" -w start >/dev/null
 PSQL() { as_pg "$BIN/psql" -XAt -h "$B" -p "$PORT" -U postgres -d postgres "$@"; }
 as_pg "$BIN/pgbench" -i -s 20 -h "$B" -p "$PORT" -U postgres postgres >/dev/null 2>&1
 start_seg=$(PSQL -c "SELECT pg_walfile_name(pg_current_wal_lsn())")
+# A mix of real record types: OLTP transactions (pgbench), then bulk updates (heap, btree, full-page
+# images after checkpoints) until there are enough segments.
+as_pg "$BIN/pgbench" -n -T 20 -c 2 -h "$B" -p "$PORT" -U postgres postgres >/dev/null 2>&1
 while :; do
-    as_pg "$BIN/pgbench" -n -T 5 -c 2 -h "$B" -p "$PORT" -U postgres postgres >/dev/null 2>&1
+    PSQL -c "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 3 = 0" >/dev/null
+    PSQL -c "CHECKPOINT" >/dev/null
     cur=$(PSQL -c "SELECT pg_walfile_name(pg_current_wal_lsn())")
     n=$(( 16#${cur:16:8} - 16#${start_seg:16:8} ))
     [ "$n" -ge "$SEGMENTS" ] && break

@@ -394,6 +394,25 @@ impl Archiving {
             .expect("run strata")
     }
 
+    /// Names of every archived WAL file (segments, .partial, .backup, .history), sorted.
+    pub fn archived_files(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut dirs = vec![self.repo.path().join(format!("{}/archive", "main"))];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("archive dir") {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                    names.push(stem.to_string());
+                }
+            }
+        }
+        names.sort();
+        names
+    }
+
+    /// Names of the archived complete segments, sorted.
     pub fn archived_segment_names(&self) -> Vec<String> {
         let mut names = Vec::new();
         let dir = self.repo.path().join("main/archive");

@@ -452,3 +452,94 @@ fn another_cluster_cannot_archive_into_the_same_stanza() {
     let w2 = a.switch_wal();
     a.wait_archived(&w2);
 }
+
+#[test]
+fn restore_command_recovery_and_promotion_archive_history_backup_and_partial_files() {
+    let a = Archiving::new("promote", "");
+    let c = &a.cluster;
+    c.psql("postgres", "CREATE TABLE t (k int, v text)");
+    write_load(c, 3000);
+    // A backup history file (.backup) comes from pg_backup_stop, in the same session.
+    c.psql(
+        "postgres",
+        "SELECT pg_backup_start('strata-test', true); SELECT pg_backup_stop(true);",
+    );
+    let last = a.switch_wal();
+    a.wait_archived(&last);
+    let backup_file = std::fs::read_dir(c.wal_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.ends_with(".backup"))
+        .expect("a .backup file in pg_wal");
+    c.wait_for("the .backup file archived", 60, || {
+        c.wal_dir()
+            .join("archive_status")
+            .join(format!("{backup_file}.done"))
+            .exists()
+    });
+    let rows_before = c.psql("postgres", "SELECT count(*) FROM t");
+
+    // Archive recovery through `strata archive-get` as restore_command, then promotion to timeline 2.
+    c.stop();
+    c.append_conf(&format!(
+        "restore_command = '{} archive-get %f %p --repo {} --stanza main'\nrecovery_target_timeline = 'latest'\n",
+        strata_bin().display(),
+        a.repo_url()
+    ));
+    std::fs::write(c.datadir.join("recovery.signal"), "").unwrap();
+    give_to_postgres(&c.datadir.join("recovery.signal"));
+    c.start();
+    c.wait_for("promotion", 120, || {
+        c.psql("postgres", "SELECT pg_is_in_recovery()") == "f"
+    });
+    assert_eq!(c.psql("postgres", "SELECT count(*) FROM t"), rows_before);
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT timeline_id FROM pg_control_checkpoint()"
+        ),
+        "2"
+    );
+    write_load(c, 500);
+    let on_tl2 = a.switch_wal();
+    assert!(on_tl2.starts_with("00000002"), "{on_tl2}");
+    a.wait_archived(&on_tl2);
+
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["00000002.history".to_string(), backup_file] {
+        let dest = dir.path().join(&name);
+        let out = a.archive_get(&name, &dest);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read(&dest).unwrap(),
+            std::fs::read(c.wal_dir().join(&name)).unwrap(),
+            "{name}"
+        );
+    }
+    // The old timeline's last segment was archived as .partial, with its summary ending where valid WAL ends.
+    let partial = a
+        .archived_files()
+        .into_iter()
+        .find(|n| n.ends_with(".partial"))
+        .expect("a .partial segment archived at promotion");
+    let dest = dir.path().join(&partial);
+    assert!(a.archive_get(&partial, &dest).status.success());
+    assert_eq!(std::fs::read(&dest).unwrap().len(), 16 * 1024 * 1024);
+    // The summaries of timeline 2 are kept apart from timeline 1's.
+    let tl2 = a.repo.path().join("main/summary/00000002");
+    assert!(
+        std::fs::read_dir(&tl2).map(|d| d.count()).unwrap_or(0) >= 1,
+        "no summaries for timeline 2"
+    );
+    assert_eq!(
+        a.status("summaries_missing"),
+        "0",
+        "{}",
+        a.status("last_summary_missing")
+    );
+    assert_eq!(a.status("failed_count"), "0", "{}", a.status("last_error"));
+}

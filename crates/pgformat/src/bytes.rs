@@ -23,11 +23,6 @@ impl<'a> Reader<'a> {
         self.bytes.len() - self.pos
     }
 
-    /// Bytes read so far.
-    pub(crate) fn position(&self) -> usize {
-        self.pos
-    }
-
     pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len())?;
         let s = &self.bytes[self.pos..end];
@@ -61,7 +56,11 @@ impl<'a> Reader<'a> {
 
     /// A RelFileNode: three OIDs (tablespace, database, relation).
     pub(crate) fn rel_file_node(&mut self) -> Option<RelFileNode> {
-        Some(RelFileNode { spc_node: self.u32()?, db_node: self.u32()?, rel_node: self.u32()? })
+        Some(RelFileNode {
+            spc_node: self.u32()?,
+            db_node: self.u32()?,
+            rel_node: self.u32()?,
+        })
     }
 }
 
@@ -86,7 +85,6 @@ mod tests {
         assert_eq!(r.u16(), Some(1));
         assert_eq!(r.u32(), Some(2));
         assert_eq!(r.u64(), Some(3));
-        assert_eq!(r.position(), 14);
         assert_eq!(r.remaining(), 1);
         assert_eq!(r.u16(), None, "one byte left");
         assert_eq!(r.u8(), Some(0xFF));
@@ -99,7 +97,11 @@ mod tests {
         let rel = [0x7F, 6, 0, 0, 5, 0, 0, 0, 0, 0x40, 0, 0];
         assert_eq!(
             Reader::new(&rel).rel_file_node(),
-            Some(RelFileNode { spc_node: 1663, db_node: 5, rel_node: 16384 })
+            Some(RelFileNode {
+                spc_node: 1663,
+                db_node: 5,
+                rel_node: 16384
+            })
         );
     }
 }

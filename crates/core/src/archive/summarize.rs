@@ -9,7 +9,7 @@
 
 use crate::summary::Summary;
 use pgformat::lsn::{segment_start_lsn, Lsn, TimeLineId};
-use pgformat::wal::{WalDecoder, WalError};
+use pgformat::wal::WalDecoder;
 
 /// Keeps the decoder between consecutive segments of one timeline.
 pub struct SegmentSummarizer {
@@ -77,8 +77,10 @@ impl SegmentSummarizer {
                     }
                 }
                 Ok(None) => break,
-                Err(WalError::EndOfWal { lsn }) if kind == SegmentKind::Partial => {
-                    summary.end = lsn;
+                // A .partial segment ends where valid WAL ends: zeros, or stale pages of a recycled
+                // file (wrong page address, bad CRC). PostgreSQL's own reader stops there too.
+                Err(_) if kind == SegmentKind::Partial => {
+                    summary.end = decoder.position().max(start);
                     return summary;
                 }
                 Err(e) => return Summary::missing(timeline, start, end, e.to_string()),

@@ -1,28 +1,38 @@
-//! One WAL record, assembled from its pages, checked and decoded (PostgreSQL 15 layout).
+//! One WAL record, once assembled from its pages: header checks, CRC, block references (PostgreSQL 15's
+//! `src/include/access/xlogrecord.h`, decoded as `DecodeXLogRecord` in `xlogreader.c` does).
 //!
 //! ```text
 //! XLogRecord (24 bytes): xl_tot_len u32, xl_xid u32, xl_prev u64, xl_info u8, xl_rmid u8, 2 pad, xl_crc u32
-//! then headers, in order: block headers (ids 0..=32, increasing), origin (253), top-level xid (252),
-//! main data length (255: u8, 254: u32) last;
+//! then headers, no padding: block headers (ids 0..=32, increasing), origin (253: u16), top-level xid
+//! (252: u32), and last the main data length (255: u8, or 254: u32);
 //! then each block's image and data, in block order, then the main data.
 //! ```
-//! Block header: `{id u8, fork_flags u8, data_length u16}`; fork_flags low nibble = fork, 0x10 image,
+//! A block header is `{id u8, fork_flags u8, data_length u16}`; fork_flags low nibble = fork, 0x10 image,
 //! 0x20 data, 0x40 will-init, 0x80 same-rel. An image adds `{length u16, hole_offset u16, bimg_info u8}`
 //! and, only when it has a hole *and* is compressed, `{hole_length u16}`. Then the RelFileNode (12
 //! bytes, absent with same-rel) and the block number u32.
 //! The CRC-32C covers the record after the header, then the header's first 20 bytes.
 
 use super::WalError;
+use crate::bytes::Reader;
 use crate::lsn::Lsn;
 use crate::relfile::{ForkNumber, RelFileNode, BLCKSZ};
 
+/// SizeOfXLogRecord.
 pub const SIZE_OF_XLOG_RECORD: usize = 24;
+/// Offset of xl_crc in the header: the CRC covers the header up to here.
+const CRC_OFFSET: usize = 20;
+/// Largest record PostgreSQL can allocate when reading (MaxAllocSize).
+pub const MAX_RECORD_LEN: u32 = 0x3FFF_FFFF;
+
 pub const XLR_MAX_BLOCK_ID: u8 = 32;
 pub const XLR_BLOCK_ID_DATA_SHORT: u8 = 255;
 pub const XLR_BLOCK_ID_DATA_LONG: u8 = 254;
 pub const XLR_BLOCK_ID_ORIGIN: u8 = 253;
 pub const XLR_BLOCK_ID_TOPLEVEL_XID: u8 = 252;
-/// xl_info flag: the record changes relations in ways not expressed by block references.
+/// xl_info bits owned by the WAL machinery (the rest belong to the resource manager).
+pub const XLR_INFO_MASK: u8 = 0x0F;
+/// xl_info flag: the record changes relations in ways not expressed by its block references.
 pub const XLR_SPECIAL_REL_UPDATE: u8 = 0x01;
 
 const BKPBLOCK_FORK_MASK: u8 = 0x0F;
@@ -33,7 +43,8 @@ const BKPBLOCK_SAME_REL: u8 = 0x80;
 
 const BKPIMAGE_HAS_HOLE: u8 = 0x01;
 const BKPIMAGE_APPLY: u8 = 0x02;
-const BKPIMAGE_COMPRESSED: u8 = 0x04 | 0x08 | 0x10; // pglz | lz4 | zstd
+/// BKPIMAGE_COMPRESS_PGLZ | _LZ4 | _ZSTD.
+const BKPIMAGE_COMPRESSED: u8 = 0x04 | 0x08 | 0x10;
 
 /// A block the record references.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,158 +53,142 @@ pub struct BlockRef {
     pub rel: RelFileNode,
     pub fork: ForkNumber,
     pub block: u32,
+    /// The record carries a full-page image of the block.
     pub has_image: bool,
+    /// Redo restores the image (otherwise it is only for wal_consistency_checking).
     pub apply_image: bool,
+    /// Redo initializes the page from scratch.
     pub will_init: bool,
     pub has_data: bool,
 }
 
+/// A decoded record: its place in the stream, resource manager, block references and main data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecodedRecord {
     pub lsn: Lsn,
-    /// Where the next record starts (the end, MAXALIGNed), as PostgreSQL's EndRecPtr.
+    /// Where the next record starts (the end, MAXALIGNed), as PostgreSQL's EndRecPtr: for XLOG_SWITCH,
+    /// the end of the segment.
     pub end_lsn: Lsn,
     pub rmid: u8,
     pub info: u8,
     pub xid: u32,
+    /// xl_prev: the start of the previous record.
     pub prev: Lsn,
     pub blocks: Vec<BlockRef>,
     pub main_data: Vec<u8>,
 }
 
-struct Cursor<'a> {
-    b: &'a [u8],
-    pos: usize,
-    lsn: Lsn,
+/// The fixed header of a record, readable once its first 24 bytes are assembled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub tot_len: u32,
+    pub xid: u32,
+    pub prev: Lsn,
+    pub info: u8,
+    pub rmid: u8,
+    pub crc: u32,
 }
 
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WalError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.b.len())
-            .ok_or_else(|| WalError::BadRecord {
-                lsn: self.lsn,
-                reason: format!("headers run past the record's {} bytes", self.b.len()),
-            })?;
-        let s = &self.b[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, WalError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, WalError> {
-        let s = self.take(2)?;
-        Ok(u16::from_le_bytes([s[0], s[1]]))
-    }
-    fn u32(&mut self) -> Result<u32, WalError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+impl RecordHeader {
+    /// Reads the header from the first 24 bytes of `b`.
+    pub fn read(b: &[u8]) -> Option<RecordHeader> {
+        let mut r = Reader::new(b);
+        let (tot_len, xid, prev, info, rmid) = (r.u32()?, r.u32()?, r.u64()?, r.u8()?, r.u8()?);
+        r.take(2)?;
+        Some(RecordHeader {
+            tot_len,
+            xid,
+            prev: Lsn(prev),
+            info,
+            rmid,
+            crc: r.u32()?,
+        })
     }
 }
 
-/// Checks the CRC of a complete record.
+/// Checks the CRC-32C of a complete record (`rec` is exactly xl_tot_len bytes).
 pub fn check_crc(lsn: Lsn, rec: &[u8]) -> Result<(), WalError> {
-    let expected = u32::from_le_bytes(rec[20..24].try_into().expect("4"));
-    let found = crc32c::crc32c_append(crc32c::crc32c(&rec[SIZE_OF_XLOG_RECORD..]), &rec[..20]);
-    if found != expected {
+    let bad = || WalError::BadRecord {
+        lsn,
+        reason: format!("record of {} bytes", rec.len()),
+    };
+    let header = RecordHeader::read(rec).ok_or_else(bad)?;
+    let body = rec.get(SIZE_OF_XLOG_RECORD..).ok_or_else(bad)?;
+    let found = crc32c::crc32c_append(crc32c::crc32c(body), &rec[..CRC_OFFSET]);
+    if found != header.crc {
         return Err(WalError::BadCrc {
             lsn,
-            expected,
+            expected: header.crc,
             found,
         });
     }
     Ok(())
 }
 
-/// Decodes a complete, CRC-checked record.
+/// Decodes a complete, CRC-checked record of exactly xl_tot_len bytes.
 pub fn decode(lsn: Lsn, end_lsn: Lsn, rec: &[u8]) -> Result<DecodedRecord, WalError> {
     let bad = |reason: String| WalError::BadRecord { lsn, reason };
-    let tot_len = u32::from_le_bytes(rec[0..4].try_into().expect("4")) as usize;
-    debug_assert_eq!(tot_len, rec.len());
-    let xid = u32::from_le_bytes(rec[4..8].try_into().expect("4"));
-    let prev = Lsn(u64::from_le_bytes(rec[8..16].try_into().expect("8")));
-    let info = rec[16];
-    let rmid = rec[17];
-
-    let mut c = Cursor {
-        b: rec,
-        pos: SIZE_OF_XLOG_RECORD,
-        lsn,
-    };
+    let h = RecordHeader::read(rec).ok_or_else(|| bad(format!("{} bytes", rec.len())))?;
+    if h.tot_len as usize != rec.len() {
+        return Err(bad(format!(
+            "xl_tot_len {} for {} bytes",
+            h.tot_len,
+            rec.len()
+        )));
+    }
+    let mut r = Reader::new(&rec[SIZE_OF_XLOG_RECORD..]);
+    let short = || bad("headers run past the end of the record".to_string());
     let mut blocks: Vec<BlockRef> = Vec::new();
-    let mut payload_total: usize = 0; // images + block data + main data, after the headers
+    // Bytes announced by the headers, after them: images, block data, main data.
+    let mut datatotal: usize = 0;
     let mut main_len: usize = 0;
     let mut last_rel: Option<RelFileNode> = None;
-    let mut max_id: i32 = -1;
-    while rec.len() - c.pos > payload_total {
-        let id = c.u8()?;
+    while r.remaining() > datatotal {
+        let id = r.u8().ok_or_else(short)?;
         match id {
             XLR_BLOCK_ID_DATA_SHORT => {
-                main_len = c.u8()? as usize;
-                payload_total += main_len;
-                break;
+                main_len = r.u8().ok_or_else(short)? as usize;
+                datatotal += main_len;
+                break; // the main data header is always last
             }
             XLR_BLOCK_ID_DATA_LONG => {
-                main_len = c.u32()? as usize;
-                payload_total += main_len;
+                main_len = r.u32().ok_or_else(short)? as usize;
+                datatotal += main_len;
                 break;
             }
             XLR_BLOCK_ID_ORIGIN => {
-                c.u16()?;
+                r.u16().ok_or_else(short)?;
             }
             XLR_BLOCK_ID_TOPLEVEL_XID => {
-                c.u32()?;
+                r.u32().ok_or_else(short)?;
             }
             id if id <= XLR_MAX_BLOCK_ID => {
-                if (id as i32) <= max_id {
-                    return Err(bad(format!("block id {id} out of order")));
+                if blocks.last().is_some_and(|b| id <= b.id) {
+                    return Err(bad(format!("out-of-order block id {id}")));
                 }
-                max_id = id as i32;
-                let fork_flags = c.u8()?;
-                let data_len = c.u16()? as usize;
+                let fork_flags = r.u8().ok_or_else(short)?;
+                let data_len = r.u16().ok_or_else(short)? as usize;
                 let has_data = fork_flags & BKPBLOCK_HAS_DATA != 0;
                 if has_data != (data_len > 0) {
                     return Err(bad(format!(
-                        "block {id}: data flag {has_data} with data length {data_len}"
+                        "block {id}: has-data flag is {has_data} but data length is {data_len}"
                     )));
                 }
-                payload_total += data_len;
+                datatotal += data_len;
                 let has_image = fork_flags & BKPBLOCK_HAS_IMAGE != 0;
                 let mut apply_image = false;
                 if has_image {
-                    let bimg_len = c.u16()? as u32;
-                    let hole_offset = c.u16()? as u32;
-                    let bimg_info = c.u8()?;
+                    let image_len = r.u16().ok_or_else(short)?;
+                    let hole_offset = r.u16().ok_or_else(short)?;
+                    let bimg_info = r.u8().ok_or_else(short)?;
                     apply_image = bimg_info & BKPIMAGE_APPLY != 0;
-                    let compressed = bimg_info & BKPIMAGE_COMPRESSED != 0;
-                    let hole_len = if compressed {
-                        if bimg_info & BKPIMAGE_HAS_HOLE != 0 {
-                            c.u16()? as u32
-                        } else {
-                            0
-                        }
-                    } else {
-                        BLCKSZ
-                            .checked_sub(bimg_len)
-                            .ok_or_else(|| bad(format!("block {id}: image length {bimg_len}")))?
-                    };
-                    let has_hole = bimg_info & BKPIMAGE_HAS_HOLE != 0;
-                    if (has_hole && (hole_offset == 0 || hole_len == 0 || bimg_len == BLCKSZ))
-                        || (!has_hole && (hole_offset != 0 || hole_len != 0))
-                        || (!compressed && bimg_len == BLCKSZ && has_hole)
-                    {
-                        return Err(bad(format!(
-                            "block {id}: inconsistent image (length {bimg_len}, hole at {hole_offset} of {hole_len})"
-                        )));
-                    }
-                    payload_total += bimg_len as usize;
+                    check_image(id, image_len, hole_offset, bimg_info, &mut r).map_err(bad)?;
+                    datatotal += image_len as usize;
                 }
                 let rel = if fork_flags & BKPBLOCK_SAME_REL == 0 {
-                    let r = RelFileNode::from_le_bytes(c.take(12)?.try_into().expect("12"));
-                    last_rel = Some(r);
-                    r
+                    let rel = r.rel_file_node().ok_or_else(short)?;
+                    last_rel = Some(rel);
+                    rel
                 } else {
                     last_rel.ok_or_else(|| {
                         bad(format!(
@@ -201,10 +196,10 @@ pub fn decode(lsn: Lsn, end_lsn: Lsn, rec: &[u8]) -> Result<DecodedRecord, WalEr
                         ))
                     })?
                 };
-                let block = c.u32()?;
+                let block = r.u32().ok_or_else(short)?;
                 let fork_no = fork_flags & BKPBLOCK_FORK_MASK;
                 let fork = ForkNumber::from_u8(fork_no)
-                    .ok_or_else(|| bad(format!("block {id}: fork {fork_no}")))?;
+                    .ok_or_else(|| bad(format!("block {id}: invalid fork number {fork_no}")))?;
                 blocks.push(BlockRef {
                     id,
                     rel,
@@ -219,21 +214,57 @@ pub fn decode(lsn: Lsn, end_lsn: Lsn, rec: &[u8]) -> Result<DecodedRecord, WalEr
             other => return Err(bad(format!("invalid block id {other}"))),
         }
     }
-    if rec.len() - c.pos != payload_total {
+    if r.remaining() != datatotal {
         return Err(bad(format!(
-            "{} bytes after the headers, the headers announce {payload_total}",
-            rec.len() - c.pos
+            "{} bytes follow the headers, which announce {datatotal}",
+            r.remaining()
         )));
     }
     let main_data = rec[rec.len() - main_len..].to_vec();
     Ok(DecodedRecord {
         lsn,
         end_lsn,
-        rmid,
-        info,
-        xid,
-        prev,
+        rmid: h.rmid,
+        info: h.info,
+        xid: h.xid,
+        prev: h.prev,
         blocks,
         main_data,
     })
+}
+
+/// Reads the rest of an image header (the hole length, when present) and applies PostgreSQL's
+/// consistency checks between length, hole and flags.
+fn check_image(
+    id: u8,
+    image_len: u16,
+    hole_offset: u16,
+    bimg_info: u8,
+    r: &mut Reader<'_>,
+) -> Result<(), String> {
+    let (image_len, hole_offset) = (image_len as u32, hole_offset as u32);
+    let has_hole = bimg_info & BKPIMAGE_HAS_HOLE != 0;
+    let compressed = bimg_info & BKPIMAGE_COMPRESSED != 0;
+    let hole_len = match (compressed, has_hole) {
+        (true, true) => r
+            .u16()
+            .ok_or(format!("block {id}: truncated image header"))? as u32,
+        (true, false) => 0,
+        // Uncompressed: the image is the page minus its hole.
+        (false, _) => BLCKSZ.checked_sub(image_len).ok_or(format!(
+            "block {id}: image length {image_len} is larger than a page"
+        ))?,
+    };
+    let ok = if has_hole {
+        hole_offset != 0 && hole_len != 0 && image_len != BLCKSZ
+    } else {
+        hole_offset == 0 && hole_len == 0
+    };
+    if !ok || (compressed && image_len == BLCKSZ) {
+        return Err(format!(
+            "block {id}: inconsistent image (info 0x{bimg_info:02X}, length {image_len}, \
+             hole at {hole_offset} of {hole_len} bytes)"
+        ));
+    }
+    Ok(())
 }
