@@ -93,6 +93,26 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
+/// Compresses plaintext into a stored object whose header is still blank (see `write_header`), so
+/// that hashing can run in parallel with compression.
+pub fn compress_payload(plain: &[u8], compress: CompressType, level: i32) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(HEADER_LEN + plain.len() / 4);
+    out.resize(HEADER_LEN, 0);
+    compress::compress_into(compress, level, plain, &mut out)
+        .map_err(|e| Error::Other(format!("{} compression failed: {e}", compress.name())))?;
+    Ok(out)
+}
+
+/// Fills the header of an object made by `compress_payload`.
+pub fn write_header(object: &mut [u8], plain_size: u64, sha256: [u8; 32], compress: CompressType) {
+    let header = ObjectHeader {
+        compress,
+        plain_size,
+        sha256,
+    };
+    object[..HEADER_LEN].copy_from_slice(&header.encode());
+}
+
 /// Builds a stored object from plaintext whose SHA-256 is already known.
 pub fn encode_with_hash(
     plain: &[u8],
@@ -100,15 +120,8 @@ pub fn encode_with_hash(
     compress: CompressType,
     level: i32,
 ) -> Result<Vec<u8>> {
-    let header = ObjectHeader {
-        compress,
-        plain_size: plain.len() as u64,
-        sha256: sha,
-    };
-    let mut out = Vec::with_capacity(HEADER_LEN + plain.len() / 2);
-    out.extend_from_slice(&header.encode());
-    compress::compress_into(compress, level, plain, &mut out)
-        .map_err(|e| Error::Other(format!("{} compression failed: {e}", compress.name())))?;
+    let mut out = compress_payload(plain, compress, level)?;
+    write_header(&mut out, plain.len() as u64, sha, compress);
     Ok(out)
 }
 
