@@ -65,3 +65,54 @@ impl RepoArgs {
         )?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(repo: Option<&str>, stanza: Option<&str>, config: Option<PathBuf>) -> RepoArgs {
+        RepoArgs {
+            repo: repo.map(Into::into),
+            stanza: stanza.map(Into::into),
+            config,
+            cipher_pass_file: None,
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file_which_fills_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("postgresql.conf");
+        std::fs::write(
+            &conf,
+            "strata.repo1 = 'file:///from/conf'\nstrata.stanza = 'confstanza'\nstrata.compress_type = 'lz4'\n",
+        )
+        .unwrap();
+        let c = args(None, None, Some(conf.clone())).resolve().unwrap();
+        assert_eq!(c.repo.display(), "file:///from/conf");
+        assert_eq!(c.stanza, "confstanza");
+        assert_eq!(c.compress_type, CompressType::Lz4);
+        let c = args(Some("file:///flag"), Some("s"), Some(conf))
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            (c.repo.display().as_str(), c.stanza.as_str()),
+            ("file:///flag", "s")
+        );
+    }
+
+    #[test]
+    fn missing_or_bad_settings_are_clear_errors() {
+        let e = args(None, None, None).resolve().unwrap_err().to_string();
+        assert!(e.contains("--repo URL"), "{e}");
+        let e = args(Some("relative/x"), None, None)
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("relative paths are not allowed"), "{e}");
+        let e = args(Some("file:///x"), None, Some("/nonexistent/pg.conf".into()))
+            .resolve()
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("/nonexistent/pg.conf"), "{e:#}");
+    }
+}

@@ -294,7 +294,9 @@ fn find_existing(
     Ok(None)
 }
 
-/// The previous segment of the same timeline, from pg_wal beside `wal_path` or from the repository.
+/// The segment before `segno`, from pg_wal beside `wal_path` or from the repository: on the same
+/// timeline, else on earlier ones (the first segment of a new timeline continues its parent's WAL). A
+/// wrong predecessor cannot slip through: the decoder checks the continuation length and the record CRC.
 fn previous_segment(
     storage: &Storage,
     paths: &RepoPaths,
@@ -304,15 +306,111 @@ fn previous_segment(
     segno: u64,
 ) -> Option<Vec<u8>> {
     let seg_size = facts.wal_segment_size;
-    let name = segment_file_name(timeline, segno.checked_sub(1)?, seg_size);
-    if let Some(dir) = wal_path.parent() {
-        if let Ok(bytes) = std::fs::read(dir.join(&name)) {
-            if bytes.len() == seg_size as usize {
-                return Some(bytes);
+    let prev = segno.checked_sub(1)?;
+    for tli in (timeline.saturating_sub(16).max(1)..=timeline).rev() {
+        let name = segment_file_name(tli, prev, seg_size);
+        if let Some(dir) = wal_path.parent() {
+            if let Ok(bytes) = std::fs::read(dir.join(&name)) {
+                if bytes.len() == seg_size as usize {
+                    return Some(bytes);
+                }
+            }
+        }
+        if let Some((key, _)) = find_existing(storage, paths, seg_size, &name)
+            .ok()
+            .flatten()
+        {
+            if let Some(Ok((_, plain))) = storage
+                .get(&key)
+                .ok()
+                .flatten()
+                .map(|b| object::decode(&key, &b))
+            {
+                return Some(plain);
             }
         }
     }
-    let (key, _) = find_existing(storage, paths, seg_size, &name).ok()??;
-    let stored = storage.get(&key).ok()??;
-    object::decode(&key, &stored).ok().map(|(_, plain)| plain)
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::{archive_get, GetOutcome};
+    use crate::config::RepoConfig;
+
+    fn setup(dir: &Path) -> ArchivePusher {
+        let config = RepoConfig::new(
+            &format!("file://{}", dir.display()),
+            "main",
+            CompressType::Lz4,
+            1,
+        )
+        .unwrap();
+        let facts = ServerFacts {
+            system_identifier: 42,
+            pg_version: 15,
+            wal_segment_size: 16 << 20,
+        };
+        ArchivePusher::new(config, facts).unwrap()
+    }
+
+    #[test]
+    fn history_files_push_once_refuse_changes_and_come_back() {
+        let repo = tempfile::tempdir().unwrap();
+        let wal = tempfile::tempdir().unwrap();
+        let file = wal.path().join("00000002.history");
+        std::fs::write(&file, "1\t0/3000000\tno recovery target specified\n").unwrap();
+        let mut pusher = setup(repo.path());
+        let first = pusher.push(&file, "00000002.history").unwrap();
+        assert!(!first.already_archived);
+        assert_eq!(first.key, "main/archive/00000002.history.lz4");
+        assert_eq!(first.summary, SummaryReport::NotApplicable);
+        assert!(
+            pusher
+                .push(&file, "00000002.history")
+                .unwrap()
+                .already_archived
+        );
+
+        std::fs::write(&file, "1\t0/4000000\tsomething else\n").unwrap();
+        let err = pusher
+            .push(&file, "00000002.history")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("different content"), "{err}");
+
+        let storage = Storage::open(&pusher.config().repo).unwrap();
+        let dest = wal.path().join("restored");
+        let got =
+            archive_get(&storage, &RepoPaths::new("main"), "00000002.history", &dest).unwrap();
+        assert!(matches!(got, GetOutcome::Restored { .. }));
+        assert!(std::fs::read_to_string(&dest)
+            .unwrap()
+            .contains("0/3000000"));
+        let missing =
+            archive_get(&storage, &RepoPaths::new("main"), "00000003.history", &dest).unwrap();
+        assert_eq!(missing, GetOutcome::NotFound);
+    }
+
+    #[test]
+    fn bad_names_and_short_segments_are_refused() {
+        let repo = tempfile::tempdir().unwrap();
+        let wal = tempfile::tempdir().unwrap();
+        let file = wal.path().join("000000010000000000000001");
+        std::fs::write(&file, vec![0u8; 100]).unwrap();
+        let mut pusher = setup(repo.path());
+        let err = pusher
+            .push(&file, "000000010000000000000001")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has 100 bytes"), "{err}");
+        let err = pusher.push(&file, "notwal").unwrap_err().to_string();
+        assert!(err.contains("not a WAL file name"), "{err}");
+        let err = pusher
+            .push(&wal.path().join("absent"), "000000010000000000000002")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot read"), "{err}");
+    }
 }
