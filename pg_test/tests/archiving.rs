@@ -16,6 +16,16 @@ fn write_load(c: &Cluster, rows: u32) {
     );
 }
 
+/// A cluster with a loaded table whose first segment is archived; returns that segment's name too.
+fn archived_table(name: &str, rows: u32) -> (Archiving, String) {
+    let a = Archiving::new(name, "");
+    a.cluster.psql("postgres", "CREATE TABLE t (k int, v text)");
+    write_load(&a.cluster, rows);
+    let first = a.switch_wal();
+    a.wait_archived(&first);
+    (a, first)
+}
+
 fn assert_all_archived_segments_come_back_identical(a: &Archiving, at_least: usize) {
     let names = a.archived_segment_names();
     assert!(
@@ -181,12 +191,8 @@ fn corrupted_object_is_refused_by_archive_get_and_nothing_is_written() {
 
 #[test]
 fn duplicate_push_succeeds_and_conflicting_content_is_refused_keeping_ready() {
-    let a = Archiving::new("dup", "");
+    let (a, first) = archived_table("dup", 2000);
     let c = &a.cluster;
-    c.psql("postgres", "CREATE TABLE t (k int, v text)");
-    write_load(c, 2000);
-    let first = a.switch_wal();
-    a.wait_archived(&first);
 
     // Re-archiving the same segment (a crash before .ready became .done) succeeds without rewriting.
     let status_dir = c.wal_dir().join("archive_status");
@@ -308,12 +314,8 @@ fn set_writable(path: &Path, writable: bool) {
 
 #[test]
 fn unwritable_repository_loses_nothing_and_archiving_catches_up() {
-    let a = Archiving::new("unwritable", "");
+    let (a, _first) = archived_table("unwritable", 1000);
     let c = &a.cluster;
-    c.psql("postgres", "CREATE TABLE t (k int, v text)");
-    write_load(c, 1000);
-    let first = a.switch_wal();
-    a.wait_archived(&first);
 
     set_writable(a.repo.path(), false);
     let mut pending = Vec::new();

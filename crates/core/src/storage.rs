@@ -63,28 +63,24 @@ impl Storage {
 
     /// Reads a whole object; `None` when it does not exist.
     pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        let path = ObjPath::from(key);
-        self.runtime.block_on(async {
-            match self.store.get(&path).await {
-                Ok(r) => r
-                    .bytes()
-                    .await
-                    .map(Some)
-                    .map_err(|e| Error::storage(key, e)),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(Error::storage(key, e)),
-            }
-        })
+        self.get_with(key, object_store::GetOptions::default())
     }
 
     /// Reads the first `len` bytes of an object; `None` when it does not exist.
     pub fn get_prefix(&self, key: &str, len: u64) -> Result<Option<Bytes>> {
+        let range = Some((0..len).into());
+        self.get_with(
+            key,
+            object_store::GetOptions {
+                range,
+                ..Default::default()
+            },
+        )
+    }
+
+    fn get_with(&self, key: &str, opts: object_store::GetOptions) -> Result<Option<Bytes>> {
         let path = ObjPath::from(key);
         self.runtime.block_on(async {
-            let opts = object_store::GetOptions {
-                range: Some((0..len).into()),
-                ..Default::default()
-            };
             match self.store.get_opts(&path, opts).await {
                 Ok(r) => r
                     .bytes()
