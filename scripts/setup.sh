@@ -11,6 +11,18 @@ PGRX_VERSION=0.18.1
 APT_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-contrib build-essential libclang-dev pkg-config sudo"
 
 log() { printf '\n== %s\n' "$*"; }
+# Runs a command with its output kept in a log, shown only if it fails.
+quiet() {
+    local out
+    out=$(mktemp)
+    if ! "$@" >"$out" 2>&1; then
+        cat "$out" >&2
+        rm -f "$out"
+        echo "setup.sh: failed: $*" >&2
+        return 1
+    fi
+    rm -f "$out"
+}
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup.sh: run as root (it installs apt packages and the extension into PostgreSQL)" >&2
@@ -43,9 +55,9 @@ fi
 
 if [ "${STRATA_SKIP_INSTALL:-}" != "1" ]; then
     log "building and installing the pg_strata extension into PostgreSQL 15"
-    cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null
+    quiet cargo pgrx install --release --pg-config "$PG_CONFIG"
     log "building and installing the strata binary into /usr/local/bin"
-    cargo build --release -q -p strata-cli
+    quiet cargo build --release -p strata-cli
     install -m 0755 target/release/strata /usr/local/bin/strata
 fi
 log "setup done"

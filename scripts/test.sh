@@ -23,5 +23,5 @@ rm -rf "$PGRX_TEST_DATA"
 install -d -o postgres -g postgres -m 0700 "$PGRX_TEST_DATA"
 cargo pgrx test pg15 --runas postgres --pgdata "$PGRX_TEST_DATA"
 # cargo pgrx test installed its test build; put the release build back so the server runs it.
-STRATA_QUIET=1 bash scripts/setup.sh >/dev/null
+bash scripts/setup.sh >/dev/null
 echo; echo "== all tests passed"
