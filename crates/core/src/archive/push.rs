@@ -394,6 +394,28 @@ mod tests {
     }
 
     #[test]
+    fn an_undecodable_segment_is_archived_with_its_summary_marked_missing() {
+        let repo = tempfile::tempdir().unwrap();
+        let wal = tempfile::tempdir().unwrap();
+        let file = wal.path().join("000000010000000000000003");
+        std::fs::write(&file, vec![0xABu8; 16 << 20]).unwrap();
+        let mut pusher = setup(repo.path());
+        let report = pusher.push(&file, "000000010000000000000003").unwrap();
+        let SummaryReport::Missing(reason) = &report.summary else { panic!("{:?}", report.summary) };
+        assert!(reason.contains("0/3000000"), "the reason names the LSN: {reason}");
+        let key = "main/summary/00000001/0000000003000000-0000000004000000.blkref";
+        let bytes = std::fs::read(repo.path().join(key)).unwrap();
+        let summary = crate::summary::Summary::decode(key, &bytes).unwrap();
+        assert_eq!(summary.missing.as_deref(), Some(reason.as_str()));
+        assert!(summary.forks.is_empty());
+        // The segment itself is archived and comes back.
+        let storage = Storage::open(&pusher.config().repo).unwrap();
+        let dest = wal.path().join("back");
+        archive_get(&storage, &RepoPaths::new("main"), "000000010000000000000003", &dest).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), vec![0xABu8; 16 << 20]);
+    }
+
+    #[test]
     fn bad_names_and_short_segments_are_refused() {
         let repo = tempfile::tempdir().unwrap();
         let wal = tempfile::tempdir().unwrap();
