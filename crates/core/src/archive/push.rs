@@ -401,8 +401,13 @@ mod tests {
         std::fs::write(&file, vec![0xABu8; 16 << 20]).unwrap();
         let mut pusher = setup(repo.path());
         let report = pusher.push(&file, "000000010000000000000003").unwrap();
-        let SummaryReport::Missing(reason) = &report.summary else { panic!("{:?}", report.summary) };
-        assert!(reason.contains("0/3000000"), "the reason names the LSN: {reason}");
+        let SummaryReport::Missing(reason) = &report.summary else {
+            panic!("{:?}", report.summary)
+        };
+        assert!(
+            reason.contains("0/3000000"),
+            "the reason names the LSN: {reason}"
+        );
         let key = "main/summary/00000001/0000000003000000-0000000004000000.blkref";
         let bytes = std::fs::read(repo.path().join(key)).unwrap();
         let summary = crate::summary::Summary::decode(key, &bytes).unwrap();
@@ -411,7 +416,13 @@ mod tests {
         // The segment itself is archived and comes back.
         let storage = Storage::open(&pusher.config().repo).unwrap();
         let dest = wal.path().join("back");
-        archive_get(&storage, &RepoPaths::new("main"), "000000010000000000000003", &dest).unwrap();
+        archive_get(
+            &storage,
+            &RepoPaths::new("main"),
+            "000000010000000000000003",
+            &dest,
+        )
+        .unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), vec![0xABu8; 16 << 20]);
     }
 
