@@ -397,7 +397,7 @@ impl Archiving {
     /// Names of every archived WAL file (segments, .partial, .backup, .history), sorted.
     pub fn archived_files(&self) -> Vec<String> {
         let mut names = Vec::new();
-        let mut dirs = vec![self.repo.path().join(format!("{}/archive", "main"))];
+        let mut dirs = vec![self.repo.path().join("main/archive")];
         while let Some(dir) = dirs.pop() {
             for entry in std::fs::read_dir(&dir).expect("archive dir") {
                 let path = entry.unwrap().path();
@@ -414,23 +414,8 @@ impl Archiving {
 
     /// Names of the archived complete segments, sorted.
     pub fn archived_segment_names(&self) -> Vec<String> {
-        let mut names = Vec::new();
-        let dir = self.repo.path().join("main/archive");
-        for tl_dir in std::fs::read_dir(&dir).expect("archive dir") {
-            let tl_dir = tl_dir.unwrap().path();
-            if !tl_dir.is_dir() {
-                continue;
-            }
-            for f in std::fs::read_dir(&tl_dir).unwrap() {
-                let name = f.unwrap().file_name().into_string().unwrap();
-                if let Some(seg) = name.strip_suffix(".zst") {
-                    if seg.len() == 24 {
-                        names.push(seg.to_string());
-                    }
-                }
-            }
-        }
-        names.sort();
+        let mut names = self.archived_files();
+        names.retain(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()));
         names
     }
 }

@@ -25,6 +25,7 @@
 //! crc32c u32 of everything before
 //! ```
 
+use pgformat::bytes::Reader;
 use pgformat::lsn::{Lsn, TimeLineId};
 use pgformat::relfile::{ForkNumber, RelFileNode, HEAPBLOCKS_PER_VM_PAGE};
 use pgformat::rmgr::{relation_changes, RelChange};
@@ -270,7 +271,7 @@ impl Summary {
         if crc32c::crc32c(body).to_le_bytes() != crc {
             return Err(err("CRC mismatch: the object is corrupt"));
         }
-        let mut r = Reader { b: body, pos: 0 };
+        let mut r = Reader::new(body);
         let short = || err("truncated");
         if r.take(8).ok_or_else(short)? != MAGIC {
             return Err(err("bad magic: not a block-change summary"));
@@ -329,7 +330,7 @@ impl Summary {
         if flags & FLAG_MISSING != 0 {
             s.missing = Some(String::from_utf8_lossy(reason).into_owned());
         }
-        if r.pos != body.len() {
+        if r.remaining() != 0 {
             return Err(err("trailing bytes"));
         }
         Ok(s)
@@ -346,33 +347,6 @@ fn runs_of(blocks: &BTreeSet<u32>) -> Vec<(u32, u32)> {
         }
     }
     runs
-}
-
-struct Reader<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let s = self.b.get(self.pos..self.pos.checked_add(n)?)?;
-        self.pos += n;
-        Some(s)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|s| s[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|s| u16::from_le_bytes([s[0], s[1]]))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .map(|s| u32::from_le_bytes(s.try_into().expect("4")))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        self.take(8)
-            .map(|s| u64::from_le_bytes(s.try_into().expect("8")))
-    }
 }
 
 #[cfg(test)]

@@ -3,27 +3,28 @@
 //! fields are read with `from_le_bytes`, field by field, never by reinterpreting memory.
 //!
 //! A `Reader` walks a byte slice and returns `None` when the slice is too short: callers turn that into
-//! an error that carries the LSN of what they were decoding.
+//! an error that carries the LSN of what they were decoding. Public so that pg_strata's own binary
+//! formats (summaries) read their fields the same way.
 
 use crate::relfile::RelFileNode;
 
 /// A cursor over a byte slice.
-pub(crate) struct Reader<'a> {
+pub struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn new(bytes: &'a [u8]) -> Reader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Reader<'a> {
         Reader { bytes, pos: 0 }
     }
 
     /// Bytes not read yet.
-    pub(crate) fn remaining(&self) -> usize {
+    pub fn remaining(&self) -> usize {
         self.bytes.len() - self.pos
     }
 
-    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len())?;
         let s = &self.bytes[self.pos..end];
         self.pos = end;
@@ -34,28 +35,28 @@ impl<'a> Reader<'a> {
         self.take(N)?.try_into().ok()
     }
 
-    pub(crate) fn u8(&mut self) -> Option<u8> {
+    pub fn u8(&mut self) -> Option<u8> {
         Some(self.take(1)?[0])
     }
 
-    pub(crate) fn u16(&mut self) -> Option<u16> {
+    pub fn u16(&mut self) -> Option<u16> {
         self.array().map(u16::from_le_bytes)
     }
 
-    pub(crate) fn u32(&mut self) -> Option<u32> {
+    pub fn u32(&mut self) -> Option<u32> {
         self.array().map(u32::from_le_bytes)
     }
 
-    pub(crate) fn i32(&mut self) -> Option<i32> {
+    pub fn i32(&mut self) -> Option<i32> {
         self.array().map(i32::from_le_bytes)
     }
 
-    pub(crate) fn u64(&mut self) -> Option<u64> {
+    pub fn u64(&mut self) -> Option<u64> {
         self.array().map(u64::from_le_bytes)
     }
 
     /// A RelFileNode: three OIDs (tablespace, database, relation).
-    pub(crate) fn rel_file_node(&mut self) -> Option<RelFileNode> {
+    pub fn rel_file_node(&mut self) -> Option<RelFileNode> {
         Some(RelFileNode {
             spc_node: self.u32()?,
             db_node: self.u32()?,
@@ -65,12 +66,12 @@ impl<'a> Reader<'a> {
 }
 
 /// The little-endian u16 at `off`, if the slice holds it.
-pub(crate) fn le_u16(b: &[u8], off: usize) -> Option<u16> {
+pub fn le_u16(b: &[u8], off: usize) -> Option<u16> {
     Reader::new(b.get(off..)?).u16()
 }
 
 /// The little-endian u32 at `off`, if the slice holds it.
-pub(crate) fn le_u32(b: &[u8], off: usize) -> Option<u32> {
+pub fn le_u32(b: &[u8], off: usize) -> Option<u32> {
     Reader::new(b.get(off..)?).u32()
 }
 

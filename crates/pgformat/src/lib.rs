@@ -3,7 +3,7 @@
 //! This is the only crate that knows PostgreSQL's byte layouts; it does no I/O, so it is tested with plain
 //! `cargo test` and shared by the extension and the `strata` binary.
 
-mod bytes;
+pub mod bytes;
 pub mod lsn;
 pub mod relfile;
 pub mod rmgr;
