@@ -3,10 +3,12 @@
 //! paths, WAL push and get, and block-change summaries. Nothing here links PostgreSQL.
 
 pub mod archive;
+pub mod catalog;
 pub mod compress;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod manifest;
 pub mod object;
 pub mod paths;
 pub mod storage;

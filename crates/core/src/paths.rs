@@ -5,6 +5,8 @@
 //! archive/<TTTTTTTTLLLLLLLL>/<segment>.<ext>    WAL segments, .partial and .backup files (ext = compression)
 //! archive/<TTTTTTTT>.history.<ext>              timeline history files
 //! summary/<TTTTTTTT>/<start>-<end>.blkref       block-change summary of one archived segment
+//! backup/<label>/manifest.json                  a backup's manifest: its commit point, written last
+//! backup/<label>/data/<NNNNNNNN>                file contents: chunks of large files, bundles of small ones
 //! ```
 //! LSNs in keys are 16 hex digits so that keys sort like LSNs. Summaries are grouped by timeline because
 //! after a promotion two timelines cover the same LSNs with different WAL.
@@ -76,6 +78,31 @@ impl RepoPaths {
         format!("{}/summary/{timeline:08X}", self.stanza)
     }
 
+    /// Prefix holding every backup of the stanza.
+    pub fn backup_root(&self) -> String {
+        format!("{}/backup", self.stanza)
+    }
+
+    /// Prefix holding one backup (its manifest and data objects).
+    pub fn backup_dir(&self, label: &str) -> String {
+        format!("{}/backup/{label}", self.stanza)
+    }
+
+    /// Key of a backup's manifest.
+    pub fn backup_manifest(&self, label: &str) -> String {
+        format!("{}/backup/{label}/manifest.json", self.stanza)
+    }
+
+    /// Name of a data object inside its backup, as manifests record it.
+    pub fn backup_object_name(number: u64) -> String {
+        format!("data/{number:08}")
+    }
+
+    /// Key of a data object of a backup, from the name its manifest records.
+    pub fn backup_object(&self, label: &str, name: &str) -> String {
+        format!("{}/backup/{label}/{name}", self.stanza)
+    }
+
     /// Parses a summary key back into (timeline, start, end).
     pub fn parse_summary_key(key: &str) -> Option<(TimeLineId, Lsn, Lsn)> {
         let mut parts = key.rsplit('/');
@@ -125,6 +152,14 @@ mod tests {
         assert_eq!(
             k,
             "main/summary/00000001/0000000001000000-0000000002000000.blkref"
+        );
+        assert_eq!(
+            p.backup_object("20261123-020000F", &RepoPaths::backup_object_name(12)),
+            "main/backup/20261123-020000F/data/00000012"
+        );
+        assert_eq!(
+            p.backup_manifest("20261123-020000F"),
+            "main/backup/20261123-020000F/manifest.json"
         );
         assert_eq!(
             RepoPaths::parse_summary_key(&k),

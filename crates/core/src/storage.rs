@@ -78,6 +78,28 @@ impl Storage {
         )
     }
 
+    /// Reads `len` bytes at `offset` of an object (a piece of a bundle); `None` when it does not exist.
+    pub fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Option<Bytes>> {
+        let range = Some((offset..offset + len).into());
+        let got = self.get_with(
+            key,
+            object_store::GetOptions {
+                range,
+                ..Default::default()
+            },
+        )?;
+        match got {
+            Some(b) if b.len() as u64 != len => Err(Error::CorruptObject {
+                key: key.to_string(),
+                reason: format!(
+                    "expected {len} bytes at offset {offset}, the object holds only {}",
+                    b.len()
+                ),
+            }),
+            other => Ok(other),
+        }
+    }
+
     fn get_with(&self, key: &str, opts: object_store::GetOptions) -> Result<Option<Bytes>> {
         let path = ObjPath::from(key);
         self.runtime.block_on(async {
@@ -151,6 +173,30 @@ impl Storage {
         Ok(out)
     }
 
+    /// Lists the immediate sub-directories (common prefixes) under a prefix, as full keys, sorted.
+    pub fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
+        let path = ObjPath::from(prefix);
+        let listed = self
+            .runtime
+            .block_on(self.store.list_with_delimiter(Some(&path)))
+            .map_err(|e| Error::storage(prefix, e))?;
+        let mut out: Vec<String> = listed
+            .common_prefixes
+            .into_iter()
+            .map(|p| p.to_string())
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Deletes every object under a prefix (garbage of a failed backup).
+    pub fn delete_prefix(&self, prefix: &str) -> Result<()> {
+        for (key, _) in self.list(prefix)? {
+            self.delete(&key)?;
+        }
+        Ok(())
+    }
+
     pub fn delete(&self, key: &str) -> Result<()> {
         let path = ObjPath::from(key);
         self.runtime.block_on(async {
@@ -205,6 +251,9 @@ mod tests {
             s.list("st/x").unwrap(),
             vec![("st/x/1".into(), 1), ("st/x/2".into(), 2)]
         );
+        assert_eq!(s.get_range("st/x/2", 1, 1).unwrap().unwrap().as_ref(), &[2]);
+        assert!(s.get_range("st/x/2", 1, 5).is_err());
+        assert_eq!(s.list_dirs("st").unwrap(), vec!["st/x".to_string()]);
         s.delete("st/x/1").unwrap();
         s.delete("st/x/1").unwrap();
         assert_eq!(s.list("st").unwrap().len(), 2);

@@ -1,0 +1,105 @@
+//! The catalog: which backups a stanza holds and which WAL its archive covers, read from the
+//! repository itself (no separate index that could disagree with it). A backup exists when its
+//! manifest exists; a backup directory without one is the garbage of a failed or killed backup.
+
+use crate::manifest::{self, Manifest};
+use crate::paths::RepoPaths;
+use crate::storage::Storage;
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+
+/// Labels of the backup directories under `backup/`, split into committed (with a manifest) and
+/// incomplete (without one).
+pub fn backup_labels(storage: &Storage, paths: &RepoPaths) -> Result<(Vec<String>, Vec<String>)> {
+    let mut done = Vec::new();
+    let mut incomplete = Vec::new();
+    for dir in storage.list_dirs(&paths.backup_root())? {
+        let label = dir.rsplit('/').next().unwrap_or(&dir).to_string();
+        if storage.exists(&paths.backup_manifest(&label))? {
+            done.push(label);
+        } else {
+            incomplete.push(label);
+        }
+    }
+    Ok((done, incomplete))
+}
+
+/// Reads one backup's manifest; a clear error when there is no such backup.
+pub fn load(storage: &Storage, paths: &RepoPaths, label: &str) -> Result<Manifest> {
+    let key = paths.backup_manifest(label);
+    let bytes = if manifest::is_label(label) {
+        storage.get(&key)?
+    } else {
+        None
+    };
+    let Some(bytes) = bytes else {
+        return Err(Error::Other(format!(
+            "backup '{label}' not found in {} stanza '{}'; `strata info` lists the backups",
+            storage.url().display(),
+            paths.stanza()
+        )));
+    };
+    let m = Manifest::from_json(&key, &bytes)?;
+    if m.label != label {
+        return Err(Error::CorruptObject {
+            key,
+            reason: format!("the manifest says it belongs to backup {}", m.label),
+        });
+    }
+    Ok(m)
+}
+
+/// Every committed backup, oldest first.
+pub fn list_backups(storage: &Storage, paths: &RepoPaths) -> Result<Vec<Manifest>> {
+    let (labels, _) = backup_labels(storage, paths)?;
+    labels.iter().map(|l| load(storage, paths, l)).collect()
+}
+
+/// Deletes backup directories that have no manifest (failed, cancelled or killed backups). Only
+/// called when no backup of this stanza can be running.
+pub fn remove_incomplete(storage: &Storage, paths: &RepoPaths) -> Result<Vec<String>> {
+    let (_, incomplete) = backup_labels(storage, paths)?;
+    for label in &incomplete {
+        storage.delete_prefix(&paths.backup_dir(label))?;
+    }
+    Ok(incomplete)
+}
+
+/// The WAL an archive holds, per timeline: first and last segment file names and how many.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalRange {
+    pub timeline: u32,
+    pub first: String,
+    pub last: String,
+    pub segments: u64,
+}
+
+/// Scans `archive/` for WAL segments (not .partial, .backup or .history) per timeline.
+pub fn archive_ranges(storage: &Storage, paths: &RepoPaths) -> Result<Vec<WalRange>> {
+    let mut by_tli: BTreeMap<u32, WalRange> = BTreeMap::new();
+    for (key, _) in storage.list(&paths.archive_root())? {
+        let file = key.rsplit('/').next().unwrap_or(&key);
+        let name = file.split('.').next().unwrap_or(file);
+        // A segment's object is "<24 hex>.<ext>"; anything with more dots is partial/backup/history.
+        if name.len() != 24 || file.matches('.').count() != 1 {
+            continue;
+        }
+        let Ok(tli) = u32::from_str_radix(&name[..8], 16) else {
+            continue;
+        };
+        let r = by_tli.entry(tli).or_insert_with(|| WalRange {
+            timeline: tli,
+            first: name.to_string(),
+            last: name.to_string(),
+            segments: 0,
+        });
+        r.segments += 1;
+        if name < r.first.as_str() {
+            r.first = name.to_string();
+        }
+        if name > r.last.as_str() {
+            r.last = name.to_string();
+        }
+    }
+    Ok(by_tli.into_values().collect())
+}
