@@ -160,3 +160,8 @@ pub fn repo_config() -> Result<strata_core::config::RepoConfig, String> {
     )
     .map_err(|e| e.to_string())
 }
+
+/// `strata.process_max`: parallel copy threads of a backup.
+pub fn process_max() -> usize {
+    PROCESS_MAX.get().max(1) as usize
+}

@@ -9,6 +9,9 @@ use pgrx::prelude::*;
 ::pgrx::pg_module_magic!(name, version);
 
 mod archiver;
+mod backup_sql;
+mod backup_state;
+mod backup_worker;
 mod gucs;
 mod status;
 
@@ -18,6 +21,7 @@ pub extern "C-unwind" fn _PG_init() {
     // SAFETY: reading a PostgreSQL global on the main thread.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         status::init_shared_memory();
+        backup_state::init_shared_memory();
     }
 }
 

@@ -59,12 +59,12 @@ pub fn init_shared_memory() {
     unsafe { INITIALIZED = true };
 }
 
-fn available() -> bool {
+pub fn available() -> bool {
     // SAFETY: written only in the postmaster before any child exists.
     unsafe { INITIALIZED }
 }
 
-fn put(buf: &mut [u8], s: &str) {
+pub fn put_text(buf: &mut [u8], s: &str) {
     buf.fill(0);
     let mut n = s.len().min(buf.len() - 1);
     while !s.is_char_boundary(n) {
@@ -73,7 +73,7 @@ fn put(buf: &mut [u8], s: &str) {
     buf[..n].copy_from_slice(&s.as_bytes()[..n]);
 }
 
-fn get(buf: &[u8]) -> Option<String> {
+pub fn get_text(buf: &[u8]) -> Option<String> {
     let n = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     (n > 0).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
 }
@@ -115,12 +115,12 @@ pub fn record(attempt: Attempt) {
             s.bytes_original += original as i64;
             s.bytes_stored += stored as i64;
             s.last_archived_time = now;
-            put(&mut s.last_archived_wal, wal);
+            put_text(&mut s.last_archived_wal, wal);
             match summary {
                 strata_core::archive::SummaryReport::Written { .. } => s.summaries_written += 1,
                 strata_core::archive::SummaryReport::Missing(reason) => {
                     s.summaries_missing += 1;
-                    put(&mut s.last_summary_missing, &format!("{wal}: {reason}"));
+                    put_text(&mut s.last_summary_missing, &format!("{wal}: {reason}"));
                 }
                 strata_core::archive::SummaryReport::NotApplicable => {}
             }
@@ -128,13 +128,13 @@ pub fn record(attempt: Attempt) {
         Attempt::Failed { wal, error } => {
             s.failed_count += 1;
             s.last_failed_time = now;
-            put(&mut s.last_failed_wal, wal);
-            put(&mut s.last_error, error);
+            put_text(&mut s.last_failed_wal, wal);
+            put_text(&mut s.last_error, error);
         }
     }
 }
 
-fn ts(v: i64) -> Option<TimestampWithTimeZone> {
+pub fn ts(v: i64) -> Option<TimestampWithTimeZone> {
     (v != 0)
         .then(|| TimestampWithTimeZone::try_from(v).ok())
         .flatten()
@@ -166,18 +166,18 @@ fn archive_status() -> TableIterator<
     }
     let s = *STATS.share();
     TableIterator::once((
-        get(&s.last_archived_wal),
+        get_text(&s.last_archived_wal),
         ts(s.last_archived_time),
         s.archived_count,
         s.duplicate_count,
         s.bytes_original,
         s.bytes_stored,
         s.failed_count,
-        get(&s.last_failed_wal),
+        get_text(&s.last_failed_wal),
         ts(s.last_failed_time),
-        get(&s.last_error),
+        get_text(&s.last_error),
         s.summaries_written,
         s.summaries_missing,
-        get(&s.last_summary_missing),
+        get_text(&s.last_summary_missing),
     ))
 }

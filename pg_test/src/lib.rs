@@ -274,14 +274,48 @@ impl Cluster {
 
     /// pg_dumpall of the whole cluster, for comparing restored data with the source.
     pub fn dumpall(&self) -> String {
+        self.dumpall_with(&[])
+    }
+
+    /// pg_dumpall with extra options (e.g. `--no-unlogged-table-data`: a restore has unlogged tables
+    /// empty, as after a crash).
+    pub fn dumpall_with(&self, options: &[&str]) -> String {
         run_ok(
             Command::new(pg_bin("pg_dumpall"))
                 .arg("-h")
                 .arg(self.socket_dir())
                 .arg("-p")
                 .arg(self.port.to_string())
-                .args(["-U", "postgres"]),
+                .args(["-U", "postgres"])
+                .args(options),
         )
+    }
+
+    /// A cluster over a data directory written by `strata restore` in `root`: its own port and socket
+    /// (appended to postgresql.conf, later lines win), not started.
+    pub fn restored(name: &str, root: PgDir, datadir: PathBuf) -> Cluster {
+        let port = pick_port();
+        let c = Cluster::adopt(name, root, datadir, port);
+        c.append_conf(&format!(
+            "port = {port}\nunix_socket_directories = '{}'",
+            c.socket_dir().display()
+        ));
+        c
+    }
+
+    /// Waits until the server accepts connections and has left recovery (or reached a paused target
+    /// when `paused_ok`).
+    pub fn wait_recovered(&self, paused_ok: bool) {
+        self.wait_for("the end of recovery", 180, || {
+            match self.try_psql(
+                "postgres",
+                "SELECT pg_is_in_recovery()::text || ' ' || \
+                 CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END",
+            ) {
+                Ok(s) => s.starts_with("false") || (paused_ok && s.ends_with("paused")),
+                Err(_) => false,
+            }
+        });
     }
 
     /// Waits until `cond` holds, polling every 100 ms, up to `secs` seconds.
@@ -413,6 +447,41 @@ impl Archiving {
     }
 
     /// Names of the archived complete segments, sorted.
+    /// `SELECT backup_start(kind)` (waiting); returns the label.
+    pub fn backup(&self, kind: &str) -> String {
+        self.cluster
+            .psql("postgres", &format!("SELECT backup_start('{kind}')"))
+    }
+
+    /// Runs `strata` with this repository's options plus `args`; returns the output.
+    pub fn strata(&self, args: &[&str]) -> Output {
+        let out = Command::new(strata_bin())
+            .args(args)
+            .arg("--repo")
+            .arg(self.repo_url())
+            .args(["--stanza", "main"])
+            .output()
+            .expect("run strata");
+        out
+    }
+
+    /// Restores into a fresh directory (owned by postgres, as `strata restore` run by the postgres user
+    /// would leave it) with extra `strata restore` arguments; returns the cluster, not started.
+    pub fn restore_new(&self, name: &str, args: &[&str]) -> Cluster {
+        let root = PgDir::new(&format!("strata-restore-{name}-"));
+        let datadir = root.path().join("data");
+        let mut cmd = Command::new(strata_bin());
+        cmd.arg("restore")
+            .arg("--pgdata")
+            .arg(&datadir)
+            .args(args)
+            .arg("--repo")
+            .arg(self.repo_url())
+            .args(["--stanza", "main"]);
+        run_ok(&mut cmd);
+        Cluster::restored(name, root, datadir)
+    }
+
     pub fn archived_segment_names(&self) -> Vec<String> {
         let mut names = self.archived_files();
         names.retain(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()));

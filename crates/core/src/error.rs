@@ -82,6 +82,9 @@ pub enum Error {
     #[error("{what} is not a WAL file name PostgreSQL would archive (expected e.g. 000000010000000000000001, 00000002.history)")]
     BadWalFileName { what: String },
 
+    #[error("the backup was cancelled")]
+    Cancelled,
+
     #[error("{0}")]
     Other(String),
 }

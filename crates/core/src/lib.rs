@@ -3,6 +3,7 @@
 //! paths, WAL push and get, and block-change summaries. Nothing here links PostgreSQL.
 
 pub mod archive;
+pub mod backup;
 pub mod catalog;
 pub mod compress;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod identity;
 pub mod manifest;
 pub mod object;
 pub mod paths;
+pub mod restore;
 pub mod storage;
 pub mod summary;
 

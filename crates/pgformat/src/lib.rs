@@ -3,8 +3,10 @@
 //! This is the only crate that knows PostgreSQL's byte layouts; it does no I/O, so it is tested with plain
 //! `cargo test` and shared by the extension and the `strata` binary.
 
+pub mod backup_label;
 pub mod bytes;
 pub mod lsn;
+pub mod page;
 pub mod relfile;
 pub mod rmgr;
 pub mod wal;

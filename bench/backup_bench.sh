@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+#! Full backup and restore benchmark (run by hand, not by CI). One cluster: pgbench scale SCALE plus a
+#! table of random (incompressible) bytes of about the same size. Times, on the same data, with the same
+#! compression and the same number of processes:
+#!   - pg_strata: SELECT backup_start('full') (the worker; peak memory from its log line),
+#!     strata restore --process-max N
+#!   - pgbackrest backup --type=full / pgbackrest restore (Debian's pgbackrest 2.45)
+#!   - pg_basebackup -Ft --compress=client-zstd / tar extraction
+#! and prints the ratios pg_strata / pgbackrest.
+#!
+#! Usage: bash bench/backup_bench.sh [SCALE=100] [PROCESSES=2] [LEVEL=3]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SCALE=${1:-100}
+PROCS=${2:-2}
+LEVEL=${3:-3}
+
+bash scripts/setup.sh >/dev/null
+command -v pgbackrest >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest >/dev/null; }
+command -v zstd >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zstd >/dev/null; }
+
+B=/tmp/strata-bench-backup
+BIN=/usr/lib/postgresql/15/bin
+PORT=55434
+as_pg() { runuser -u postgres -- "$@"; }
+stop_pg() { if [ -f "$1/postmaster.pid" ]; then as_pg "$BIN/pg_ctl" -D "$1" -m fast -w stop >/dev/null || true; fi; }
+stop_pg "$B/data"
+rm -rf "$B"; mkdir -p "$B/strata-repo" "$B/pgbr-repo" "$B/pgbr-log"
+chown -R postgres:postgres "$B"
+
+echo "== cluster: pgbench scale $SCALE plus random data of the same size"
+as_pg "$BIN/initdb" -D "$B/data" -U postgres -A trust --data-checksums >/dev/null
+cat >> "$B/data/postgresql.conf" <<CONF
+port = $PORT
+listen_addresses = ''
+unix_socket_directories = '$B'
+shared_preload_libraries = 'pg_strata'
+archive_mode = on
+archive_library = 'pg_strata'
+strata.repo1 = 'file://$B/strata-repo'
+strata.stanza = 'bench'
+strata.compress_type = 'zstd'
+strata.compress_level = $LEVEL
+strata.process_max = $PROCS
+max_wal_size = '4GB'
+synchronous_commit = off
+CONF
+as_pg "$BIN/pg_ctl" -D "$B/data" -l "$B/server.log" -w start >/dev/null
+PSQL() { as_pg "$BIN/psql" -XAt -v ON_ERROR_STOP=1 -h "$B" -p "$PORT" -U postgres -d postgres "$@"; }
+PSQL -c "CREATE EXTENSION pg_strata" >/dev/null
+PSQL -c "CREATE EXTENSION IF NOT EXISTS pgcrypto" >/dev/null
+as_pg "$BIN/pgbench" -i -s "$SCALE" -q -h "$B" -p "$PORT" -U postgres postgres >/dev/null 2>&1
+pgbench_bytes=$(PSQL -c "SELECT pg_database_size('postgres')")
+rows=$(( pgbench_bytes / 1100 ))
+# 1000 random bytes per row (gen_random_bytes gives at most 1024 per call): incompressible.
+PSQL -c "CREATE TABLE random_data AS SELECT g AS id, gen_random_bytes(1000) AS payload FROM generate_series(1, $rows) g" >/dev/null
+PSQL -c "CHECKPOINT" >/dev/null
+db_bytes=$(PSQL -c "SELECT sum(pg_database_size(oid)) FROM pg_database")
+echo "database: $(( db_bytes / 1048576 )) MB"
+
+measure() { python3 - "$@" <<'PY'
+import resource, subprocess, sys, time
+t = time.monotonic()
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(f"{time.monotonic() - t:.3f}")
+PY
+}
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
+
+echo "== pg_strata full backup (worker, $PROCS threads, zstd $LEVEL)"
+drop_caches
+s_backup=$(measure runuser -u postgres -- "$BIN/psql" -XAt -h "$B" -p "$PORT" -U postgres -d postgres -c "SELECT backup_start('full')")
+s_peak=$(grep -o 'peak memory [0-9.]* MB' "$B/server.log" | tail -1 | grep -o '[0-9.]*' || echo "?")
+s_stored=$(du -sb "$B/strata-repo/bench/backup" | cut -f1)
+
+echo "== pgbackrest backup --type=full (process-max $PROCS, zst $LEVEL)"
+cat > "$B/pgbackrest.conf" <<CONF
+[global]
+repo1-path=$B/pgbr-repo
+compress-type=zst
+compress-level=$LEVEL
+process-max=$PROCS
+log-path=$B/pgbr-log
+lock-path=$B/pgbr-log
+log-level-console=warn
+log-level-file=off
+start-fast=y
+archive-check=n
+[bench]
+pg1-path=$B/data
+pg1-socket-path=$B
+pg1-port=$PORT
+pg1-user=postgres
+CONF
+chown postgres "$B/pgbackrest.conf"
+as_pg pgbackrest --config="$B/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
+drop_caches
+p_backup=$(measure runuser -u postgres -- pgbackrest --config="$B/pgbackrest.conf" --stanza=bench --type=full backup)
+p_stored=$(du -sb "$B/pgbr-repo/backup" | cut -f1)
+
+echo "== pg_basebackup -Ft --compress=client-zstd:$LEVEL (one process)"
+drop_caches
+b_backup=$(measure runuser -u postgres -- "$BIN/pg_basebackup" -h "$B" -p "$PORT" -U postgres -D "$B/basebackup" -Ft -X fetch -c fast --compress=client-zstd:$LEVEL)
+b_stored=$(du -sb "$B/basebackup" | cut -f1)
+stop_pg "$B/data"
+
+echo "== restores ($PROCS processes)"
+drop_caches
+s_restore=$(measure runuser -u postgres -- strata restore --pgdata "$B/restore-strata" --process-max "$PROCS" --repo "file://$B/strata-repo" --stanza bench)
+drop_caches
+p_restore=$(measure runuser -u postgres -- pgbackrest --config="$B/pgbackrest.conf" --stanza=bench --pg1-path="$B/restore-pgbr" restore)
+mkdir -p "$B/restore-base"; chown postgres "$B/restore-base"
+drop_caches
+b_restore=$(measure runuser -u postgres -- tar -I zstd -xf "$B/basebackup/base.tar.zst" -C "$B/restore-base")
+s_peak_restore=$( { /usr/bin/time -f '%M' runuser -u postgres -- strata restore --pgdata "$B/restore-strata2" --process-max "$PROCS" --repo "file://$B/strata-repo" --stanza bench >/dev/null; } 2>&1 | tail -1 )
+
+python3 - "$db_bytes" "$s_backup" "$p_backup" "$b_backup" "$s_restore" "$p_restore" "$b_restore" "$s_stored" "$p_stored" "$b_stored" "$s_peak" "$s_peak_restore" <<'PY'
+import sys
+db = int(sys.argv[1]) / 1e6
+sb, pb, bb, sr, pr, br = map(float, sys.argv[2:8])
+ss, ps, bs = (int(x) / 1e6 for x in sys.argv[8:11])
+peak, peak_r = sys.argv[11], sys.argv[12]
+print(f"database {db:.0f} MB")
+print(f"{'':<14}{'backup s':>10}{'MB/s':>8}{'stored MB':>11}{'restore s':>11}")
+for name, b, s, r in (("pg_strata", sb, ss, sr), ("pgbackrest", pb, ps, pr), ("pg_basebackup", bb, bs, br)):
+    print(f"{name:<14}{b:>10.2f}{db / b:>8.0f}{s:>11.0f}{r:>11.2f}")
+print(f"pg_strata / pgbackrest wall time: backup {sb / pb:.2f}x, restore {sr / pr:.2f}x (target <= 0.80x)")
+print(f"pg_strata / pg_basebackup wall time: backup {sb / bb:.2f}x, restore {sr / br:.2f}x")
+print(f"peak memory: backup worker {peak} MB, strata restore {int(peak_r) / 1024:.0f} MB")
+PY

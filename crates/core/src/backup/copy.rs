@@ -1,0 +1,466 @@
+//! Copying files into the repository in parallel, with bounded memory.
+//!
+//! A feeder sends the files (largest first, so that the big ones do not all end up at the tail) over a
+//! bounded crossbeam channel to `process_max` copy threads. A copy thread reads a file in chunks of
+//! `CHUNK_SIZE` bytes; for each chunk it verifies the data page checksums (relation files, when the
+//! cluster has them), hashes, compresses and stores it as one stored object. Files up to `BUNDLE_LIMIT`
+//! are not stored alone: each thread packs them one after another into a bundle object of about
+//! `BUNDLE_SIZE` bytes, so a cluster with thousands of small catalog files does not become thousands
+//! of objects. Memory is a few chunks per thread, whatever the database size.
+//!
+//! A file that vanished since the walk is skipped (dropped during the backup; WAL replay removes it
+//! anyway). A file is read up to its end at the time it is read: replay of the WAL from the backup's
+//! start fixes any block written meanwhile, as for pg_basebackup.
+
+use super::pages::{ChunkChecker, PageFailure};
+use super::walk::SourceFile;
+use crate::compress::CompressType;
+use crate::manifest::{Directory, FileEntry, PageChecksumError, Piece, StoredObject};
+use crate::object;
+use crate::paths::RepoPaths;
+use crate::storage::{PutOutcome, Storage};
+use crate::{Error, Result};
+use pgformat::lsn::Lsn;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Large files are stored in objects of this much plaintext (a multiple of the page size).
+pub const CHUNK_SIZE: usize = 8 << 20;
+/// Files up to this size are packed into bundles.
+pub const BUNDLE_LIMIT: u64 = 256 << 10;
+/// A bundle is stored once it holds this many bytes.
+pub const BUNDLE_SIZE: usize = 8 << 20;
+
+/// Counters the caller can read while the copy runs (the extension shows them in its progress view).
+#[derive(Debug, Default)]
+pub struct CopyProgress {
+    pub files_total: AtomicU64,
+    pub bytes_total: AtomicU64,
+    pub files_done: AtomicU64,
+    pub bytes_done: AtomicU64,
+}
+
+/// Settings of one copy.
+pub struct CopySettings<'a> {
+    pub storage_url: &'a crate::config::RepoUrl,
+    pub paths: &'a RepoPaths,
+    pub label: &'a str,
+    pub compress: CompressType,
+    pub level: i32,
+    pub process_max: usize,
+    /// Verify page checksums (the cluster has them).
+    pub verify_checksums: bool,
+    /// The backup's start LSN: pages newer than it may be torn and are not checked (WAL replay rewrites
+    /// them).
+    pub start_lsn: Lsn,
+}
+
+/// What a copy produced.
+#[derive(Debug, Default)]
+pub struct Copied {
+    pub directories: Vec<Directory>,
+    pub files: Vec<FileEntry>,
+    pub objects: Vec<StoredObject>,
+    pub page_checksum_errors: Vec<PageChecksumError>,
+}
+
+/// Copies `files` into backup `label`. Returns an error when cancelled (`cancel` set) or when any
+/// file cannot be read or stored; the objects already stored are garbage without a manifest.
+pub fn copy_files(
+    settings: &CopySettings,
+    mut files: Vec<SourceFile>,
+    progress: &CopyProgress,
+    cancel: &AtomicBool,
+) -> Result<Copied> {
+    files.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path)));
+    progress
+        .files_total
+        .store(files.len() as u64, Ordering::Relaxed);
+    progress
+        .bytes_total
+        .store(files.iter().map(|f| f.size).sum(), Ordering::Relaxed);
+    let next_object = AtomicU64::new(0);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let results: Mutex<Copied> = Mutex::new(Copied::default());
+    let threads = settings.process_max.max(1);
+    let (tx, rx) = crossbeam_channel::bounded::<SourceFile>(threads * 2);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let rx = rx.clone();
+            let (next_object, first_error, results) = (&next_object, &first_error, &results);
+            scope.spawn(move || {
+                let outcome = CopyThread::new(settings, next_object).and_then(|mut t| {
+                    for file in rx.iter() {
+                        if cancel.load(Ordering::Relaxed) {
+                            return Err(cancelled());
+                        }
+                        t.copy_file(&file, progress, cancel)?;
+                        progress.files_done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    t.flush_bundle()?;
+                    Ok(t.done)
+                });
+                match outcome {
+                    Ok(done) => {
+                        let mut r = results.lock().unwrap_or_else(|p| p.into_inner());
+                        r.files.extend(done.files);
+                        r.objects.extend(done.objects);
+                        r.page_checksum_errors.extend(done.page_checksum_errors);
+                    }
+                    Err(e) => {
+                        cancel.store(true, Ordering::Relaxed);
+                        let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                        if slot.is_none() || matches!(slot.as_ref(), Some(Error::Cancelled)) {
+                            *slot = Some(e);
+                        }
+                    }
+                }
+            });
+        }
+        drop(rx);
+        for file in files {
+            if cancel.load(Ordering::Relaxed) || tx.send(file).is_err() {
+                break;
+            }
+        }
+        drop(tx);
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    if cancel.load(Ordering::Relaxed) {
+        return Err(cancelled());
+    }
+    let mut copied = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    copied.files.sort_by(|a, b| a.path.cmp(&b.path));
+    copied.objects.sort_by(|a, b| a.name.cmp(&b.name));
+    copied
+        .page_checksum_errors
+        .sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(copied)
+}
+
+fn cancelled() -> Error {
+    Error::Cancelled
+}
+
+/// One copy thread's state: its own storage handle, read buffer and open bundle.
+struct CopyThread<'a> {
+    settings: &'a CopySettings<'a>,
+    storage: Storage,
+    next_object: &'a AtomicU64,
+    buf: Vec<u8>,
+    bundle: Vec<u8>,
+    bundle_name: String,
+    /// Files whose only piece sits in the open bundle (their entries are complete).
+    done: Copied,
+}
+
+impl<'a> CopyThread<'a> {
+    fn new(settings: &'a CopySettings<'a>, next_object: &'a AtomicU64) -> Result<CopyThread<'a>> {
+        Ok(CopyThread {
+            settings,
+            storage: Storage::open(settings.storage_url)?,
+            next_object,
+            buf: vec![0u8; CHUNK_SIZE],
+            bundle: Vec::new(),
+            bundle_name: String::new(),
+            done: Copied::default(),
+        })
+    }
+
+    fn new_object_name(&self) -> String {
+        RepoPaths::backup_object_name(self.next_object.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn copy_file(
+        &mut self,
+        file: &SourceFile,
+        progress: &CopyProgress,
+        cancel: &AtomicBool,
+    ) -> Result<()> {
+        // The read buffer is lent out so that storing pieces can borrow the thread mutably.
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = self.copy_file_with(file, &mut buf, progress, cancel);
+        self.buf = buf;
+        result
+    }
+
+    fn copy_file_with(
+        &mut self,
+        file: &SourceFile,
+        buf: &mut [u8],
+        progress: &CopyProgress,
+        cancel: &AtomicBool,
+    ) -> Result<()> {
+        let mut f = match File::open(&file.source) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(Error::ReadFile {
+                    path: file.source.clone(),
+                    source,
+                })
+            }
+        };
+        let checker = match (self.settings.verify_checksums, file.first_block) {
+            (true, Some(first)) => Some(ChunkChecker::new(first, self.settings.start_lsn)),
+            _ => None,
+        };
+        let mut file_hash = Sha256::new();
+        let mut pieces = Vec::new();
+        let mut failures: Vec<PageFailure> = Vec::new();
+        let mut offset = 0u64;
+        let mut size = 0u64;
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(cancelled());
+            }
+            let n = read_full(&mut f, buf).map_err(|source| Error::ReadFile {
+                path: file.source.clone(),
+                source,
+            })?;
+            if n == 0 {
+                break;
+            }
+            if let Some(c) = &checker {
+                failures.extend(c.check(&f, offset, &mut buf[..n]));
+            }
+            let chunk = &buf[..n];
+            let chunk_sha = object::sha256(chunk);
+            file_hash.update(chunk);
+            let whole_file_in_one = n < CHUNK_SIZE && pieces.is_empty();
+            let piece = if whole_file_in_one && (n as u64) <= BUNDLE_LIMIT {
+                self.add_to_bundle(chunk, chunk_sha)?
+            } else {
+                self.store_alone(chunk, chunk_sha)?
+            };
+            pieces.push(piece);
+            progress.bytes_done.fetch_add(n as u64, Ordering::Relaxed);
+            offset += n as u64;
+            size += n as u64;
+            if n < CHUNK_SIZE {
+                break;
+            }
+        }
+        if !failures.is_empty() {
+            self.done.page_checksum_errors.push(PageChecksumError {
+                path: file.path.clone(),
+                blocks: failures.iter().map(|f| f.block).collect(),
+            });
+        }
+        self.done.files.push(FileEntry {
+            path: file.path.clone(),
+            size,
+            mode: file.mode,
+            mtime: file.mtime,
+            sha256: hex::encode(file_hash.finalize()),
+            pieces,
+        });
+        Ok(())
+    }
+
+    fn encode(&self, chunk: &[u8], sha: [u8; 32]) -> Result<Vec<u8>> {
+        object::encode_with_hash(chunk, sha, self.settings.compress, self.settings.level)
+    }
+
+    fn store_alone(&mut self, chunk: &[u8], sha: [u8; 32]) -> Result<Piece> {
+        let stored = self.encode(chunk, sha)?;
+        let name = self.new_object_name();
+        let piece = Piece {
+            object: name.clone(),
+            offset: 0,
+            length: stored.len() as u64,
+            size: chunk.len() as u64,
+        };
+        self.put(name, stored)?;
+        Ok(piece)
+    }
+
+    fn add_to_bundle(&mut self, chunk: &[u8], sha: [u8; 32]) -> Result<Piece> {
+        let stored = self.encode(chunk, sha)?;
+        if self.bundle.is_empty() {
+            self.bundle_name = self.new_object_name();
+        }
+        let piece = Piece {
+            object: self.bundle_name.clone(),
+            offset: self.bundle.len() as u64,
+            length: stored.len() as u64,
+            size: chunk.len() as u64,
+        };
+        self.bundle.extend_from_slice(&stored);
+        if self.bundle.len() >= BUNDLE_SIZE {
+            self.flush_bundle()?;
+        }
+        Ok(piece)
+    }
+
+    fn flush_bundle(&mut self) -> Result<()> {
+        if self.bundle.is_empty() {
+            return Ok(());
+        }
+        let bundle = std::mem::take(&mut self.bundle);
+        let name = std::mem::take(&mut self.bundle_name);
+        self.put(name, bundle)
+    }
+
+    fn put(&mut self, name: String, data: Vec<u8>) -> Result<()> {
+        let key = self
+            .settings
+            .paths
+            .backup_object(self.settings.label, &name);
+        let record = StoredObject {
+            name,
+            size: data.len() as u64,
+            crc32c: crc32c::crc32c(&data),
+        };
+        match self.storage.put_new(&key, data)? {
+            PutOutcome::Written => {
+                self.done.objects.push(record);
+                Ok(())
+            }
+            PutOutcome::AlreadyExists => Err(Error::Other(format!(
+                "backup object {key} already exists: another backup with the same label is running?"
+            ))),
+        }
+    }
+}
+
+/// Reads until `buf` is full or the file ends.
+fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match f.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::walk;
+    use crate::config::RepoUrl;
+
+    fn read_back(storage: &Storage, paths: &RepoPaths, label: &str, entry: &FileEntry) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in &entry.pieces {
+            let key = paths.backup_object(label, &p.object);
+            let stored = storage
+                .get_range(&key, p.offset, p.length)
+                .unwrap()
+                .unwrap();
+            let (_, plain) = object::decode(&key, &stored).unwrap();
+            assert_eq!(plain.len() as u64, p.size);
+            out.extend(plain);
+        }
+        out
+    }
+
+    #[test]
+    fn files_come_back_from_chunks_and_bundles() {
+        let pgdata = tempfile::tempdir().unwrap();
+        let repo = tempfile::tempdir().unwrap();
+        let base = pgdata.path().join("base/5");
+        std::fs::create_dir_all(&base).unwrap();
+        // 20 MB: three chunks; 300 small files: a bundle or two; one empty file.
+        let big: Vec<u8> = (0..20_000_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        std::fs::write(base.join("16384"), &big).unwrap();
+        for i in 0..300 {
+            std::fs::write(base.join(format!("{}", 20000 + i)), vec![i as u8; 5000 + i]).unwrap();
+        }
+        std::fs::write(pgdata.path().join("empty"), b"").unwrap();
+        let url = RepoUrl::Local(repo.path().to_path_buf());
+        let paths = RepoPaths::new("st");
+        let settings = CopySettings {
+            storage_url: &url,
+            paths: &paths,
+            label: "20260101-000000F",
+            compress: CompressType::Zstd,
+            level: 1,
+            process_max: 2,
+            verify_checksums: false,
+            start_lsn: Lsn(0),
+        };
+        let found = walk::walk(pgdata.path(), &[]).unwrap();
+        let progress = CopyProgress::default();
+        let copied =
+            copy_files(&settings, found.files, &progress, &AtomicBool::new(false)).unwrap();
+        assert_eq!(copied.files.len(), 302);
+        assert_eq!(progress.files_done.load(Ordering::Relaxed), 302);
+        assert_eq!(
+            progress.bytes_done.load(Ordering::Relaxed),
+            progress.bytes_total.load(Ordering::Relaxed)
+        );
+        // 3 chunk objects plus at most one open bundle per thread.
+        assert!(
+            copied.objects.len() <= 5,
+            "{} objects",
+            copied.objects.len()
+        );
+        let storage = Storage::open(&url).unwrap();
+        for entry in &copied.files {
+            let original = std::fs::read(pgdata.path().join(&entry.path)).unwrap();
+            assert_eq!(
+                read_back(&storage, &paths, settings.label, entry),
+                original,
+                "{}",
+                entry.path
+            );
+            assert_eq!(entry.sha256, hex::encode(object::sha256(&original)));
+        }
+        let big_entry = copied
+            .files
+            .iter()
+            .find(|f| f.path == "base/5/16384")
+            .unwrap();
+        assert_eq!(big_entry.pieces.len(), 3);
+        let empty = copied.files.iter().find(|f| f.path == "empty").unwrap();
+        assert!(empty.pieces.is_empty() && empty.size == 0);
+        for o in &copied.objects {
+            let stored = storage
+                .get(&paths.backup_object(settings.label, &o.name))
+                .unwrap()
+                .unwrap();
+            assert_eq!(crc32c::crc32c(&stored), o.crc32c);
+            assert_eq!(stored.len() as u64, o.size);
+        }
+    }
+
+    #[test]
+    fn a_cancelled_copy_fails_with_cancelled() {
+        let pgdata = tempfile::tempdir().unwrap();
+        let repo = tempfile::tempdir().unwrap();
+        std::fs::write(pgdata.path().join("f"), vec![1u8; 100]).unwrap();
+        let url = RepoUrl::Local(repo.path().to_path_buf());
+        let paths = RepoPaths::new("st");
+        let settings = CopySettings {
+            storage_url: &url,
+            paths: &paths,
+            label: "20260101-000000F",
+            compress: CompressType::None,
+            level: 0,
+            process_max: 1,
+            verify_checksums: false,
+            start_lsn: Lsn(0),
+        };
+        let found = walk::walk(pgdata.path(), &[]).unwrap();
+        let e = copy_files(
+            &settings,
+            found.files,
+            &CopyProgress::default(),
+            &AtomicBool::new(true),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Cancelled), "{e}");
+    }
+}

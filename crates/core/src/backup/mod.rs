@@ -1,0 +1,204 @@
+//! Backups: copying a running cluster into the repository.
+//!
+//! The server side (the extension's background worker) drives a backup in three phases, with its own
+//! calls to PostgreSQL in between, because only the worker's main thread may talk to PostgreSQL:
+//!
+//! 1. `BackupRun::begin` — checks the stanza belongs to this cluster, removes the garbage of failed
+//!    backups, decides the kind and label. The worker then calls `pg_backup_start(label, true)`.
+//! 2. `BackupRun::copy` — walks PGDATA and the tablespaces and copies the files in parallel (see `copy`);
+//!    pure Rust on its own threads, cancellable through an atomic flag. The worker then calls
+//!    `pg_backup_stop(true)`, which returns when the WAL the backup needs is archived.
+//! 3. `BackupRun::complete` — writes the manifest, the commit point: only now does the backup exist.
+//!
+//! A backup that fails or is cancelled before phase 3 leaves no manifest, so it is not listed and a later
+//! backup deletes what it stored (`BackupRun::abandon` does it at once when it can).
+
+pub mod copy;
+pub mod pages;
+pub mod walk;
+
+use crate::catalog;
+use crate::config::RepoConfig;
+use crate::identity;
+use crate::manifest::{self, BackupKind, Manifest, Tablespace, MANIFEST_FORMAT_VERSION};
+use crate::paths::RepoPaths;
+use crate::storage::{PutOutcome, Storage};
+use crate::{Error, Result};
+use copy::{Copied, CopyProgress, CopySettings};
+use pgformat::lsn::{segment_file_name, Lsn};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+/// Facts about the cluster being backed up, as the server reports them.
+#[derive(Clone, Debug)]
+pub struct ClusterFacts {
+    pub system_identifier: u64,
+    /// e.g. 150020
+    pub pg_version_num: u32,
+    pub wal_segment_size: u32,
+    pub data_checksums: bool,
+    pub pgdata: PathBuf,
+    pub tablespaces: Vec<Tablespace>,
+}
+
+/// What `pg_backup_stop` returned.
+#[derive(Clone, Debug)]
+pub struct StopFacts {
+    pub stop_lsn: Lsn,
+    pub backup_label: String,
+    pub tablespace_map: Option<String>,
+}
+
+/// One backup in progress.
+pub struct BackupRun {
+    config: RepoConfig,
+    storage: Storage,
+    paths: RepoPaths,
+    facts: ClusterFacts,
+    pub label: String,
+    pub kind: BackupKind,
+    pub requested_kind: BackupKind,
+    pub prior: Option<String>,
+    /// Messages for the user about decisions taken (e.g. an incr that became a full).
+    pub notices: Vec<String>,
+    /// Incomplete backups removed at the start.
+    pub removed_incomplete: Vec<String>,
+    start_time: chrono::DateTime<chrono::Utc>,
+    process_max: usize,
+}
+
+impl BackupRun {
+    /// Phase 1: prepares a backup of `requested_kind`. Must only be called when no other backup of this
+    /// stanza runs (the extension enforces one backup at a time).
+    pub fn begin(
+        config: RepoConfig,
+        facts: ClusterFacts,
+        requested_kind: BackupKind,
+        process_max: usize,
+    ) -> Result<BackupRun> {
+        let storage = Storage::open(&config.repo)?;
+        let paths = RepoPaths::new(&config.stanza);
+        identity::ensure(
+            &storage,
+            &paths,
+            facts.system_identifier,
+            facts.pg_version_num / 10000,
+            facts.wal_segment_size,
+        )?;
+        let removed_incomplete = catalog::remove_incomplete(&storage, &paths)?;
+        let (labels, _) = catalog::backup_labels(&storage, &paths)?;
+        let mut notices = Vec::new();
+        // Block-level incrementals are the next step; until then every backup is a full one.
+        let kind = BackupKind::Full;
+        if requested_kind != BackupKind::Full {
+            notices.push(format!(
+                "{} backups are not implemented yet: taking a full backup",
+                requested_kind
+            ));
+        }
+        // Labels have one-second resolution: never reuse one (two backups within a second).
+        let mut start_time = chrono::Utc::now();
+        let mut label = manifest::new_label(kind, None, start_time);
+        while labels.iter().any(|l| l >= &label) {
+            start_time += chrono::Duration::seconds(1);
+            label = manifest::new_label(kind, None, start_time);
+        }
+        Ok(BackupRun {
+            config,
+            storage,
+            paths,
+            facts,
+            label,
+            kind,
+            requested_kind,
+            prior: None,
+            notices,
+            removed_incomplete,
+            start_time,
+            process_max,
+        })
+    }
+
+    /// Phase 2: copies the files. `start_lsn` is what `pg_backup_start` returned.
+    pub fn copy(
+        &self,
+        start_lsn: Lsn,
+        progress: &CopyProgress,
+        cancel: &AtomicBool,
+    ) -> Result<Copied> {
+        let found = walk::walk(&self.facts.pgdata, &self.facts.tablespaces)?;
+        let settings = CopySettings {
+            storage_url: &self.config.repo,
+            paths: &self.paths,
+            label: &self.label,
+            compress: self.config.compress_type,
+            level: self.config.compress_level,
+            process_max: self.process_max,
+            verify_checksums: self.facts.data_checksums,
+            start_lsn,
+        };
+        let mut copied = copy::copy_files(&settings, found.files, progress, cancel)?;
+        copied.directories = found.directories;
+        Ok(copied)
+    }
+
+    /// Phase 3: writes the manifest; the backup exists from now on.
+    pub fn complete(self, copied: Copied, stop: StopFacts) -> Result<Manifest> {
+        let label_facts =
+            pgformat::backup_label::BackupLabel::parse(&stop.backup_label).map_err(|e| {
+                Error::Other(format!(
+                    "cannot read the backup_label pg_backup_stop returned: {e}"
+                ))
+            })?;
+        let seg = self.facts.wal_segment_size;
+        let timeline = label_facts.start_timeline;
+        // The last WAL byte the backup needs is just before the stop LSN.
+        let stop_segno = Lsn(stop.stop_lsn.0.saturating_sub(1)).segment_number(seg);
+        let m = Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            label: self.label.clone(),
+            kind: self.kind,
+            requested_kind: self.requested_kind,
+            prior: self.prior.clone(),
+            system_identifier: self.facts.system_identifier,
+            pg_version: self.facts.pg_version_num / 10000,
+            pg_version_num: self.facts.pg_version_num,
+            wal_segment_size: seg,
+            timeline,
+            start_lsn: label_facts.start_lsn,
+            stop_lsn: stop.stop_lsn,
+            start_wal_file: label_facts.start_wal_file.clone(),
+            stop_wal_file: segment_file_name(timeline, stop_segno, seg),
+            start_time: self
+                .start_time
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            stop_time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            data_checksums: self.facts.data_checksums,
+            compress_type: self.config.compress_type.name().to_string(),
+            compress_level: self.config.compress_level,
+            backup_label: stop.backup_label,
+            tablespace_map: stop.tablespace_map.filter(|m| !m.is_empty()),
+            tablespaces: self.facts.tablespaces.clone(),
+            database_size: copied.files.iter().map(|f| f.size).sum(),
+            stored_size: copied.objects.iter().map(|o| o.size).sum(),
+            directories: copied.directories,
+            files: copied.files,
+            objects: copied.objects,
+            page_checksum_errors: copied.page_checksum_errors,
+        };
+        let key = self.paths.backup_manifest(&self.label);
+        match self.storage.put_new(&key, m.to_json())? {
+            PutOutcome::Written => Ok(m),
+            PutOutcome::AlreadyExists => Err(Error::Other(format!(
+                "manifest {key} already exists: refusing to replace a committed backup"
+            ))),
+        }
+    }
+
+    /// Deletes what a failed or cancelled backup stored (best effort: a later backup removes any rest).
+    pub fn abandon(&self) {
+        let _ = self
+            .storage
+            .delete_prefix(&self.paths.backup_dir(&self.label));
+    }
+}

@@ -1,0 +1,1 @@
+//! Restore: rebuilding a data directory from a backup (being written).

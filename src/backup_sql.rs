@@ -1,0 +1,333 @@
+//! The SQL face of backups: `backup_start()`, `backup_cancel()`, `backup_progress()` and
+//! `backup_list()`, plus the `strata_operator` role that may call them (they are not granted to PUBLIC).
+//!
+//! `backup_start` claims the single backup slot in shared memory, launches the worker and, with
+//! `wait`, sleeps on its latch until the worker reports, so that its result (or ERROR) tells the truth
+//! to whoever called it — psql or pg_cron. Cancelling the waiting statement cancels the backup.
+
+use crate::backup_state::{self, Phase, BACKUP};
+use crate::{gucs, status};
+use pgrx::bgworkers::{BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker};
+use pgrx::prelude::*;
+use strata_core::manifest::BackupKind;
+
+/// How long a claimed slot may wait for its worker to start before another backup may take it.
+const START_GRACE_SECS: i64 = 60;
+
+fn now_pg() -> i64 {
+    // SAFETY: main thread.
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+/// Takes a backup of `kind` (full, diff, incr) in a background worker and returns its label.
+#[pg_extern(volatile)]
+fn backup_start(kind: default!(&str, "'incr'"), wait: default!(bool, true)) -> String {
+    let kind: BackupKind = match kind.parse() {
+        Ok(k) => k,
+        Err(_) => {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("unknown backup kind '{kind}'"),
+                "Use 'full', 'diff' or 'incr'."
+            );
+        }
+    };
+    if !status::available() {
+        error!("backup_start() needs pg_strata in shared_preload_libraries: add it there and restart the server");
+    }
+    if let Err(e) = gucs::repo_config() {
+        error!("cannot take a backup: {e}; set strata.repo1 (and strata.stanza) in postgresql.conf and reload");
+    }
+    let archive_mode = Spi::get_one::<String>("SELECT current_setting('archive_mode')")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    if archive_mode == "off" {
+        error!("cannot take a backup: archive_mode is off, and a backup is only usable with its WAL archived; set archive_mode = on and archive_library = 'pg_strata', then restart");
+    }
+    let generation = claim_slot(kind);
+    if kind != BackupKind::Full {
+        notice!("{kind} backups are not implemented yet: taking a full backup");
+    }
+    let worker = launch_worker(generation);
+    wait_for_worker(generation, &worker, wait)
+}
+
+/// Claims the one backup slot, or raises an ERROR naming the backup that holds it.
+fn claim_slot(kind: BackupKind) -> u64 {
+    let mut s = BACKUP.exclusive();
+    let phase = s.phase();
+    let busy = phase.running()
+        && (backup_state::pid_alive(s.worker_pid)
+            || (s.worker_pid == 0 && now_pg() - s.started_at < START_GRACE_SECS * 1_000_000));
+    if busy {
+        let label = s.label().unwrap_or_else(|| "(starting)".into());
+        let pid = s.worker_pid;
+        drop(s);
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+            format!("a backup is already running: {label}, worker pid {pid}"),
+            "Wait for it to finish (see backup_progress()) or cancel it with backup_cancel()."
+        );
+    }
+    s.generation += 1;
+    s.set_phase(Phase::Starting);
+    s.cancel_requested = false;
+    s.requested_kind = match kind {
+        BackupKind::Full => 0,
+        BackupKind::Diff => 1,
+        BackupKind::Incr => 2,
+    };
+    s.worker_pid = 0;
+    s.started_at = now_pg();
+    s.files_total = 0;
+    s.files_done = 0;
+    s.bytes_total = 0;
+    s.bytes_done = 0;
+    s.set_label("");
+    s.set_message("");
+    s.generation
+}
+
+fn launch_worker(generation: u64) -> DynamicBackgroundWorker {
+    // SAFETY: main thread; globals of this backend.
+    let (dboid, my_pid) = unsafe { (pg_sys::MyDatabaseId, pg_sys::MyProcPid) };
+    let launched = BackgroundWorkerBuilder::new("pg_strata backup")
+        .set_type("pg_strata backup")
+        .set_library("pg_strata")
+        .set_function("pg_strata_backup_worker_main")
+        .enable_spi_access()
+        .set_argument(Some(pg_sys::Datum::from(u32::from(dboid) as usize)))
+        .set_notify_pid(my_pid)
+        .set_restart_time(None)
+        .load_dynamic();
+    match launched {
+        Ok(w) => w,
+        Err(e) => {
+            fail(generation, "could not start the backup worker");
+            error!("could not start the backup worker ({e:?}): raise max_worker_processes")
+        }
+    }
+}
+
+fn fail(generation: u64, msg: &str) {
+    let mut s = BACKUP.exclusive();
+    if s.generation == generation && s.phase().running() {
+        s.set_phase(Phase::Failed);
+        s.set_message(msg);
+    }
+}
+
+fn wait_for_worker(generation: u64, worker: &DynamicBackgroundWorker, wait: bool) -> String {
+    loop {
+        // SAFETY: main thread; the standard latch wait of a backend.
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                100,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+            if pg_sys::QueryCancelPending != 0 || pg_sys::ProcDiePending != 0 {
+                let mut s = BACKUP.exclusive();
+                if s.generation == generation {
+                    s.cancel_requested = true;
+                }
+            }
+        }
+        check_for_interrupts!();
+        let s = backup_state::snapshot();
+        if s.generation != generation {
+            error!("the backup slot was taken over by another backup");
+        }
+        match s.phase() {
+            Phase::Done => {
+                if let Some(w) = s.message() {
+                    warning!("{w}");
+                }
+                return s.label().unwrap_or_default();
+            }
+            Phase::Failed => {
+                let msg = s.message().unwrap_or_else(|| "unknown error".into());
+                match s.label() {
+                    Some(l) => error!("backup {l} failed: {msg}"),
+                    None => error!("backup failed: {msg}"),
+                }
+            }
+            _ if !wait => {
+                if let Some(label) = s.label() {
+                    return label;
+                }
+            }
+            _ => {}
+        }
+        if let Err(BackgroundWorkerStatus::Stopped | BackgroundWorkerStatus::PostmasterDied) =
+            worker.pid()
+        {
+            // Re-read: the worker may have reported just before it exited.
+            let s = backup_state::snapshot();
+            if s.generation == generation && s.phase().running() {
+                fail(
+                    generation,
+                    "the backup worker exited without finishing (see the server log)",
+                );
+            }
+        }
+    }
+}
+
+/// Asks the running backup to stop. Returns false when no backup is running.
+#[pg_extern(volatile)]
+fn backup_cancel() -> bool {
+    let mut s = BACKUP.exclusive();
+    if !s.phase().running() {
+        return false;
+    }
+    s.cancel_requested = true;
+    let pid = s.worker_pid;
+    drop(s);
+    if pid > 0 {
+        // SAFETY: wakes the worker's latch wait at once; it checks the flag.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+    }
+    true
+}
+
+/// The running (or last) backup's progress: one row, none before the first backup since start-up.
+#[pg_extern(volatile)]
+#[allow(clippy::type_complexity)]
+fn backup_progress() -> TableIterator<
+    'static,
+    (
+        name!(label, Option<String>),
+        name!(phase, String),
+        name!(pid, i32),
+        name!(started_at, Option<TimestampWithTimeZone>),
+        name!(files_done, i64),
+        name!(files_total, i64),
+        name!(bytes_done, i64),
+        name!(bytes_total, i64),
+        name!(percent_done, f64),
+        name!(error, Option<String>),
+    ),
+> {
+    if !status::available() {
+        error!("backup_progress() needs pg_strata in shared_preload_libraries");
+    }
+    let s = backup_state::snapshot();
+    if s.generation == 0 {
+        return TableIterator::new(vec![]);
+    }
+    let percent = if s.bytes_total > 0 {
+        (s.bytes_done as f64 * 100.0 / s.bytes_total as f64 * 10.0).round() / 10.0
+    } else {
+        0.0
+    };
+    TableIterator::once((
+        s.label(),
+        s.phase().name().to_string(),
+        s.worker_pid,
+        status::ts(s.started_at),
+        s.files_done,
+        s.files_total,
+        s.bytes_done,
+        s.bytes_total,
+        percent,
+        (s.phase() == Phase::Failed).then(|| s.message()).flatten(),
+    ))
+}
+
+/// The backups in the repository (strata.repo1, strata.stanza), oldest first.
+#[pg_extern(volatile)]
+#[allow(clippy::type_complexity)]
+fn backup_list() -> TableIterator<
+    'static,
+    (
+        name!(label, String),
+        name!(kind, String),
+        name!(requested_kind, String),
+        name!(prior, Option<String>),
+        name!(start_time, Option<TimestampWithTimeZone>),
+        name!(stop_time, Option<TimestampWithTimeZone>),
+        name!(start_lsn, String),
+        name!(stop_lsn, String),
+        name!(timeline, i64),
+        name!(database_size, i64),
+        name!(stored_size, i64),
+        name!(file_count, i64),
+        name!(page_checksum_errors, i64),
+    ),
+> {
+    let config = gucs::repo_config().unwrap_or_else(|e| error!("cannot list backups: {e}"));
+    let list = (|| {
+        let storage = strata_core::storage::Storage::open(&config.repo)?;
+        let paths = strata_core::paths::RepoPaths::new(&config.stanza);
+        strata_core::catalog::list_backups(&storage, &paths)
+    })()
+    .unwrap_or_else(|e| error!("cannot list backups: {e}"));
+    let rows: Vec<_> = list
+        .into_iter()
+        .map(|m| {
+            let errors = m.page_checksum_error_count() as i64;
+            (
+                m.label,
+                m.kind.name().to_string(),
+                m.requested_kind.name().to_string(),
+                m.prior,
+                rfc3339_to_pg(&m.start_time),
+                rfc3339_to_pg(&m.stop_time),
+                m.start_lsn.to_string(),
+                m.stop_lsn.to_string(),
+                m.timeline as i64,
+                m.database_size as i64,
+                m.stored_size as i64,
+                m.files.len() as i64,
+                errors,
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// RFC 3339 text to a PostgreSQL timestamptz (microseconds since 2000-01-01 UTC).
+fn rfc3339_to_pg(text: &str) -> Option<TimestampWithTimeZone> {
+    const PG_EPOCH_UNIX_SECS: i64 = 946_684_800;
+    let t = chrono::DateTime::parse_from_rfc3339(text).ok()?;
+    let micros =
+        (t.timestamp() - PG_EPOCH_UNIX_SECS) * 1_000_000 + i64::from(t.timestamp_subsec_micros());
+    TimestampWithTimeZone::try_from(micros).ok()
+}
+
+extension_sql!(
+    r#"
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'strata_operator') THEN
+        CREATE ROLE strata_operator NOLOGIN;
+    END IF;
+END
+$$;
+COMMENT ON ROLE strata_operator IS 'pg_strata: may take, cancel and list backups';
+REVOKE ALL ON FUNCTION backup_start(text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION backup_cancel() FROM PUBLIC;
+REVOKE ALL ON FUNCTION backup_progress() FROM PUBLIC;
+REVOKE ALL ON FUNCTION backup_list() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION backup_start(text, boolean) TO strata_operator;
+GRANT EXECUTE ON FUNCTION backup_cancel() TO strata_operator;
+GRANT EXECUTE ON FUNCTION backup_progress() TO strata_operator;
+GRANT EXECUTE ON FUNCTION backup_list() TO strata_operator;
+CREATE VIEW strata_backups AS
+    SELECT label, kind, requested_kind, prior, start_time, stop_time,
+           start_lsn::pg_lsn AS start_lsn, stop_lsn::pg_lsn AS stop_lsn, timeline,
+           database_size, stored_size, file_count, page_checksum_errors
+    FROM backup_list();
+CREATE VIEW strata_backup_progress AS SELECT * FROM backup_progress();
+REVOKE ALL ON strata_backups, strata_backup_progress FROM PUBLIC;
+GRANT SELECT ON strata_backups, strata_backup_progress TO strata_operator;
+"#,
+    name = "backup_permissions",
+    requires = [backup_start, backup_cancel, backup_progress, backup_list],
+);

@@ -1,0 +1,129 @@
+//! The running backup's state in shared memory: what makes "one backup at a time" hold across
+//! sessions, how `backup_start(wait => true)` learns the worker's outcome, how `backup_cancel()` reaches
+//! the worker, and what `backup_progress()` shows. Each backup gets a new generation number so that a
+//! waiting session never mistakes an older backup's outcome for its own.
+
+use pgrx::lwlock::PgLwLock;
+use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, PGRXSharedMemory};
+
+const LABEL_LEN: usize = 64;
+const MSG_LEN: usize = 2048;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    Idle = 0,
+    Starting = 1,
+    Copying = 2,
+    Stopping = 3,
+    Done = 4,
+    Failed = 5,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Idle => "idle",
+            Phase::Starting => "starting",
+            Phase::Copying => "copying files",
+            Phase::Stopping => "waiting for WAL archiving",
+            Phase::Done => "done",
+            Phase::Failed => "failed",
+        }
+    }
+
+    fn from_u8(v: u8) -> Phase {
+        match v {
+            1 => Phase::Starting,
+            2 => Phase::Copying,
+            3 => Phase::Stopping,
+            4 => Phase::Done,
+            5 => Phase::Failed,
+            _ => Phase::Idle,
+        }
+    }
+
+    /// Whether a backup in this phase is still running.
+    pub fn running(self) -> bool {
+        matches!(self, Phase::Starting | Phase::Copying | Phase::Stopping)
+    }
+}
+
+#[derive(Copy, Clone)]
+pub struct BackupShared {
+    pub generation: u64,
+    phase: u8,
+    pub cancel_requested: bool,
+    /// The kind asked for: 0 full, 1 diff, 2 incr.
+    pub requested_kind: u8,
+    pub worker_pid: i32,
+    pub started_at: i64,
+    pub files_total: i64,
+    pub files_done: i64,
+    pub bytes_total: i64,
+    pub bytes_done: i64,
+    label: [u8; LABEL_LEN],
+    message: [u8; MSG_LEN],
+}
+
+impl Default for BackupShared {
+    fn default() -> Self {
+        BackupShared {
+            generation: 0,
+            phase: 0,
+            cancel_requested: false,
+            requested_kind: 0,
+            worker_pid: 0,
+            started_at: 0,
+            files_total: 0,
+            files_done: 0,
+            bytes_total: 0,
+            bytes_done: 0,
+            label: [0; LABEL_LEN],
+            message: [0; MSG_LEN],
+        }
+    }
+}
+
+// SAFETY: plain old data with no pointers.
+unsafe impl PGRXSharedMemory for BackupShared {}
+
+impl BackupShared {
+    pub fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase)
+    }
+    pub fn set_phase(&mut self, p: Phase) {
+        self.phase = p as u8;
+    }
+    pub fn label(&self) -> Option<String> {
+        crate::status::get_text(&self.label)
+    }
+    pub fn set_label(&mut self, s: &str) {
+        crate::status::put_text(&mut self.label, s);
+    }
+    pub fn message(&self) -> Option<String> {
+        crate::status::get_text(&self.message)
+    }
+    pub fn set_message(&mut self, s: &str) {
+        crate::status::put_text(&mut self.message, s);
+    }
+}
+
+pub static BACKUP: PgLwLock<BackupShared> = unsafe { PgLwLock::new(c"pg_strata_backup_state") };
+
+pub fn init_shared_memory() {
+    pg_shmem_init!(BACKUP);
+}
+
+/// A copy of the state, taken under the lock.
+pub fn snapshot() -> BackupShared {
+    *BACKUP.share()
+}
+
+/// Whether a process is alive (a worker killed with SIGKILL leaves its phase behind until the
+/// postmaster's crash restart resets shared memory; this guards the window in between).
+pub fn pid_alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence.
+    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+}

@@ -1,0 +1,265 @@
+//! The backup background worker: one dynamic worker per backup, started by `backup_start()`.
+//!
+//! Its main thread is the only one that talks to PostgreSQL (SPI for the cluster's facts,
+//! `pg_backup_start`/`pg_backup_stop`, shared memory for progress and outcome); the copying runs on
+//! `strata.process_max` plain threads inside `strata_core::backup`. While they copy, the main thread
+//! wakes every 200 ms to publish progress and to notice a cancellation: `backup_cancel()`,
+//! `pg_cancel_backend` (SIGINT) or `pg_terminate_backend` (SIGTERM) all stop the copy threads, the
+//! stored objects are deleted and the worker reports the backup as failed. Without a manifest nothing
+//! is listed, so a killed worker (whose garbage the next backup removes) is safe too.
+
+use crate::backup_state::{self, Phase, BACKUP};
+use crate::gucs;
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use pgrx::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use strata_core::backup::copy::CopyProgress;
+use strata_core::backup::{BackupRun, ClusterFacts, StopFacts};
+use strata_core::manifest::{BackupKind, Tablespace};
+
+/// Entry point named in the worker's registration (`bgw_function_name`).
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn pg_strata_backup_worker_main(arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(
+        SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM | SignalWakeFlags::SIGINT,
+    );
+    let dboid = pg_sys::Oid::from(arg.value() as u32);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
+
+    let (generation, kind) = {
+        let mut s = BACKUP.exclusive();
+        s.worker_pid = unsafe { pg_sys::MyProcPid };
+        (s.generation, s.requested_kind)
+    };
+    let kind = match kind {
+        1 => BackupKind::Diff,
+        2 => BackupKind::Incr,
+        _ => BackupKind::Full,
+    };
+    let outcome = std::panic::catch_unwind(|| take_backup(generation, kind))
+        .unwrap_or_else(|payload| Err(panic_message(payload)));
+    let mut s = BACKUP.exclusive();
+    if s.generation == generation {
+        match &outcome {
+            Ok(label) => {
+                s.set_phase(Phase::Done);
+                s.set_label(label);
+            }
+            Err(msg) => {
+                s.set_phase(Phase::Failed);
+                s.set_message(msg);
+            }
+        }
+    }
+    drop(s);
+    if let Err(msg) = outcome {
+        log!("pg_strata: backup failed: {msg}");
+    }
+}
+
+/// Takes the backup; returns its label or the reason it failed.
+fn take_backup(generation: u64, requested: BackupKind) -> Result<String, String> {
+    let config = gucs::repo_config()?;
+    let process_max = gucs::process_max();
+    let facts = BackgroundWorker::transaction(cluster_facts)?;
+    let begun = Instant::now();
+    let run = BackupRun::begin(config, facts, requested, process_max).map_err(|e| e.to_string())?;
+    for notice in &run.notices {
+        log!("pg_strata: {notice}");
+    }
+    if !run.removed_incomplete.is_empty() {
+        log!(
+            "pg_strata: removed incomplete backups {:?} (failed or killed earlier)",
+            run.removed_incomplete
+        );
+    }
+    set_progress(generation, |s| {
+        s.set_label(&run.label);
+        s.set_phase(Phase::Starting);
+    });
+    let result = copy_between_start_and_stop(generation, &run);
+    match result {
+        Ok((copied, stop)) => {
+            let label = run.label.clone();
+            let manifest = run.complete(copied, stop).map_err(|e| e.to_string())?;
+            log!(
+                "pg_strata: backup {label} completed: {} files, {} bytes, {} bytes stored, in {:.1} s, \
+                 peak memory {:.1} MB{}",
+                manifest.files.len(),
+                manifest.database_size,
+                manifest.stored_size,
+                begun.elapsed().as_secs_f64(),
+                peak_memory_mb(),
+                checksum_summary(manifest.page_checksum_error_count())
+            );
+            if manifest.page_checksum_error_count() > 0 {
+                let warning = format!(
+                    "backup {label}: {} data pages failed their checksum twice (corrupt on disk): {}",
+                    manifest.page_checksum_error_count(),
+                    manifest
+                        .page_checksum_errors
+                        .iter()
+                        .map(|e| format!("{} blocks {:?}", e.path, e.blocks))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                warning!("pg_strata: {warning}");
+                // backup_start() repeats it to its caller.
+                set_progress(generation, |s| s.set_message(&warning));
+            }
+            Ok(label)
+        }
+        Err(e) => {
+            run.abandon();
+            Err(e)
+        }
+    }
+}
+
+/// Peak resident memory of this worker process, in MB.
+fn peak_memory_mb() -> f64 {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage.ru_maxrss as f64 / 1024.0
+}
+
+fn checksum_summary(errors: u64) -> String {
+    if errors == 0 {
+        String::new()
+    } else {
+        format!(", {errors} page checksum errors")
+    }
+}
+
+/// `pg_backup_start`, the parallel copy, `pg_backup_stop`.
+fn copy_between_start_and_stop(
+    generation: u64,
+    run: &BackupRun,
+) -> Result<(strata_core::backup::copy::Copied, StopFacts), String> {
+    let label = run.label.clone();
+    let start_lsn: String = BackgroundWorker::transaction(move || {
+        Spi::get_one::<String>(&format!("SELECT pg_backup_start('{label}', true)::text"))
+    })
+    .map_err(|e| e.to_string())?
+    .ok_or("pg_backup_start returned no LSN")?;
+    let start_lsn = start_lsn
+        .parse()
+        .map_err(|e| format!("pg_backup_start returned {start_lsn}: {e:?}"))?;
+    set_progress(generation, |s| s.set_phase(Phase::Copying));
+
+    let progress = CopyProgress::default();
+    let cancel = AtomicBool::new(false);
+    let copied = std::thread::scope(|scope| {
+        let copier = scope.spawn(|| run.copy(start_lsn, &progress, &cancel));
+        while !copier.is_finished() {
+            let alive = BackgroundWorker::wait_latch(Some(Duration::from_millis(200)));
+            let interrupted = !alive || BackgroundWorker::sigint_received();
+            let requested = backup_state::snapshot().cancel_requested;
+            if interrupted || requested {
+                cancel.store(true, Ordering::Relaxed);
+            }
+            set_progress(generation, |s| {
+                s.files_total = progress.files_total.load(Ordering::Relaxed) as i64;
+                s.files_done = progress.files_done.load(Ordering::Relaxed) as i64;
+                s.bytes_total = progress.bytes_total.load(Ordering::Relaxed) as i64;
+                s.bytes_done = progress.bytes_done.load(Ordering::Relaxed) as i64;
+            });
+        }
+        copier
+            .join()
+            .unwrap_or_else(|_| Err(strata_core::Error::Other("a copy thread panicked".into())))
+    })
+    .map_err(|e| e.to_string())?;
+
+    set_progress(generation, |s| s.set_phase(Phase::Stopping));
+    let (lsn, label_file, map_file) = BackgroundWorker::transaction(|| {
+        Spi::get_three::<String, String, String>(
+            "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(true)",
+        )
+    })
+    .map_err(|e| e.to_string())?;
+    let stop_lsn = lsn.ok_or("pg_backup_stop returned no LSN")?;
+    let stop = StopFacts {
+        stop_lsn: stop_lsn
+            .parse()
+            .map_err(|e| format!("pg_backup_stop returned {stop_lsn}: {e:?}"))?,
+        backup_label: label_file.ok_or("pg_backup_stop returned no backup_label")?,
+        tablespace_map: map_file,
+    };
+    Ok((copied, stop))
+}
+
+/// The facts a backup records about the cluster, from SQL.
+fn cluster_facts() -> Result<ClusterFacts, String> {
+    let get = |q: &str| -> Result<String, String> {
+        Spi::get_one::<String>(q)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{q} returned NULL"))
+    };
+    let sysid = get("SELECT system_identifier::text FROM pg_control_system()")?;
+    let version = get("SELECT current_setting('server_version_num')")?;
+    let seg = get("SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'")?;
+    let num = |what: &str, v: &str| {
+        v.parse::<u64>()
+            .map_err(|_| format!("{what} = {v}: not a number"))
+    };
+    let tablespaces = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT oid::int8, spcname::text, pg_tablespace_location(oid) FROM pg_tablespace \
+             WHERE oid NOT IN (1663, 1664) ORDER BY oid",
+            None,
+            &[],
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let oid: Option<i64> = row.get(1)?;
+            let name: Option<String> = row.get(2)?;
+            let location: Option<String> = row.get(3)?;
+            out.push(Tablespace {
+                oid: oid.unwrap_or_default() as u32,
+                name: name.unwrap_or_default(),
+                location: location.unwrap_or_default(),
+            });
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(ClusterFacts {
+        system_identifier: sysid
+            .parse::<i64>()
+            .map_err(|_| format!("system identifier {sysid}"))? as u64,
+        pg_version_num: num("server_version_num", &version)? as u32,
+        wal_segment_size: num("wal_segment_size", &seg)? as u32,
+        data_checksums: get("SELECT current_setting('data_checksums')")? == "on",
+        pgdata: get("SELECT current_setting('data_directory')")?.into(),
+        tablespaces,
+    })
+}
+
+fn set_progress(generation: u64, f: impl FnOnce(&mut backup_state::BackupShared)) {
+    let mut s = BACKUP.exclusive();
+    if s.generation == generation {
+        f(&mut s);
+    }
+}
+
+/// The message of a caught PostgreSQL error or Rust panic.
+pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    use pgrx::pg_sys::panic::CaughtError;
+    if let Some(e) = payload.downcast_ref::<CaughtError>() {
+        return match e {
+            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_string(),
+            CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+        };
+    }
+    if let Some(s) = payload.downcast_ref::<String>() {
+        return s.clone();
+    }
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        return s.to_string();
+    }
+    "the backup worker panicked".into()
+}
