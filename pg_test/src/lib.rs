@@ -280,7 +280,9 @@ impl Cluster {
     /// pg_dumpall with extra options (e.g. `--no-unlogged-table-data`: a restore has unlogged tables
     /// empty, as after a crash).
     pub fn dumpall_with(&self, options: &[&str]) -> String {
-        run_ok(
+        // pg_dump 15.14+ brackets each dump with \restrict/\unrestrict and a random key: drop them so
+        // that two dumps of the same data compare equal.
+        let dump = run_ok(
             Command::new(pg_bin("pg_dumpall"))
                 .arg("-h")
                 .arg(self.socket_dir())
@@ -288,7 +290,11 @@ impl Cluster {
                 .arg(self.port.to_string())
                 .args(["-U", "postgres"])
                 .args(options),
-        )
+        );
+        dump.lines()
+            .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
+            .map(|l| format!("{l}\n"))
+            .collect()
     }
 
     /// A cluster over a data directory written by `strata restore` in `root`: its own port and socket
@@ -342,6 +348,28 @@ impl Drop for Cluster {
             // postgres owns the files; TempDir removal as root works regardless.
         }
     }
+}
+
+/// Asserts two dumps are equal; on failure shows the first differing lines, not megabytes of dump.
+pub fn assert_same_dump(restored: &str, source: &str, what: &str) {
+    if restored == source {
+        return;
+    }
+    let (r, s): (Vec<&str>, Vec<&str>) = (restored.lines().collect(), source.lines().collect());
+    let first = r
+        .iter()
+        .zip(&s)
+        .position(|(a, b)| a != b)
+        .unwrap_or(r.len().min(s.len()));
+    let show = |v: &[&str]| v[first.saturating_sub(3)..(first + 5).min(v.len())].join("\n");
+    panic!(
+        "{what}: dumps differ at line {} ({} vs {} lines)\nrestored:\n{}\nsource:\n{}",
+        first + 1,
+        r.len(),
+        s.len(),
+        show(&r),
+        show(&s)
+    );
 }
 
 /// Path of the `strata` binary under test: `STRATA_BIN`, else the one on PATH.

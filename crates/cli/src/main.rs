@@ -25,6 +25,10 @@ enum Command {
     /// Archive WAL files from a path (the extension's archiver does this inside the server; this command
     /// is for archive_command set-ups and benchmarks).
     ArchivePush(commands::archive_push::Args),
+    /// Show the stanza's cluster, WAL archive and backups.
+    Info(commands::info::Args),
+    /// Restore a backup into a data directory (server down), ready for point-in-time recovery.
+    Restore(commands::restore::Args),
 }
 
 fn main() {
@@ -32,6 +36,8 @@ fn main() {
     let result = match cli.command {
         Command::ArchiveGet(args) => commands::archive_get::run(args),
         Command::ArchivePush(args) => commands::archive_push::run(args),
+        Command::Info(args) => commands::info::run(args),
+        Command::Restore(args) => commands::restore::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

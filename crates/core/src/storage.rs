@@ -189,12 +189,21 @@ impl Storage {
         Ok(out)
     }
 
-    /// Deletes every object under a prefix (garbage of a failed backup).
+    /// Deletes every object under a prefix (garbage of a failed backup), and on a local repository the
+    /// directories that held them (object stores have no directories to leave behind).
     pub fn delete_prefix(&self, prefix: &str) -> Result<()> {
         for (key, _) in self.list(prefix)? {
             self.delete(&key)?;
         }
-        Ok(())
+        match &self.url {
+            RepoUrl::Local(root) => match std::fs::remove_dir_all(root.join(prefix)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::WriteFile {
+                    path: root.join(prefix),
+                    source: e,
+                }),
+                _ => Ok(()),
+            },
+        }
     }
 
     pub fn delete(&self, key: &str) -> Result<()> {
@@ -253,6 +262,9 @@ mod tests {
         );
         assert_eq!(s.get_range("st/x/2", 1, 1).unwrap().unwrap().as_ref(), &[2]);
         assert!(s.get_range("st/x/2", 1, 5).is_err());
+        assert_eq!(s.list_dirs("st").unwrap(), vec!["st/x".to_string()]);
+        s.put_new("st/z/a/b", vec![1]).unwrap();
+        s.delete_prefix("st/z").unwrap();
         assert_eq!(s.list_dirs("st").unwrap(), vec!["st/x".to_string()]);
         s.delete("st/x/1").unwrap();
         s.delete("st/x/1").unwrap();

@@ -2,3 +2,5 @@
 
 pub mod archive_get;
 pub mod archive_push;
+pub mod info;
+pub mod restore;

@@ -1,0 +1,136 @@
+//! `strata info`: what a stanza holds — its cluster, the archive's WAL range per timeline and every
+//! backup — as text for people or as JSON for scripts (in the spirit of `pgbackrest info`).
+
+use crate::repo_args::RepoArgs;
+use anyhow::{anyhow, bail, Result};
+use serde_json::json;
+use strata_core::catalog;
+use strata_core::identity;
+use strata_core::paths::RepoPaths;
+use strata_core::storage::Storage;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Output format: text or json
+    #[arg(long, default_value = "text", value_name = "text|json")]
+    pub output: String,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+}
+
+fn size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < units.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    if args.output != "text" && args.output != "json" {
+        bail!("--output '{}': expected text or json", args.output);
+    }
+    let config = args.repo.resolve()?;
+    let storage = Storage::open(&config.repo)?;
+    let paths = RepoPaths::new(&config.stanza);
+    let id = identity::read(&storage, &paths)?.ok_or_else(|| {
+        anyhow!(
+            "stanza '{}' does not exist in repository {}: check --repo/--stanza",
+            config.stanza,
+            config.repo.display()
+        )
+    })?;
+    let archive = catalog::archive_ranges(&storage, &paths)?;
+    let backups = catalog::list_backups(&storage, &paths)?;
+    if args.output == "json" {
+        let doc = json!([{
+            "name": config.stanza,
+            "repo": config.repo.display(),
+            "system_identifier": id.system_identifier,
+            "pg_version": id.pg_version,
+            "wal_segment_size": id.wal_segment_size,
+            "archive": archive.iter().map(|r| json!({
+                "timeline": r.timeline, "min": r.first, "max": r.last, "segments": r.segments,
+            })).collect::<Vec<_>>(),
+            "backup": backups.iter().map(|m| json!({
+                "label": m.label,
+                "kind": m.kind.name(),
+                "requested_kind": m.requested_kind.name(),
+                "prior": m.prior,
+                "timestamp": {"start": m.start_time, "stop": m.stop_time},
+                "lsn": {"start": m.start_lsn.to_string(), "stop": m.stop_lsn.to_string()},
+                "wal": {"start": m.start_wal_file, "stop": m.stop_wal_file},
+                "timeline": m.timeline,
+                "database_size": m.database_size,
+                "stored_size": m.stored_size,
+                "file_count": m.files.len(),
+                "page_checksum_errors": m.page_checksum_error_count(),
+                "compress": {"type": m.compress_type, "level": m.compress_level},
+            })).collect::<Vec<_>>(),
+        }]);
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(0);
+    }
+    println!("stanza: {}", config.stanza);
+    println!("    repository: {}", config.repo.display());
+    println!(
+        "    cluster: system identifier {}, PostgreSQL {}",
+        id.system_identifier, id.pg_version
+    );
+    if archive.is_empty() {
+        println!("    wal archive: empty");
+    }
+    for r in &archive {
+        println!(
+            "    wal archive (timeline {}): {} / {} ({} segments)",
+            r.timeline, r.first, r.last, r.segments
+        );
+    }
+    if backups.is_empty() {
+        println!("    no backups");
+    }
+    for m in &backups {
+        let requested = if m.requested_kind != m.kind {
+            format!(" (requested {})", m.requested_kind)
+        } else {
+            String::new()
+        };
+        println!();
+        println!("    {} backup: {}{requested}", m.kind, m.label);
+        if let Some(p) = &m.prior {
+            println!("        prior: {p}");
+        }
+        println!(
+            "        timestamp start/stop: {} / {}",
+            m.start_time, m.stop_time
+        );
+        println!(
+            "        lsn start/stop: {} / {}, timeline {}",
+            m.start_lsn, m.stop_lsn, m.timeline
+        );
+        println!(
+            "        wal start/stop: {} / {}",
+            m.start_wal_file, m.stop_wal_file
+        );
+        println!(
+            "        database size: {}, stored: {} ({} files, {} {})",
+            size(m.database_size),
+            size(m.stored_size),
+            m.files.len(),
+            m.compress_type,
+            m.compress_level
+        );
+        let errors = m.page_checksum_error_count();
+        if errors > 0 {
+            println!("        page checksum errors: {errors}");
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,162 @@
+//! `strata restore --pgdata DIR`: rebuild a data directory from a backup (server down), with the
+//! recovery settings that make `pg_ctl start` replay the archive up to the chosen target.
+
+use crate::repo_args::RepoArgs;
+use anyhow::{anyhow, bail, Context, Result};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use strata_core::paths::RepoPaths;
+use strata_core::restore::{self, RecoveryTarget, RestoreOptions, RestoreProgress, TargetAction};
+use strata_core::storage::Storage;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Data directory to restore into: absent or empty, or existing with --delta
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: PathBuf,
+    /// Backup to restore: a label or `latest` [default: latest, or for --type time/lsn the newest
+    /// backup that ended before the target]
+    #[arg(long, value_name = "LABEL|latest")]
+    pub set: Option<String>,
+    /// Recovery type: default (replay all archived WAL), immediate (stop once consistent), or stop at
+    /// --target: time, lsn, xid, name
+    #[arg(long = "type", value_name = "TYPE", default_value = "default")]
+    pub recovery_type: String,
+    /// Target for --type time ('2026-11-23 14:05:00+01'), lsn (0/3000028), xid (a transaction id) or
+    /// name (a restore point)
+    #[arg(long, value_name = "VALUE", allow_hyphen_values = true)]
+    pub target: Option<String>,
+    /// What the server does at the target: pause, promote or shutdown [PostgreSQL's default: pause]
+    #[arg(long, value_name = "ACTION")]
+    pub target_action: Option<String>,
+    /// recovery_target_timeline: a timeline number or `latest`
+    #[arg(long, value_name = "TLI|latest")]
+    pub target_timeline: Option<String>,
+    /// Restore over an existing directory: keep files whose content matches, rewrite the others,
+    /// remove what the backup does not have
+    #[arg(long)]
+    pub delta: bool,
+    /// Restore a tablespace elsewhere: NAME_OR_OID=DIR (repeatable)
+    #[arg(long, value_name = "NAME_OR_OID=DIR")]
+    pub tablespace_map: Vec<String>,
+    /// Parallel threads
+    #[arg(long, default_value_t = 2)]
+    pub process_max: usize,
+    /// Restore only these databases (not supported yet)
+    #[arg(long, value_name = "NAME")]
+    pub db_include: Vec<String>,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+}
+
+/// Quotes a word for the shell that runs restore_command.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    if !args.db_include.is_empty() {
+        bail!("--db-include is not supported yet: restore the whole cluster");
+    }
+    let target = RecoveryTarget::parse(&args.recovery_type, args.target.as_deref())?;
+    let target_action = args
+        .target_action
+        .as_deref()
+        .map(TargetAction::parse)
+        .transpose()?;
+    if let Some(t) = &args.target_timeline {
+        if t != "latest" && t != "current" && t.parse::<u32>().is_err() {
+            bail!("--target-timeline '{t}': expected a timeline number, latest or current");
+        }
+    }
+    let tablespace_map = args
+        .tablespace_map
+        .iter()
+        .map(|m| {
+            let (k, v) = m
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--tablespace-map '{m}': expected NAME_OR_OID=DIR"))?;
+            let dir = PathBuf::from(v);
+            if !dir.is_absolute() {
+                bail!("--tablespace-map '{m}': the directory must be an absolute path");
+            }
+            Ok((k.to_string(), dir))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if args.process_max == 0 {
+        bail!("--process-max must be at least 1");
+    }
+    let pgdata = std::path::absolute(&args.pgdata)
+        .with_context(|| format!("--pgdata {}", args.pgdata.display()))?;
+    let config = args.repo.resolve()?;
+    let exe = std::env::current_exe().context("cannot find the strata binary's own path")?;
+    let restore_command = format!(
+        "{} archive-get %f \"%p\" --repo {} --stanza {}",
+        shell_quote(&exe.display().to_string()),
+        shell_quote(&config.repo.display()),
+        shell_quote(&config.stanza)
+    );
+    let opts = RestoreOptions {
+        pgdata: pgdata.clone(),
+        set: args.set,
+        target,
+        target_action,
+        target_timeline: args.target_timeline,
+        delta: args.delta,
+        process_max: args.process_max,
+        tablespace_map,
+        restore_command,
+    };
+    let storage = Storage::open(&config.repo)?;
+    let paths = RepoPaths::new(&config.stanza);
+    let progress = RestoreProgress::default();
+    let started = Instant::now();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let report = std::thread::scope(|s| {
+        if std::io::stderr().is_terminal() {
+            s.spawn(|| draw_progress(&progress, &done));
+        }
+        let r = restore::restore(&storage, &paths, &opts, &progress, &|label| {
+            println!("restoring backup {label} into {}", pgdata.display());
+        });
+        done.store(true, Ordering::Relaxed);
+        r
+    })?;
+    println!(
+        "restored backup {}: {} files written ({:.1} MB), {} files kept, {} entries removed, in {:.1} s",
+        report.label,
+        report.files_written,
+        report.bytes_written as f64 / 1e6,
+        report.files_kept,
+        report.entries_removed,
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "start the server with: pg_ctl -D {} start (recovery fetches WAL with strata archive-get)",
+        pgdata.display()
+    );
+    Ok(0)
+}
+
+fn draw_progress(progress: &RestoreProgress, done: &std::sync::atomic::AtomicBool) {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    while !done.load(Ordering::Relaxed) {
+        bar.set_length(progress.bytes_total.load(Ordering::Relaxed));
+        bar.set_position(progress.bytes_done.load(Ordering::Relaxed));
+        bar.set_message(format!(
+            "{}/{} files",
+            progress.files_done.load(Ordering::Relaxed),
+            progress.files_total.load(Ordering::Relaxed)
+        ));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bar.finish_and_clear();
+}

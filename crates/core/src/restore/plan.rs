@@ -1,0 +1,288 @@
+//! Planning a restore: which backup, where each file goes, and every check that must pass before a
+//! single byte is written — the stanza belongs to the backup's cluster, the target directories are
+//! empty (or `--delta`) and no server runs there, every data object is present and intact (size and
+//! CRC-32C of its stored bytes, as the manifest recorded them), and the archive holds every WAL segment
+//! the backup needs to become consistent.
+
+use super::target::RecoveryTarget;
+use super::RestoreOptions;
+use crate::catalog;
+use crate::compress::CompressType;
+use crate::identity;
+use crate::manifest::Manifest;
+use crate::paths::RepoPaths;
+use crate::storage::Storage;
+use crate::{Error, Result};
+use pgformat::lsn::{segment_file_name, WalFileName};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Where a tablespace is restored.
+#[derive(Clone, Debug)]
+pub struct TablespaceTarget {
+    pub oid: u32,
+    pub dir: PathBuf,
+}
+
+/// The checked plan.
+pub struct Plan {
+    pub manifest: Manifest,
+    pub tablespaces: Vec<TablespaceTarget>,
+}
+
+impl Plan {
+    /// Where a manifest path (relative to PGDATA) is written.
+    pub fn destination(&self, pgdata: &Path, path: &str) -> PathBuf {
+        if let Some(rest) = path.strip_prefix("pg_tblspc/") {
+            if let Some((oid, inner)) = rest.split_once('/') {
+                if let Some(ts) = self.tablespaces.iter().find(|t| t.oid.to_string() == oid) {
+                    return ts.dir.join(inner);
+                }
+            }
+        }
+        pgdata.join(path)
+    }
+}
+
+/// Chooses the backup and runs every check. Nothing is written.
+pub fn prepare(storage: &Storage, paths: &RepoPaths, opts: &RestoreOptions) -> Result<Plan> {
+    let manifest = choose_backup(storage, paths, opts)?;
+    let id = identity::read(storage, paths)?.ok_or_else(|| {
+        Error::Other(format!(
+            "stanza '{}' does not exist in repository {}: check --repo/--stanza",
+            paths.stanza(),
+            storage.url().display()
+        ))
+    })?;
+    if id.system_identifier != manifest.system_identifier {
+        return Err(Error::Other(format!(
+            "backup {} belongs to cluster {}, but stanza '{}' holds cluster {}: the repository is inconsistent",
+            manifest.label,
+            manifest.system_identifier,
+            paths.stanza(),
+            id.system_identifier
+        )));
+    }
+    let tablespaces = tablespace_targets(&manifest, &opts.tablespace_map)?;
+    check_not_running(&opts.pgdata)?;
+    if !opts.delta {
+        check_empty(&opts.pgdata, "--pgdata")?;
+        for ts in &tablespaces {
+            check_empty(&ts.dir, &format!("tablespace {}", ts.oid))?;
+        }
+    }
+    check_wal(storage, paths, &manifest)?;
+    check_objects(storage, paths, &manifest, opts.process_max)?;
+    Ok(Plan {
+        manifest,
+        tablespaces,
+    })
+}
+
+fn choose_backup(storage: &Storage, paths: &RepoPaths, opts: &RestoreOptions) -> Result<Manifest> {
+    match opts.set.as_deref() {
+        Some(label) if label != "latest" => return catalog::load(storage, paths, label),
+        _ => {}
+    }
+    let all = catalog::list_backups(storage, paths)?;
+    let Some(newest) = all.last() else {
+        return Err(Error::Other(format!(
+            "no backup in {} stanza '{}': take one with SELECT backup_start('full')",
+            storage.url().display(),
+            paths.stanza()
+        )));
+    };
+    if opts.set.is_some() {
+        return Ok(newest.clone());
+    }
+    let fits = |m: &Manifest| match &opts.target {
+        RecoveryTarget::Time(t) => chrono::DateTime::parse_from_rfc3339(&m.stop_time)
+            .map(|stop| stop < *t)
+            .unwrap_or(false),
+        RecoveryTarget::Lsn(l) => m.stop_lsn <= *l,
+        _ => true,
+    };
+    all.iter().rev().find(|m| fits(m)).cloned().ok_or_else(|| {
+        Error::Other(format!(
+            "no backup ended before the recovery target (the oldest, {}, ended at {} / {}); choose \
+             a later target",
+            all[0].label, all[0].stop_time, all[0].stop_lsn
+        ))
+    })
+}
+
+fn tablespace_targets(m: &Manifest, remap: &[(String, PathBuf)]) -> Result<Vec<TablespaceTarget>> {
+    for (key, _) in remap {
+        if !m
+            .tablespaces
+            .iter()
+            .any(|t| &t.name == key || &t.oid.to_string() == key)
+        {
+            let known: Vec<String> = m
+                .tablespaces
+                .iter()
+                .map(|t| format!("{} ({})", t.name, t.oid))
+                .collect();
+            return Err(Error::BadSetting {
+                name: "--tablespace-map".into(),
+                value: key.clone(),
+                reason: format!(
+                    "backup {} has no tablespace with that name or OID (it has: {})",
+                    m.label,
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            });
+        }
+    }
+    Ok(m.tablespaces
+        .iter()
+        .map(|t| {
+            let dir = remap
+                .iter()
+                .find(|(k, _)| k == &t.name || k == &t.oid.to_string())
+                .map(|(_, d)| d.clone())
+                .unwrap_or_else(|| PathBuf::from(&t.location));
+            TablespaceTarget { oid: t.oid, dir }
+        })
+        .collect())
+}
+
+/// Refuses to touch a directory where PostgreSQL runs.
+fn check_not_running(pgdata: &Path) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(pgdata.join("postmaster.pid")) else {
+        return Ok(());
+    };
+    let pid: i32 = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    // SAFETY: signal 0 only checks that the process exists.
+    if pid > 0 && unsafe { libc::kill(pid, 0) } == 0 {
+        return Err(Error::Other(format!(
+            "PostgreSQL seems to be running in {} (postmaster.pid, pid {pid}): stop it first",
+            pgdata.display()
+        )));
+    }
+    Ok(())
+}
+
+fn check_empty(dir: &Path, what: &str) -> Result<()> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::Other(format!(
+                    "{what} {} is not empty: restore into an empty or new directory, or add --delta \
+                     to rewrite only the files that differ",
+                    dir.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::ReadFile {
+            path: dir.into(),
+            source,
+        }),
+    }
+}
+
+/// Every WAL segment from the backup's start to its stop, and the timeline's history file.
+fn check_wal(storage: &Storage, paths: &RepoPaths, m: &Manifest) -> Result<()> {
+    let seg = m.wal_segment_size;
+    let segno = |name: &str| match WalFileName::parse(name, seg) {
+        Some(WalFileName::Segment { segno, .. }) => Ok(segno),
+        _ => Err(Error::CorruptObject {
+            key: format!("manifest of {}", m.label),
+            reason: format!("{name} is not a WAL segment name"),
+        }),
+    };
+    let mut needed: Vec<String> = (segno(&m.start_wal_file)?..=segno(&m.stop_wal_file)?)
+        .map(|n| segment_file_name(m.timeline, n, seg))
+        .collect();
+    if m.timeline > 1 {
+        needed.push(format!("{:08X}.history", m.timeline));
+    }
+    for name in needed {
+        let mut found = false;
+        for c in CompressType::ALL {
+            if storage.exists(&paths.archive_file(&name, c, seg)?)? {
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            return Err(Error::Other(format!(
+                "WAL file {name}, needed to make backup {} consistent, is missing from the archive \
+                 ({} stanza '{}'): the backup cannot be restored; choose another with --set",
+                m.label,
+                storage.url().display(),
+                paths.stanza()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Reads every data object once and compares its size and CRC-32C with the manifest, in parallel.
+fn check_objects(storage: &Storage, paths: &RepoPaths, m: &Manifest, threads: usize) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let failure: Mutex<Option<Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                let run = || -> Result<()> {
+                    let storage = Storage::open(storage.url())?;
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(o) = m.objects.get(i) else {
+                            return Ok(());
+                        };
+                        if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+                            return Ok(());
+                        }
+                        let key = paths.backup_object(&m.label, &o.name);
+                        let corrupt = |reason: String| Error::CorruptObject {
+                            key: key.clone(),
+                            reason: format!(
+                                "{reason}; backup {} cannot be restored, choose another with --set",
+                                m.label
+                            ),
+                        };
+                        let bytes = storage
+                            .get(&key)?
+                            .ok_or_else(|| corrupt("the object is missing".into()))?;
+                        if bytes.len() as u64 != o.size {
+                            return Err(corrupt(format!(
+                                "{} bytes, the manifest recorded {}",
+                                bytes.len(),
+                                o.size
+                            )));
+                        }
+                        let crc = crc32c::crc32c(&bytes);
+                        if crc != o.crc32c {
+                            return Err(corrupt(format!(
+                                "CRC-32C mismatch (expected {:08x}, found {crc:08x})",
+                                o.crc32c
+                            )));
+                        }
+                    }
+                };
+                if let Err(e) = run() {
+                    if let Ok(mut f) = failure.lock() {
+                        f.get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    match failure.into_inner() {
+        Ok(Some(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
