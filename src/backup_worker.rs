@@ -175,9 +175,11 @@ fn copy_between_start_and_stop(
     .map_err(|e| e.to_string())?;
 
     set_progress(generation, |s| s.set_phase(Phase::Stopping));
+    // pg_backup_stop(true) would wait for archiving in 1-second sleeps; we wait ourselves, polling the
+    // repository (pg_backup_stop switches to a new segment either way).
     let (lsn, label_file, map_file) = BackgroundWorker::transaction(|| {
         Spi::get_three::<String, String, String>(
-            "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(true)",
+            "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)",
         )
     })
     .map_err(|e| e.to_string())?;
@@ -189,7 +191,41 @@ fn copy_between_start_and_stop(
         backup_label: label_file.ok_or("pg_backup_stop returned no backup_label")?,
         tablespace_map: map_file,
     };
+    wait_for_archiving(run, &stop)?;
     Ok((copied, stop))
+}
+
+/// Waits until every WAL segment from the backup's start to its stop is in the repository.
+fn wait_for_archiving(run: &BackupRun, stop: &StopFacts) -> Result<(), String> {
+    let label = pgformat::backup_label::BackupLabel::parse(&stop.backup_label)
+        .map_err(|e| e.to_string())?;
+    let waiting_since = Instant::now();
+    let mut warned_at = Instant::now();
+    loop {
+        let missing = run
+            .missing_wal(stop.stop_lsn, &label.start_wal_file)
+            .map_err(|e| e.to_string())?;
+        let Some(first) = missing.first() else {
+            return Ok(());
+        };
+        if warned_at.elapsed() > Duration::from_secs(60) {
+            warning!(
+                "pg_strata: backup {} still waits for WAL {first} to be archived ({} s); check archive_status()",
+                run.label,
+                waiting_since.elapsed().as_secs()
+            );
+            warned_at = Instant::now();
+        }
+        let alive = BackgroundWorker::wait_latch(Some(Duration::from_millis(50)));
+        if !alive
+            || BackgroundWorker::sigint_received()
+            || backup_state::snapshot().cancel_requested
+        {
+            return Err(format!(
+                "cancelled while waiting for WAL {first} to be archived"
+            ));
+        }
+    }
 }
 
 /// The facts a backup records about the cluster, from SQL.

@@ -493,20 +493,31 @@ impl Archiving {
         out
     }
 
+    /// Runs `strata restore --pgdata DIR args...` with this repository, as the postgres user.
+    pub fn restore_into(&self, pgdata: &Path, args: &[&str]) -> Output {
+        run_as_postgres(
+            Command::new(strata_bin())
+                .arg("restore")
+                .arg("--pgdata")
+                .arg(pgdata)
+                .args(args)
+                .arg("--repo")
+                .arg(self.repo_url())
+                .args(["--stanza", "main"]),
+        )
+    }
+
     /// Restores into a fresh directory (owned by postgres, as `strata restore` run by the postgres user
     /// would leave it) with extra `strata restore` arguments; returns the cluster, not started.
     pub fn restore_new(&self, name: &str, args: &[&str]) -> Cluster {
         let root = PgDir::new(&format!("strata-restore-{name}-"));
         let datadir = root.path().join("data");
-        let mut cmd = Command::new(strata_bin());
-        cmd.arg("restore")
-            .arg("--pgdata")
-            .arg(&datadir)
-            .args(args)
-            .arg("--repo")
-            .arg(self.repo_url())
-            .args(["--stanza", "main"]);
-        run_ok(&mut cmd);
+        let out = self.restore_into(&datadir, args);
+        assert!(
+            out.status.success(),
+            "strata restore {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Cluster::restored(name, root, datadir)
     }
 

@@ -2,7 +2,7 @@
 //! worker leave nothing listed and the next backup works; a flipped bit or a missing WAL segment is
 //! refused before anything is written; `--delta` rewrites only what differs; bad input gets clear errors.
 
-use pg_test::{run_as_postgres, strata_bin, Archiving, PgDir};
+use pg_test::{Archiving, PgDir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -41,6 +41,13 @@ fn wait_copying(a: &Archiving) -> i32 {
         .unwrap()
 }
 
+fn wait_failed(a: &Archiving) {
+    let c = &a.cluster;
+    c.wait_for("the backup to stop", 60, || {
+        c.psql("postgres", "SELECT phase FROM backup_progress()") == "failed"
+    });
+}
+
 #[test]
 fn a_cancelled_backup_leaves_nothing_and_the_next_one_works() {
     let a = slow_backup_cluster("cancel");
@@ -56,9 +63,7 @@ fn a_cancelled_backup_leaves_nothing_and_the_next_one_works() {
         "{busy}"
     );
     assert_eq!(c.psql("postgres", "SELECT backup_cancel()"), "t");
-    c.wait_for("the backup to stop", 60, || {
-        c.psql("postgres", "SELECT phase FROM backup_progress()") == "failed"
-    });
+    wait_failed(&a);
     let err = c.psql("postgres", "SELECT error FROM backup_progress()");
     assert!(err.contains("cancelled"), "{err}");
     assert_eq!(listed_backups(&a), "0");
@@ -69,9 +74,7 @@ fn a_cancelled_backup_leaves_nothing_and_the_next_one_works() {
     c.psql("postgres", "SELECT backup_start('full', wait => false)");
     let pid = wait_copying(&a);
     c.psql("postgres", &format!("SELECT pg_cancel_backend({pid})"));
-    c.wait_for("the backup to stop", 60, || {
-        c.psql("postgres", "SELECT phase FROM backup_progress()") == "failed"
-    });
+    wait_failed(&a);
     assert_eq!(listed_backups(&a), "0");
 
     c.psql(
@@ -107,17 +110,6 @@ fn a_killed_worker_leaves_nothing_listed_and_the_next_backup_works() {
     assert_eq!(listed_backups(&a), "1");
     // The killed backup's objects were removed by the next one.
     assert_eq!(backup_dirs(&a), vec![done]);
-}
-
-fn restore_cmd(a: &Archiving, pgdata: &Path, args: &[&str]) -> std::process::Output {
-    run_as_postgres(
-        Command::new(strata_bin())
-            .arg("restore")
-            .arg("--pgdata")
-            .arg(pgdata)
-            .args(args)
-            .args(["--repo", &a.repo_url(), "--stanza", "main"]),
-    )
 }
 
 fn stderr(o: &std::process::Output) -> String {
@@ -162,21 +154,21 @@ fn delta_restore_rewrites_only_what_differs_and_corruption_is_refused_before_wri
     let root = PgDir::new("strata-delta-");
     let pgdata = root.path().join("data");
     let fresh = root.path().join("fresh");
-    let ok = restore_cmd(&a, &pgdata, &[]);
+    let ok = a.restore_into(&pgdata, &[]);
     assert!(ok.status.success(), "{}", stderr(&ok));
-    let ok = restore_cmd(&a, &fresh, &[]);
+    let ok = a.restore_into(&fresh, &[]);
     assert!(ok.status.success(), "{}", stderr(&ok));
     std::fs::write(pgdata.join("PG_VERSION"), b"14\n").unwrap();
     std::fs::remove_file(pgdata.join("pg_hba.conf")).unwrap();
     std::fs::write(pgdata.join("base/stray_file"), b"junk").unwrap();
 
     // Without --delta a non-empty directory is refused, untouched.
-    let refused = restore_cmd(&a, &pgdata, &[]);
+    let refused = a.restore_into(&pgdata, &[]);
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("--delta"), "{}", stderr(&refused));
     assert_eq!(std::fs::read(pgdata.join("PG_VERSION")).unwrap(), b"14\n");
 
-    let delta = restore_cmd(&a, &pgdata, &["--delta"]);
+    let delta = a.restore_into(&pgdata, &["--delta"]);
     assert!(delta.status.success(), "{}", stderr(&delta));
     let report = String::from_utf8_lossy(&delta.stdout);
     assert_eq!(
@@ -205,7 +197,7 @@ fn delta_restore_rewrites_only_what_differs_and_corruption_is_refused_before_wri
     bytes[mid] ^= 0x10;
     std::fs::write(victim, &bytes).unwrap();
     let target = root.path().join("never");
-    let refused = restore_cmd(&a, &target, &[]);
+    let refused = a.restore_into(&target, &[]);
     assert!(!refused.status.success());
     let name = victim.file_name().unwrap().to_string_lossy().into_owned();
     assert!(stderr(&refused).contains(&name), "{}", stderr(&refused));
@@ -234,7 +226,7 @@ fn delta_restore_rewrites_only_what_differs_and_corruption_is_refused_before_wri
         .join(format!("{seg}.zst"));
     let aside = seg_obj.with_extension("aside");
     std::fs::rename(&seg_obj, &aside).unwrap();
-    let refused = restore_cmd(&a, &target, &[]);
+    let refused = a.restore_into(&target, &[]);
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains(&seg), "{}", stderr(&refused));
     assert!(!target.exists());
@@ -260,7 +252,7 @@ fn bad_input_gets_clear_errors_and_writes_nothing() {
 
     let root = PgDir::new("strata-bad-");
     let target = root.path().join("data");
-    let o = restore_cmd(&a, &target, &["--set", "20200101-000000F"]);
+    let o = a.restore_into(&target, &["--set", "20200101-000000F"]);
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("20200101-000000F") && stderr(&o).contains("not found"),
@@ -269,12 +261,12 @@ fn bad_input_gets_clear_errors_and_writes_nothing() {
     );
     assert!(!target.exists());
     for (ty, bad) in [("time", "yesterday-ish"), ("lsn", "0/XYZ"), ("xid", "-3")] {
-        let o = restore_cmd(&a, &target, &["--type", ty, "--target", bad]);
+        let o = a.restore_into(&target, &["--type", ty, "--target", bad]);
         assert!(!o.status.success(), "--type {ty} --target {bad}");
         assert!(stderr(&o).contains(bad), "{}", stderr(&o));
         assert!(!target.exists());
     }
-    let o = restore_cmd(&a, &target, &["--type", "time"]);
+    let o = a.restore_into(&target, &["--type", "time"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--target"), "{}", stderr(&o));
     assert!(!target.exists());

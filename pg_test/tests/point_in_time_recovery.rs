@@ -109,13 +109,10 @@ fn a_time_target_without_set_picks_the_newest_backup_before_it() {
     assert_ne!(first, second);
     // The chosen backup is named in the restore's output.
     let root = pg_test::PgDir::new("strata-choice-");
-    let out = std::process::Command::new(pg_test::strata_bin())
-        .args(["restore", "--pgdata"])
-        .arg(root.path().join("data"))
-        .args(["--type", "time", "--target", &between])
-        .args(["--repo", &a.repo_url(), "--stanza", "main"])
-        .output()
-        .unwrap();
+    let out = a.restore_into(
+        &root.path().join("data"),
+        &["--type", "time", "--target", &between],
+    );
     assert!(
         out.status.success(),
         "{}",

@@ -2,10 +2,12 @@
 //! repository itself (no separate index that could disagree with it). A backup exists when its
 //! manifest exists; a backup directory without one is the garbage of a failed or killed backup.
 
+use crate::compress::CompressType;
 use crate::manifest::{self, Manifest};
 use crate::paths::RepoPaths;
 use crate::storage::Storage;
 use crate::{Error, Result};
+use pgformat::lsn::{segment_file_name, WalFileName};
 use std::collections::BTreeMap;
 
 /// Labels of the backup directories under `backup/`, split into committed (with a manifest) and
@@ -102,4 +104,42 @@ pub fn archive_ranges(storage: &Storage, paths: &RepoPaths) -> Result<Vec<WalRan
         }
     }
     Ok(by_tli.into_values().collect())
+}
+
+/// The WAL files of the range `first..=last` (segment names on one timeline), and the timeline's
+/// history file when `with_history`, that the archive does not hold (under any compression).
+pub fn missing_wal(
+    storage: &Storage,
+    paths: &RepoPaths,
+    first: &str,
+    last: &str,
+    wal_segment_size: u32,
+    with_history: bool,
+) -> Result<Vec<String>> {
+    let parse = |name: &str| match WalFileName::parse(name, wal_segment_size) {
+        Some(WalFileName::Segment { timeline, segno }) => Ok((timeline, segno)),
+        _ => Err(Error::Other(format!("{name} is not a WAL segment name"))),
+    };
+    let (timeline, from) = parse(first)?;
+    let (_, to) = parse(last)?;
+    let mut needed: Vec<String> = (from..=to)
+        .map(|n| segment_file_name(timeline, n, wal_segment_size))
+        .collect();
+    if with_history && timeline > 1 {
+        needed.push(format!("{timeline:08X}.history"));
+    }
+    let mut missing = Vec::new();
+    for name in needed {
+        let mut found = false;
+        for c in CompressType::ALL {
+            if storage.exists(&paths.archive_file(&name, c, wal_segment_size)?)? {
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            missing.push(name);
+        }
+    }
+    Ok(missing)
 }

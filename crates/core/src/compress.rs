@@ -118,8 +118,11 @@ pub fn decompress(kind: CompressType, stored: &[u8], plain_size: u64) -> Result<
             out.extend_from_slice(stored);
             Ok(())
         }
-        CompressType::Zstd => zstd::stream::Decoder::new(stored)
-            .and_then(|d| d.take(limit).read_to_end(&mut out).map(|_| ())),
+        // Straight into the vector's spare capacity (no zero-filling); a stream longer than the
+        // header says does not fit and fails.
+        CompressType::Zstd => zstd::bulk::Decompressor::new()
+            .and_then(|mut d| d.decompress_to_buffer(stored, &mut out))
+            .map(|_| ()),
         CompressType::Lz4 => lz4_flex::frame::FrameDecoder::new(stored)
             .take(limit)
             .read_to_end(&mut out)

@@ -153,7 +153,8 @@ pub struct FileEntry {
     pub mode: u32,
     /// Modification time, seconds since the epoch.
     pub mtime: i64,
-    /// SHA-256 of the whole content, hex.
+    /// Content digest, hex (`object::content_digest`): the SHA-256 of the content for a file of one
+    /// piece, the SHA-256 of its pieces' SHA-256s for a larger one.
     pub sha256: String,
     pub pieces: Vec<Piece>,
 }

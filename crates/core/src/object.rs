@@ -93,6 +93,24 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
+/// The content digest a manifest records for a file stored as pieces whose plaintext SHA-256s are
+/// `piece_sha256s`: for a file of zero or one piece, the SHA-256 of its content; for more, the SHA-256
+/// of the pieces' SHA-256s concatenated in order (a hash list). Every byte is then hashed once, when
+/// its piece is made or checked, yet the digest still covers the whole file.
+pub fn content_digest(piece_sha256s: &[[u8; 32]]) -> [u8; 32] {
+    match piece_sha256s {
+        [] => sha256(b""),
+        [one] => *one,
+        many => {
+            let mut h = Sha256::new();
+            for s in many {
+                h.update(s);
+            }
+            h.finalize().into()
+        }
+    }
+}
+
 /// Compresses plaintext into a stored object whose header is still blank (see `write_header`), so
 /// that hashing can run in parallel with compression.
 pub fn compress_payload(plain: &[u8], compress: CompressType, level: i32) -> Result<Vec<u8>> {
@@ -166,6 +184,17 @@ mod tests {
             "header CRC-32C (computed independently)"
         );
         assert_eq!(&obj[56..], b"abc");
+    }
+
+    #[test]
+    fn content_digest_is_the_sha256_of_small_files_and_a_hash_list_of_large_ones() {
+        assert_eq!(content_digest(&[]), sha256(b""));
+        assert_eq!(content_digest(&[sha256(b"abc")]), sha256(b"abc"));
+        let two = [sha256(b"a"), sha256(b"b")];
+        let mut cat = Vec::new();
+        cat.extend_from_slice(&two[0]);
+        cat.extend_from_slice(&two[1]);
+        assert_eq!(content_digest(&two), sha256(&cat));
     }
 
     #[test]

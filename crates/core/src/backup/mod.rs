@@ -142,6 +142,25 @@ impl BackupRun {
         Ok(copied)
     }
 
+    /// The WAL segments the backup needs (from its start to `stop_lsn`) that are not archived yet.
+    pub fn missing_wal(&self, stop_lsn: Lsn, start_wal_file: &str) -> Result<Vec<String>> {
+        let seg = self.facts.wal_segment_size;
+        let tli = u32::from_str_radix(start_wal_file.get(..8).unwrap_or("0"), 16).unwrap_or(0);
+        let last = segment_file_name(
+            tli,
+            Lsn(stop_lsn.0.saturating_sub(1)).segment_number(seg),
+            seg,
+        );
+        catalog::missing_wal(
+            &self.storage,
+            &self.paths,
+            start_wal_file,
+            &last,
+            seg,
+            false,
+        )
+    }
+
     /// Phase 3: writes the manifest; the backup exists from now on.
     pub fn complete(self, copied: Copied, stop: StopFacts) -> Result<Manifest> {
         let label_facts =

@@ -81,6 +81,7 @@ pub fn restore(
         written.entries_removed = removed;
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         recovery::write_recovery_files(&plan, opts, &now)?;
+        write::sync_filesystems(&plan, &opts.pgdata)?;
         write::sync_dirs(&plan, &opts.pgdata)?;
         // Last: the file without which PostgreSQL will not start.
         let control = plan
@@ -96,6 +97,7 @@ pub fn restore(
             storage,
             paths,
             label: &plan.manifest.label,
+            fsync: true,
         };
         writer.write(control, &opts.pgdata.join(write::PG_CONTROL))?;
         progress

@@ -7,13 +7,11 @@
 use super::target::RecoveryTarget;
 use super::RestoreOptions;
 use crate::catalog;
-use crate::compress::CompressType;
 use crate::identity;
 use crate::manifest::Manifest;
 use crate::paths::RepoPaths;
 use crate::storage::Storage;
 use crate::{Error, Result};
-use pgformat::lsn::{segment_file_name, WalFileName};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -73,7 +71,8 @@ pub fn prepare(storage: &Storage, paths: &RepoPaths, opts: &RestoreOptions) -> R
         }
     }
     check_wal(storage, paths, &manifest)?;
-    check_objects(storage, paths, &manifest, opts.process_max)?;
+    // Reading is I/O-bound: more readers than copy threads keep the disk busy.
+    check_objects(storage, paths, &manifest, opts.process_max.max(4))?;
     Ok(Plan {
         manifest,
         tablespaces,
@@ -194,37 +193,22 @@ fn check_empty(dir: &Path, what: &str) -> Result<()> {
 
 /// Every WAL segment from the backup's start to its stop, and the timeline's history file.
 fn check_wal(storage: &Storage, paths: &RepoPaths, m: &Manifest) -> Result<()> {
-    let seg = m.wal_segment_size;
-    let segno = |name: &str| match WalFileName::parse(name, seg) {
-        Some(WalFileName::Segment { segno, .. }) => Ok(segno),
-        _ => Err(Error::CorruptObject {
-            key: format!("manifest of {}", m.label),
-            reason: format!("{name} is not a WAL segment name"),
-        }),
-    };
-    let mut needed: Vec<String> = (segno(&m.start_wal_file)?..=segno(&m.stop_wal_file)?)
-        .map(|n| segment_file_name(m.timeline, n, seg))
-        .collect();
-    if m.timeline > 1 {
-        needed.push(format!("{:08X}.history", m.timeline));
-    }
-    for name in needed {
-        let mut found = false;
-        for c in CompressType::ALL {
-            if storage.exists(&paths.archive_file(&name, c, seg)?)? {
-                found = true;
-                break;
-            }
-        }
-        if !found {
-            return Err(Error::Other(format!(
-                "WAL file {name}, needed to make backup {} consistent, is missing from the archive \
-                 ({} stanza '{}'): the backup cannot be restored; choose another with --set",
-                m.label,
-                storage.url().display(),
-                paths.stanza()
-            )));
-        }
+    let missing = catalog::missing_wal(
+        storage,
+        paths,
+        &m.start_wal_file,
+        &m.stop_wal_file,
+        m.wal_segment_size,
+        true,
+    )?;
+    if let Some(name) = missing.first() {
+        return Err(Error::Other(format!(
+            "WAL file {name}, needed to make backup {} consistent, is missing from the archive \
+             ({} stanza '{}'): the backup cannot be restored; choose another with --set",
+            m.label,
+            storage.url().display(),
+            paths.stanza()
+        )));
     }
     Ok(())
 }

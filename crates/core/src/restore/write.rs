@@ -13,7 +13,6 @@ use crate::object;
 use crate::paths::RepoPaths;
 use crate::storage::Storage;
 use crate::{Error, Result};
-use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -162,6 +161,7 @@ pub fn write_files(
                         storage: &storage,
                         paths,
                         label: &plan.manifest.label,
+                        fsync: false,
                     };
                     for f in rx.iter() {
                         if stop.load(Ordering::Relaxed) {
@@ -208,7 +208,8 @@ pub fn write_files(
     })
 }
 
-/// Whether an existing file already has the manifest's content (size, then SHA-256).
+/// Whether an existing file already has the manifest's content: same size, then the same content
+/// digest, computed piece by piece as the backup did.
 fn matches_manifest(dest: &Path, f: &FileEntry) -> bool {
     let Ok(meta) = std::fs::symlink_metadata(dest) else {
         return false;
@@ -219,16 +220,16 @@ fn matches_manifest(dest: &Path, f: &FileEntry) -> bool {
     let Ok(mut file) = File::open(dest) else {
         return false;
     };
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(_) => return false,
+    let mut shas = Vec::with_capacity(f.pieces.len());
+    let mut buf = Vec::new();
+    for p in &f.pieces {
+        buf.resize(p.size as usize, 0);
+        if file.read_exact(&mut buf).is_err() {
+            return false;
         }
+        shas.push(object::sha256(&buf));
     }
-    hex::encode(hasher.finalize()) == f.sha256
+    hex::encode(object::content_digest(&shas)) == f.sha256
 }
 
 fn set_mode_and_time(dest: &Path, f: &FileEntry) -> Result<()> {
@@ -243,6 +244,8 @@ pub struct FileWriter<'a> {
     pub storage: &'a Storage,
     pub paths: &'a RepoPaths,
     pub label: &'a str,
+    /// fsync the file before returning (pg_control); otherwise writeback is only started.
+    pub fsync: bool,
 }
 
 impl FileWriter<'_> {
@@ -257,7 +260,7 @@ impl FileWriter<'_> {
             .mode_for(f.mode)
             .open(dest)
             .map_err(werr(dest))?;
-        let mut hasher = Sha256::new();
+        let mut shas = Vec::with_capacity(f.pieces.len());
         for p in &f.pieces {
             let key = self.paths.backup_object(self.label, &p.object);
             let stored = self
@@ -267,11 +270,12 @@ impl FileWriter<'_> {
                     key: key.clone(),
                     reason: "the object disappeared during the restore".into(),
                 })?;
-            let (_, plain) = object::decode(&key, &stored)?;
-            hasher.update(&plain);
+            // Checks the piece's SHA-256; the file's digest is then computed from those.
+            let (header, plain) = object::decode(&key, &stored)?;
+            shas.push(header.sha256);
             out.write_all(&plain).map_err(werr(dest))?;
         }
-        let found = hex::encode(hasher.finalize());
+        let found = hex::encode(object::content_digest(&shas));
         if found != f.sha256 {
             return Err(Error::ChecksumMismatch {
                 key: format!(
@@ -284,7 +288,11 @@ impl FileWriter<'_> {
                 found,
             });
         }
-        out.sync_all().map_err(werr(dest))?;
+        if self.fsync {
+            out.sync_all().map_err(werr(dest))?;
+        } else {
+            start_writeback(&out);
+        }
         drop(out);
         set_mode_and_time(dest, f)
     }
@@ -300,6 +308,37 @@ impl ModeFor for OpenOptions {
         // Owner can always write while restoring; the recorded mode is applied afterwards.
         self.mode(mode | 0o600)
     }
+}
+
+/// Asks the kernel to start writing a file back now, without waiting (the durable flush is
+/// `sync_filesystems` at the end): the disk writes while we decompress the next files, instead of each
+/// thread stalling on its own fsync.
+fn start_writeback(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor; the call only schedules I/O. Failure is harmless (the final sync
+    // flushes everything).
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+/// Makes every file written so far durable: one `syncfs` per file system holding the data directory
+/// or a tablespace (what PostgreSQL's `recovery_init_sync_method = syncfs` does).
+pub fn sync_filesystems(plan: &Plan, pgdata: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut dirs = vec![pgdata.to_path_buf()];
+    dirs.extend(plan.tablespaces.iter().map(|t| t.dir.clone()));
+    for d in dirs {
+        let f = File::open(&d).map_err(werr(&d))?;
+        // SAFETY: a valid descriptor of an open directory.
+        if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+            return Err(Error::WriteFile {
+                path: d,
+                source: std::io::Error::last_os_error(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// fsyncs every directory of the restored tree (so that the new entries are durable).
