@@ -109,10 +109,14 @@ fn a_time_target_without_set_picks_the_newest_backup_before_it() {
     assert_ne!(first, second);
     // The chosen backup is named in the restore's output.
     let root = pg_test::PgDir::new("strata-choice-");
-    let out = a.restore_into(
-        &root.path().join("data"),
-        &["--type", "time", "--target", &between],
-    );
+    // Run as root (as `sudo strata restore` would): the files still go to the cluster's owner.
+    let out = std::process::Command::new(pg_test::strata_bin())
+        .args(["restore", "--pgdata"])
+        .arg(root.path().join("data"))
+        .args(["--type", "time", "--target", &between])
+        .args(["--repo", &a.repo_url(), "--stanza", "main"])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -122,4 +126,20 @@ fn a_time_target_without_set_picks_the_newest_backup_before_it() {
     assert!(text.contains(&first) && !text.contains(&second), "{text}");
     let label = std::fs::read_to_string(root.path().join("data/backup_label")).unwrap();
     assert!(label.contains(&format!("LABEL: {first}")), "{label}");
+    use std::os::unix::fs::MetadataExt;
+    let owner = |p: &std::path::Path| std::fs::metadata(p).unwrap().uid();
+    let source_owner = owner(&c.datadir);
+    for f in [
+        "",
+        "PG_VERSION",
+        "global/pg_control",
+        "backup_label",
+        "base",
+    ] {
+        assert_eq!(
+            owner(&root.path().join("data").join(f)),
+            source_owner,
+            "owner of {f}"
+        );
+    }
 }

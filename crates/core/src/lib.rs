@@ -11,6 +11,7 @@ pub mod error;
 pub mod identity;
 pub mod manifest;
 pub mod object;
+pub mod owner;
 pub mod paths;
 pub mod restore;
 pub mod storage;

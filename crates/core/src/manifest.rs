@@ -126,6 +126,15 @@ pub struct Manifest {
     pub objects: Vec<StoredObject>,
     /// Pages whose checksum failed twice while copying.
     pub page_checksum_errors: Vec<PageChecksumError>,
+    /// User and group owning the data directory (a restore run as root gives the files to them).
+    pub owner: Option<Owner>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Owner {
+    pub user: String,
+    pub group: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,6 +322,10 @@ mod tests {
                 crc32c: 7,
             }],
             page_checksum_errors: vec![],
+            owner: Some(Owner {
+                user: "postgres".into(),
+                group: "postgres".into(),
+            }),
         }
     }
 

@@ -204,6 +204,7 @@ impl BackupRun {
             files: copied.files,
             objects: copied.objects,
             page_checksum_errors: copied.page_checksum_errors,
+            owner: crate::owner::owner_of(&self.facts.pgdata),
         };
         let key = self.paths.backup_manifest(&self.label);
         match self.storage.put_new(&key, m.to_json())? {

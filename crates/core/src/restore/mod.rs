@@ -52,6 +52,28 @@ pub struct RestoreReport {
     pub bytes_written: u64,
 }
 
+/// When running as root: the ids of the user and group that owned the backed-up data directory.
+fn root_owner(plan: &plan::Plan) -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    plan.manifest.owner.as_ref().and_then(crate::owner::resolve)
+}
+
+/// A restore run as root gives the files to the data directory's original owner (PostgreSQL refuses
+/// to start on a directory it does not own); run as anyone else, the files are theirs.
+fn give_to_owner(plan: &plan::Plan, opts: &RestoreOptions) -> Result<()> {
+    let Some((uid, gid)) = root_owner(plan) else {
+        return Ok(());
+    };
+    crate::owner::chown_tree(&opts.pgdata, uid, gid)?;
+    for ts in &plan.tablespaces {
+        crate::owner::chown_tree(&ts.dir, uid, gid)?;
+    }
+    Ok(())
+}
+
 /// Restores a backup into `opts.pgdata`. `on_planned` is called once the checks passed (with the
 /// chosen backup's label), before anything is written.
 pub fn restore(
@@ -81,6 +103,7 @@ pub fn restore(
         written.entries_removed = removed;
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         recovery::write_recovery_files(&plan, opts, &now)?;
+        give_to_owner(&plan, opts)?;
         write::sync_filesystems(&plan, &opts.pgdata)?;
         write::sync_dirs(&plan, &opts.pgdata)?;
         // Last: the file without which PostgreSQL will not start.
@@ -100,6 +123,9 @@ pub fn restore(
             fsync: true,
         };
         writer.write(control, &opts.pgdata.join(write::PG_CONTROL))?;
+        if let Some((uid, gid)) = root_owner(&plan) {
+            crate::owner::chown_tree(&opts.pgdata.join(write::PG_CONTROL), uid, gid)?;
+        }
         progress
             .files_done
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
