@@ -70,12 +70,26 @@ fn a_cancelled_backup_leaves_nothing_and_the_next_one_works() {
     assert!(backup_dirs(&a).is_empty(), "{:?}", backup_dirs(&a));
     assert_eq!(c.psql("postgres", "SELECT backup_cancel()"), "f");
 
-    // pg_cancel_backend on the worker stops it too.
-    c.psql("postgres", "SELECT backup_start('full', wait => false)");
-    let pid = wait_copying(&a);
-    c.psql("postgres", &format!("SELECT pg_cancel_backend({pid})"));
+    // pg_cancel_backend and pg_terminate_backend on the worker stop it too.
+    for signal in ["pg_cancel_backend", "pg_terminate_backend"] {
+        c.psql("postgres", "SELECT backup_start('full', wait => false)");
+        let pid = wait_copying(&a);
+        c.psql("postgres", &format!("SELECT {signal}({pid})"));
+        wait_failed(&a);
+        assert_eq!(listed_backups(&a), "0", "after {signal}");
+    }
+
+    // Cancelling a waiting backup_start() (here by statement_timeout) cancels the backup.
+    let e = c
+        .try_psql(
+            "postgres",
+            "SET statement_timeout = '3s'; SELECT backup_start('full');",
+        )
+        .unwrap_err();
+    assert!(e.contains("statement timeout"), "{e}");
     wait_failed(&a);
     assert_eq!(listed_backups(&a), "0");
+    assert!(backup_dirs(&a).is_empty(), "{:?}", backup_dirs(&a));
 
     c.psql(
         "postgres",
