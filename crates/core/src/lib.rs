@@ -9,6 +9,7 @@ pub mod compress;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod incremental;
 pub mod manifest;
 pub mod object;
 pub mod owner;
