@@ -41,6 +41,17 @@ fn wait_copying(a: &Archiving) -> i32 {
         .unwrap()
 }
 
+/// A quick backup succeeds and is the only backup directory left in the repository.
+fn next_backup_works(a: &Archiving) {
+    a.cluster.psql(
+        "postgres",
+        "ALTER SYSTEM SET strata.compress_level = 1; SELECT pg_reload_conf();",
+    );
+    let done = a.backup("full");
+    assert_eq!(listed_backups(a), "1");
+    assert_eq!(backup_dirs(a), vec![done]);
+}
+
 fn wait_failed(a: &Archiving) {
     let c = &a.cluster;
     c.wait_for("the backup to stop", 60, || {
@@ -91,13 +102,7 @@ fn a_cancelled_backup_leaves_nothing_and_the_next_one_works() {
     assert_eq!(listed_backups(&a), "0");
     assert!(backup_dirs(&a).is_empty(), "{:?}", backup_dirs(&a));
 
-    c.psql(
-        "postgres",
-        "ALTER SYSTEM SET strata.compress_level = 1; SELECT pg_reload_conf();",
-    );
-    let done = a.backup("full");
-    assert_eq!(listed_backups(&a), "1");
-    assert_eq!(backup_dirs(&a), vec![done]);
+    next_backup_works(&a);
 }
 
 #[test]
@@ -116,14 +121,8 @@ fn a_killed_worker_leaves_nothing_listed_and_the_next_backup_works() {
         c.try_psql("postgres", "SELECT 1").is_ok_and(|s| s == "1")
     });
     assert_eq!(listed_backups(&a), "0");
-    c.psql(
-        "postgres",
-        "ALTER SYSTEM SET strata.compress_level = 1; SELECT pg_reload_conf();",
-    );
-    let done = a.backup("full");
-    assert_eq!(listed_backups(&a), "1");
-    // The killed backup's objects were removed by the next one.
-    assert_eq!(backup_dirs(&a), vec![done]);
+    // The killed backup's objects are removed by the next one.
+    next_backup_works(&a);
 }
 
 fn stderr(o: &std::process::Output) -> String {
