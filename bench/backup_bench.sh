@@ -8,12 +8,15 @@
 #!   - pg_basebackup -Ft --compress=client-zstd / tar extraction
 #! and prints the ratios pg_strata / pgbackrest.
 #!
-#! Usage: bash bench/backup_bench.sh [SCALE=100] [PROCESSES=2] [LEVEL=3]
+#! Each measurement runs RUNS times (default 3, tools interleaved); medians are printed.
+#!
+#! Usage: [RUNS=3] bash bench/backup_bench.sh [SCALE=100] [PROCESSES=2] [LEVEL=3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE=${1:-100}
 PROCS=${2:-2}
 LEVEL=${3:-3}
+RUNS=${RUNS:-3}
 
 bash scripts/setup.sh >/dev/null
 command -v pgbackrest >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest >/dev/null; }
@@ -56,6 +59,11 @@ rows=$(( pgbench_bytes / 1100 ))
 PSQL -c "CREATE TABLE random_data AS SELECT g AS id, gen_random_bytes(1000) AS payload FROM generate_series(1, $rows) g" >/dev/null
 PSQL -c "CHECKPOINT" >/dev/null
 db_bytes=$(PSQL -c "SELECT sum(pg_database_size(oid)) FROM pg_database")
+# Let the archiver finish the load's WAL first: otherwise it compresses in the background of the
+# measurements (and the first backup would wait for that backlog).
+last=$(PSQL -c "SELECT pg_walfile_name(pg_switch_wal())")
+echo "waiting for the archiver to catch up to $last"
+until [[ ! "$(PSQL -c "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")" < "$last" ]]; do sleep 1; done
 echo "database: $(( db_bytes / 1048576 )) MB"
 
 measure() { python3 - "$@" <<'PY'
@@ -67,13 +75,6 @@ PY
 }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 
-echo "== pg_strata full backup (worker, $PROCS threads, zstd $LEVEL)"
-drop_caches
-s_backup=$(measure runuser -u postgres -- "$BIN/psql" -XAt -h "$B" -p "$PORT" -U postgres -d postgres -c "SELECT backup_start('full')")
-s_peak=$(grep -o 'peak memory [0-9.]* MB' "$B/server.log" | tail -1 | grep -o '[0-9.]*' || echo "?")
-s_stored=$(du -sb "$B/strata-repo/bench/backup" | cut -f1)
-
-echo "== pgbackrest backup --type=full (process-max $PROCS, zst $LEVEL)"
 cat > "$B/pgbackrest.conf" <<CONF
 [global]
 repo1-path=$B/pgbr-repo
@@ -86,6 +87,7 @@ log-level-console=warn
 log-level-file=off
 start-fast=y
 archive-check=n
+repo1-retention-full=$((RUNS + 1))
 [bench]
 pg1-path=$B/data
 pg1-socket-path=$B
@@ -94,25 +96,44 @@ pg1-user=postgres
 CONF
 chown postgres "$B/pgbackrest.conf"
 as_pg pgbackrest --config="$B/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
-drop_caches
-p_backup=$(measure runuser -u postgres -- pgbackrest --config="$B/pgbackrest.conf" --stanza=bench --type=full backup)
-p_stored=$(du -sb "$B/pgbr-repo/backup" | cut -f1)
 
-echo "== pg_basebackup -Ft --compress=client-zstd:$LEVEL (one process)"
-drop_caches
-b_backup=$(measure runuser -u postgres -- "$BIN/pg_basebackup" -h "$B" -p "$PORT" -U postgres -D "$B/basebackup" -Ft -X fetch -c fast --compress=client-zstd:$LEVEL)
+# Each measurement RUNS times, the tools interleaved so that a slow moment of this shared machine does
+# not fall on one tool only; the medians are reported.
+s_backups=(); p_backups=(); b_backups=()
+for run in $(seq 1 "$RUNS"); do
+    echo "== full backups, round $run/$RUNS: pg_strata (worker, $PROCS threads), pgbackrest (process-max $PROCS), pg_basebackup (one process); zstd $LEVEL"
+    drop_caches
+    s_backups+=("$(measure runuser -u postgres -- "$BIN/psql" -XAt -h "$B" -p "$PORT" -U postgres -d postgres -c "SELECT backup_start('full')")")
+    drop_caches
+    p_backups+=("$(measure runuser -u postgres -- pgbackrest --config="$B/pgbackrest.conf" --stanza=bench --type=full backup)")
+    rm -rf "$B/basebackup"
+    drop_caches
+    b_backups+=("$(measure runuser -u postgres -- "$BIN/pg_basebackup" -h "$B" -p "$PORT" -U postgres -D "$B/basebackup" -Ft -X fetch -c fast --compress=client-zstd:$LEVEL)")
+done
+s_peak=$(grep -o 'peak memory [0-9.]* MB' "$B/server.log" | tail -1 | grep -o '[0-9.]*' || echo "?")
+s_stored=$(du -sb "$B/strata-repo/bench/backup/$(ls "$B/strata-repo/bench/backup" | tail -1)" | cut -f1)
+p_stored=$(du -sb "$B/pgbr-repo/backup/bench/$(ls "$B/pgbr-repo/backup/bench" | grep -E 'F$' | tail -1)" | cut -f1)
 b_stored=$(du -sb "$B/basebackup" | cut -f1)
 stop_pg "$B/data"
 
-echo "== restores ($PROCS processes)"
-drop_caches
-s_restore=$(measure runuser -u postgres -- strata restore --pgdata "$B/restore-strata" --process-max "$PROCS" --repo "file://$B/strata-repo" --stanza bench)
-drop_caches
-p_restore=$(measure runuser -u postgres -- pgbackrest --config="$B/pgbackrest.conf" --stanza=bench --pg1-path="$B/restore-pgbr" restore)
-mkdir -p "$B/restore-base"; chown postgres "$B/restore-base"
-drop_caches
-b_restore=$(measure runuser -u postgres -- tar -I zstd -xf "$B/basebackup/base.tar.zst" -C "$B/restore-base")
+s_restores=(); p_restores=(); b_restores=()
+for run in $(seq 1 "$RUNS"); do
+    echo "== restores, round $run/$RUNS ($PROCS processes)"
+    rm -rf "$B/restore-strata" "$B/restore-pgbr" "$B/restore-base"
+    drop_caches
+    s_restores+=("$(measure runuser -u postgres -- strata restore --pgdata "$B/restore-strata" --process-max "$PROCS" --repo "file://$B/strata-repo" --stanza bench)")
+    drop_caches
+    p_restores+=("$(measure runuser -u postgres -- pgbackrest --config="$B/pgbackrest.conf" --stanza=bench --pg1-path="$B/restore-pgbr" restore)")
+    mkdir -p "$B/restore-base"; chown postgres "$B/restore-base"
+    drop_caches
+    b_restores+=("$(measure runuser -u postgres -- tar -I zstd -xf "$B/basebackup/base.tar.zst" -C "$B/restore-base")")
+done
+rm -rf "$B/restore-strata2"
 s_peak_restore=$( { /usr/bin/time -f '%M' runuser -u postgres -- strata restore --pgdata "$B/restore-strata2" --process-max "$PROCS" --repo "file://$B/strata-repo" --stanza bench >/dev/null; } 2>&1 | tail -1 )
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
+echo "runs (s): pg_strata backup ${s_backups[*]} restore ${s_restores[*]}; pgbackrest backup ${p_backups[*]} restore ${p_restores[*]}; pg_basebackup backup ${b_backups[*]} restore ${b_restores[*]}"
+s_backup=$(median "${s_backups[@]}"); p_backup=$(median "${p_backups[@]}"); b_backup=$(median "${b_backups[@]}")
+s_restore=$(median "${s_restores[@]}"); p_restore=$(median "${p_restores[@]}"); b_restore=$(median "${b_restores[@]}")
 
 python3 - "$db_bytes" "$s_backup" "$p_backup" "$b_backup" "$s_restore" "$p_restore" "$b_restore" "$s_stored" "$p_stored" "$b_stored" "$s_peak" "$s_peak_restore" <<'PY'
 import sys
@@ -120,7 +141,7 @@ db = int(sys.argv[1]) / 1e6
 sb, pb, bb, sr, pr, br = map(float, sys.argv[2:8])
 ss, ps, bs = (int(x) / 1e6 for x in sys.argv[8:11])
 peak, peak_r = sys.argv[11], sys.argv[12]
-print(f"database {db:.0f} MB")
+print(f"database {db:.0f} MB; medians of the runs")
 print(f"{'':<14}{'backup s':>10}{'MB/s':>8}{'stored MB':>11}{'restore s':>11}")
 for name, b, s, r in (("pg_strata", sb, ss, sr), ("pgbackrest", pb, ps, pr), ("pg_basebackup", bb, bs, br)):
     print(f"{name:<14}{b:>10.2f}{db / b:>8.0f}{s:>11.0f}{r:>11.2f}")

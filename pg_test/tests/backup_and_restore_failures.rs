@@ -215,6 +215,11 @@ fn delta_restore_rewrites_only_what_differs_and_corruption_is_refused_before_wri
     let name = victim.file_name().unwrap().to_string_lossy().into_owned();
     assert!(stderr(&refused).contains(&name), "{}", stderr(&refused));
     assert!(!target.exists(), "nothing may be written");
+    // Nor is anything left of the staging directory the files were being written into meanwhile.
+    assert!(
+        !root.path().join(".never.strata-restore").exists(),
+        "staging left behind"
+    );
     bytes[mid] ^= 0x10;
     std::fs::write(victim, &bytes).unwrap();
 

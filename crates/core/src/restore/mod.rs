@@ -1,11 +1,14 @@
 //! Restore: rebuilding a data directory from a backup, with the server down, so that `pg_ctl start`
 //! recovers it to the end of the archive or to a chosen point in time.
 //!
-//! Three phases: `plan::prepare` chooses the backup and checks everything before anything is written
-//! (a refusal leaves the target untouched); `write` creates the tree and writes the files in parallel,
-//! verifying every SHA-256; finally the recovery files and, last of all, `global/pg_control`, without
-//! which PostgreSQL refuses to start, so that an interrupted restore can never start with wrong data.
-//! A failed restore into an empty directory removes what it wrote.
+//! Phases: `plan::prepare` chooses the backup and checks what needs no data reading (a refusal leaves
+//! the target untouched); every stored object is checked (size and CRC-32C) before anything is written
+//! into the target: first when the target exists, or, when every target directory is new, while the
+//! files are written into hidden staging siblings that are renamed into place only once everything
+//! passed; `write` creates the tree and writes the files in parallel, verifying every SHA-256; finally
+//! the recovery files and, last of all, `global/pg_control`, without which PostgreSQL refuses to start,
+//! so that an interrupted restore can never start with wrong data. A failed restore into an empty
+//! directory removes what it wrote.
 
 pub mod plan;
 pub mod recovery;
@@ -15,8 +18,8 @@ pub mod write;
 use crate::paths::RepoPaths;
 use crate::storage::Storage;
 use crate::{Error, Result};
-use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 pub use target::{RecoveryTarget, TargetAction};
 
 pub struct RestoreOptions {
@@ -63,19 +66,60 @@ fn root_owner(plan: &plan::Plan) -> Option<(u32, u32)> {
 
 /// A restore run as root gives the files to the data directory's original owner (PostgreSQL refuses
 /// to start on a directory it does not own); run as anyone else, the files are theirs.
-fn give_to_owner(plan: &plan::Plan, opts: &RestoreOptions) -> Result<()> {
+fn give_to_owner(plan: &plan::Plan, pgdata: &Path) -> Result<()> {
     let Some((uid, gid)) = root_owner(plan) else {
         return Ok(());
     };
-    crate::owner::chown_tree(&opts.pgdata, uid, gid)?;
+    crate::owner::chown_tree(pgdata, uid, gid)?;
     for ts in &plan.tablespaces {
-        crate::owner::chown_tree(&ts.dir, uid, gid)?;
+        crate::owner::chown_tree(&ts.write_dir, uid, gid)?;
     }
     Ok(())
 }
 
-/// Restores a backup into `opts.pgdata`. `on_planned` is called once the checks passed (with the
-/// chosen backup's label), before anything is written.
+/// The hidden sibling a new directory is written into before it is renamed into place.
+fn staging_dir(dir: &Path) -> Option<PathBuf> {
+    let name = dir.file_name()?.to_string_lossy().into_owned();
+    Some(dir.with_file_name(format!(".{name}.strata-restore")))
+}
+
+/// Staging is used when every target directory is new: then the files are written into hidden
+/// siblings while the stored objects are checked, and renamed into place only when everything passed,
+/// so the targets never hold a byte of a backup that turns out to be damaged — and the check's reads
+/// overlap the writing instead of preceding it.
+fn use_staging(plan: &plan::Plan, opts: &RestoreOptions) -> bool {
+    !opts.delta
+        && !opts.pgdata.exists()
+        && plan.tablespaces.iter().all(|t| !t.dir.exists())
+        && staging_dir(&opts.pgdata).is_some()
+        && plan
+            .tablespaces
+            .iter()
+            .all(|t| staging_dir(&t.dir).is_some())
+}
+
+fn remove_tree(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn rename_into_place(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(|source| Error::WriteFile {
+        path: to.into(),
+        source,
+    })?;
+    if let Some(parent) = to.parent() {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| Error::WriteFile {
+                path: parent.into(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// Restores a backup into `opts.pgdata`. `on_planned` is called once the backup is chosen and the
+/// checks that need no reading of data objects passed.
 pub fn restore(
     storage: &Storage,
     paths: &RepoPaths,
@@ -83,60 +127,68 @@ pub fn restore(
     progress: &RestoreProgress,
     on_planned: &dyn Fn(&str),
 ) -> Result<RestoreReport> {
-    let plan = plan::prepare(storage, paths, opts)?;
+    let mut plan = plan::prepare(storage, paths, opts)?;
     on_planned(&plan.manifest.label);
+    // Reading is I/O-bound: more readers than copy threads keep the disk busy.
+    let readers = opts.process_max.max(4);
+    let staged = use_staging(&plan, opts);
+    let no_abort = AtomicBool::new(false);
+    if !staged {
+        // Into an existing directory: every object is checked before anything is written.
+        plan::check_objects(storage, paths, &plan.manifest, readers, &no_abort)?;
+    }
+    let pgdata_write = if staged {
+        let stage = staging_dir(&opts.pgdata).expect("checked by use_staging");
+        remove_tree(&stage);
+        for ts in &mut plan.tablespaces {
+            ts.write_dir = staging_dir(&ts.dir).expect("checked by use_staging");
+            remove_tree(&ts.write_dir);
+        }
+        if let Some(parent) = opts.pgdata.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| Error::WriteFile {
+                path: parent.into(),
+                source,
+            })?;
+        }
+        stage
+    } else {
+        opts.pgdata.clone()
+    };
     let was_empty = !opts.delta
         || std::fs::read_dir(&opts.pgdata)
             .map(|mut d| d.next().is_none())
             .unwrap_or(true);
-    let result = (|| {
-        let removed = write::prepare_tree(&plan, &opts.pgdata, opts.delta)?;
-        let mut written = write::write_files(
-            &plan,
-            storage,
-            paths,
-            &opts.pgdata,
-            opts.delta,
-            opts.process_max,
-            progress,
-        )?;
-        written.entries_removed = removed;
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        recovery::write_recovery_files(&plan, opts, &now)?;
-        give_to_owner(&plan, opts)?;
-        write::sync_filesystems(&plan, &opts.pgdata)?;
-        write::sync_dirs(&plan, &opts.pgdata)?;
-        // Last: the file without which PostgreSQL will not start.
-        let control = plan
-            .manifest
-            .files
-            .iter()
-            .find(|f| f.path == write::PG_CONTROL)
-            .ok_or_else(|| Error::CorruptObject {
-                key: paths.backup_manifest(&plan.manifest.label),
-                reason: "the backup has no global/pg_control".into(),
-            })?;
-        let mut writer = write::FileWriter {
-            storage,
-            paths,
-            label: &plan.manifest.label,
-            fsync: true,
-        };
-        writer.write(control, &opts.pgdata.join(write::PG_CONTROL))?;
-        if let Some((uid, gid)) = root_owner(&plan) {
-            crate::owner::chown_tree(&opts.pgdata.join(write::PG_CONTROL), uid, gid)?;
+    let abort = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        let checker = staged.then(|| {
+            s.spawn(|| {
+                let r = plan::check_objects(storage, paths, &plan.manifest, readers, &abort);
+                if r.is_err() {
+                    abort.store(true, Ordering::Relaxed);
+                }
+                r
+            })
+        });
+        let written =
+            write_everything(&plan, storage, paths, opts, &pgdata_write, progress, &abort);
+        if written.is_err() {
+            abort.store(true, Ordering::Relaxed);
         }
-        progress
-            .files_done
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        std::fs::File::open(opts.pgdata.join("global"))
-            .and_then(|d| d.sync_all())
-            .map_err(|source| Error::WriteFile {
-                path: opts.pgdata.join("global"),
-                source,
-            })?;
+        // A damaged object is the error to report, whatever the writers ran into after it.
+        if let Some(c) = checker {
+            c.join()
+                .unwrap_or_else(|_| Err(Error::Other("the object check panicked".into())))?;
+        }
+        let written = written?;
+        finish(&plan, storage, paths, opts, &pgdata_write, progress)?;
+        if staged {
+            for ts in &plan.tablespaces {
+                rename_into_place(&ts.write_dir, &ts.dir)?;
+            }
+            rename_into_place(&pgdata_write, &opts.pgdata)?;
+        }
         Ok(written)
-    })();
+    });
     match result {
         Ok(w) => Ok(RestoreReport {
             label: plan.manifest.label.clone(),
@@ -146,10 +198,15 @@ pub fn restore(
             bytes_written: w.bytes_written,
         }),
         Err(e) => {
-            if was_empty {
+            if staged {
+                remove_tree(&pgdata_write);
+                for ts in &plan.tablespaces {
+                    remove_tree(&ts.write_dir);
+                }
+            } else if was_empty {
                 write::remove_contents(&opts.pgdata);
                 for ts in &plan.tablespaces {
-                    write::remove_contents(&ts.dir);
+                    write::remove_contents(&ts.write_dir);
                 }
             } else {
                 let _ = std::fs::remove_file(opts.pgdata.join(write::PG_CONTROL));
@@ -157,4 +214,75 @@ pub fn restore(
             Err(e)
         }
     }
+}
+
+/// The tree and every file but pg_control.
+fn write_everything(
+    plan: &plan::Plan,
+    storage: &Storage,
+    paths: &RepoPaths,
+    opts: &RestoreOptions,
+    pgdata: &Path,
+    progress: &RestoreProgress,
+    abort: &AtomicBool,
+) -> Result<write::Written> {
+    let removed = write::prepare_tree(plan, pgdata, opts.delta)?;
+    let mut written = write::write_files(
+        plan,
+        storage,
+        paths,
+        pgdata,
+        opts.delta,
+        opts.process_max,
+        progress,
+        abort,
+    )?;
+    if abort.load(Ordering::Relaxed) {
+        return Err(Error::Other("restore stopped".into()));
+    }
+    written.entries_removed = removed;
+    Ok(written)
+}
+
+/// Recovery files, ownership, durability, and last of all pg_control.
+fn finish(
+    plan: &plan::Plan,
+    storage: &Storage,
+    paths: &RepoPaths,
+    opts: &RestoreOptions,
+    pgdata: &Path,
+    progress: &RestoreProgress,
+) -> Result<()> {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    recovery::write_recovery_files(plan, opts, pgdata, &now)?;
+    give_to_owner(plan, pgdata)?;
+    write::sync_filesystems(plan, pgdata)?;
+    write::sync_dirs(plan, pgdata)?;
+    // Last: the file without which PostgreSQL will not start.
+    let control = plan
+        .manifest
+        .files
+        .iter()
+        .find(|f| f.path == write::PG_CONTROL)
+        .ok_or_else(|| Error::CorruptObject {
+            key: paths.backup_manifest(&plan.manifest.label),
+            reason: "the backup has no global/pg_control".into(),
+        })?;
+    let mut writer = write::FileWriter {
+        storage,
+        paths,
+        label: &plan.manifest.label,
+        fsync: true,
+    };
+    writer.write(control, &pgdata.join(write::PG_CONTROL))?;
+    if let Some((uid, gid)) = root_owner(plan) {
+        crate::owner::chown_tree(&pgdata.join(write::PG_CONTROL), uid, gid)?;
+    }
+    progress.files_done.fetch_add(1, Ordering::Relaxed);
+    std::fs::File::open(pgdata.join("global"))
+        .and_then(|d| d.sync_all())
+        .map_err(|source| Error::WriteFile {
+            path: pgdata.join("global"),
+            source,
+        })
 }

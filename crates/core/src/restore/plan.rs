@@ -16,11 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// Where a tablespace is restored.
+/// Where a tablespace is restored: `dir` is its final place (the link and tablespace_map point
+/// there), `write_dir` where the files are written (a staging sibling of `dir` until the rename).
 #[derive(Clone, Debug)]
 pub struct TablespaceTarget {
     pub oid: u32,
     pub dir: PathBuf,
+    pub write_dir: PathBuf,
 }
 
 /// The checked plan.
@@ -35,7 +37,7 @@ impl Plan {
         if let Some(rest) = path.strip_prefix("pg_tblspc/") {
             if let Some((oid, inner)) = rest.split_once('/') {
                 if let Some(ts) = self.tablespaces.iter().find(|t| t.oid.to_string() == oid) {
-                    return ts.dir.join(inner);
+                    return ts.write_dir.join(inner);
                 }
             }
         }
@@ -43,7 +45,8 @@ impl Plan {
     }
 }
 
-/// Chooses the backup and runs every check. Nothing is written.
+/// Chooses the backup and runs every check except reading the data objects (`check_objects`, which
+/// the caller runs before writing into the target). Nothing is written.
 pub fn prepare(storage: &Storage, paths: &RepoPaths, opts: &RestoreOptions) -> Result<Plan> {
     let manifest = choose_backup(storage, paths, opts)?;
     let id = identity::read(storage, paths)?.ok_or_else(|| {
@@ -71,8 +74,6 @@ pub fn prepare(storage: &Storage, paths: &RepoPaths, opts: &RestoreOptions) -> R
         }
     }
     check_wal(storage, paths, &manifest)?;
-    // Reading is I/O-bound: more readers than copy threads keep the disk busy.
-    check_objects(storage, paths, &manifest, opts.process_max.max(4))?;
     Ok(Plan {
         manifest,
         tablespaces,
@@ -146,7 +147,11 @@ fn tablespace_targets(m: &Manifest, remap: &[(String, PathBuf)]) -> Result<Vec<T
                 .find(|(k, _)| k == &t.name || k == &t.oid.to_string())
                 .map(|(_, d)| d.clone())
                 .unwrap_or_else(|| PathBuf::from(&t.location));
-            TablespaceTarget { oid: t.oid, dir }
+            TablespaceTarget {
+                oid: t.oid,
+                write_dir: dir.clone(),
+                dir,
+            }
         })
         .collect())
 }
@@ -214,7 +219,14 @@ fn check_wal(storage: &Storage, paths: &RepoPaths, m: &Manifest) -> Result<()> {
 }
 
 /// Reads every data object once and compares its size and CRC-32C with the manifest, in parallel.
-fn check_objects(storage: &Storage, paths: &RepoPaths, m: &Manifest, threads: usize) -> Result<()> {
+/// Setting `abort` stops it early (another part of the restore failed).
+pub fn check_objects(
+    storage: &Storage,
+    paths: &RepoPaths,
+    m: &Manifest,
+    threads: usize,
+    abort: &std::sync::atomic::AtomicBool,
+) -> Result<()> {
     let next = AtomicUsize::new(0);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     std::thread::scope(|s| {
@@ -227,7 +239,9 @@ fn check_objects(storage: &Storage, paths: &RepoPaths, m: &Manifest, threads: us
                         let Some(o) = m.objects.get(i) else {
                             return Ok(());
                         };
-                        if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+                        if abort.load(Ordering::Relaxed)
+                            || failure.lock().map(|f| f.is_some()).unwrap_or(true)
+                        {
                             return Ok(());
                         }
                         let key = paths.backup_object(&m.label, &o.name);

@@ -32,9 +32,13 @@ fn quote(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
 }
 
-/// Writes the recovery files into `pgdata`.
-pub fn write_recovery_files(plan: &Plan, opts: &RestoreOptions, now: &str) -> Result<()> {
-    let pgdata = &opts.pgdata;
+/// Writes the recovery files into `pgdata` (where the data directory is being written).
+pub fn write_recovery_files(
+    plan: &Plan,
+    opts: &RestoreOptions,
+    pgdata: &Path,
+    now: &str,
+) -> Result<()> {
     let m = &plan.manifest;
     write_synced(&pgdata.join("backup_label"), &m.backup_label, 0o600)?;
     let map_path = pgdata.join("tablespace_map");

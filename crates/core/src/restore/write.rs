@@ -56,14 +56,14 @@ pub fn prepare_tree(plan: &Plan, pgdata: &Path, delta: bool) -> Result<u64> {
             wanted.insert(pgdata.join("pg_tblspc").join(ts.oid.to_string()));
         }
         let mut roots = vec![pgdata.to_path_buf()];
-        roots.extend(plan.tablespaces.iter().map(|t| t.dir.clone()));
+        roots.extend(plan.tablespaces.iter().map(|t| t.write_dir.clone()));
         for root in roots {
             removed += remove_unwanted(&root, &wanted)?;
         }
     }
     create_dir(pgdata, 0o700)?;
     for ts in &plan.tablespaces {
-        create_dir(&ts.dir, 0o700)?;
+        create_dir(&ts.write_dir, 0o700)?;
     }
     for d in &plan.manifest.directories {
         create_dir(&plan.destination(pgdata, &d.path), d.mode)?;
@@ -121,6 +121,7 @@ fn remove_unwanted(root: &Path, wanted: &HashSet<PathBuf>) -> Result<u64> {
 }
 
 /// Writes every file except pg_control, in parallel.
+#[allow(clippy::too_many_arguments)]
 pub fn write_files(
     plan: &Plan,
     storage: &Storage,
@@ -129,6 +130,7 @@ pub fn write_files(
     delta: bool,
     process_max: usize,
     progress: &RestoreProgress,
+    abort: &AtomicBool,
 ) -> Result<Written> {
     let mut files: Vec<&FileEntry> = plan
         .manifest
@@ -164,7 +166,7 @@ pub fn write_files(
                         fsync: false,
                     };
                     for f in rx.iter() {
-                        if stop.load(Ordering::Relaxed) {
+                        if stop.load(Ordering::Relaxed) || abort.load(Ordering::Relaxed) {
                             return Ok(());
                         }
                         let dest = plan.destination(pgdata, &f.path);
@@ -327,7 +329,7 @@ fn start_writeback(file: &File) {
 pub fn sync_filesystems(plan: &Plan, pgdata: &Path) -> Result<()> {
     use std::os::fd::AsRawFd;
     let mut dirs = vec![pgdata.to_path_buf()];
-    dirs.extend(plan.tablespaces.iter().map(|t| t.dir.clone()));
+    dirs.extend(plan.tablespaces.iter().map(|t| t.write_dir.clone()));
     for d in dirs {
         let f = File::open(&d).map_err(werr(&d))?;
         // SAFETY: a valid descriptor of an open directory.
@@ -344,7 +346,7 @@ pub fn sync_filesystems(plan: &Plan, pgdata: &Path) -> Result<()> {
 /// fsyncs every directory of the restored tree (so that the new entries are durable).
 pub fn sync_dirs(plan: &Plan, pgdata: &Path) -> Result<()> {
     let mut dirs = vec![pgdata.to_path_buf()];
-    dirs.extend(plan.tablespaces.iter().map(|t| t.dir.clone()));
+    dirs.extend(plan.tablespaces.iter().map(|t| t.write_dir.clone()));
     dirs.extend(
         plan.manifest
             .directories
