@@ -47,9 +47,6 @@ fn backup_start(kind: default!(&str, "'incr'"), wait: default!(bool, true)) -> S
         error!("cannot take a backup: archive_mode is off, and a backup is only usable with its WAL archived; set archive_mode = on and archive_library = 'pg_strata', then restart");
     }
     let generation = claim_slot(kind);
-    if kind != BackupKind::Full {
-        notice!("{kind} backups are not implemented yet: taking a full backup");
-    }
     let worker = launch_worker(generation);
     wait_for_worker(generation, &worker, wait)
 }
@@ -88,6 +85,7 @@ fn claim_slot(kind: BackupKind) -> u64 {
     s.bytes_done = 0;
     s.set_label("");
     s.set_message("");
+    s.set_notice("");
     s.generation
 }
 
@@ -145,6 +143,9 @@ fn wait_for_worker(generation: u64, worker: &DynamicBackgroundWorker, wait: bool
         }
         match s.phase() {
             Phase::Done => {
+                for line in s.notice().unwrap_or_default().lines() {
+                    notice!("{line}");
+                }
                 if let Some(w) = s.message() {
                     warning!("{w}");
                 }
@@ -259,6 +260,10 @@ fn backup_list() -> TableIterator<
         name!(stored_size, i64),
         name!(file_count, i64),
         name!(page_checksum_errors, i64),
+        name!(method, String),
+        name!(method_reason, Option<String>),
+        name!(references, Vec<String>),
+        name!(read_size, i64),
     ),
 > {
     let config = gucs::repo_config().unwrap_or_else(|e| error!("cannot list backups: {e}"));
@@ -286,6 +291,10 @@ fn backup_list() -> TableIterator<
                 m.stored_size as i64,
                 m.files.len() as i64,
                 errors,
+                m.method.name().to_string(),
+                m.method_reason,
+                m.references,
+                m.read_size as i64,
             )
         })
         .collect();
@@ -322,7 +331,8 @@ GRANT EXECUTE ON FUNCTION backup_list() TO strata_operator;
 CREATE VIEW strata_backups AS
     SELECT label, kind, requested_kind, prior, start_time, stop_time,
            start_lsn::pg_lsn AS start_lsn, stop_lsn::pg_lsn AS stop_lsn, timeline,
-           database_size, stored_size, file_count, page_checksum_errors
+           database_size, stored_size, file_count, page_checksum_errors,
+           method, method_reason, "references", read_size
     FROM backup_list();
 CREATE VIEW strata_backup_progress AS SELECT * FROM backup_progress();
 REVOKE ALL ON strata_backups, strata_backup_progress FROM PUBLIC;

@@ -65,6 +65,8 @@ pub struct BackupShared {
     pub bytes_done: i64,
     label: [u8; LABEL_LEN],
     message: [u8; MSG_LEN],
+    /// Decisions the caller of backup_start() is told about as NOTICEs (lines).
+    notice: [u8; MSG_LEN],
 }
 
 impl Default for BackupShared {
@@ -82,6 +84,7 @@ impl Default for BackupShared {
             bytes_done: 0,
             label: [0; LABEL_LEN],
             message: [0; MSG_LEN],
+            notice: [0; MSG_LEN],
         }
     }
 }
@@ -104,6 +107,12 @@ impl BackupShared {
     }
     pub fn message(&self) -> Option<String> {
         crate::status::get_text(&self.message)
+    }
+    pub fn notice(&self) -> Option<String> {
+        crate::status::get_text(&self.notice)
+    }
+    pub fn set_notice(&mut self, s: &str) {
+        crate::status::put_text(&mut self.notice, s);
     }
     pub fn set_message(&mut self, s: &str) {
         crate::status::put_text(&mut self.message, s);

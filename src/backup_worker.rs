@@ -69,6 +69,8 @@ fn take_backup(generation: u64, requested: BackupKind) -> Result<String, String>
     for notice in &run.notices {
         log!("pg_strata: {notice}");
     }
+    // backup_start() repeats them to its caller.
+    set_progress(generation, |s| s.set_notice(&run.notices.join("\n")));
     if !run.removed_incomplete.is_empty() {
         log!(
             "pg_strata: removed incomplete backups {:?} (failed or killed earlier)",
@@ -83,12 +85,26 @@ fn take_backup(generation: u64, requested: BackupKind) -> Result<String, String>
     match result {
         Ok((copied, stop)) => {
             let label = run.label.clone();
+            let mut notices = run.notices.clone();
             let manifest = run.complete(copied, stop).map_err(|e| e.to_string())?;
+            if let Some(reason) = &manifest.method_reason {
+                let notice = format!(
+                    "backup {label}: {reason}; relation files were copied by page LSN (every page \
+                     read, those changed since {} kept), which is safe but reads everything",
+                    manifest.prior.as_deref().unwrap_or("the reference")
+                );
+                log!("pg_strata: {notice}");
+                notices.push(notice);
+                set_progress(generation, |s| s.set_notice(&notices.join("\n")));
+            }
             log!(
-                "pg_strata: backup {label} completed: {} files, {} bytes, {} bytes stored, in {:.1} s, \
-                 peak memory {:.1} MB{}",
+                "pg_strata: backup {label} ({}, method {}) completed: {} files, {} bytes, {} bytes read, \
+                 {} bytes stored, in {:.1} s, peak memory {:.1} MB{}",
+                manifest.kind,
+                manifest.method.name(),
                 manifest.files.len(),
                 manifest.database_size,
+                manifest.read_size,
                 manifest.stored_size,
                 begun.elapsed().as_secs_f64(),
                 peak_memory_mb(),
@@ -140,20 +156,23 @@ fn copy_between_start_and_stop(
     run: &BackupRun,
 ) -> Result<(strata_core::backup::copy::Copied, StopFacts), String> {
     let label = run.label.clone();
-    let start_lsn: String = BackgroundWorker::transaction(move || {
-        Spi::get_one::<String>(&format!("SELECT pg_backup_start('{label}', true)::text"))
+    let (start_lsn, start_file) = BackgroundWorker::transaction(move || {
+        Spi::get_two::<String, String>(&format!(
+            "SELECT l::text, pg_walfile_name(l) FROM pg_backup_start('{label}', true) AS l"
+        ))
     })
-    .map_err(|e| e.to_string())?
-    .ok_or("pg_backup_start returned no LSN")?;
+    .map_err(|e| e.to_string())?;
+    let start_lsn = start_lsn.ok_or("pg_backup_start returned no LSN")?;
     let start_lsn = start_lsn
         .parse()
         .map_err(|e| format!("pg_backup_start returned {start_lsn}: {e:?}"))?;
+    let start_timeline = timeline_of(&start_file.unwrap_or_default())?;
     set_progress(generation, |s| s.set_phase(Phase::Copying));
 
     let progress = CopyProgress::default();
     let cancel = AtomicBool::new(false);
     let copied = std::thread::scope(|scope| {
-        let copier = scope.spawn(|| run.copy(start_lsn, &progress, &cancel));
+        let copier = scope.spawn(|| run.copy(start_lsn, start_timeline, &progress, &cancel));
         while !copier.is_finished() {
             let alive = BackgroundWorker::wait_latch(Some(Duration::from_millis(200)));
             let interrupted = !alive || BackgroundWorker::sigint_received();
@@ -272,7 +291,16 @@ fn cluster_facts() -> Result<ClusterFacts, String> {
         data_checksums: get("SELECT current_setting('data_checksums')")? == "on",
         pgdata: get("SELECT current_setting('data_directory')")?.into(),
         tablespaces,
+        timeline: timeline_of(&get("SELECT pg_walfile_name(pg_current_wal_lsn())")?)?,
     })
+}
+
+/// The timeline of a WAL file name.
+fn timeline_of(wal_file: &str) -> Result<u32, String> {
+    wal_file
+        .get(..8)
+        .and_then(|t| u32::from_str_radix(t, 16).ok())
+        .ok_or_else(|| format!("cannot read the timeline of WAL file name '{wal_file}'"))
 }
 
 fn set_progress(generation: u64, f: impl FnOnce(&mut backup_state::BackupShared)) {

@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod backup;
 pub mod catalog;
+pub mod chain;
 pub mod changes;
 pub mod compress;
 pub mod config;

@@ -7,7 +7,13 @@
 //! stored as their own objects; small files are packed one after another into bundle objects. A piece
 //! decodes to a run of the file's bytes; the file is the pieces in order.
 //!
+//! Incremental and differential backups add two things: a piece may live in an older backup of the chain
+//! (`Piece::backup`: an unchanged file is referenced, not stored again), and a relation file may be in
+//! incremental form (`FileEntry::incremental`: its pieces are `incremental` objects holding only the
+//! changed blocks, rebuilt at restore over the same file of the prior backups).
+//!
 //! Versioned JSON with `deny_unknown_fields`: a reader never guesses at a manifest it does not know.
+//! Version 2 added the fields above (and `method`, `references`); version 1 manifests read as fulls.
 
 use crate::{Error, Result};
 use pgformat::lsn::Lsn;
@@ -15,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+pub const MANIFEST_FORMAT_VERSION: u32 = 2;
+/// Oldest format this version reads.
+const OLDEST_READABLE_VERSION: u32 = 1;
 
 /// What a backup copied, relative to which reference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +75,31 @@ impl FromStr for BackupKind {
     }
 }
 
+/// How a backup found what to copy of the relation files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackupMethod {
+    /// Every file read and stored (a full backup).
+    #[default]
+    Full,
+    /// Only the blocks the block-change summaries list were read (plus every block past each fork's
+    /// smallest length since the reference).
+    BlockSummaries,
+    /// The summaries had a gap: every page was read and those whose LSN is at or after the reference's
+    /// start LSN were kept (visibility maps stored whole).
+    PageLsn,
+}
+
+impl BackupMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackupMethod::Full => "full",
+            BackupMethod::BlockSummaries => "block-summaries",
+            BackupMethod::PageLsn => "page-lsn",
+        }
+    }
+}
+
 /// An LSN written as PostgreSQL writes it ("0/2000028") in the JSON.
 mod lsn_text {
     use pgformat::lsn::Lsn;
@@ -92,6 +125,15 @@ pub struct Manifest {
     pub requested_kind: BackupKind,
     /// The backup this one is relative to (none for a full).
     pub prior: Option<String>,
+    /// Every backup this one needs to be restored, oldest (the full) first; empty for a full.
+    #[serde(default)]
+    pub references: Vec<String>,
+    /// How the relation files' changes were found.
+    #[serde(default)]
+    pub method: BackupMethod,
+    /// Why the method is not the best one (the gap in the summaries), if it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method_reason: Option<String>,
     pub system_identifier: u64,
     /// PostgreSQL major version, e.g. 15, and the server's version number, e.g. 150020.
     pub pg_version: u32,
@@ -119,6 +161,9 @@ pub struct Manifest {
     pub database_size: u64,
     /// Sum of the sizes of the objects stored.
     pub stored_size: u64,
+    /// Bytes read from the data directory (an incremental reads only the changed blocks).
+    #[serde(default)]
+    pub read_size: u64,
     /// Directories to create (relative to PGDATA), parents first.
     pub directories: Vec<Directory>,
     pub files: Vec<FileEntry>,
@@ -163,15 +208,31 @@ pub struct FileEntry {
     /// Modification time, seconds since the epoch.
     pub mtime: i64,
     /// Content digest, hex (`object::content_digest`): the SHA-256 of the content for a file of one
-    /// piece, the SHA-256 of its pieces' SHA-256s for a larger one.
-    pub sha256: String,
+    /// piece, the SHA-256 of its pieces' SHA-256s for a larger one. None for a file in incremental form
+    /// (the backup did not read all of it); each of its pieces is still checked.
+    pub sha256: Option<String>,
+    /// Set for a relation file in incremental form: its length in blocks. Its pieces are then
+    /// `incremental` objects (changed blocks only), applied over the same file of the prior backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<u32>,
     pub pieces: Vec<Piece>,
+}
+
+impl FileEntry {
+    /// The backup holding a piece's object (`this` when the piece is the entry's own backup's).
+    pub fn piece_backup<'a>(piece: &'a Piece, this: &'a str) -> &'a str {
+        piece.backup.as_deref().unwrap_or(this)
+    }
 }
 
 /// A run of a file's bytes: one stored object at `offset` in the data object `object`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Piece {
+    /// The older backup of the chain holding the object, when it is not this backup (an unchanged
+    /// file is referenced, not stored again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
     /// Name of the data object within the backup (`data/NNNNNNNN`).
     pub object: String,
     pub offset: u64,
@@ -179,6 +240,10 @@ pub struct Piece {
     pub length: u64,
     /// Plaintext length.
     pub size: u64,
+    /// SHA-256 of the plaintext, hex (also in the object's header): lets a later backup recognize an
+    /// unchanged piece without storing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,9 +276,10 @@ impl Manifest {
         };
         let v: VersionOnly = serde_json::from_slice(bytes)
             .map_err(|e| corrupt(format!("not a pg_strata manifest: {e}")))?;
-        if v.format_version != MANIFEST_FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=MANIFEST_FORMAT_VERSION).contains(&v.format_version) {
             return Err(corrupt(format!(
-                "manifest format version {}, this pg_strata reads version {MANIFEST_FORMAT_VERSION}",
+                "manifest format version {}, this pg_strata reads versions {OLDEST_READABLE_VERSION} \
+                 to {MANIFEST_FORMAT_VERSION}",
                 v.format_version
             )));
         }
@@ -269,7 +335,7 @@ pub fn is_label(s: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::TimeZone;
 
@@ -280,6 +346,9 @@ mod tests {
             kind: BackupKind::Full,
             requested_kind: BackupKind::Incr,
             prior: None,
+            references: vec![],
+            method: BackupMethod::Full,
+            method_reason: None,
             system_identifier: 7_300_000_000_000_000_001,
             pg_version: 15,
             pg_version_num: 150020,
@@ -299,6 +368,7 @@ mod tests {
             tablespaces: vec![],
             database_size: 3,
             stored_size: 59,
+            read_size: 3,
             directories: vec![Directory {
                 path: "base".into(),
                 mode: 0o700,
@@ -308,12 +378,15 @@ mod tests {
                 size: 3,
                 mode: 0o600,
                 mtime: 1_795_000_000,
-                sha256: "ab".repeat(32),
+                sha256: Some("ab".repeat(32)),
+                incremental: None,
                 pieces: vec![Piece {
+                    backup: None,
                     object: "data/00000000".into(),
                     offset: 0,
                     length: 59,
                     size: 3,
+                    sha256: Some("ab".repeat(32)),
                 }],
             }],
             objects: vec![StoredObject {
@@ -347,11 +420,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("m/k") && e.contains("surprise"), "{e}");
-        let v2 = text.replace("\"format_version\": 1", "\"format_version\": 2");
-        let e = Manifest::from_json("m/k", v2.as_bytes())
+        let v9 = text.replace("\"format_version\": 2", "\"format_version\": 9");
+        let e = Manifest::from_json("m/k", v9.as_bytes())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("version 2"), "{e}");
+        assert!(e.contains("version 9"), "{e}");
     }
 
     #[test]

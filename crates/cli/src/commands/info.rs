@@ -64,6 +64,10 @@ pub fn run(args: Args) -> Result<i32> {
                 "kind": m.kind.name(),
                 "requested_kind": m.requested_kind.name(),
                 "prior": m.prior,
+                "references": m.references,
+                "method": m.method.name(),
+                "method_reason": m.method_reason,
+                "read_size": m.read_size,
                 "timestamp": {"start": m.start_time, "stop": m.stop_time},
                 "lsn": {"start": m.start_lsn.to_string(), "stop": m.stop_lsn.to_string()},
                 "wal": {"start": m.start_wal_file, "stop": m.stop_wal_file},
@@ -107,6 +111,13 @@ pub fn run(args: Args) -> Result<i32> {
         if let Some(p) = &m.prior {
             println!("        prior: {p}");
         }
+        if !m.references.is_empty() {
+            println!("        references: {}", m.references.join(", "));
+        }
+        match &m.method_reason {
+            Some(why) => println!("        method: {} ({why})", m.method.name()),
+            None => println!("        method: {}", m.method.name()),
+        }
         println!(
             "        timestamp start/stop: {} / {}",
             m.start_time, m.stop_time
@@ -120,8 +131,9 @@ pub fn run(args: Args) -> Result<i32> {
             m.start_wal_file, m.stop_wal_file
         );
         println!(
-            "        database size: {}, stored: {} ({} files, {} {})",
+            "        database size: {}, read: {}, stored: {} ({} files, {} {})",
             size(m.database_size),
+            size(m.read_size),
             size(m.stored_size),
             m.files.len(),
             m.compress_type,

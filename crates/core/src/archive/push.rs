@@ -156,7 +156,7 @@ impl ArchivePusher {
             let summary_job = segment.map(|(timeline, segno, kind)| {
                 scope.spawn(move || {
                     summarizer.summarize(timeline, segno, kind, data, || {
-                        previous_segment(storage, paths, facts, wal_path, timeline, segno)
+                        previous_segment(storage, paths, facts.wal_segment_size, wal_path, timeline, segno)
                     })
                 })
             });
@@ -297,15 +297,14 @@ fn find_existing(
 /// The segment before `segno`, from pg_wal beside `wal_path` or from the repository: on the same
 /// timeline, else on earlier ones (the first segment of a new timeline continues its parent's WAL). A
 /// wrong predecessor cannot slip through: the decoder checks the continuation length and the record CRC.
-fn previous_segment(
+pub(crate) fn previous_segment(
     storage: &Storage,
     paths: &RepoPaths,
-    facts: &ServerFacts,
+    seg_size: u32,
     wal_path: &Path,
     timeline: u32,
     segno: u64,
 ) -> Option<Vec<u8>> {
-    let seg_size = facts.wal_segment_size;
     let prev = segno.checked_sub(1)?;
     for tli in (timeline.saturating_sub(16).max(1)..=timeline).rev() {
         let name = segment_file_name(tli, prev, seg_size);

@@ -12,6 +12,7 @@
 //! anyway). A file is read up to its end at the time it is read: replay of the WAL from the backup's
 //! start fixes any block written meanwhile, as for pg_basebackup.
 
+use super::incr::FileMode;
 use super::pages::{ChunkChecker, PageFailure};
 use super::walk::SourceFile;
 use crate::compress::CompressType;
@@ -21,8 +22,10 @@ use crate::paths::RepoPaths;
 use crate::storage::{PutOutcome, Storage};
 use crate::{Error, Result};
 use pgformat::lsn::Lsn;
+use pgformat::relfile::BLCKSZ;
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -32,6 +35,9 @@ pub const CHUNK_SIZE: usize = 8 << 20;
 pub const BUNDLE_LIMIT: u64 = 256 << 10;
 /// A bundle is stored once it holds this many bytes.
 pub const BUNDLE_SIZE: usize = 8 << 20;
+/// Blocks per incremental piece (so that a piece is about one chunk).
+pub const INCREMENTAL_PIECE_BLOCKS: usize = CHUNK_SIZE / BLCKSZ as usize;
+const PAGE: usize = BLCKSZ as usize;
 
 /// Counters the caller can read while the copy runs (the extension shows them in its progress view).
 #[derive(Debug, Default)]
@@ -40,6 +46,8 @@ pub struct CopyProgress {
     pub bytes_total: AtomicU64,
     pub files_done: AtomicU64,
     pub bytes_done: AtomicU64,
+    /// Bytes actually read from the data directory (less than `bytes_done` for incremental files).
+    pub bytes_read: AtomicU64,
 }
 
 /// Settings of one copy.
@@ -60,6 +68,11 @@ pub struct CopySettings<'a> {
 /// What a copy produced.
 #[derive(Debug, Default)]
 pub struct Copied {
+    /// How relation files were copied, and why when it is the fallback.
+    pub method: crate::manifest::BackupMethod,
+    pub method_reason: Option<String>,
+    /// Bytes read from the data directory.
+    pub bytes_read: u64,
     pub directories: Vec<Directory>,
     pub files: Vec<FileEntry>,
     pub objects: Vec<StoredObject>,
@@ -70,33 +83,33 @@ pub struct Copied {
 /// file cannot be read or stored; the objects already stored are garbage without a manifest.
 pub fn copy_files(
     settings: &CopySettings,
-    mut files: Vec<SourceFile>,
+    mut files: Vec<(SourceFile, FileMode)>,
     progress: &CopyProgress,
     cancel: &AtomicBool,
 ) -> Result<Copied> {
-    files.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path)));
+    files.sort_by(|(a, _), (b, _)| b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path)));
     progress
         .files_total
         .store(files.len() as u64, Ordering::Relaxed);
     progress
         .bytes_total
-        .store(files.iter().map(|f| f.size).sum(), Ordering::Relaxed);
+        .store(files.iter().map(|(f, _)| f.size).sum(), Ordering::Relaxed);
     let next_object = AtomicU64::new(0);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let results: Mutex<Copied> = Mutex::new(Copied::default());
     let threads = settings.process_max.max(1);
-    let (tx, rx) = crossbeam_channel::bounded::<SourceFile>(threads * 2);
+    let (tx, rx) = crossbeam_channel::bounded::<(SourceFile, FileMode)>(threads * 2);
     std::thread::scope(|scope| {
         for _ in 0..threads {
             let rx = rx.clone();
             let (next_object, first_error, results) = (&next_object, &first_error, &results);
             scope.spawn(move || {
                 let outcome = CopyThread::new(settings, next_object).and_then(|mut t| {
-                    for file in rx.iter() {
+                    for (file, mode) in rx.iter() {
                         if cancel.load(Ordering::Relaxed) {
                             return Err(cancelled());
                         }
-                        t.copy_file(&file, progress, cancel)?;
+                        t.copy_file(&file, &mode, progress, cancel)?;
                         progress.files_done.fetch_add(1, Ordering::Relaxed);
                     }
                     t.flush_bundle()?;
@@ -178,24 +191,11 @@ impl<'a> CopyThread<'a> {
     fn copy_file(
         &mut self,
         file: &SourceFile,
+        mode: &FileMode,
         progress: &CopyProgress,
         cancel: &AtomicBool,
     ) -> Result<()> {
-        // The read buffer is lent out so that storing pieces can borrow the thread mutably.
-        let mut buf = std::mem::take(&mut self.buf);
-        let result = self.copy_file_with(file, &mut buf, progress, cancel);
-        self.buf = buf;
-        result
-    }
-
-    fn copy_file_with(
-        &mut self,
-        file: &SourceFile,
-        buf: &mut [u8],
-        progress: &CopyProgress,
-        cancel: &AtomicBool,
-    ) -> Result<()> {
-        let mut f = match File::open(&file.source) {
+        let f = match File::open(&file.source) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(source) => {
@@ -205,10 +205,52 @@ impl<'a> CopyThread<'a> {
                 })
             }
         };
-        let checker = match (self.settings.verify_checksums, file.first_block) {
+        // The read buffer is lent out so that storing pieces can borrow the thread mutably.
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = match mode {
+            FileMode::Whole => self.copy_whole(file, f, &[], &mut buf, progress, cancel),
+            FileMode::CompareWithReference(reference) => {
+                self.copy_whole(file, f, reference, &mut buf, progress, cancel)
+            }
+            FileMode::Blocks { changed, all_from } => {
+                self.copy_blocks(file, f, changed, *all_from, &mut buf, progress, cancel)
+            }
+            FileMode::PageLsn { since } => {
+                self.copy_page_lsn(file, f, *since, &mut buf, progress, cancel)
+            }
+        };
+        self.buf = buf;
+        result
+    }
+
+    fn checker(&self, file: &SourceFile) -> Option<ChunkChecker> {
+        match (self.settings.verify_checksums, file.first_block) {
             (true, Some(first)) => Some(ChunkChecker::new(first, self.settings.start_lsn)),
             _ => None,
-        };
+        }
+    }
+
+    fn record_failures(&mut self, file: &SourceFile, failures: Vec<PageFailure>) {
+        if !failures.is_empty() {
+            self.done.page_checksum_errors.push(PageChecksumError {
+                path: file.path.clone(),
+                blocks: failures.iter().map(|f| f.block).collect(),
+            });
+        }
+    }
+
+    /// Copies a whole file; pieces equal to the `reference`'s piece at the same index are referenced.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_whole(
+        &mut self,
+        file: &SourceFile,
+        mut f: File,
+        reference: &[Piece],
+        buf: &mut [u8],
+        progress: &CopyProgress,
+        cancel: &AtomicBool,
+    ) -> Result<()> {
+        let checker = self.checker(file);
         let mut piece_shas = Vec::new();
         let mut pieces = Vec::new();
         let mut failures: Vec<PageFailure> = Vec::new();
@@ -231,35 +273,176 @@ impl<'a> CopyThread<'a> {
             let chunk = &buf[..n];
             let chunk_sha = object::sha256(chunk);
             piece_shas.push(chunk_sha);
+            let sha_hex = hex::encode(chunk_sha);
+            let unchanged = reference.get(pieces.len()).filter(|r| {
+                r.size == n as u64 && r.sha256.as_deref() == Some(sha_hex.as_str())
+            });
             let whole_file_in_one = n < CHUNK_SIZE && pieces.is_empty();
-            let piece = if whole_file_in_one && (n as u64) <= BUNDLE_LIMIT {
+            let piece = if let Some(r) = unchanged {
+                r.clone()
+            } else if whole_file_in_one && (n as u64) <= BUNDLE_LIMIT {
                 self.add_to_bundle(chunk, chunk_sha)?
             } else {
                 self.store_alone(chunk, chunk_sha)?
             };
             pieces.push(piece);
             progress.bytes_done.fetch_add(n as u64, Ordering::Relaxed);
+            progress.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
             offset += n as u64;
             size += n as u64;
             if n < CHUNK_SIZE {
                 break;
             }
         }
-        if !failures.is_empty() {
-            self.done.page_checksum_errors.push(PageChecksumError {
-                path: file.path.clone(),
-                blocks: failures.iter().map(|f| f.block).collect(),
-            });
-        }
+        self.record_failures(file, failures);
         self.done.files.push(FileEntry {
             path: file.path.clone(),
             size,
             mode: file.mode,
             mtime: file.mtime,
-            sha256: hex::encode(object::content_digest(&piece_shas)),
+            sha256: Some(hex::encode(object::content_digest(&piece_shas))),
+            incremental: None,
             pieces,
         });
         Ok(())
+    }
+
+    /// Copies a relation file in incremental form: the `changed` blocks and every block from
+    /// `all_from` up, read where they are (the rest of the file is not read at all).
+    #[allow(clippy::too_many_arguments)]
+    fn copy_blocks(
+        &mut self,
+        file: &SourceFile,
+        f: File,
+        changed: &[u32],
+        all_from: u32,
+        buf: &mut [u8],
+        progress: &CopyProgress,
+        cancel: &AtomicBool,
+    ) -> Result<()> {
+        let nblocks = blocks_in(&f, file)?;
+        let checker = self.checker(file);
+        let wanted = changed
+            .iter()
+            .copied()
+            .filter(|&b| b < nblocks.min(all_from))
+            .chain(all_from..nblocks);
+        let mut out = IncrementalPieces::new(nblocks);
+        let mut failures = Vec::new();
+        // Consecutive blocks are read together, up to a buffer at a time.
+        let mut run: Option<(u32, u32)> = None;
+        let max_run = (buf.len() / PAGE) as u32;
+        for b in wanted.map(Some).chain(std::iter::once(None)) {
+            if let (Some((start, len)), Some(b)) = (run, b) {
+                if b == start + len && len < max_run {
+                    run = Some((start, len + 1));
+                    continue;
+                }
+            }
+            if let Some((start, len)) = run.take() {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(cancelled());
+                }
+                let bytes = &mut buf[..len as usize * PAGE];
+                let offset = start as u64 * PAGE as u64;
+                read_at_zero_padded(&f, bytes, offset, file)?;
+                progress.bytes_read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                if let Some(c) = &checker {
+                    failures.extend(c.check(&f, offset, bytes));
+                }
+                for (i, page) in bytes.chunks_exact(PAGE).enumerate() {
+                    out.push(start + i as u32, page);
+                    if out.full() {
+                        let piece = out.take_piece()?;
+                        let stored = self.store_piece(&piece)?;
+                        out.pieces.push(stored);
+                    }
+                }
+            }
+            run = b.map(|b| (b, 1));
+        }
+        self.finish_incremental(file, out, failures, progress)
+    }
+
+    /// Copies a relation file in incremental form by page LSN: every page is read, those with an LSN at
+    /// or after `since` (or new, all zero) are kept.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_page_lsn(
+        &mut self,
+        file: &SourceFile,
+        f: File,
+        since: Lsn,
+        buf: &mut [u8],
+        progress: &CopyProgress,
+        cancel: &AtomicBool,
+    ) -> Result<()> {
+        let nblocks = blocks_in(&f, file)?;
+        let checker = self.checker(file);
+        let mut out = IncrementalPieces::new(nblocks);
+        let mut failures = Vec::new();
+        let max_run = (buf.len() / PAGE) as u32;
+        let mut start = 0u32;
+        while start < nblocks {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(cancelled());
+            }
+            let len = max_run.min(nblocks - start);
+            let bytes = &mut buf[..len as usize * PAGE];
+            let offset = start as u64 * PAGE as u64;
+            read_at_zero_padded(&f, bytes, offset, file)?;
+            progress.bytes_read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            if let Some(c) = &checker {
+                failures.extend(c.check(&f, offset, bytes));
+            }
+            for (i, page) in bytes.chunks_exact(PAGE).enumerate() {
+                if pgformat::page::page_lsn(page) >= since || pgformat::page::page_is_new(page) {
+                    out.push(start + i as u32, page);
+                    if out.full() {
+                        let piece = out.take_piece()?;
+                        let stored = self.store_piece(&piece)?;
+                        out.pieces.push(stored);
+                    }
+                }
+            }
+            start += len;
+        }
+        self.finish_incremental(file, out, failures, progress)
+    }
+
+    fn finish_incremental(
+        &mut self,
+        file: &SourceFile,
+        mut out: IncrementalPieces,
+        failures: Vec<PageFailure>,
+        progress: &CopyProgress,
+    ) -> Result<()> {
+        if !out.numbers.is_empty() {
+            let piece = out.take_piece()?;
+            let stored = self.store_piece(&piece)?;
+            out.pieces.push(stored);
+        }
+        self.record_failures(file, failures);
+        self.done.files.push(FileEntry {
+            path: file.path.clone(),
+            size: out.nblocks as u64 * PAGE as u64,
+            mode: file.mode,
+            mtime: file.mtime,
+            sha256: None,
+            incremental: Some(out.nblocks),
+            pieces: out.pieces,
+        });
+        progress.bytes_done.fetch_add(file.size, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Stores one encoded incremental piece (bundled when small).
+    fn store_piece(&mut self, plain: &[u8]) -> Result<Piece> {
+        let sha = object::sha256(plain);
+        if plain.len() as u64 <= BUNDLE_LIMIT {
+            self.add_to_bundle(plain, sha)
+        } else {
+            self.store_alone(plain, sha)
+        }
     }
 
     fn encode(&self, chunk: &[u8], sha: [u8; 32]) -> Result<Vec<u8>> {
@@ -270,10 +453,12 @@ impl<'a> CopyThread<'a> {
         let stored = self.encode(chunk, sha)?;
         let name = self.new_object_name();
         let piece = Piece {
+            backup: None,
             object: name.clone(),
             offset: 0,
             length: stored.len() as u64,
             size: chunk.len() as u64,
+            sha256: Some(hex::encode(sha)),
         };
         self.put(name, stored)?;
         Ok(piece)
@@ -285,10 +470,12 @@ impl<'a> CopyThread<'a> {
             self.bundle_name = self.new_object_name();
         }
         let piece = Piece {
+            backup: None,
             object: self.bundle_name.clone(),
             offset: self.bundle.len() as u64,
             length: stored.len() as u64,
             size: chunk.len() as u64,
+            sha256: Some(hex::encode(sha)),
         };
         self.bundle.extend_from_slice(&stored);
         if self.bundle.len() >= BUNDLE_SIZE {
@@ -325,6 +512,81 @@ impl<'a> CopyThread<'a> {
                 "backup object {key} already exists: another backup with the same label is running?"
             ))),
         }
+    }
+}
+
+/// A relation file's length in blocks now (a partial last block counts: it is read zero-padded and WAL
+/// replay rewrites it).
+fn blocks_in(f: &File, file: &SourceFile) -> Result<u32> {
+    let len = f
+        .metadata()
+        .map_err(|source| Error::ReadFile {
+            path: file.source.clone(),
+            source,
+        })?
+        .len();
+    Ok(len.div_ceil(PAGE as u64).min(u32::MAX as u64) as u32)
+}
+
+/// Reads `buf` at `offset`; what lies past the end of the file (truncated meanwhile) reads as zeroes.
+fn read_at_zero_padded(f: &File, buf: &mut [u8], offset: u64, file: &SourceFile) -> Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match f.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(Error::ReadFile {
+                    path: file.source.clone(),
+                    source,
+                })
+            }
+        }
+    }
+    buf[filled..].fill(0);
+    Ok(())
+}
+
+/// Blocks collected for a file's incremental pieces.
+struct IncrementalPieces {
+    nblocks: u32,
+    numbers: Vec<u32>,
+    data: Vec<u8>,
+    pieces: Vec<Piece>,
+}
+
+impl IncrementalPieces {
+    fn new(nblocks: u32) -> IncrementalPieces {
+        IncrementalPieces {
+            nblocks,
+            numbers: Vec::new(),
+            data: Vec::new(),
+            pieces: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, block: u32, page: &[u8]) {
+        self.numbers.push(block);
+        self.data.extend_from_slice(page);
+    }
+
+    fn full(&self) -> bool {
+        self.numbers.len() >= INCREMENTAL_PIECE_BLOCKS
+    }
+
+    /// The encoded piece of the blocks collected so far.
+    fn take_piece(&mut self) -> Result<Vec<u8>> {
+        let blocks: Vec<(u32, &[u8])> = self
+            .numbers
+            .iter()
+            .zip(self.data.chunks_exact(PAGE))
+            .map(|(n, d)| (*n, d))
+            .collect();
+        let encoded = crate::incremental::encode(self.nblocks, &blocks)?;
+        self.numbers.clear();
+        self.data.clear();
+        Ok(encoded)
     }
 }
 
@@ -366,10 +628,14 @@ mod tests {
         }
     }
 
+    fn whole(files: Vec<SourceFile>) -> Vec<(SourceFile, FileMode)> {
+        files.into_iter().map(|f| (f, FileMode::Whole)).collect()
+    }
+
     fn read_back(storage: &Storage, paths: &RepoPaths, label: &str, entry: &FileEntry) -> Vec<u8> {
         let mut out = Vec::new();
         for p in &entry.pieces {
-            let key = paths.backup_object(label, &p.object);
+            let key = paths.backup_object(FileEntry::piece_backup(p, label), &p.object);
             let stored = storage
                 .get_range(&key, p.offset, p.length)
                 .unwrap()
@@ -401,8 +667,8 @@ mod tests {
         let settings = settings(&url, &paths, CompressType::Zstd, 2);
         let found = walk::walk(pgdata.path(), &[]).unwrap();
         let progress = CopyProgress::default();
-        let copied =
-            copy_files(&settings, found.files, &progress, &AtomicBool::new(false)).unwrap();
+        let copied = copy_files(&settings, whole(found.files), &progress, &AtomicBool::new(false))
+            .unwrap();
         assert_eq!(copied.files.len(), 302);
         assert_eq!(progress.files_done.load(Ordering::Relaxed), 302);
         assert_eq!(
@@ -425,7 +691,7 @@ mod tests {
                 entry.path
             );
             if entry.pieces.len() <= 1 {
-                assert_eq!(entry.sha256, hex::encode(object::sha256(&original)));
+                assert_eq!(entry.sha256, Some(hex::encode(object::sha256(&original))));
             }
         }
         let big_entry = copied
@@ -457,7 +723,7 @@ mod tests {
         let found = walk::walk(pgdata.path(), &[]).unwrap();
         let e = copy_files(
             &settings,
-            found.files,
+            whole(found.files),
             &CopyProgress::default(),
             &AtomicBool::new(true),
         )

@@ -4,20 +4,26 @@
 //! calls to PostgreSQL in between, because only the worker's main thread may talk to PostgreSQL:
 //!
 //! 1. `BackupRun::begin` — checks the stanza belongs to this cluster, removes the garbage of failed
-//!    backups, decides the kind and label. The worker then calls `pg_backup_start(label, true)`.
-//! 2. `BackupRun::copy` — walks PGDATA and the tablespaces and copies the files in parallel (see `copy`);
-//!    pure Rust on its own threads, cancellable through an atomic flag. The worker then calls
-//!    `pg_backup_stop(true)`, which returns when the WAL the backup needs is archived.
+//!    backups, decides the kind, the reference (for diff and incr, see `chain::choose_reference`) and
+//!    the label. The worker then calls `pg_backup_start(label, true)`.
+//! 2. `BackupRun::copy` — for diff and incr, maps the blocks changed since the reference's start (see
+//!    `changed`) and decides how each file is copied (see `incr`); walks PGDATA and the tablespaces and
+//!    copies the files in parallel (see `copy`); pure Rust on its own threads, cancellable through an
+//!    atomic flag. The worker then calls `pg_backup_stop`, and waits until the WAL the backup needs is
+//!    archived.
 //! 3. `BackupRun::complete` — writes the manifest, the commit point: only now does the backup exist.
 //!
 //! A backup that fails or is cancelled before phase 3 leaves no manifest, so it is not listed and a later
 //! backup deletes what it stored (`BackupRun::abandon` does it at once when it can).
 
+pub mod changed;
 pub mod copy;
+pub mod incr;
 pub mod pages;
 pub mod walk;
 
 use crate::catalog;
+use crate::chain;
 use crate::config::RepoConfig;
 use crate::identity;
 use crate::manifest::{self, BackupKind, Manifest, Tablespace, MANIFEST_FORMAT_VERSION};
@@ -25,7 +31,8 @@ use crate::paths::RepoPaths;
 use crate::storage::{PutOutcome, Storage};
 use crate::{Error, Result};
 use copy::{Copied, CopyProgress, CopySettings};
-use pgformat::lsn::{segment_file_name, Lsn};
+use incr::{FileMode, IncrementalPlan};
+use pgformat::lsn::{segment_file_name, Lsn, TimeLineId};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
@@ -39,6 +46,8 @@ pub struct ClusterFacts {
     pub data_checksums: bool,
     pub pgdata: PathBuf,
     pub tablespaces: Vec<Tablespace>,
+    /// The timeline WAL is written on now.
+    pub timeline: TimeLineId,
 }
 
 /// What `pg_backup_stop` returned.
@@ -59,6 +68,8 @@ pub struct BackupRun {
     pub kind: BackupKind,
     pub requested_kind: BackupKind,
     pub prior: Option<String>,
+    /// The backup a diff or incr is built on.
+    reference: Option<Manifest>,
     /// Messages for the user about decisions taken (e.g. an incr that became a full).
     pub notices: Vec<String>,
     /// Incomplete backups removed at the start.
@@ -88,20 +99,39 @@ impl BackupRun {
         let removed_incomplete = catalog::remove_incomplete(&storage, &paths)?;
         let (labels, _) = catalog::backup_labels(&storage, &paths)?;
         let mut notices = Vec::new();
-        // Block-level incrementals are the next step; until then every backup is a full one.
-        let kind = BackupKind::Full;
-        if requested_kind != BackupKind::Full {
-            notices.push(format!(
-                "{} backups are not implemented yet: taking a full backup",
-                requested_kind
-            ));
-        }
+        let reference = if requested_kind == BackupKind::Full {
+            None
+        } else {
+            let backups = catalog::list_backups(&storage, &paths)?;
+            let history = chain::timeline_history(
+                &storage,
+                &paths,
+                facts.timeline,
+                facts.wal_segment_size,
+            )?;
+            match chain::choose_reference(&backups, requested_kind, history.as_ref(), facts.timeline)
+            {
+                Ok(r) => Some(r),
+                Err(why) => {
+                    notices.push(format!(
+                        "{why}: taking a full backup instead of an {requested_kind}"
+                    ));
+                    None
+                }
+            }
+        };
+        let kind = if reference.is_some() {
+            requested_kind
+        } else {
+            BackupKind::Full
+        };
+        let full_label = reference.as_ref().map(|r| r.label.as_str());
         // Labels have one-second resolution: never reuse one (two backups within a second).
         let mut start_time = chrono::Utc::now();
-        let mut label = manifest::new_label(kind, None, start_time);
+        let mut label = manifest::new_label(kind, full_label, start_time);
         while labels.iter().any(|l| l >= &label) {
             start_time += chrono::Duration::seconds(1);
-            label = manifest::new_label(kind, None, start_time);
+            label = manifest::new_label(kind, full_label, start_time);
         }
         Ok(BackupRun {
             config,
@@ -111,7 +141,8 @@ impl BackupRun {
             label,
             kind,
             requested_kind,
-            prior: None,
+            prior: reference.as_ref().map(|r| r.label.clone()),
+            reference,
             notices,
             removed_incomplete,
             start_time,
@@ -119,14 +150,34 @@ impl BackupRun {
         })
     }
 
-    /// Phase 2: copies the files. `start_lsn` is what `pg_backup_start` returned.
+    /// Phase 2: copies the files. `start_lsn` is what `pg_backup_start` returned, on `start_timeline`.
     pub fn copy(
         &self,
         start_lsn: Lsn,
+        start_timeline: TimeLineId,
         progress: &CopyProgress,
         cancel: &AtomicBool,
     ) -> Result<Copied> {
+        if start_timeline != self.facts.timeline {
+            return Err(Error::Other(format!(
+                "the server switched from timeline {} to {start_timeline} while the backup started: \
+                 run it again",
+                self.facts.timeline
+            )));
+        }
+        let plan = match &self.reference {
+            None => None,
+            Some(reference) => Some(self.incremental_plan(reference, start_lsn)?),
+        };
         let found = walk::walk(&self.facts.pgdata, &self.facts.tablespaces)?;
+        let files = found
+            .files
+            .into_iter()
+            .map(|f| {
+                let mode = plan.as_ref().map_or(FileMode::Whole, |p| p.mode_for(&f));
+                (f, mode)
+            })
+            .collect();
         let settings = CopySettings {
             storage_url: &self.config.repo,
             paths: &self.paths,
@@ -137,9 +188,40 @@ impl BackupRun {
             verify_checksums: self.facts.data_checksums,
             start_lsn,
         };
-        let mut copied = copy::copy_files(&settings, found.files, progress, cancel)?;
+        let mut copied = copy::copy_files(&settings, files, progress, cancel)?;
         copied.directories = found.directories;
+        copied.bytes_read = progress.bytes_read.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(plan) = &plan {
+            (copied.method, copied.method_reason) = plan.method();
+        }
         Ok(copied)
+    }
+
+    /// The changed blocks since the reference's start, and what to copy of each file.
+    fn incremental_plan(&self, reference: &Manifest, start_lsn: Lsn) -> Result<IncrementalPlan> {
+        let history = chain::timeline_history(
+            &self.storage,
+            &self.paths,
+            self.facts.timeline,
+            self.facts.wal_segment_size,
+        )?
+        .unwrap_or(chain::TimelineHistory {
+            entries: vec![(self.facts.timeline, None)],
+        });
+        let sources = changed::ChangeSources {
+            storage: &self.storage,
+            paths: &self.paths,
+            pg_wal: &self.facts.pgdata.join("pg_wal"),
+            wal_segment_size: self.facts.wal_segment_size,
+        };
+        let changes = changed::changes_since(
+            &sources,
+            &history,
+            reference.timeline,
+            reference.start_lsn,
+            start_lsn,
+        )?;
+        Ok(IncrementalPlan::new(reference, changes))
     }
 
     /// The WAL segments the backup needs (from its start to `stop_lsn`) that are not archived yet.
@@ -179,6 +261,18 @@ impl BackupRun {
             kind: self.kind,
             requested_kind: self.requested_kind,
             prior: self.prior.clone(),
+            references: self
+                .reference
+                .as_ref()
+                .map(|r| {
+                    let mut chain = r.references.clone();
+                    chain.push(r.label.clone());
+                    chain
+                })
+                .unwrap_or_default(),
+            method: copied.method,
+            method_reason: copied.method_reason.clone(),
+            read_size: copied.bytes_read,
             system_identifier: self.facts.system_identifier,
             pg_version: self.facts.pg_version_num / 10000,
             pg_version_num: self.facts.pg_version_num,

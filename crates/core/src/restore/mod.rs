@@ -135,7 +135,7 @@ pub fn restore(
     let no_abort = AtomicBool::new(false);
     if !staged {
         // Into an existing directory: every object is checked before anything is written.
-        plan::check_objects(storage, paths, &plan.manifest, readers, &no_abort)?;
+        plan::check_objects(storage, paths, &plan, readers, &no_abort)?;
     }
     let pgdata_write = if staged {
         let stage = staging_dir(&opts.pgdata).expect("checked by use_staging");
@@ -162,7 +162,7 @@ pub fn restore(
     let result = std::thread::scope(|s| {
         let checker = staged.then(|| {
             s.spawn(|| {
-                let r = plan::check_objects(storage, paths, &plan.manifest, readers, &abort);
+                let r = plan::check_objects(storage, paths, &plan, readers, &abort);
                 if r.is_err() {
                     abort.store(true, Ordering::Relaxed);
                 }
@@ -271,7 +271,7 @@ fn finish(
     let mut writer = write::FileWriter {
         storage,
         paths,
-        label: &plan.manifest.label,
+        plan,
         fsync: true,
     };
     writer.write(control, &pgdata.join(write::PG_CONTROL))?;

@@ -2,13 +2,16 @@
 //! single byte is written — the stanza belongs to the backup's cluster, the target directories are
 //! empty (or `--delta`) and no server runs there, every data object is present and intact (size and
 //! CRC-32C of its stored bytes, as the manifest recorded them), and the archive holds every WAL segment
-//! the backup needs to become consistent.
+//! the backup needs to become consistent. For a diff or incr, the whole chain back to its full is
+//! loaded and checked (`chain::load_chain`), and every reference between them must resolve.
 
 use super::target::RecoveryTarget;
 use super::RestoreOptions;
 use crate::catalog;
+use crate::chain;
 use crate::identity;
-use crate::manifest::Manifest;
+use crate::manifest::{FileEntry, Manifest, StoredObject};
+use std::collections::{HashMap, HashSet};
 use crate::paths::RepoPaths;
 use crate::storage::Storage;
 use crate::{Error, Result};
@@ -27,11 +30,31 @@ pub struct TablespaceTarget {
 
 /// The checked plan.
 pub struct Plan {
+    /// The backup restored.
     pub manifest: Manifest,
+    /// The backups it is built on, newest first (its prior, ..., the full); empty for a full.
+    pub older: Vec<Manifest>,
+    /// For each of `older`, its files by path (index into its `files`).
+    older_files: Vec<HashMap<String, usize>>,
     pub tablespaces: Vec<TablespaceTarget>,
 }
 
 impl Plan {
+    /// The entry for `path` in the `k`-th older backup (0 = the prior), with that backup's label.
+    pub fn older_entry(&self, k: usize, path: &str) -> Option<(&str, &FileEntry)> {
+        let m = self.older.get(k)?;
+        let i = *self.older_files.get(k)?.get(path)?;
+        Some((m.label.as_str(), &m.files[i]))
+    }
+
+    /// Every data object of the chain, with the backup holding it.
+    pub fn all_objects(&self) -> Vec<(&str, &StoredObject)> {
+        std::iter::once(&self.manifest)
+            .chain(self.older.iter())
+            .flat_map(|m| m.objects.iter().map(move |o| (m.label.as_str(), o)))
+            .collect()
+    }
+
     /// Where a manifest path (relative to PGDATA) is written.
     pub fn destination(&self, pgdata: &Path, path: &str) -> PathBuf {
         if let Some(rest) = path.strip_prefix("pg_tblspc/") {
@@ -49,6 +72,9 @@ impl Plan {
 /// the caller runs before writing into the target). Nothing is written.
 pub fn prepare(storage: &Storage, paths: &RepoPaths, opts: &RestoreOptions) -> Result<Plan> {
     let manifest = choose_backup(storage, paths, opts)?;
+    let mut older = chain::load_chain(storage, paths, manifest)?;
+    let manifest = older.remove(0);
+    let older_files = check_references(&manifest, &older)?;
     let id = identity::read(storage, paths)?.ok_or_else(|| {
         Error::Other(format!(
             "stanza '{}' does not exist in repository {}: check --repo/--stanza",
@@ -76,8 +102,49 @@ pub fn prepare(storage: &Storage, paths: &RepoPaths, opts: &RestoreOptions) -> R
     check_wal(storage, paths, &manifest)?;
     Ok(Plan {
         manifest,
+        older,
+        older_files,
         tablespaces,
     })
+}
+
+/// Every piece of the chain lives in a backup of the chain, and every file in incremental form has a
+/// copy in the backup it is relative to. Returns the file index of each older backup.
+fn check_references(target: &Manifest, older: &[Manifest]) -> Result<Vec<HashMap<String, usize>>> {
+    let index: Vec<HashMap<String, usize>> = older
+        .iter()
+        .map(|m| {
+            m.files
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.path.clone(), i))
+                .collect()
+        })
+        .collect();
+    let chain: Vec<&Manifest> = std::iter::once(target).chain(older.iter()).collect();
+    for (k, m) in chain.iter().enumerate() {
+        let reachable: HashSet<&str> = chain[k..].iter().map(|m| m.label.as_str()).collect();
+        for f in &m.files {
+            for p in &f.pieces {
+                let holder = FileEntry::piece_backup(p, &m.label);
+                if !reachable.contains(holder) {
+                    return Err(Error::Other(format!(
+                        "backup {} cannot be restored: file {} of {} refers to backup {holder}, which \
+                         is not in its chain; choose another with --set",
+                        target.label, f.path, m.label
+                    )));
+                }
+            }
+            if f.incremental.is_some() && !index.get(k).is_some_and(|i| i.contains_key(&f.path)) {
+                return Err(Error::Other(format!(
+                    "backup {} cannot be restored: file {} of {} is incremental but the backup it is \
+                     built on has no copy of it; choose another with --set",
+                    target.label, f.path, m.label
+                )));
+            }
+        }
+    }
+    Ok(index)
 }
 
 fn choose_backup(storage: &Storage, paths: &RepoPaths, opts: &RestoreOptions) -> Result<Manifest> {
@@ -223,10 +290,12 @@ fn check_wal(storage: &Storage, paths: &RepoPaths, m: &Manifest) -> Result<()> {
 pub fn check_objects(
     storage: &Storage,
     paths: &RepoPaths,
-    m: &Manifest,
+    plan: &Plan,
     threads: usize,
     abort: &std::sync::atomic::AtomicBool,
 ) -> Result<()> {
+    let objects = plan.all_objects();
+    let target = &plan.manifest.label;
     let next = AtomicUsize::new(0);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     std::thread::scope(|s| {
@@ -236,7 +305,7 @@ pub fn check_objects(
                     let storage = Storage::open(storage.url())?;
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(o) = m.objects.get(i) else {
+                        let Some((label, o)) = objects.get(i) else {
                             return Ok(());
                         };
                         if abort.load(Ordering::Relaxed)
@@ -244,12 +313,12 @@ pub fn check_objects(
                         {
                             return Ok(());
                         }
-                        let key = paths.backup_object(&m.label, &o.name);
+                        let key = paths.backup_object(label, &o.name);
                         let corrupt = |reason: String| Error::CorruptObject {
                             key: key.clone(),
                             reason: format!(
-                                "{reason}; backup {} cannot be restored, choose another with --set",
-                                m.label
+                                "{reason}; backup {target} cannot be restored, choose another with \
+                                 --set"
                             ),
                         };
                         let bytes = storage

@@ -2,14 +2,19 @@
 //! `process_max` threads over a bounded queue), each streamed piece by piece with every piece and the
 //! whole file checked against the manifest's SHA-256, then modes, times and fsyncs.
 //!
+//! A file in incremental form is rebuilt over its copies in the older backups of the chain (see
+//! `FileWriter::write_incremental`).
+//!
 //! `global/pg_control` is not written here: the caller writes it last, so that a restore interrupted at
 //! any point leaves a directory PostgreSQL refuses to start. With `--delta`, a file whose size and
 //! SHA-256 already match is kept as it is, and anything the backup does not have is removed.
 
 use super::plan::Plan;
 use super::RestoreProgress;
-use crate::manifest::FileEntry;
+use crate::incremental::Incremental;
+use crate::manifest::{FileEntry, Piece};
 use crate::object;
+use std::os::unix::fs::FileExt;
 use crate::paths::RepoPaths;
 use crate::storage::Storage;
 use crate::{Error, Result};
@@ -162,7 +167,7 @@ pub fn write_files(
                     let mut writer = FileWriter {
                         storage: &storage,
                         paths,
-                        label: &plan.manifest.label,
+                        plan,
                         fsync: false,
                     };
                     for f in rx.iter() {
@@ -213,6 +218,10 @@ pub fn write_files(
 /// Whether an existing file already has the manifest's content: same size, then the same content
 /// digest, computed piece by piece as the backup did.
 fn matches_manifest(dest: &Path, f: &FileEntry) -> bool {
+    // A file in incremental form has no digest of its whole content: it is always rebuilt.
+    let Some(digest) = &f.sha256 else {
+        return false;
+    };
     let Ok(meta) = std::fs::symlink_metadata(dest) else {
         return false;
     };
@@ -231,7 +240,7 @@ fn matches_manifest(dest: &Path, f: &FileEntry) -> bool {
         }
         shas.push(object::sha256(&buf));
     }
-    hex::encode(object::content_digest(&shas)) == f.sha256
+    &hex::encode(object::content_digest(&shas)) == digest
 }
 
 fn set_mode_and_time(dest: &Path, f: &FileEntry) -> Result<()> {
@@ -245,7 +254,7 @@ fn set_mode_and_time(dest: &Path, f: &FileEntry) -> Result<()> {
 pub struct FileWriter<'a> {
     pub storage: &'a Storage,
     pub paths: &'a RepoPaths,
-    pub label: &'a str,
+    pub plan: &'a Plan,
     /// fsync the file before returning (pg_control); otherwise writeback is only started.
     pub fsync: bool,
 }
@@ -262,33 +271,11 @@ impl FileWriter<'_> {
             .mode_for(f.mode)
             .open(dest)
             .map_err(werr(dest))?;
-        let mut shas = Vec::with_capacity(f.pieces.len());
-        for p in &f.pieces {
-            let key = self.paths.backup_object(self.label, &p.object);
-            let stored = self
-                .storage
-                .get_range(&key, p.offset, p.length)?
-                .ok_or_else(|| Error::CorruptObject {
-                    key: key.clone(),
-                    reason: "the object disappeared during the restore".into(),
-                })?;
-            // Checks the piece's SHA-256; the file's digest is then computed from those.
-            let (header, plain) = object::decode(&key, &stored)?;
-            shas.push(header.sha256);
-            out.write_all(&plain).map_err(werr(dest))?;
-        }
-        let found = hex::encode(object::content_digest(&shas));
-        if found != f.sha256 {
-            return Err(Error::ChecksumMismatch {
-                key: format!(
-                    "{} (file {} of backup {})",
-                    dest.display(),
-                    f.path,
-                    self.label
-                ),
-                expected: f.sha256.clone(),
-                found,
-            });
+        let label = self.plan.manifest.label.as_str();
+        if f.incremental.is_some() {
+            self.write_incremental(f, &out, dest)?;
+        } else {
+            self.write_whole(f, label, &mut out, dest)?;
         }
         if self.fsync {
             out.sync_all().map_err(werr(dest))?;
@@ -298,7 +285,133 @@ impl FileWriter<'_> {
         drop(out);
         set_mode_and_time(dest, f)
     }
+
+    /// Reads and checks one piece (its SHA-256 is verified by `object::decode`).
+    fn piece(&self, holder: &str, p: &Piece) -> Result<(object::ObjectHeader, Vec<u8>)> {
+        let key = self.paths.backup_object(holder, &p.object);
+        let stored = self
+            .storage
+            .get_range(&key, p.offset, p.length)?
+            .ok_or_else(|| Error::CorruptObject {
+                key: key.clone(),
+                reason: "the object disappeared during the restore".into(),
+            })?;
+        let (header, plain) = object::decode(&key, &stored)?;
+        if plain.len() as u64 != p.size {
+            return Err(Error::CorruptObject {
+                key,
+                reason: format!("{} bytes, the manifest recorded {}", plain.len(), p.size),
+            });
+        }
+        Ok((header, plain))
+    }
+
+    /// A whole file: its pieces in order, then its digest compared with the manifest's. `label` is the
+    /// backup whose manifest holds the entry.
+    fn write_whole(&self, f: &FileEntry, label: &str, out: &mut File, dest: &Path) -> Result<()> {
+        let mut shas = Vec::with_capacity(f.pieces.len());
+        for p in &f.pieces {
+            let (header, plain) = self.piece(FileEntry::piece_backup(p, label), p)?;
+            shas.push(header.sha256);
+            out.write_all(&plain).map_err(werr(dest))?;
+        }
+        let found = hex::encode(object::content_digest(&shas));
+        if f.sha256.as_deref() != Some(found.as_str()) {
+            return Err(Error::ChecksumMismatch {
+                key: format!("{} (file {} of backup {label})", dest.display(), f.path),
+                expected: f.sha256.clone().unwrap_or_default(),
+                found,
+            });
+        }
+        Ok(())
+    }
+
+    /// A relation file in incremental form, rebuilt with the rule of `incremental::rebuild_plan`: the
+    /// newest copy of each block, never from behind a backup whose length did not reach it. The base
+    /// (the newest whole copy in the chain) is written first, cut to the smallest length any later
+    /// incremental had; then the incrementals from oldest to newest, each cut to the smallest length
+    /// of the ones after it. What nothing covers stays a hole (zeroes). One piece in memory at a time.
+    fn write_incremental(&self, f: &FileEntry, out: &File, dest: &Path) -> Result<()> {
+        let plan = self.plan;
+        let mut layers: Vec<(&str, &FileEntry)> = vec![(plan.manifest.label.as_str(), f)];
+        let base = loop {
+            let k = layers.len() - 1;
+            let (label, entry) = plan.older_entry(k, &f.path).ok_or_else(|| {
+                Error::Other(format!(
+                    "file {} is incremental in {} but the backup it is built on has no copy of it",
+                    f.path,
+                    layers[k].0
+                ))
+            })?;
+            if entry.incremental.is_some() {
+                layers.push((label, entry));
+            } else {
+                break (label, entry);
+            }
+        };
+        let length = f.incremental.unwrap_or(0);
+        out.set_len(length as u64 * BLOCK).map_err(werr(dest))?;
+        // cutoffs[k]: blocks of layer k (0 newest) are used only below this.
+        let mut cutoffs = Vec::with_capacity(layers.len());
+        let mut cut = length;
+        for (_, e) in &layers {
+            cutoffs.push(cut);
+            cut = cut.min(e.incremental.unwrap_or(0));
+        }
+        let base_limit = cut as u64 * BLOCK;
+        let mut offset = 0u64;
+        let mut shas = Vec::with_capacity(base.1.pieces.len());
+        for p in &base.1.pieces {
+            if offset >= base_limit {
+                break;
+            }
+            let (header, plain) = self.piece(FileEntry::piece_backup(p, base.0), p)?;
+            shas.push(header.sha256);
+            let keep = (base_limit - offset).min(plain.len() as u64) as usize;
+            out.write_all_at(&plain[..keep], offset)
+                .map_err(werr(dest))?;
+            offset += plain.len() as u64;
+        }
+        if offset >= base.1.size && base.1.sha256.is_some() {
+            // The whole base was read: its digest can be checked too.
+            let found = hex::encode(object::content_digest(&shas));
+            if base.1.sha256.as_deref() != Some(found.as_str()) {
+                return Err(Error::ChecksumMismatch {
+                    key: format!("file {} of backup {}", base.1.path, base.0),
+                    expected: base.1.sha256.clone().unwrap_or_default(),
+                    found,
+                });
+            }
+        }
+        for (k, (label, entry)) in layers.iter().enumerate().rev() {
+            let cutoff = cutoffs[k];
+            for p in &entry.pieces {
+                let holder = FileEntry::piece_backup(p, label);
+                let (_, plain) = self.piece(holder, p)?;
+                let what = self.paths.backup_object(holder, &p.object);
+                let inc = Incremental::parse(&what, &plain)?;
+                if inc.truncation_blocks != entry.incremental.unwrap_or(0) {
+                    return Err(Error::CorruptObject {
+                        key: what,
+                        reason: format!(
+                            "incremental piece of {} says {} blocks, the manifest {:?}",
+                            entry.path, inc.truncation_blocks, entry.incremental
+                        ),
+                    });
+                }
+                for (i, &b) in inc.block_numbers.iter().enumerate() {
+                    if b < cutoff {
+                        out.write_all_at(inc.block(i), b as u64 * BLOCK)
+                            .map_err(werr(dest))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
+
+const BLOCK: u64 = pgformat::relfile::BLCKSZ as u64;
 
 trait ModeFor {
     fn mode_for(&mut self, mode: u32) -> &mut Self;
