@@ -318,7 +318,7 @@ impl Cluster {
                 "SELECT pg_is_in_recovery()::text || ' ' || \
                  CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END",
             ) {
-                Ok(s) => s.starts_with("false") || (paused_ok && s.ends_with("paused")),
+                Ok(s) => s.starts_with("false") || (paused_ok && s == "true paused"),
                 Err(_) => false,
             }
         });

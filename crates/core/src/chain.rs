@@ -48,7 +48,10 @@ impl TimelineHistory {
     /// Where this history leaves timeline `tli` (None: never, it is the current one), or whether `tli`
     /// is not in the history at all (outer None).
     pub fn end_of(&self, tli: TimeLineId) -> Option<Option<Lsn>> {
-        self.entries.iter().find(|(t, _)| *t == tli).map(|(_, e)| *e)
+        self.entries
+            .iter()
+            .find(|(t, _)| *t == tli)
+            .map(|(_, e)| *e)
     }
 
     /// Whether a backup of timeline `tli` that ended at `stop` is part of this history.
@@ -176,9 +179,17 @@ pub fn load_chain(storage: &Storage, paths: &RepoPaths, target: Manifest) -> Res
         chain.push(prior);
     }
     let target = &chain[0];
-    let labels: Vec<String> = chain.iter().skip(1).rev().map(|m| m.label.clone()).collect();
+    let labels: Vec<String> = chain
+        .iter()
+        .skip(1)
+        .rev()
+        .map(|m| m.label.clone())
+        .collect();
     if chain.last().expect("never empty").kind != BackupKind::Full {
-        return Err(chain_error(target, "it does not lead back to a full backup".into()));
+        return Err(chain_error(
+            target,
+            "it does not lead back to a full backup".into(),
+        ));
     }
     if !target.references.is_empty() && target.references != labels {
         return Err(chain_error(
@@ -227,12 +238,14 @@ fn check_link(
     if newer.kind == BackupKind::Diff && prior.kind != BackupKind::Full {
         return Err(chain_error(
             target,
-            format!("differential {} is built on {}, which is not a full backup", newer.label, prior.label),
+            format!(
+                "differential {} is built on {}, which is not a full backup",
+                newer.label, prior.label
+            ),
         ));
     }
     if prior.timeline != newer.timeline {
-        let history =
-            timeline_history(storage, paths, newer.timeline, newer.wal_segment_size)?;
+        let history = timeline_history(storage, paths, newer.timeline, newer.wal_segment_size)?;
         if !history.is_some_and(|h| h.contains_backup(prior.timeline, prior.stop_lsn)) {
             return Err(chain_error(
                 target,
@@ -259,7 +272,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             h.entries,
-            vec![(1, Some(Lsn(0x300_0000))), (2, Some(Lsn(0x50_00A0))), (3, None)]
+            vec![
+                (1, Some(Lsn(0x300_0000))),
+                (2, Some(Lsn(0x50_00A0))),
+                (3, None)
+            ]
         );
         // Malformed history: a clear error.
         assert!(TimelineHistory::parse(2, "x y z").is_err());
@@ -305,7 +322,10 @@ mod tests {
         ];
         let r = choose_reference(&all, Incr, None, 1).unwrap();
         assert_eq!(r.label, "20260101-000000F_20260103-000000I");
-        assert_eq!(choose_reference(&all, Diff, None, 1).unwrap().label, "20260101-000000F");
+        assert_eq!(
+            choose_reference(&all, Diff, None, 1).unwrap().label,
+            "20260101-000000F"
+        );
         // Timeline 2 branched at 0/3000000: the incr that ended at 0/4000000 is not its past.
         let h = TimelineHistory::parse(2, "1\t0/3000000\tr\n").unwrap();
         let r = choose_reference(&all, Incr, Some(&h), 2).unwrap();

@@ -156,7 +156,14 @@ impl ArchivePusher {
             let summary_job = segment.map(|(timeline, segno, kind)| {
                 scope.spawn(move || {
                     summarizer.summarize(timeline, segno, kind, data, || {
-                        previous_segment(storage, paths, facts.wal_segment_size, wal_path, timeline, segno)
+                        previous_segment(
+                            storage,
+                            paths,
+                            facts.wal_segment_size,
+                            wal_path,
+                            timeline,
+                            segno,
+                        )
                     })
                 })
             });

@@ -274,9 +274,9 @@ impl<'a> CopyThread<'a> {
             let chunk_sha = object::sha256(chunk);
             piece_shas.push(chunk_sha);
             let sha_hex = hex::encode(chunk_sha);
-            let unchanged = reference.get(pieces.len()).filter(|r| {
-                r.size == n as u64 && r.sha256.as_deref() == Some(sha_hex.as_str())
-            });
+            let unchanged = reference
+                .get(pieces.len())
+                .filter(|r| r.size == n as u64 && r.sha256.as_deref() == Some(sha_hex.as_str()));
             let whole_file_in_one = n < CHUNK_SIZE && pieces.is_empty();
             let piece = if let Some(r) = unchanged {
                 r.clone()
@@ -346,7 +346,9 @@ impl<'a> CopyThread<'a> {
                 let bytes = &mut buf[..len as usize * PAGE];
                 let offset = start as u64 * PAGE as u64;
                 read_at_zero_padded(&f, bytes, offset, file)?;
-                progress.bytes_read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                progress
+                    .bytes_read
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 if let Some(c) = &checker {
                     failures.extend(c.check(&f, offset, bytes));
                 }
@@ -390,7 +392,9 @@ impl<'a> CopyThread<'a> {
             let bytes = &mut buf[..len as usize * PAGE];
             let offset = start as u64 * PAGE as u64;
             read_at_zero_padded(&f, bytes, offset, file)?;
-            progress.bytes_read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            progress
+                .bytes_read
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             if let Some(c) = &checker {
                 failures.extend(c.check(&f, offset, bytes));
             }
@@ -667,8 +671,13 @@ mod tests {
         let settings = settings(&url, &paths, CompressType::Zstd, 2);
         let found = walk::walk(pgdata.path(), &[]).unwrap();
         let progress = CopyProgress::default();
-        let copied = copy_files(&settings, whole(found.files), &progress, &AtomicBool::new(false))
-            .unwrap();
+        let copied = copy_files(
+            &settings,
+            whole(found.files),
+            &progress,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
         assert_eq!(copied.files.len(), 302);
         assert_eq!(progress.files_done.load(Ordering::Relaxed), 302);
         assert_eq!(

@@ -1,7 +1,8 @@
 //! What a diff or incr backup copies of each file, relative to its reference backup.
 //!
-//! - A file the reference does not have, a file of a database created since, a free space map fork
-//!   (never tracked in WAL summaries): stored whole.
+//! - A file the reference does not have, a file of a database created since: stored whole.
+//! - A free space map fork (never tracked in WAL summaries, and changed without WAL): read whole and
+//!   stored unless identical to the reference's copy, like the files that are not relations.
 //! - A relation fork, when the summaries cover the whole range: only the blocks they list, plus every
 //!   block at or past the fork's smallest length since the reference (its limit), in incremental form.
 //! - A relation fork, when the summaries have a gap: every page read, kept when its LSN is at or after
@@ -108,8 +109,7 @@ impl IncrementalPlan {
             return FileMode::Whole;
         }
         match fork {
-            ForkNumber::Fsm => return FileMode::Whole,
-            ForkNumber::Init => return compare_or_whole(reference),
+            ForkNumber::Fsm | ForkNumber::Init => return compare_or_whole(reference),
             ForkNumber::VisibilityMap if !self.changes.complete() => return FileMode::Whole,
             _ => {}
         }
@@ -221,9 +221,16 @@ mod tests {
         assert_eq!(mode("base/5/16384"), blocks(vec![3], RELSEG_SIZE));
         assert_eq!(mode("base/5/16384.1"), blocks(vec![9], RELSEG_SIZE));
         assert_eq!(mode("base/5/16384_vm"), blocks(vec![0], RELSEG_SIZE));
-        assert_eq!(mode("base/5/16384_fsm"), FileMode::Whole);
+        assert!(matches!(
+            mode("base/5/16384_fsm"),
+            FileMode::CompareWithReference(_)
+        ));
         assert_eq!(mode("base/5/16385"), blocks(vec![1], 4));
-        assert_eq!(mode("base/5/16386"), FileMode::Whole, "dropped and recreated");
+        assert_eq!(
+            mode("base/5/16386"),
+            FileMode::Whole,
+            "dropped and recreated"
+        );
         assert_eq!(mode("base/5/99999"), FileMode::Whole, "new file");
         assert_eq!(mode("base/7/16400"), FileMode::Whole, "new database");
         assert!(matches!(

@@ -103,14 +103,14 @@ impl BackupRun {
             None
         } else {
             let backups = catalog::list_backups(&storage, &paths)?;
-            let history = chain::timeline_history(
-                &storage,
-                &paths,
+            let history =
+                chain::timeline_history(&storage, &paths, facts.timeline, facts.wal_segment_size)?;
+            match chain::choose_reference(
+                &backups,
+                requested_kind,
+                history.as_ref(),
                 facts.timeline,
-                facts.wal_segment_size,
-            )?;
-            match chain::choose_reference(&backups, requested_kind, history.as_ref(), facts.timeline)
-            {
+            ) {
                 Ok(r) => Some(r),
                 Err(why) => {
                     notices.push(format!(
@@ -190,7 +190,9 @@ impl BackupRun {
         };
         let mut copied = copy::copy_files(&settings, files, progress, cancel)?;
         copied.directories = found.directories;
-        copied.bytes_read = progress.bytes_read.load(std::sync::atomic::Ordering::Relaxed);
+        copied.bytes_read = progress
+            .bytes_read
+            .load(std::sync::atomic::Ordering::Relaxed);
         if let Some(plan) = &plan {
             (copied.method, copied.method_reason) = plan.method();
         }

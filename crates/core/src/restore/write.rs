@@ -14,13 +14,13 @@ use super::RestoreProgress;
 use crate::incremental::Incremental;
 use crate::manifest::{FileEntry, Piece};
 use crate::object;
-use std::os::unix::fs::FileExt;
 use crate::paths::RepoPaths;
 use crate::storage::Storage;
 use crate::{Error, Result};
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -339,8 +339,7 @@ impl FileWriter<'_> {
             let (label, entry) = plan.older_entry(k, &f.path).ok_or_else(|| {
                 Error::Other(format!(
                     "file {} is incremental in {} but the backup it is built on has no copy of it",
-                    f.path,
-                    layers[k].0
+                    f.path, layers[k].0
                 ))
             })?;
             if entry.incremental.is_some() {
