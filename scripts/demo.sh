@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 #! The main job for a newcomer: set everything up, then start a throwaway PostgreSQL 15 cluster that
 #! archives its WAL through pg_strata into a local repository, load data, take a full backup from SQL,
-#! make more changes, stop the server, restore with `strata restore` into a new directory, start it and
-#! show that every change is there (the backup plus the WAL replayed from the archive), and `strata info`.
+#! change some rows, take an incremental backup (only the changed blocks), make more changes, stop the
+#! server, restore with `strata restore` into a new directory (the full rebuilt with the incremental, then
+#! the WAL replayed from the archive), start it and show that every change is there, and `strata info`.
 #! Everything lives under /tmp/strata-demo; rerun at will.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,7 +51,16 @@ psql_demo -x -c "SELECT label, kind, start_lsn, stop_lsn, pg_size_pretty(databas
                         pg_size_pretty(stored_size) AS stored_size, file_count, page_checksum_errors
                  FROM strata_backups"
 
-echo "== more changes after the backup (they will come back from the archived WAL)"
+echo "== change 1% of the rows, then SELECT backup_start('incr'): only the changed blocks are copied"
+psql_demo -c "UPDATE orders SET note = 'changed after the full' WHERE id BETWEEN 100000 AND 102000" >/dev/null
+incr=$(psql_demo -c "SELECT backup_start('incr')")
+echo "backup $incr taken"
+psql_demo -x -c "SELECT label, kind, prior, method, pg_size_pretty(database_size) AS database_size,
+                        pg_size_pretty(read_size) AS read_from_pgdata,
+                        pg_size_pretty(stored_size) AS stored_size
+                 FROM strata_backups WHERE kind = 'incr'"
+
+echo "== more changes after the backups (they will come back from the archived WAL)"
 psql_demo -c "INSERT INTO orders SELECT g, g % 1000, 'after the backup' FROM generate_series(200001, 250000) g" >/dev/null
 psql_demo -c "DELETE FROM orders WHERE id <= 1000" >/dev/null
 psql_demo -c "CREATE TABLE late (x int); INSERT INTO late VALUES (42)" >/dev/null
@@ -65,7 +75,7 @@ psql_demo -x -c "SELECT last_archived_wal, archived_count, failed_count, summari
 as_pg "$BIN/pg_ctl" -D "$DEMO/data" -m fast -w stop >/dev/null
 echo "source stopped: $expected"
 
-echo "== strata restore --pgdata $DEMO/restored (latest backup, then all archived WAL)"
+echo "== strata restore --pgdata $DEMO/restored (latest backup: the incremental over the full, then all archived WAL)"
 as_pg strata restore --pgdata "$DEMO/restored" --repo "file://$DEMO/repo" --stanza demo
 # The restored copy gets its own port so it could run beside the source.
 echo "port = $((PORT + 1))" >> "$DEMO/restored/postgresql.conf"
