@@ -30,6 +30,7 @@ strata.compress_level = $LEVEL
 strata.process_max = $PROCS
 max_wal_size = '4GB'
 synchronous_commit = off
+${EXTRA_CONF:-}
 CONF
 as_pg "$BIN/pg_ctl" -D "$B/data" -l "$B/server.log" -w start >/dev/null
 PSQL() { as_pg "$BIN/psql" -XAt -v ON_ERROR_STOP=1 -h "$B" -p "$PORT" -U postgres -d postgres "$@"; }

@@ -23,9 +23,14 @@ LEVEL=${3:-3}
 B=/tmp/strata-bench-incr
 PORT=55435
 RETENTION_FULL=9
+# No autovacuum: its hint-bit and visibility-map writes would add changed blocks of their own between
+# the backups (for both tools); the load is vacuumed once below instead.
+EXTRA_CONF="autovacuum = off"
 source bench/common.sh
 
 PGBR() { as_pg pgbackrest --config="$B/pgbackrest.conf" --stanza=bench "$@"; }
+echo "== VACUUM ANALYZE of the load, then the archiver catches up"
+PSQL -c "VACUUM ANALYZE" >/dev/null
 accounts=$(PSQL -c "SELECT count(*) FROM pgbench_accounts")
 randoms=$(PSQL -c "SELECT count(*) FROM random_data")
 
@@ -36,6 +41,7 @@ wait_archived() {
     last=$(PSQL -c "SELECT pg_walfile_name(pg_switch_wal())")
     until [[ ! "$(PSQL -c "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")" < "$last" ]]; do sleep 0.5; done
 }
+wait_archived
 strata_backup() {  # kind -> "seconds label"
     drop_caches
     local t0 t1 label

@@ -321,49 +321,18 @@ impl<'a> CopyThread<'a> {
         cancel: &AtomicBool,
     ) -> Result<()> {
         let nblocks = blocks_in(&f, file)?;
-        let checker = self.checker(file);
         let wanted = changed
             .iter()
             .copied()
             .filter(|&b| b < nblocks.min(all_from))
             .chain(all_from..nblocks);
-        let mut out = IncrementalPieces::new(nblocks);
-        let mut failures = Vec::new();
-        // Consecutive blocks are read together, up to a buffer at a time.
-        let mut run: Option<(u32, u32)> = None;
-        let max_run = (buf.len() / PAGE) as u32;
-        for b in wanted.map(Some).chain(std::iter::once(None)) {
-            if let (Some((start, len)), Some(b)) = (run, b) {
-                if b == start + len && len < max_run {
-                    run = Some((start, len + 1));
-                    continue;
-                }
-            }
-            if let Some((start, len)) = run.take() {
-                if cancel.load(Ordering::Relaxed) {
-                    return Err(cancelled());
-                }
-                let bytes = &mut buf[..len as usize * PAGE];
-                let offset = start as u64 * PAGE as u64;
-                read_at_zero_padded(&f, bytes, offset, file)?;
-                progress
-                    .bytes_read
-                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                if let Some(c) = &checker {
-                    failures.extend(c.check(&f, offset, bytes));
-                }
-                for (i, page) in bytes.chunks_exact(PAGE).enumerate() {
-                    out.push(start + i as u32, page);
-                    if out.full() {
-                        let piece = out.take_piece()?;
-                        let stored = self.store_piece(&piece)?;
-                        out.pieces.push(stored);
-                    }
-                }
-            }
-            run = b.map(|b| (b, 1));
-        }
-        self.finish_incremental(file, out, failures, progress)
+        let runs = consecutive_runs(wanted, (buf.len() / PAGE) as u32);
+        let copy = IncrementalCopy {
+            file,
+            f: &f,
+            nblocks,
+        };
+        self.copy_incremental(&copy, runs, |_| true, buf, progress, cancel)
     }
 
     /// Copies a relation file in incremental form by page LSN: every page is read, those with an LSN at
@@ -379,38 +348,61 @@ impl<'a> CopyThread<'a> {
         cancel: &AtomicBool,
     ) -> Result<()> {
         let nblocks = blocks_in(&f, file)?;
-        let checker = self.checker(file);
-        let mut out = IncrementalPieces::new(nblocks);
-        let mut failures = Vec::new();
         let max_run = (buf.len() / PAGE) as u32;
-        let mut start = 0u32;
-        while start < nblocks {
+        let runs = (0..nblocks)
+            .step_by(max_run as usize)
+            .map(|start| (start, max_run.min(nblocks - start)));
+        let keep = |page: &[u8]| {
+            pgformat::page::page_lsn(page) >= since || pgformat::page::page_is_new(page)
+        };
+        let copy = IncrementalCopy {
+            file,
+            f: &f,
+            nblocks,
+        };
+        self.copy_incremental(&copy, runs, keep, buf, progress, cancel)
+    }
+
+    /// Reads the `runs` (first block, count) of a relation file, verifies their page checksums, and
+    /// stores the pages `keep` accepts in incremental pieces.
+    fn copy_incremental(
+        &mut self,
+        copy: &IncrementalCopy,
+        runs: impl Iterator<Item = (u32, u32)>,
+        keep: impl Fn(&[u8]) -> bool,
+        buf: &mut [u8],
+        progress: &CopyProgress,
+        cancel: &AtomicBool,
+    ) -> Result<()> {
+        let checker = self.checker(copy.file);
+        let mut out = IncrementalPieces::new(copy.nblocks);
+        let mut failures = Vec::new();
+        for (start, len) in runs {
             if cancel.load(Ordering::Relaxed) {
                 return Err(cancelled());
             }
-            let len = max_run.min(nblocks - start);
             let bytes = &mut buf[..len as usize * PAGE];
             let offset = start as u64 * PAGE as u64;
-            read_at_zero_padded(&f, bytes, offset, file)?;
+            read_at_zero_padded(copy.f, bytes, offset, copy.file)?;
             progress
                 .bytes_read
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             if let Some(c) = &checker {
-                failures.extend(c.check(&f, offset, bytes));
+                failures.extend(c.check(copy.f, offset, bytes));
             }
             for (i, page) in bytes.chunks_exact(PAGE).enumerate() {
-                if pgformat::page::page_lsn(page) >= since || pgformat::page::page_is_new(page) {
-                    out.push(start + i as u32, page);
-                    if out.full() {
-                        let piece = out.take_piece()?;
-                        let stored = self.store_piece(&piece)?;
-                        out.pieces.push(stored);
-                    }
+                if !keep(page) {
+                    continue;
+                }
+                out.push(start + i as u32, page);
+                if out.full() {
+                    let piece = out.take_piece()?;
+                    let stored = self.store_piece(&piece)?;
+                    out.pieces.push(stored);
                 }
             }
-            start += len;
         }
-        self.finish_incremental(file, out, failures, progress)
+        self.finish_incremental(copy.file, out, failures, progress)
     }
 
     fn finish_incremental(
@@ -550,6 +542,30 @@ fn read_at_zero_padded(f: &File, buf: &mut [u8], offset: u64, file: &SourceFile)
     }
     buf[filled..].fill(0);
     Ok(())
+}
+
+/// The relation file an incremental copy reads.
+struct IncrementalCopy<'a> {
+    file: &'a SourceFile,
+    f: &'a File,
+    nblocks: u32,
+}
+
+/// Groups ascending block numbers into runs of consecutive blocks (first, count), each at most `max`.
+fn consecutive_runs(
+    blocks: impl Iterator<Item = u32>,
+    max: u32,
+) -> impl Iterator<Item = (u32, u32)> {
+    let mut blocks = blocks.peekable();
+    std::iter::from_fn(move || {
+        let start = blocks.next()?;
+        let mut len = 1;
+        while len < max && blocks.peek() == Some(&(start + len)) {
+            blocks.next();
+            len += 1;
+        }
+        Some((start, len))
+    })
 }
 
 /// Blocks collected for a file's incremental pieces.
@@ -719,6 +735,14 @@ mod tests {
             assert_eq!(crc32c::crc32c(&stored), o.crc32c);
             assert_eq!(stored.len() as u64, o.size);
         }
+    }
+
+    #[test]
+    fn consecutive_blocks_are_read_in_runs() {
+        let runs: Vec<(u32, u32)> =
+            consecutive_runs([1, 2, 3, 7, 8, 20, 21, 22, 23, 24].into_iter(), 3).collect();
+        assert_eq!(runs, vec![(1, 3), (7, 2), (20, 3), (23, 2)]);
+        assert_eq!(consecutive_runs(std::iter::empty(), 3).count(), 0);
     }
 
     #[test]
