@@ -38,15 +38,21 @@ fn flip_byte(path: &Path, at: usize) {
     std::fs::write(path, bytes).unwrap();
 }
 
-#[test]
-fn a_broken_chain_is_refused_before_anything_is_written() {
-    let a = Archiving::new("broken-chain", "");
-    let c = &a.cluster;
-    c.psql(
+/// A cluster archiving into its own repository, with a table `t` of 50000 rows.
+fn archiving_with_a_table(name: &str) -> Archiving {
+    let a = Archiving::new(name, "");
+    a.cluster.psql(
         "postgres",
         "CREATE TABLE t (id int PRIMARY KEY, v text);
          INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 50000) g;",
     );
+    a
+}
+
+#[test]
+fn a_broken_chain_is_refused_before_anything_is_written() {
+    let a = archiving_with_a_table("broken-chain");
+    let c = &a.cluster;
     let full = a.backup("full");
     c.psql("postgres", "UPDATE t SET v = 'one' WHERE id % 50 = 0");
     let incr1 = a.backup("incr");
@@ -103,13 +109,8 @@ fn a_broken_chain_is_refused_before_anything_is_written() {
 
 #[test]
 fn after_a_promote_backups_on_the_new_timeline_build_on_the_old_timelines_past() {
-    let a = Archiving::new("timelines", "");
+    let a = archiving_with_a_table("timelines");
     let c = &a.cluster;
-    c.psql(
-        "postgres",
-        "CREATE TABLE t (id int PRIMARY KEY, v text);
-         INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 50000) g;",
-    );
     let full = a.backup("full");
     c.psql("postgres", "UPDATE t SET v = 'kept' WHERE id % 100 = 0");
     let branch = c.psql("postgres", "SELECT pg_current_wal_lsn()");
