@@ -7,12 +7,42 @@
 //! never silently skipped: a stretch of LSNs no summary covers (WAL not archived by us, or not archived
 //! yet) and summaries stored "missing" (a segment that could not be decoded). A backup must fall back
 //! to reading pages for the ranges of a gap.
+//!
+//! Memory stays bounded whatever the churn: past `MAX_LISTED_BLOCKS` listed blocks, the forks with the
+//! most are coarsened to "every block from the first changed one up" (their limit lowered), which makes
+//! a backup copy more of them, never less.
 
 use crate::paths::RepoPaths;
 use crate::storage::Storage;
 use crate::summary::Summary;
 use crate::{Error, Result};
 use pgformat::lsn::{Lsn, TimeLineId};
+
+/// Most changed blocks a map lists one by one (about 32 GB of changed data; tens of MB of memory).
+pub const MAX_LISTED_BLOCKS: usize = 4 << 20;
+
+/// Keeps `changes` under `max` listed blocks: first drops the blocks a fork's limit already covers,
+/// then lowers the limit of the forks with the most blocks to their first changed block.
+pub fn bound_listed_blocks(changes: &mut Summary, max: usize) {
+    for f in changes.forks.values_mut() {
+        if let Some(limit) = f.limit {
+            f.blocks.retain(|&b| b < limit);
+        }
+    }
+    let mut total = changes.block_count();
+    while total > max {
+        let Some((key, first, n)) = changes
+            .forks
+            .iter()
+            .max_by_key(|(_, f)| f.blocks.len())
+            .and_then(|(k, f)| f.blocks.first().map(|b| (*k, *b, f.blocks.len())))
+        else {
+            return;
+        };
+        changes.set_limit(key, first);
+        total -= n;
+    }
+}
 
 /// An LSN range the summaries do not vouch for, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +110,7 @@ pub fn changes_between(
             });
         } else {
             changes.absorb(&summary);
+            bound_listed_blocks(&mut changes, MAX_LISTED_BLOCKS);
         }
         covered_to = covered_to.max(end);
     }
@@ -110,6 +141,31 @@ mod tests {
 
     fn seg(n: u64) -> Lsn {
         Lsn(n * SEG)
+    }
+
+    #[test]
+    fn a_map_too_large_copies_more_never_less() {
+        let key = |rel| ForkKey {
+            spc: 1663,
+            db: 5,
+            rel,
+            fork: 0,
+        };
+        let mut s = Summary::new(1, seg(1), seg(2));
+        for b in [10, 20, 30, 40] {
+            s.mark_modified(key(1), b);
+        }
+        s.mark_modified(key(2), 7);
+        s.mark_modified(key(2), 9);
+        s.set_limit(key(3), 5);
+        s.forks.get_mut(&key(3)).unwrap().blocks.insert(8); // regrew past its limit
+        bound_listed_blocks(&mut s, 3);
+        // Fork 3's block 8 is covered by its limit; fork 1 (most blocks) now copies from block 10 up.
+        assert_eq!(s.forks[&key(1)].limit, Some(10));
+        assert!(s.forks[&key(1)].blocks.is_empty());
+        assert_eq!(s.forks[&key(2)].blocks.len(), 2);
+        assert!(s.forks[&key(3)].blocks.is_empty());
+        assert!(s.block_count() <= 3);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use crate::archive::summarize::{SegmentKind, SegmentSummarizer};
 use crate::chain::TimelineHistory;
-use crate::changes::{changes_between, ChangeMap, Gap};
+use crate::changes::{bound_listed_blocks, changes_between, ChangeMap, Gap, MAX_LISTED_BLOCKS};
 use crate::paths::RepoPaths;
 use crate::storage::Storage;
 use crate::summary::Summary;
@@ -48,6 +48,7 @@ pub fn changes_since(
             fill_tail_from_pg_wal(src, tli, &mut part);
         }
         all.changes.absorb(&part.changes);
+        bound_listed_blocks(&mut all.changes, MAX_LISTED_BLOCKS);
         all.gaps.extend(part.gaps);
     }
     all.changes.start = from;
@@ -96,6 +97,7 @@ fn fill_tail_from_pg_wal(src: &ChangeSources, tli: TimeLineId, map: &mut ChangeM
             break;
         }
         map.changes.absorb(&summary);
+        bound_listed_blocks(&mut map.changes, MAX_LISTED_BLOCKS);
         covered_to = covered_to.max(summary.end);
     }
     map.gaps.pop();
