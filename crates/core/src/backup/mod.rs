@@ -114,7 +114,7 @@ impl BackupRun {
                 Ok(r) => Some(r),
                 Err(why) => {
                     notices.push(format!(
-                        "{why}: taking a full backup instead of an {requested_kind}"
+                        "{why}: taking a full backup instead of the requested {requested_kind}"
                     ));
                     None
                 }
