@@ -23,6 +23,13 @@ pub struct TimelineHistory {
 }
 
 impl TimelineHistory {
+    /// The history of a timeline with no known ancestors (timeline 1, or a history file not found).
+    pub fn alone(timeline: TimeLineId) -> TimelineHistory {
+        TimelineHistory {
+            entries: vec![(timeline, None)],
+        }
+    }
+
     /// Parses a timeline history file ("parent TLI <tab> switch LSN <tab> reason" per line).
     pub fn parse(timeline: TimeLineId, text: &str) -> Result<TimelineHistory> {
         let mut entries = Vec::new();
@@ -91,9 +98,7 @@ pub fn timeline_history(
     wal_segment_size: u32,
 ) -> Result<Option<TimelineHistory>> {
     if timeline <= 1 {
-        return Ok(Some(TimelineHistory {
-            entries: vec![(timeline, None)],
-        }));
+        return Ok(Some(TimelineHistory::alone(timeline)));
     }
     let name = format!("{timeline:08X}.history");
     for c in CompressType::ALL {

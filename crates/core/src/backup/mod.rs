@@ -70,6 +70,8 @@ pub struct BackupRun {
     pub prior: Option<String>,
     /// The backup a diff or incr is built on.
     reference: Option<Manifest>,
+    /// The current timeline's ancestry, read once (None: its history file is not in the archive).
+    history: Option<chain::TimelineHistory>,
     /// Messages for the user about decisions taken (e.g. an incr that became a full).
     pub notices: Vec<String>,
     /// Incomplete backups removed at the start.
@@ -99,12 +101,16 @@ impl BackupRun {
         let removed_incomplete = catalog::remove_incomplete(&storage, &paths)?;
         let (labels, _) = catalog::backup_labels(&storage, &paths)?;
         let mut notices = Vec::new();
+        // Only a diff or incr needs the ancestry (to choose its reference and follow the summaries).
+        let history = if requested_kind == BackupKind::Full {
+            None
+        } else {
+            chain::timeline_history(&storage, &paths, facts.timeline, facts.wal_segment_size)?
+        };
         let reference = if requested_kind == BackupKind::Full {
             None
         } else {
             let backups = catalog::list_backups(&storage, &paths)?;
-            let history =
-                chain::timeline_history(&storage, &paths, facts.timeline, facts.wal_segment_size)?;
             match chain::choose_reference(
                 &backups,
                 requested_kind,
@@ -143,6 +149,7 @@ impl BackupRun {
             requested_kind,
             prior: reference.as_ref().map(|r| r.label.clone()),
             reference,
+            history,
             notices,
             removed_incomplete,
             start_time,
@@ -201,15 +208,9 @@ impl BackupRun {
 
     /// The changed blocks since the reference's start, and what to copy of each file.
     fn incremental_plan(&self, reference: &Manifest, start_lsn: Lsn) -> Result<IncrementalPlan> {
-        let history = chain::timeline_history(
-            &self.storage,
-            &self.paths,
-            self.facts.timeline,
-            self.facts.wal_segment_size,
-        )?
-        .unwrap_or(chain::TimelineHistory {
-            entries: vec![(self.facts.timeline, None)],
-        });
+        // Without the history file only references of this very timeline were chosen.
+        let alone = chain::TimelineHistory::alone(self.facts.timeline);
+        let history = self.history.as_ref().unwrap_or(&alone);
         let sources = changed::ChangeSources {
             storage: &self.storage,
             paths: &self.paths,
@@ -218,7 +219,7 @@ impl BackupRun {
         };
         let changes = changed::changes_since(
             &sources,
-            &history,
+            history,
             reference.timeline,
             reference.start_lsn,
             start_lsn,
