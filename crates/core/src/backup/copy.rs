@@ -8,9 +8,15 @@
 //! `BUNDLE_SIZE` bytes, so a cluster with thousands of small catalog files does not become thousands
 //! of objects. Memory is a few chunks per thread, whatever the database size.
 //!
+//! Each file is copied as its `FileMode` says: whole, whole but referencing the pieces equal to the
+//! reference backup's, or (relation files of diff and incr backups) in incremental form, see
+//! `incremental`.
+//!
 //! A file that vanished since the walk is skipped (dropped during the backup; WAL replay removes it
 //! anyway). A file is read up to its end at the time it is read: replay of the WAL from the backup's
 //! start fixes any block written meanwhile, as for pg_basebackup.
+
+mod incremental;
 
 use super::incr::FileMode;
 use super::pages::{ChunkChecker, PageFailure};
@@ -22,10 +28,8 @@ use crate::paths::RepoPaths;
 use crate::storage::{PutOutcome, Storage};
 use crate::{Error, Result};
 use pgformat::lsn::Lsn;
-use pgformat::relfile::BLCKSZ;
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -35,9 +39,6 @@ pub const CHUNK_SIZE: usize = 8 << 20;
 pub const BUNDLE_LIMIT: u64 = 256 << 10;
 /// A bundle is stored once it holds this many bytes.
 pub const BUNDLE_SIZE: usize = 8 << 20;
-/// Blocks per incremental piece (so that a piece is about one chunk).
-pub const INCREMENTAL_PIECE_BLOCKS: usize = CHUNK_SIZE / BLCKSZ as usize;
-const PAGE: usize = BLCKSZ as usize;
 
 /// Counters the caller can read while the copy runs (the extension shows them in its progress view).
 #[derive(Debug, Default)]
@@ -307,140 +308,6 @@ impl<'a> CopyThread<'a> {
         Ok(())
     }
 
-    /// Copies a relation file in incremental form: the `changed` blocks and every block from
-    /// `all_from` up, read where they are (the rest of the file is not read at all).
-    #[allow(clippy::too_many_arguments)]
-    fn copy_blocks(
-        &mut self,
-        file: &SourceFile,
-        f: File,
-        changed: &[u32],
-        all_from: u32,
-        buf: &mut [u8],
-        progress: &CopyProgress,
-        cancel: &AtomicBool,
-    ) -> Result<()> {
-        let nblocks = blocks_in(&f, file)?;
-        let wanted = changed
-            .iter()
-            .copied()
-            .filter(|&b| b < nblocks.min(all_from))
-            .chain(all_from..nblocks);
-        let runs = consecutive_runs(wanted, (buf.len() / PAGE) as u32);
-        let copy = IncrementalCopy {
-            file,
-            f: &f,
-            nblocks,
-        };
-        self.copy_incremental(&copy, runs, |_| true, buf, progress, cancel)
-    }
-
-    /// Copies a relation file in incremental form by page LSN: every page is read, those with an LSN at
-    /// or after `since` (or new, all zero) are kept.
-    #[allow(clippy::too_many_arguments)]
-    fn copy_page_lsn(
-        &mut self,
-        file: &SourceFile,
-        f: File,
-        since: Lsn,
-        buf: &mut [u8],
-        progress: &CopyProgress,
-        cancel: &AtomicBool,
-    ) -> Result<()> {
-        let nblocks = blocks_in(&f, file)?;
-        let max_run = (buf.len() / PAGE) as u32;
-        let runs = (0..nblocks)
-            .step_by(max_run as usize)
-            .map(|start| (start, max_run.min(nblocks - start)));
-        let keep = |page: &[u8]| {
-            pgformat::page::page_lsn(page) >= since || pgformat::page::page_is_new(page)
-        };
-        let copy = IncrementalCopy {
-            file,
-            f: &f,
-            nblocks,
-        };
-        self.copy_incremental(&copy, runs, keep, buf, progress, cancel)
-    }
-
-    /// Reads the `runs` (first block, count) of a relation file, verifies their page checksums, and
-    /// stores the pages `keep` accepts in incremental pieces.
-    fn copy_incremental(
-        &mut self,
-        copy: &IncrementalCopy,
-        runs: impl Iterator<Item = (u32, u32)>,
-        keep: impl Fn(&[u8]) -> bool,
-        buf: &mut [u8],
-        progress: &CopyProgress,
-        cancel: &AtomicBool,
-    ) -> Result<()> {
-        let checker = self.checker(copy.file);
-        let mut out = IncrementalPieces::new(copy.nblocks);
-        let mut failures = Vec::new();
-        for (start, len) in runs {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(cancelled());
-            }
-            let bytes = &mut buf[..len as usize * PAGE];
-            let offset = start as u64 * PAGE as u64;
-            read_at_zero_padded(copy.f, bytes, offset, copy.file)?;
-            progress
-                .bytes_read
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            if let Some(c) = &checker {
-                failures.extend(c.check(copy.f, offset, bytes));
-            }
-            for (i, page) in bytes.chunks_exact(PAGE).enumerate() {
-                if !keep(page) {
-                    continue;
-                }
-                out.push(start + i as u32, page);
-                if out.full() {
-                    let piece = out.take_piece()?;
-                    let stored = self.store_piece(&piece)?;
-                    out.pieces.push(stored);
-                }
-            }
-        }
-        self.finish_incremental(copy.file, out, failures, progress)
-    }
-
-    fn finish_incremental(
-        &mut self,
-        file: &SourceFile,
-        mut out: IncrementalPieces,
-        failures: Vec<PageFailure>,
-        progress: &CopyProgress,
-    ) -> Result<()> {
-        if !out.numbers.is_empty() {
-            let piece = out.take_piece()?;
-            let stored = self.store_piece(&piece)?;
-            out.pieces.push(stored);
-        }
-        self.record_failures(file, failures);
-        self.done.files.push(FileEntry {
-            path: file.path.clone(),
-            size: out.nblocks as u64 * PAGE as u64,
-            mode: file.mode,
-            mtime: file.mtime,
-            sha256: None,
-            incremental: Some(out.nblocks),
-            pieces: out.pieces,
-        });
-        progress.bytes_done.fetch_add(file.size, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Stores one encoded incremental piece (bundled when small).
-    fn store_piece(&mut self, plain: &[u8]) -> Result<Piece> {
-        let sha = object::sha256(plain);
-        if plain.len() as u64 <= BUNDLE_LIMIT {
-            self.add_to_bundle(plain, sha)
-        } else {
-            self.store_alone(plain, sha)
-        }
-    }
-
     fn encode(&self, chunk: &[u8], sha: [u8; 32]) -> Result<Vec<u8>> {
         object::encode_with_hash(chunk, sha, self.settings.compress, self.settings.level)
     }
@@ -508,105 +375,6 @@ impl<'a> CopyThread<'a> {
                 "backup object {key} already exists: another backup with the same label is running?"
             ))),
         }
-    }
-}
-
-/// A relation file's length in blocks now (a partial last block counts: it is read zero-padded and WAL
-/// replay rewrites it).
-fn blocks_in(f: &File, file: &SourceFile) -> Result<u32> {
-    let len = f
-        .metadata()
-        .map_err(|source| Error::ReadFile {
-            path: file.source.clone(),
-            source,
-        })?
-        .len();
-    Ok(len.div_ceil(PAGE as u64).min(u32::MAX as u64) as u32)
-}
-
-/// Reads `buf` at `offset`; what lies past the end of the file (truncated meanwhile) reads as zeroes.
-fn read_at_zero_padded(f: &File, buf: &mut [u8], offset: u64, file: &SourceFile) -> Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match f.read_at(&mut buf[filled..], offset + filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(source) => {
-                return Err(Error::ReadFile {
-                    path: file.source.clone(),
-                    source,
-                })
-            }
-        }
-    }
-    buf[filled..].fill(0);
-    Ok(())
-}
-
-/// The relation file an incremental copy reads.
-struct IncrementalCopy<'a> {
-    file: &'a SourceFile,
-    f: &'a File,
-    nblocks: u32,
-}
-
-/// Groups ascending block numbers into runs of consecutive blocks (first, count), each at most `max`.
-fn consecutive_runs(
-    blocks: impl Iterator<Item = u32>,
-    max: u32,
-) -> impl Iterator<Item = (u32, u32)> {
-    let mut blocks = blocks.peekable();
-    std::iter::from_fn(move || {
-        let start = blocks.next()?;
-        let mut len = 1;
-        while len < max && blocks.peek() == Some(&(start + len)) {
-            blocks.next();
-            len += 1;
-        }
-        Some((start, len))
-    })
-}
-
-/// Blocks collected for a file's incremental pieces.
-struct IncrementalPieces {
-    nblocks: u32,
-    numbers: Vec<u32>,
-    data: Vec<u8>,
-    pieces: Vec<Piece>,
-}
-
-impl IncrementalPieces {
-    fn new(nblocks: u32) -> IncrementalPieces {
-        IncrementalPieces {
-            nblocks,
-            numbers: Vec::new(),
-            data: Vec::new(),
-            pieces: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, block: u32, page: &[u8]) {
-        self.numbers.push(block);
-        self.data.extend_from_slice(page);
-    }
-
-    fn full(&self) -> bool {
-        self.numbers.len() >= INCREMENTAL_PIECE_BLOCKS
-    }
-
-    /// The encoded piece of the blocks collected so far.
-    fn take_piece(&mut self) -> Result<Vec<u8>> {
-        let blocks: Vec<(u32, &[u8])> = self
-            .numbers
-            .iter()
-            .zip(self.data.chunks_exact(PAGE))
-            .map(|(n, d)| (*n, d))
-            .collect();
-        let encoded = crate::incremental::encode(self.nblocks, &blocks)?;
-        self.numbers.clear();
-        self.data.clear();
-        Ok(encoded)
     }
 }
 
@@ -735,14 +503,6 @@ mod tests {
             assert_eq!(crc32c::crc32c(&stored), o.crc32c);
             assert_eq!(stored.len() as u64, o.size);
         }
-    }
-
-    #[test]
-    fn consecutive_blocks_are_read_in_runs() {
-        let runs: Vec<(u32, u32)> =
-            consecutive_runs([1, 2, 3, 7, 8, 20, 21, 22, 23, 24].into_iter(), 3).collect();
-        assert_eq!(runs, vec![(1, 3), (7, 2), (20, 3), (23, 2)]);
-        assert_eq!(consecutive_runs(std::iter::empty(), 3).count(), 0);
     }
 
     #[test]
