@@ -86,6 +86,14 @@ print(f"pg_strata / pgbackrest: wall {ss / ps:.2f}x (target <= 0.30x), read {sr 
 PY
 }
 
+incr_with_both() {  # title -> the report of one incr with each tool
+    local s_secs s_label s_read s_stored s_method p_secs p_read p_stored
+    read -r s_secs s_label <<<"$(strata_backup incr)"
+    read -r s_read s_stored s_method <<<"$(strata_facts "$s_label")"
+    read -r p_secs p_read p_stored <<<"$(pgbr_backup incr)"
+    report "$1" "$s_secs" "$s_read" "$s_stored" "$p_secs" "$p_read" "$p_stored" "$s_full" "$s_method"
+}
+
 echo "== full backups (page cache dropped before each)"
 read -r s_full full_label <<<"$(strata_backup full)"
 read -r p_full _ _ <<<"$(pgbr_backup full)"
@@ -93,10 +101,7 @@ echo "pg_strata full $s_full s, pgbackrest full $p_full s"
 
 echo "== recent rows: a contiguous 1% of the rows of each table updated, then incr"
 recent_rows 10
-read -r s_secs s_label <<<"$(strata_backup incr)"
-read -r s_read s_stored s_method <<<"$(strata_facts "$s_label")"
-read -r p_secs p_read p_stored <<<"$(pgbr_backup incr)"
-recent_report=$(report "recent rows (1% contiguous per table)" "$s_secs" "$s_read" "$s_stored" "$p_secs" "$p_read" "$p_stored" "$s_full" "$s_method")
+recent_report=$(incr_with_both "recent rows (1% contiguous per table)")
 echo "$recent_report"
 
 echo "== three more rounds (chains of 5), then a full of the same data"
@@ -111,10 +116,7 @@ chain_len=$(( $(PSQL -c "SELECT cardinality(\"references\") FROM strata_backups 
 
 echo "== random rows: 1% of the rows updated at random, then incr"
 random_rows
-read -r r_secs r_label <<<"$(strata_backup incr)"
-read -r r_read r_stored r_method <<<"$(strata_facts "$r_label")"
-read -r pr_secs pr_read pr_stored <<<"$(pgbr_backup incr)"
-random_report=$(report "random rows (1% at random per table)" "$r_secs" "$r_read" "$r_stored" "$pr_secs" "$pr_read" "$pr_stored" "$s_full" "$r_method")
+random_report=$(incr_with_both "random rows (1% at random per table)")
 echo "$random_report"
 stop_pg "$B/data"
 
