@@ -5,6 +5,7 @@
 
 pub mod backup_label;
 pub mod bytes;
+pub mod control;
 pub mod lsn;
 pub mod page;
 pub mod relfile;

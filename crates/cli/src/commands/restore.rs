@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use strata_core::paths::RepoPaths;
-use strata_core::restore::{self, RecoveryTarget, RestoreOptions, RestoreProgress, TargetAction};
+use strata_core::restore::{
+    self, ArchiveMode, RecoveryTarget, RestoreOptions, RestoreProgress, TargetAction,
+};
 use strata_core::storage::Storage;
 
 #[derive(clap::Args)]
@@ -41,9 +43,17 @@ pub struct Args {
     /// Restore a tablespace elsewhere: NAME_OR_OID=DIR (repeatable)
     #[arg(long, value_name = "NAME_OR_OID=DIR")]
     pub tablespace_map: Vec<String>,
-    /// Parallel threads
+    /// Parallel threads (1 to 64)
     #[arg(long, default_value_t = 2)]
     pub process_max: usize,
+    /// With --delta: overwrite a directory even if it is not provably a data directory of this
+    /// backup's cluster (no PG_VERSION, or another system identifier in global/pg_control)
+    #[arg(long)]
+    pub force: bool,
+    /// off: write archive_mode = off into postgresql.auto.conf, so that the restored copy does not
+    /// archive into the repository it was restored from; preserve: keep the backup's setting
+    #[arg(long, value_name = "off|preserve", default_value = "preserve")]
+    pub archive_mode: String,
     /// Restore only these databases (not supported yet)
     #[arg(long, value_name = "NAME")]
     pub db_include: Vec<String>,
@@ -85,9 +95,14 @@ pub fn run(args: Args) -> Result<i32> {
             Ok((k.to_string(), dir))
         })
         .collect::<Result<Vec<_>>>()?;
-    if args.process_max == 0 {
-        bail!("--process-max must be at least 1");
+    if args.process_max == 0 || args.process_max > restore::PROCESS_MAX_LIMIT {
+        bail!(
+            "--process-max {}: expected 1 to {}",
+            args.process_max,
+            restore::PROCESS_MAX_LIMIT
+        );
     }
+    let archive_mode = ArchiveMode::parse(&args.archive_mode)?;
     let pgdata = std::path::absolute(&args.pgdata)
         .with_context(|| format!("--pgdata {}", args.pgdata.display()))?;
     let config = args.repo.resolve()?;
@@ -108,6 +123,8 @@ pub fn run(args: Args) -> Result<i32> {
         process_max: args.process_max,
         tablespace_map,
         restore_command,
+        force: args.force,
+        archive_mode,
     };
     let storage = Storage::open(&config.repo)?;
     let paths = RepoPaths::new(&config.stanza);

@@ -33,19 +33,33 @@ pub fn archive_get(
             storage.url().display()
         ))
     })?;
+    let Some((key, plain)) = fetch(storage, paths, file_name, id.wal_segment_size)? else {
+        return Ok(GetOutcome::NotFound);
+    };
+    write_atomically(dest, &plain)?;
+    Ok(GetOutcome::Restored {
+        key,
+        bytes: plain.len() as u64,
+    })
+}
+
+/// Reads an archived WAL file (under whichever compression it was stored) and checks its SHA-256:
+/// its key and plaintext, or None when it is not archived.
+pub fn fetch(
+    storage: &Storage,
+    paths: &RepoPaths,
+    file_name: &str,
+    wal_segment_size: u32,
+) -> Result<Option<(String, Vec<u8>)>> {
     for c in CompressType::ALL {
-        let key = paths.archive_file(file_name, c, id.wal_segment_size)?;
+        let key = paths.archive_file(file_name, c, wal_segment_size)?;
         let Some(stored) = storage.get(&key)? else {
             continue;
         };
         let (_, plain) = object::decode(&key, &stored)?;
-        write_atomically(dest, &plain)?;
-        return Ok(GetOutcome::Restored {
-            key,
-            bytes: plain.len() as u64,
-        });
+        return Ok(Some((key, plain)));
     }
-    Ok(GetOutcome::NotFound)
+    Ok(None)
 }
 
 fn write_atomically(dest: &Path, data: &[u8]) -> Result<()> {

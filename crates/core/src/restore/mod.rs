@@ -10,9 +10,12 @@
 //! so that an interrupted restore can never start with wrong data. A failed restore into an empty
 //! directory removes what it wrote.
 
+pub mod beneath;
 pub mod plan;
 pub mod recovery;
+pub mod safety;
 pub mod target;
+pub mod timeline;
 pub mod write;
 
 use crate::paths::RepoPaths;
@@ -35,7 +38,38 @@ pub struct RestoreOptions {
     pub tablespace_map: Vec<(String, PathBuf)>,
     /// The `restore_command` recovery will use (built by the caller).
     pub restore_command: String,
+    /// `--force`: let `--delta` overwrite a directory that is not provably this cluster's.
+    pub force: bool,
+    /// `--archive-mode`: what the restored server does about archiving.
+    pub archive_mode: ArchiveMode,
 }
+
+/// `--archive-mode`: `preserve` keeps the backup's setting; `off` writes `archive_mode = off` into
+/// `postgresql.auto.conf`, so that a copy (a test machine, a PITR to look at old data) does not
+/// archive into the production stanza.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ArchiveMode {
+    #[default]
+    Preserve,
+    Off,
+}
+
+impl ArchiveMode {
+    pub fn parse(s: &str) -> Result<ArchiveMode> {
+        match s {
+            "preserve" => Ok(ArchiveMode::Preserve),
+            "off" => Ok(ArchiveMode::Off),
+            _ => Err(Error::BadSetting {
+                name: "--archive-mode".into(),
+                value: s.into(),
+                reason: "expected off or preserve".into(),
+            }),
+        }
+    }
+}
+
+/// The most threads a restore uses (as `strata.process_max`).
+pub const PROCESS_MAX_LIMIT: usize = 64;
 
 /// Counters for a progress display.
 #[derive(Debug, Default)]
@@ -66,13 +100,13 @@ fn root_owner(plan: &plan::Plan) -> Option<(u32, u32)> {
 
 /// A restore run as root gives the files to the data directory's original owner (PostgreSQL refuses
 /// to start on a directory it does not own); run as anyone else, the files are theirs.
-fn give_to_owner(plan: &plan::Plan, pgdata: &Path) -> Result<()> {
+fn give_to_owner(plan: &plan::Plan, roots: &write::Roots) -> Result<()> {
     let Some((uid, gid)) = root_owner(plan) else {
         return Ok(());
     };
-    crate::owner::chown_tree(pgdata, uid, gid)?;
-    for ts in &plan.tablespaces {
-        crate::owner::chown_tree(&ts.write_dir, uid, gid)?;
+    roots.pgdata.chown_tree("", uid, gid)?;
+    for ts in &roots.tablespaces {
+        ts.chown_tree("", uid, gid)?;
     }
     Ok(())
 }
@@ -102,6 +136,37 @@ fn remove_tree(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// What a failed restore leaves: nothing it created. Armed from the first write; dropped armed (an
+/// error, or a panic unwinding) it removes the staging directories, or empties target directories that
+/// were empty before, or at least removes `global/pg_control` so that the directory cannot start.
+struct Cleanup<'a> {
+    armed: bool,
+    staged: Option<(PathBuf, Vec<PathBuf>)>,
+    emptied: Vec<PathBuf>,
+    pgdata: &'a Path,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some((pgdata, tablespaces)) = &self.staged {
+            remove_tree(pgdata);
+            for t in tablespaces {
+                remove_tree(t);
+            }
+        } else if !self.emptied.is_empty() {
+            for d in &self.emptied {
+                write::remove_contents(d);
+            }
+        }
+        if let Ok(root) = beneath::Root::open(self.pgdata) {
+            let _ = root.remove(write::PG_CONTROL);
+        }
+    }
+}
+
 fn rename_into_place(from: &Path, to: &Path) -> Result<()> {
     std::fs::rename(from, to).map_err(|source| Error::WriteFile {
         path: to.into(),
@@ -127,6 +192,13 @@ pub fn restore(
     progress: &RestoreProgress,
     on_planned: &dyn Fn(&str),
 ) -> Result<RestoreReport> {
+    if opts.process_max == 0 || opts.process_max > PROCESS_MAX_LIMIT {
+        return Err(Error::BadSetting {
+            name: "--process-max".into(),
+            value: opts.process_max.to_string(),
+            reason: format!("expected 1 to {PROCESS_MAX_LIMIT}"),
+        });
+    }
     let mut plan = plan::prepare(storage, paths, opts)?;
     on_planned(&plan.manifest.label);
     // Reading is I/O-bound: more readers than copy threads keep the disk busy.
@@ -137,6 +209,12 @@ pub fn restore(
         // Into an existing directory: every object is checked before anything is written.
         plan::check_objects(storage, paths, &plan, readers, &no_abort)?;
     }
+    let mut cleanup = Cleanup {
+        armed: true,
+        staged: None,
+        emptied: Vec::new(),
+        pgdata: &opts.pgdata,
+    };
     let pgdata_write = if staged {
         let stage = staging_dir(&opts.pgdata).expect("checked by use_staging");
         remove_tree(&stage);
@@ -144,20 +222,42 @@ pub fn restore(
             ts.write_dir = staging_dir(&ts.dir).expect("checked by use_staging");
             remove_tree(&ts.write_dir);
         }
+        cleanup.staged = Some((
+            stage.clone(),
+            plan.tablespaces
+                .iter()
+                .map(|t| t.write_dir.clone())
+                .collect(),
+        ));
         if let Some(parent) = opts.pgdata.parent() {
             std::fs::create_dir_all(parent).map_err(|source| Error::WriteFile {
                 path: parent.into(),
                 source,
             })?;
         }
+        // Created here, so it is ours: a link someone placed under that name makes this fail.
+        for dir in std::iter::once(&stage).chain(plan.tablespaces.iter().map(|t| &t.write_dir)) {
+            if let Some(parent) = dir.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            std::fs::create_dir(dir).map_err(|source| Error::WriteFile {
+                path: dir.clone(),
+                source,
+            })?;
+        }
         stage
     } else {
+        let dirs = std::iter::once(opts.pgdata.clone())
+            .chain(plan.tablespaces.iter().map(|t| t.write_dir.clone()));
+        cleanup.emptied = if opts.delta {
+            // Over an existing directory, a failure only makes sure it cannot start.
+            Vec::new()
+        } else {
+            dirs.collect()
+        };
         opts.pgdata.clone()
     };
-    let was_empty = !opts.delta
-        || std::fs::read_dir(&opts.pgdata)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(true);
+    let roots = write::Roots::open(&plan, &pgdata_write)?;
     let abort = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
         let checker = staged.then(|| {
@@ -169,8 +269,7 @@ pub fn restore(
                 r
             })
         });
-        let written =
-            write_everything(&plan, storage, paths, opts, &pgdata_write, progress, &abort);
+        let written = write_everything(&plan, storage, paths, opts, &roots, progress, &abort);
         if written.is_err() {
             abort.store(true, Ordering::Relaxed);
         }
@@ -180,7 +279,7 @@ pub fn restore(
                 .unwrap_or_else(|_| Err(Error::Other("the object check panicked".into())))?;
         }
         let written = written?;
-        finish(&plan, storage, paths, opts, &pgdata_write, progress)?;
+        finish(&plan, storage, paths, opts, &roots, progress)?;
         if staged {
             for ts in &plan.tablespaces {
                 rename_into_place(&ts.write_dir, &ts.dir)?;
@@ -189,31 +288,15 @@ pub fn restore(
         }
         Ok(written)
     });
-    match result {
-        Ok(w) => Ok(RestoreReport {
-            label: plan.manifest.label.clone(),
-            files_written: w.files_written + 1,
-            files_kept: w.files_kept,
-            entries_removed: w.entries_removed,
-            bytes_written: w.bytes_written,
-        }),
-        Err(e) => {
-            if staged {
-                remove_tree(&pgdata_write);
-                for ts in &plan.tablespaces {
-                    remove_tree(&ts.write_dir);
-                }
-            } else if was_empty {
-                write::remove_contents(&opts.pgdata);
-                for ts in &plan.tablespaces {
-                    write::remove_contents(&ts.write_dir);
-                }
-            } else {
-                let _ = std::fs::remove_file(opts.pgdata.join(write::PG_CONTROL));
-            }
-            Err(e)
-        }
-    }
+    let w = result?;
+    cleanup.armed = false;
+    Ok(RestoreReport {
+        label: plan.manifest.label.clone(),
+        files_written: w.files_written + 1,
+        files_kept: w.files_kept,
+        entries_removed: w.entries_removed,
+        bytes_written: w.bytes_written,
+    })
 }
 
 /// The tree and every file but pg_control.
@@ -222,16 +305,16 @@ fn write_everything(
     storage: &Storage,
     paths: &RepoPaths,
     opts: &RestoreOptions,
-    pgdata: &Path,
+    roots: &write::Roots,
     progress: &RestoreProgress,
     abort: &AtomicBool,
 ) -> Result<write::Written> {
-    let removed = write::prepare_tree(plan, pgdata, opts.delta)?;
+    let removed = write::prepare_tree(plan, roots, opts.delta)?;
     let mut written = write::write_files(
         plan,
         storage,
         paths,
-        pgdata,
+        roots,
         opts.delta,
         opts.process_max,
         progress,
@@ -250,14 +333,14 @@ fn finish(
     storage: &Storage,
     paths: &RepoPaths,
     opts: &RestoreOptions,
-    pgdata: &Path,
+    roots: &write::Roots,
     progress: &RestoreProgress,
 ) -> Result<()> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    recovery::write_recovery_files(plan, opts, pgdata, &now)?;
-    give_to_owner(plan, pgdata)?;
-    write::sync_filesystems(plan, pgdata)?;
-    write::sync_dirs(plan, pgdata)?;
+    recovery::write_recovery_files(plan, opts, &roots.pgdata, &now)?;
+    give_to_owner(plan, roots)?;
+    write::sync_filesystems(roots)?;
+    write::sync_dirs(plan, roots)?;
     // Last: the file without which PostgreSQL will not start.
     let control = plan
         .manifest
@@ -274,15 +357,10 @@ fn finish(
         plan,
         fsync: true,
     };
-    writer.write(control, &pgdata.join(write::PG_CONTROL))?;
+    writer.write(control, &roots.pgdata, write::PG_CONTROL)?;
     if let Some((uid, gid)) = root_owner(plan) {
-        crate::owner::chown_tree(&pgdata.join(write::PG_CONTROL), uid, gid)?;
+        roots.pgdata.chown_tree("global", uid, gid)?;
     }
     progress.files_done.fetch_add(1, Ordering::Relaxed);
-    std::fs::File::open(pgdata.join("global"))
-        .and_then(|d| d.sync_all())
-        .map_err(|source| Error::WriteFile {
-            path: pgdata.join("global"),
-            source,
-        })
+    roots.pgdata.sync_dir("global")
 }

@@ -5,6 +5,7 @@
 //! the backup needs to become consistent. For a diff or incr, the whole chain back to its full is
 //! loaded and checked (`chain::load_chain`), and every reference between them must resolve.
 
+use super::safety;
 use super::target::RecoveryTarget;
 use super::RestoreOptions;
 use crate::catalog;
@@ -14,6 +15,7 @@ use crate::manifest::{FileEntry, Manifest, StoredObject};
 use crate::paths::RepoPaths;
 use crate::storage::Storage;
 use crate::{Error, Result};
+use pgformat::lsn::{segment_file_name, WalFileName};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,6 +39,8 @@ pub struct Plan {
     /// For each of `older`, its files by path (index into its `files`).
     older_files: Vec<HashMap<String, usize>>,
     pub tablespaces: Vec<TablespaceTarget>,
+    /// The `recovery_target_timeline` to write, when one must be (see `timeline::choose`).
+    pub recovery_timeline: Option<String>,
 }
 
 impl Plan {
@@ -55,16 +59,22 @@ impl Plan {
             .collect()
     }
 
-    /// Where a manifest path (relative to PGDATA) is written.
-    pub fn destination(&self, pgdata: &Path, path: &str) -> PathBuf {
+    /// Where a manifest path (relative to PGDATA) goes: `(Some(i), path inside tablespace i)` for a
+    /// tablespace file, `(None, path)` for the data directory. Validation (`Manifest::validate`) made
+    /// sure every `pg_tblspc/<oid>/...` path names a tablespace of the backup.
+    pub fn locate<'a>(&self, path: &'a str) -> (Option<usize>, &'a str) {
         if let Some(rest) = path.strip_prefix("pg_tblspc/") {
             if let Some((oid, inner)) = rest.split_once('/') {
-                if let Some(ts) = self.tablespaces.iter().find(|t| t.oid.to_string() == oid) {
-                    return ts.write_dir.join(inner);
+                if let Some(i) = self
+                    .tablespaces
+                    .iter()
+                    .position(|t| t.oid.to_string() == oid)
+                {
+                    return (Some(i), inner);
                 }
             }
         }
-        pgdata.join(path)
+        (None, path)
     }
 }
 
@@ -92,19 +102,24 @@ pub fn prepare(storage: &Storage, paths: &RepoPaths, opts: &RestoreOptions) -> R
         )));
     }
     let tablespaces = tablespace_targets(&manifest, &opts.tablespace_map)?;
-    check_not_running(&opts.pgdata)?;
-    if !opts.delta {
+    check_targets(storage, opts, &tablespaces)?;
+    if opts.delta {
+        check_delta_targets(&manifest, opts, &tablespaces)?;
+    } else {
         check_empty(&opts.pgdata, "--pgdata")?;
         for ts in &tablespaces {
             check_empty(&ts.dir, &format!("tablespace {}", ts.oid))?;
         }
     }
+    super::target::check_against_backup(&opts.target, &manifest)?;
+    let recovery_timeline = super::timeline::choose(storage, paths, &manifest, opts)?;
     check_wal(storage, paths, &manifest)?;
     Ok(Plan {
         manifest,
         older,
         older_files,
         tablespaces,
+        recovery_timeline,
     })
 }
 
@@ -122,6 +137,17 @@ fn check_references(target: &Manifest, older: &[Manifest]) -> Result<Vec<HashMap
         })
         .collect();
     let chain: Vec<&Manifest> = std::iter::once(target).chain(older.iter()).collect();
+    let objects: HashMap<&str, HashMap<&str, u64>> = chain
+        .iter()
+        .map(|m| {
+            let sizes = m
+                .objects
+                .iter()
+                .map(|o| (o.name.as_str(), o.size))
+                .collect();
+            (m.label.as_str(), sizes)
+        })
+        .collect();
     for (k, m) in chain.iter().enumerate() {
         let reachable: HashSet<&str> = chain[k..].iter().map(|m| m.label.as_str()).collect();
         for f in &m.files {
@@ -132,6 +158,17 @@ fn check_references(target: &Manifest, older: &[Manifest]) -> Result<Vec<HashMap
                         "backup {} cannot be restored: file {} of {} refers to backup {holder}, which \
                          is not in its chain; choose another with --set",
                         target.label, f.path, m.label
+                    )));
+                }
+                let held = objects
+                    .get(holder)
+                    .and_then(|o| o.get(p.object.as_str()))
+                    .is_some_and(|&size| p.lies_within(size));
+                if !held {
+                    return Err(Error::Other(format!(
+                        "backup {} cannot be restored: file {} of {} refers to {}+{} of object {} of \
+                         backup {holder}, which that backup does not hold; choose another with --set",
+                        target.label, f.path, m.label, p.offset, p.length, p.object
                     )));
                 }
             }
@@ -223,22 +260,75 @@ fn tablespace_targets(m: &Manifest, remap: &[(String, PathBuf)]) -> Result<Vec<T
         .collect())
 }
 
-/// Refuses to touch a directory where PostgreSQL runs.
-fn check_not_running(pgdata: &Path) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(pgdata.join("postmaster.pid")) else {
-        return Ok(());
+/// Every target directory is plausible, separate from the others and from a local repository, and
+/// unused by any running PostgreSQL (see `safety`).
+fn check_targets(storage: &Storage, opts: &RestoreOptions, ts: &[TablespaceTarget]) -> Result<()> {
+    let mut targets = vec![(
+        "--pgdata".to_string(),
+        safety::check_plausible(&opts.pgdata, "--pgdata")?,
+    )];
+    for t in ts {
+        let what = format!("tablespace {} directory", t.oid);
+        targets.push((what.clone(), safety::check_plausible(&t.dir, &what)?));
+    }
+    let repo = match storage.url() {
+        crate::config::RepoUrl::Local(p) => Some(p.as_path()),
     };
-    let pid: i32 = text
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or(0);
-    // SAFETY: signal 0 only checks that the process exists.
-    if pid > 0 && unsafe { libc::kill(pid, 0) } == 0 {
-        return Err(Error::Other(format!(
-            "PostgreSQL seems to be running in {} (postmaster.pid, pid {pid}): stop it first",
-            pgdata.display()
-        )));
+    safety::check_separate(&targets, repo)?;
+    let servers = safety::running_servers();
+    safety::check_not_in_use(&opts.pgdata, "--pgdata", &servers)?;
+    for t in ts {
+        safety::check_not_in_use(&t.dir, &format!("tablespace {} directory", t.oid), &servers)?;
+    }
+    Ok(())
+}
+
+fn is_empty_or_absent(dir: &Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
+}
+
+/// `--delta` rewrites and deletes: only over what is provably a data directory (and tablespace
+/// directories) of this backup's cluster, unless `--force`.
+fn check_delta_targets(m: &Manifest, opts: &RestoreOptions, ts: &[TablespaceTarget]) -> Result<()> {
+    let pgdata = &opts.pgdata;
+    if !is_empty_or_absent(pgdata) && !opts.force {
+        if !pgdata.join("PG_VERSION").is_file() {
+            return Err(Error::Other(format!(
+                "--delta: {} is not empty but has no PG_VERSION: it is not a PostgreSQL data                  directory, and --delta would delete what it holds; choose the right directory (or add                  --force if you are sure)",
+                pgdata.display()
+            )));
+        }
+        if let Ok(control) = std::fs::read(pgdata.join("global/pg_control")) {
+            if let Some(sysid) = pgformat::control::system_identifier(&control) {
+                if sysid != m.system_identifier {
+                    return Err(Error::Other(format!(
+                        "--delta: {} holds another cluster (system identifier {sysid} in                          global/pg_control, backup {} is of cluster {}): refusing to overwrite it;                          choose the right directory (or add --force to replace that cluster)",
+                        pgdata.display(),
+                        m.label,
+                        m.system_identifier
+                    )));
+                }
+            }
+        }
+    }
+    for t in ts {
+        if is_empty_or_absent(&t.dir) {
+            continue;
+        }
+        let has_version_dir = std::fs::read_dir(&t.dir)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("PG_15_"))
+            })
+            .unwrap_or(false);
+        if !has_version_dir {
+            return Err(Error::Other(format!(
+                "--delta: tablespace {} directory {} is not empty and has no PG_15_* directory: it                  is not a PostgreSQL 15 tablespace; restore the tablespace into an empty directory                  with --tablespace-map {}=DIR",
+                t.oid,
+                t.dir.display(),
+                t.oid
+            )));
+        }
     }
     Ok(())
 }
@@ -263,7 +353,9 @@ fn check_empty(dir: &Path, what: &str) -> Result<()> {
     }
 }
 
-/// Every WAL segment from the backup's start to its stop, and the timeline's history file.
+/// Every WAL segment from the backup's start to its stop, and the timeline's history file, are in the
+/// archive and intact (read and SHA-256 checked: they are few, and without them the restored directory
+/// could never start).
 fn check_wal(storage: &Storage, paths: &RepoPaths, m: &Manifest) -> Result<()> {
     let missing = catalog::missing_wal(
         storage,
@@ -281,6 +373,24 @@ fn check_wal(storage: &Storage, paths: &RepoPaths, m: &Manifest) -> Result<()> {
             storage.url().display(),
             paths.stanza()
         )));
+    }
+    let seg = m.wal_segment_size;
+    let segno = |name: &str| match WalFileName::parse(name, seg) {
+        Some(WalFileName::Segment { segno, .. }) => Ok(segno),
+        _ => Err(Error::Other(format!(
+            "backup {}: {name} is not a WAL segment name",
+            m.label
+        ))),
+    };
+    for n in segno(&m.start_wal_file)?..=segno(&m.stop_wal_file)? {
+        let name = segment_file_name(m.timeline, n, seg);
+        crate::archive::get::fetch(storage, paths, &name, seg).map_err(|e| {
+            Error::Other(format!(
+                "WAL file {name}, needed to make backup {} consistent, is damaged in the archive: \
+                 {e}; the backup cannot be restored, choose another with --set",
+                m.label
+            ))
+        })?;
     }
     Ok(())
 }

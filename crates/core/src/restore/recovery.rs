@@ -3,26 +3,20 @@
 //! `recovery.signal`, and the recovery settings in `postgresql.auto.conf` (which wins over
 //! postgresql.conf): `restore_command`, the target and what to do there.
 
+use super::beneath::Root;
 use super::plan::Plan;
 use super::target::TargetAction;
-use super::RestoreOptions;
+use super::{ArchiveMode, RestoreOptions};
 use crate::{Error, Result};
-use std::io::Write;
-use std::path::Path;
+use std::io::{Read, Write};
 
-fn write_synced(path: &Path, text: &str, mode: u32) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+/// Writes a file of the data directory (a link in its place is replaced, never followed).
+fn write_synced(pgdata: &Root, name: &str, text: &str) -> Result<()> {
     let werr = |source| Error::WriteFile {
-        path: path.into(),
+        path: pgdata.path().join(name),
         source,
     };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .map_err(werr)?;
+    let mut f = pgdata.create_file(name, 0o600)?;
     f.write_all(text.as_bytes()).map_err(werr)?;
     f.sync_all().map_err(werr)
 }
@@ -36,31 +30,35 @@ fn quote(v: &str) -> String {
 pub fn write_recovery_files(
     plan: &Plan,
     opts: &RestoreOptions,
-    pgdata: &Path,
+    pgdata: &Root,
     now: &str,
 ) -> Result<()> {
     let m = &plan.manifest;
-    write_synced(&pgdata.join("backup_label"), &m.backup_label, 0o600)?;
-    let map_path = pgdata.join("tablespace_map");
+    write_synced(pgdata, "backup_label", &m.backup_label)?;
     if plan.tablespaces.is_empty() {
-        let _ = std::fs::remove_file(&map_path);
+        pgdata.remove("tablespace_map")?;
     } else {
         let map: String = plan
             .tablespaces
             .iter()
             .map(|t| format!("{} {}\n", t.oid, t.dir.display()))
             .collect();
-        write_synced(&map_path, &map, 0o600)?;
+        write_synced(pgdata, "tablespace_map", &map)?;
     }
-    write_synced(&pgdata.join("recovery.signal"), "", 0o600)?;
+    write_synced(pgdata, "recovery.signal", "")?;
 
-    let auto_path = pgdata.join("postgresql.auto.conf");
-    let existing = std::fs::read_to_string(&auto_path).unwrap_or_default();
+    let mut existing = String::new();
+    if let Some(mut f) = pgdata.open_existing("postgresql.auto.conf") {
+        let _ = f.read_to_string(&mut existing);
+    }
+    let archive_off = opts.archive_mode == ArchiveMode::Off;
     let mut text: String = existing
         .lines()
         .filter(|l| {
             let key = l.split('=').next().unwrap_or("").trim();
-            !(key == "restore_command" || key.starts_with("recovery_target"))
+            !(key == "restore_command"
+                || key.starts_with("recovery_target")
+                || (archive_off && key == "archive_mode"))
         })
         .map(|l| format!("{l}\n"))
         .collect();
@@ -81,8 +79,12 @@ pub fn write_recovery_files(
             quote(TargetAction::name(action))
         ));
     }
-    if let Some(tli) = &opts.target_timeline {
+    if let Some(tli) = &plan.recovery_timeline {
         text.push_str(&format!("recovery_target_timeline = {}\n", quote(tli)));
     }
-    write_synced(&auto_path, &text, 0o600)
+    if archive_off {
+        // A copy must not archive into the stanza it was restored from.
+        text.push_str("archive_mode = 'off'\n");
+    }
+    write_synced(pgdata, "postgresql.auto.conf", &text)
 }

@@ -97,13 +97,24 @@ impl RecoveryTarget {
             }
             "xid" => {
                 let v = need("XID")?;
-                RecoveryTarget::Xid(v.trim().parse().map_err(|_| {
+                let xid: u64 = v.trim().parse().map_err(|_| {
                     bad(
                         "--target",
                         v,
                         "not a transaction id (a non-negative integer)",
                     )
-                })?)
+                })?;
+                // 0, 1 and 2 are PostgreSQL's invalid, bootstrap and frozen ids: no transaction
+                // ever commits with them, so recovery could never stop there.
+                if xid % (1 << 32) < 3 {
+                    return Err(bad(
+                        "--target",
+                        v,
+                        "transaction ids 0, 1 and 2 are special and never reached; give the id of a \
+                         transaction (txid_current() shows them)",
+                    ));
+                }
+                RecoveryTarget::Xid(xid)
             }
             "name" => {
                 let v = need("NAME")?;
@@ -112,6 +123,13 @@ impl RecoveryTarget {
                         "--target",
                         v,
                         "a restore point name has 1 to 63 characters",
+                    ));
+                }
+                if v.chars().any(|c| c.is_control()) {
+                    return Err(bad(
+                        "--target",
+                        &v.escape_debug().to_string(),
+                        "a restore point name cannot contain a newline or control character",
                     ));
                 }
                 RecoveryTarget::Name(v.to_string())
@@ -140,6 +158,37 @@ impl RecoveryTarget {
             RecoveryTarget::Xid(x) => Some(("recovery_target_xid", x.to_string())),
             RecoveryTarget::Name(n) => Some(("recovery_target_name", n.clone())),
         }
+    }
+}
+
+/// Refuses a target that recovery from backup `m` can never reach: one before the backup's end (the
+/// point where it becomes consistent; PostgreSQL would stop with "requested recovery stop point is
+/// before consistent recovery point").
+pub fn check_against_backup(target: &RecoveryTarget, m: &crate::manifest::Manifest) -> Result<()> {
+    match target {
+        RecoveryTarget::Lsn(l) if *l < m.stop_lsn => Err(bad(
+            "--target",
+            &l.to_string(),
+            &format!(
+                "backup {} is consistent only from {} on: choose a later LSN, or an older backup \
+                 with --set (or leave --set out to pick one)",
+                m.label, m.stop_lsn
+            ),
+        )),
+        RecoveryTarget::Time(t)
+            if DateTime::parse_from_rfc3339(&m.stop_time).is_ok_and(|stop| *t < stop) =>
+        {
+            Err(bad(
+                "--target",
+                &t.to_rfc3339(),
+                &format!(
+                    "backup {} ended at {}: choose a later time, or an older backup with --set (or \
+                     leave --set out to pick one)",
+                    m.label, m.stop_time
+                ),
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -232,7 +281,13 @@ mod tests {
 
     #[test]
     fn bad_targets_are_named() {
-        for (k, v) in [("time", "yesterday-ish"), ("lsn", "0/XYZ"), ("xid", "-3")] {
+        for (k, v) in [
+            ("time", "yesterday-ish"),
+            ("lsn", "0/XYZ"),
+            ("xid", "-3"),
+            ("xid", "0"),
+            ("xid", "2"),
+        ] {
             let e = RecoveryTarget::parse(k, Some(v)).unwrap_err().to_string();
             assert!(e.contains(v), "{e}");
         }
@@ -247,5 +302,18 @@ mod tests {
             .to_string();
         assert!(e.contains("weekly"), "{e}");
         assert!(TargetAction::parse("explode").is_err());
+        let e = RecoveryTarget::parse("name", Some("before\nrecovery_target_action = 'x'"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("newline"), "{e}");
+        let mut m = crate::manifest::tests::sample();
+        m.stop_lsn = Lsn(0x0500_0000);
+        let e = check_against_backup(&RecoveryTarget::Lsn(Lsn(0x0400_0000)), &m)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("0/5000000"), "{e}");
+        assert!(check_against_backup(&RecoveryTarget::Lsn(Lsn(0x0500_0000)), &m).is_ok());
+        let early = RecoveryTarget::parse("time", Some("2026-11-23T01:00:00Z")).unwrap();
+        assert!(check_against_backup(&early, &m).is_err());
     }
 }

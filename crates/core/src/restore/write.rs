@@ -9,6 +9,7 @@
 //! any point leaves a directory PostgreSQL refuses to start. With `--delta`, a file whose size and
 //! SHA-256 already match is kept as it is, and anything the backup does not have is removed.
 
+use super::beneath::{Kind, Root};
 use super::plan::Plan;
 use super::RestoreProgress;
 use crate::incremental::Incremental;
@@ -18,11 +19,11 @@ use crate::paths::RepoPaths;
 use crate::storage::Storage;
 use crate::{Error, Result};
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -44,82 +45,162 @@ fn werr(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
+/// The directories a restore writes into, opened once: the data directory and each tablespace
+/// directory (index-aligned with `Plan::tablespaces`). Every path below them is reached with
+/// `beneath`, never following a link.
+pub struct Roots {
+    pub pgdata: Root,
+    pub tablespaces: Vec<Root>,
+}
+
+impl Roots {
+    /// Opens (creating them, mode 0700, when missing) the data directory and tablespace directories.
+    pub fn open(plan: &Plan, pgdata: &Path) -> Result<Roots> {
+        let open = |dir: &Path| -> Result<Root> {
+            if std::fs::symlink_metadata(dir).is_err() {
+                std::fs::create_dir_all(dir).map_err(werr(dir))?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(werr(dir))?;
+            }
+            Root::open(dir)
+        };
+        Ok(Roots {
+            pgdata: open(pgdata)?,
+            tablespaces: plan
+                .tablespaces
+                .iter()
+                .map(|t| open(&t.write_dir))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// The root and the path below it where a manifest path goes.
+    pub fn locate<'a>(&self, plan: &Plan, path: &'a str) -> (&Root, &'a str) {
+        match plan.locate(path) {
+            (Some(i), rel) => (&self.tablespaces[i], rel),
+            (None, rel) => (&self.pgdata, rel),
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Root> {
+        std::iter::once(&self.pgdata).chain(self.tablespaces.iter())
+    }
+}
+
+/// A WAL file name as PostgreSQL writes them in pg_wal (segments, .partial, .backup, .history) or an
+/// archive status file: the only names removed through a `pg_wal` link.
+fn is_wal_name(name: &str) -> bool {
+    let base = name.split('.').next().unwrap_or(name);
+    (base.len() == 24 || base.len() == 8) && base.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Creates the directory tree and tablespace links; with `delta`, removes what the backup lacks first.
-pub fn prepare_tree(plan: &Plan, pgdata: &Path, delta: bool) -> Result<u64> {
+pub fn prepare_tree(plan: &Plan, roots: &Roots, delta: bool) -> Result<u64> {
     let mut removed = 0;
     if delta {
         // Never leave a startable directory behind while it is being rewritten.
-        remove_if_exists(&pgdata.join(PG_CONTROL))?;
-        let mut wanted: HashSet<PathBuf> = HashSet::new();
-        for d in &plan.manifest.directories {
-            wanted.insert(plan.destination(pgdata, &d.path));
+        roots.pgdata.remove(PG_CONTROL)?;
+        let mut wanted: Vec<HashSet<&str>> = vec![HashSet::new(); roots.tablespaces.len() + 1];
+        let paths = plan
+            .manifest
+            .directories
+            .iter()
+            .map(|d| d.path.as_str())
+            .chain(plan.manifest.files.iter().map(|f| f.path.as_str()));
+        for path in paths {
+            let (ts, rel) = plan.locate(path);
+            wanted[ts.map_or(0, |i| i + 1)].insert(rel);
         }
-        for f in &plan.manifest.files {
-            wanted.insert(plan.destination(pgdata, &f.path));
+        let links: Vec<String> = plan
+            .tablespaces
+            .iter()
+            .map(|t| format!("pg_tblspc/{}", t.oid))
+            .collect();
+        wanted[0].extend(links.iter().map(String::as_str));
+        removed += remove_unwanted(&roots.pgdata, "", &wanted[0], false)?;
+        for (i, root) in roots.tablespaces.iter().enumerate() {
+            removed += remove_unwanted(root, "", &wanted[i + 1], true)?;
         }
-        for ts in &plan.tablespaces {
-            wanted.insert(pgdata.join("pg_tblspc").join(ts.oid.to_string()));
-        }
-        let mut roots = vec![pgdata.to_path_buf()];
-        roots.extend(plan.tablespaces.iter().map(|t| t.write_dir.clone()));
-        for root in roots {
-            removed += remove_unwanted(&root, &wanted)?;
-        }
+        removed += clean_linked_pg_wal(&roots.pgdata)?;
     }
-    create_dir(pgdata, 0o700)?;
-    for ts in &plan.tablespaces {
-        create_dir(&ts.write_dir, 0o700)?;
+    roots.pgdata.set_dir_mode("", 0o700)?;
+    for root in &roots.tablespaces {
+        root.set_dir_mode("", 0o700)?;
     }
     for d in &plan.manifest.directories {
-        create_dir(&plan.destination(pgdata, &d.path), d.mode)?;
+        let (root, rel) = roots.locate(plan, &d.path);
+        // An operator's pg_wal link (WAL on another disk) is kept; every other link is replaced.
+        if rel == "pg_wal" && std::ptr::eq(root, &roots.pgdata) && root.kind(rel) == Kind::Other {
+            continue;
+        }
+        root.dir(rel, true)?;
+        root.set_dir_mode(rel, d.mode)?;
     }
     for ts in &plan.tablespaces {
-        let link = pgdata.join("pg_tblspc").join(ts.oid.to_string());
-        if std::fs::read_link(&link).ok().as_deref() != Some(ts.dir.as_path()) {
-            remove_if_exists(&link)?;
-            std::os::unix::fs::symlink(&ts.dir, &link).map_err(werr(&link))?;
+        let link = format!("pg_tblspc/{}", ts.oid);
+        if roots.pgdata.read_link(&link).as_deref() != Some(ts.dir.as_path()) {
+            roots.pgdata.symlink(&link, &ts.dir)?;
         }
     }
     Ok(removed)
 }
 
-fn create_dir(dir: &Path, mode: u32) -> Result<()> {
-    match std::fs::symlink_metadata(dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            std::fs::remove_file(dir).map_err(werr(dir))?;
-            std::fs::create_dir_all(dir).map_err(werr(dir))?;
-        }
-        Err(_) => std::fs::create_dir_all(dir).map_err(werr(dir))?,
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(werr(dir))
-}
-
-fn remove_if_exists(path: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path).map_err(werr(path)),
-        Ok(_) => std::fs::remove_file(path).map_err(werr(path)),
-        Err(_) => Ok(()),
-    }
-}
-
-/// Removes everything under `root` that is not in `wanted` (a wanted tablespace link is kept, its
-/// target is walked separately).
-fn remove_unwanted(root: &Path, wanted: &HashSet<PathBuf>) -> Result<u64> {
+/// Removes everything under `rel` of `root` that is not in `wanted`, never through a link. In a
+/// tablespace directory only PostgreSQL's own `PG_<version>_...` directories are touched: whatever
+/// else is there is not ours to delete.
+fn remove_unwanted(
+    root: &Root,
+    rel: &str,
+    wanted: &HashSet<&str>,
+    tablespace: bool,
+) -> Result<u64> {
     let mut removed = 0;
-    let Ok(entries) = std::fs::read_dir(root) else {
+    let Ok(names) = root.list(rel) else {
         return Ok(0);
     };
-    for e in entries.flatten() {
-        let p = e.path();
-        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+    for name in names {
+        if tablespace && rel.is_empty() && !name.starts_with("PG_") {
             continue;
+        }
+        let child = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
         };
-        if !wanted.contains(&p) {
-            remove_if_exists(&p)?;
+        if child == "pg_wal" && !tablespace && root.kind(&child) == Kind::Other {
+            continue; // an operator's pg_wal link: see clean_linked_pg_wal
+        }
+        if !wanted.contains(child.as_str()) {
+            root.remove(&child)?;
             removed += 1;
-        } else if meta.is_dir() {
-            removed += remove_unwanted(&p, wanted)?;
+        } else if root.kind(&child) == Kind::Dir {
+            removed += remove_unwanted(root, &child, wanted, tablespace)?;
+        }
+    }
+    Ok(removed)
+}
+
+/// Through a `pg_wal` link (WAL kept on another disk), removes only WAL and archive status files: the
+/// link is followed, so nothing else there is touched whoever made it.
+fn clean_linked_pg_wal(pgdata: &Root) -> Result<u64> {
+    if pgdata.kind("pg_wal") != Kind::Other {
+        return Ok(0);
+    }
+    let Ok(wal) = Root::open(&pgdata.path().join("pg_wal")) else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for dir in ["", "archive_status"] {
+        for name in wal.list(dir).unwrap_or_default() {
+            let rel = if dir.is_empty() {
+                name.clone()
+            } else {
+                format!("{dir}/{name}")
+            };
+            if is_wal_name(&name) && wal.kind(&rel) == Kind::File {
+                wal.remove(&rel)?;
+                removed += 1;
+            }
         }
     }
     Ok(removed)
@@ -131,7 +212,7 @@ pub fn write_files(
     plan: &Plan,
     storage: &Storage,
     paths: &RepoPaths,
-    pgdata: &Path,
+    roots: &Roots,
     delta: bool,
     process_max: usize,
     progress: &RestoreProgress,
@@ -174,12 +255,13 @@ pub fn write_files(
                         if stop.load(Ordering::Relaxed) || abort.load(Ordering::Relaxed) {
                             return Ok(());
                         }
-                        let dest = plan.destination(pgdata, &f.path);
-                        if delta && matches_manifest(&dest, f) {
-                            set_mode_and_time(&dest, f)?;
+                        let (root, rel) = roots.locate(plan, &f.path);
+                        let existing = if delta { root.open_existing(rel) } else { None };
+                        if let Some(file) = existing.filter(|file| matches_manifest(file, f)) {
+                            set_mode_and_time(&file, f, &root.path().join(rel))?;
                             kept.fetch_add(1, Ordering::Relaxed);
                         } else {
-                            writer.write(f, &dest)?;
+                            writer.write(f, root, rel)?;
                             written.fetch_add(1, Ordering::Relaxed);
                             bytes.fetch_add(f.size, Ordering::Relaxed);
                         }
@@ -217,20 +299,17 @@ pub fn write_files(
 
 /// Whether an existing file already has the manifest's content: same size, then the same content
 /// digest, computed piece by piece as the backup did.
-fn matches_manifest(dest: &Path, f: &FileEntry) -> bool {
+fn matches_manifest(mut file: &File, f: &FileEntry) -> bool {
     // A file in incremental form has no digest of its whole content: it is always rebuilt.
     let Some(digest) = &f.sha256 else {
         return false;
     };
-    let Ok(meta) = std::fs::symlink_metadata(dest) else {
+    let Ok(meta) = file.metadata() else {
         return false;
     };
     if !meta.is_file() || meta.len() != f.size {
         return false;
     }
-    let Ok(mut file) = File::open(dest) else {
-        return false;
-    };
     let mut shas = Vec::with_capacity(f.pieces.len());
     let mut buf = Vec::new();
     for p in &f.pieces {
@@ -243,10 +322,12 @@ fn matches_manifest(dest: &Path, f: &FileEntry) -> bool {
     &hex::encode(object::content_digest(&shas)) == digest
 }
 
-fn set_mode_and_time(dest: &Path, f: &FileEntry) -> Result<()> {
-    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(f.mode)).map_err(werr(dest))?;
+/// Applies the recorded mode and modification time through the open file (never a path that could
+/// have become a link).
+fn set_mode_and_time(file: &File, f: &FileEntry, dest: &Path) -> Result<()> {
+    file.set_permissions(std::fs::Permissions::from_mode(f.mode & 0o777))
+        .map_err(werr(dest))?;
     let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(f.mtime.max(0) as u64);
-    let file = File::options().write(true).open(dest).map_err(werr(dest))?;
     file.set_modified(mtime).map_err(werr(dest))
 }
 
@@ -260,17 +341,12 @@ pub struct FileWriter<'a> {
 }
 
 impl FileWriter<'_> {
-    pub fn write(&mut self, f: &FileEntry, dest: &Path) -> Result<()> {
-        if std::fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
-            std::fs::remove_dir_all(dest).map_err(werr(dest))?;
-        }
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode_for(f.mode)
-            .open(dest)
-            .map_err(werr(dest))?;
+    /// Writes `f` at `rel` below `root` (a link or directory there is replaced, never followed).
+    pub fn write(&mut self, f: &FileEntry, root: &Root, rel: &str) -> Result<()> {
+        let dest_buf = root.path().join(rel);
+        let dest = dest_buf.as_path();
+        // Owner can always write while restoring; the recorded mode is applied afterwards.
+        let mut out = root.create_file(rel, (f.mode & 0o777) | 0o600)?;
         let label = self.plan.manifest.label.as_str();
         if f.incremental.is_some() {
             self.write_incremental(f, &out, dest)?;
@@ -282,8 +358,7 @@ impl FileWriter<'_> {
         } else {
             start_writeback(&out);
         }
-        drop(out);
-        set_mode_and_time(dest, f)
+        set_mode_and_time(&out, f, dest)
     }
 
     /// Reads and checks one piece (its SHA-256 is verified by `object::decode`).
@@ -412,18 +487,6 @@ impl FileWriter<'_> {
 
 const BLOCK: u64 = pgformat::relfile::BLCKSZ as u64;
 
-trait ModeFor {
-    fn mode_for(&mut self, mode: u32) -> &mut Self;
-}
-
-impl ModeFor for OpenOptions {
-    fn mode_for(&mut self, mode: u32) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Owner can always write while restoring; the recorded mode is applied afterwards.
-        self.mode(mode | 0o600)
-    }
-}
-
 /// Asks the kernel to start writing a file back now, without waiting (the durable flush is
 /// `sync_filesystems` at the end): the disk writes while we decompress the next files, instead of each
 /// thread stalling on its own fsync.
@@ -438,16 +501,14 @@ fn start_writeback(file: &File) {
 
 /// Makes every file written so far durable: one `syncfs` per file system holding the data directory
 /// or a tablespace (what PostgreSQL's `recovery_init_sync_method = syncfs` does).
-pub fn sync_filesystems(plan: &Plan, pgdata: &Path) -> Result<()> {
+pub fn sync_filesystems(roots: &Roots) -> Result<()> {
     use std::os::fd::AsRawFd;
-    let mut dirs = vec![pgdata.to_path_buf()];
-    dirs.extend(plan.tablespaces.iter().map(|t| t.write_dir.clone()));
-    for d in dirs {
-        let f = File::open(&d).map_err(werr(&d))?;
+    for root in roots.all() {
+        let dir = root.dir("", false)?;
         // SAFETY: a valid descriptor of an open directory.
-        if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
             return Err(Error::WriteFile {
-                path: d,
+                path: root.path().into(),
                 source: std::io::Error::last_os_error(),
             });
         }
@@ -456,28 +517,25 @@ pub fn sync_filesystems(plan: &Plan, pgdata: &Path) -> Result<()> {
 }
 
 /// fsyncs every directory of the restored tree (so that the new entries are durable).
-pub fn sync_dirs(plan: &Plan, pgdata: &Path) -> Result<()> {
-    let mut dirs = vec![pgdata.to_path_buf()];
-    dirs.extend(plan.tablespaces.iter().map(|t| t.write_dir.clone()));
-    dirs.extend(
-        plan.manifest
-            .directories
-            .iter()
-            .map(|d| plan.destination(pgdata, &d.path)),
-    );
-    for d in dirs {
-        File::open(&d)
-            .and_then(|f| f.sync_all())
-            .map_err(werr(&d))?;
+pub fn sync_dirs(plan: &Plan, roots: &Roots) -> Result<()> {
+    for root in roots.all() {
+        root.sync_dir("")?;
+    }
+    for d in &plan.manifest.directories {
+        let (root, rel) = roots.locate(plan, &d.path);
+        if root.kind(rel) == Kind::Dir {
+            root.sync_dir(rel)?;
+        }
     }
     Ok(())
 }
 
-/// Empties a directory (the clean-up of a failed restore into an empty directory).
+/// Empties a directory (the clean-up of a failed restore into an empty directory), not following
+/// links.
 pub fn remove_contents(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let _ = remove_if_exists(&e.path());
+    if let Ok(root) = Root::open(dir) {
+        for name in root.list("").unwrap_or_default() {
+            let _ = root.remove(&name);
         }
     }
 }

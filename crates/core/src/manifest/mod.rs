@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+mod validate;
+pub use validate::check_path;
+
 pub const MANIFEST_FORMAT_VERSION: u32 = 2;
 /// Oldest format this version reads.
 const OLDEST_READABLE_VERSION: u32 = 1;
@@ -246,6 +249,15 @@ pub struct Piece {
     pub sha256: Option<String>,
 }
 
+impl Piece {
+    /// Whether the piece lies inside an object of `object_size` stored bytes.
+    pub fn lies_within(&self, object_size: u64) -> bool {
+        self.offset
+            .checked_add(self.length)
+            .is_some_and(|end| end <= object_size)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoredObject {
@@ -283,7 +295,16 @@ impl Manifest {
                 v.format_version
             )));
         }
-        serde_json::from_slice(bytes).map_err(|e| corrupt(format!("invalid manifest: {e}")))
+        let m: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| corrupt(format!("invalid manifest: {e}")))?;
+        // A manifest is untrusted input (whoever can write the repository wrote it): nothing in it is
+        // used before every path, name and size in it has been checked.
+        m.validate().map_err(|reason| {
+            corrupt(format!(
+                "{reason}; the backup is refused (its manifest was damaged or tampered with)"
+            ))
+        })?;
+        Ok(m)
     }
 
     pub fn to_json(&self) -> Vec<u8> {

@@ -1,0 +1,291 @@
+//! Checking a manifest before anything in it is used.
+//!
+//! The repository is untrusted input: the postgres user (or anyone with the bucket's keys) can write
+//! it, and `strata restore` is often run as root. So a manifest read back is checked as a whole, and
+//! refused naming the first bad entry, before a restore, a backup or `strata info` relies on it:
+//! - every file and directory path is relative, `/`-separated, without empty, `.` or `..` components,
+//!   NUL or control characters, so it cannot leave the data directory;
+//! - a path under `pg_tblspc/` names one of the manifest's tablespaces and goes into its
+//!   `PG_<version>_<catalog version>` directory (never the link `pg_tblspc/<oid>` itself);
+//! - no path is listed twice, and no file shares a path with a directory;
+//! - modes are permission bits only: no set-user-id or set-group-id file;
+//! - tablespace locations are absolute and normal (and not `/`), OIDs are unique;
+//! - labels (`prior`, `references`, a piece's `backup`) are backup labels, object names are
+//!   `data/<number>`: a key built from them stays inside the backup directories of the stanza;
+//! - sizes add up: a whole file's size is the sum of its pieces' sizes, a file in incremental form is
+//!   its length in blocks, and a piece of this backup lies inside one of its listed objects.
+
+use super::{is_label, Manifest};
+use std::collections::{HashMap, HashSet};
+
+/// Checks one relative path of a manifest; the error says what is wrong with it.
+pub fn check_path(path: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("path {path:?} {why}"));
+    if path.is_empty() {
+        return bad("is empty");
+    }
+    if path.len() > 4096 {
+        return bad("is too long");
+    }
+    if path.starts_with('/') {
+        return bad("is absolute");
+    }
+    if path.chars().any(|c| c.is_control()) {
+        return bad("contains a control character or NUL");
+    }
+    for comp in path.split('/') {
+        match comp {
+            "" => return bad("has an empty component"),
+            "." | ".." => return bad("has a '.' or '..' component"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// An absolute, normal directory path (a tablespace location).
+pub fn check_absolute_dir(path: &str) -> Result<(), String> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(format!("{path:?} is not an absolute path"));
+    };
+    if rest.is_empty() {
+        return Err("'/' is not a tablespace location".into());
+    }
+    check_path(rest.trim_end_matches('/')).map_err(|e| format!("location {e}"))
+}
+
+/// `data/<digits>`, as `RepoPaths::backup_object_name` makes them.
+fn is_object_name(name: &str) -> bool {
+    name.strip_prefix("data/")
+        .is_some_and(|n| (1..=20).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+impl Manifest {
+    /// Checks everything a restore will turn into a path, a key or a length (see the module comment).
+    pub fn validate(&self) -> Result<(), String> {
+        if !is_label(&self.label) {
+            return Err(format!("label {:?} is not a backup label", self.label));
+        }
+        for l in self.prior.iter().chain(self.references.iter()) {
+            if !is_label(l) {
+                return Err(format!("prior/reference {l:?} is not a backup label"));
+            }
+        }
+        if !self.wal_segment_size.is_power_of_two()
+            || !(1 << 20..=1 << 30).contains(&self.wal_segment_size)
+        {
+            return Err(format!(
+                "WAL segment size {} is not a power of two between 1 MB and 1 GB",
+                self.wal_segment_size
+            ));
+        }
+        if self.timeline == 0 {
+            return Err("timeline 0 does not exist".into());
+        }
+        let mut oids = HashSet::new();
+        for t in &self.tablespaces {
+            if t.oid == 0 || !oids.insert(t.oid) {
+                return Err(format!("tablespace OID {} is zero or listed twice", t.oid));
+            }
+            check_absolute_dir(&t.location)
+                .map_err(|e| format!("tablespace {} ({}): {e}", t.name, t.oid))?;
+        }
+        let check_tree_path = |path: &str| -> Result<(), String> {
+            check_path(path)?;
+            let mut comps = path.split('/');
+            if comps.next() == Some("pg_tblspc") {
+                match (comps.next(), comps.next()) {
+                    (None, _) => {}
+                    (Some(oid), Some(version))
+                        if oid.parse::<u32>().is_ok_and(|o| oids.contains(&o))
+                            && version.starts_with("PG_") => {}
+                    _ => {
+                        return Err(format!(
+                            "path {path:?} is not inside a tablespace of the backup \
+                             (pg_tblspc/<oid>/PG_<version>_...)"
+                        ))
+                    }
+                }
+            }
+            Ok(())
+        };
+        let mut dirs = HashSet::new();
+        for d in &self.directories {
+            check_tree_path(&d.path)?;
+            if d.mode & !0o7777 != 0 || d.mode & 0o4000 != 0 {
+                return Err(format!("directory {:?} has mode {:o}", d.path, d.mode));
+            }
+            if !dirs.insert(d.path.as_str()) {
+                return Err(format!("directory {:?} is listed twice", d.path));
+            }
+        }
+        let objects: HashMap<&str, u64> = self
+            .objects
+            .iter()
+            .map(|o| (o.name.as_str(), o.size))
+            .collect();
+        if let Some(o) = self.objects.iter().find(|o| !is_object_name(&o.name)) {
+            return Err(format!("object name {:?} is not data/<number>", o.name));
+        }
+        if objects.len() != self.objects.len() {
+            return Err("an object is listed twice".into());
+        }
+        let mut files = HashSet::new();
+        for f in &self.files {
+            check_tree_path(&f.path)?;
+            if f.path.starts_with("pg_tblspc/") && f.path.split('/').count() < 4 {
+                return Err(format!(
+                    "file {:?} is not inside a tablespace directory",
+                    f.path
+                ));
+            }
+            if f.mode & !0o777 != 0 {
+                return Err(format!(
+                    "file {:?} has mode {:o} (only permission bits are allowed)",
+                    f.path, f.mode
+                ));
+            }
+            if dirs.contains(f.path.as_str()) || !files.insert(f.path.as_str()) {
+                return Err(format!(
+                    "file {:?} is listed twice or as a directory too",
+                    f.path
+                ));
+            }
+            let expected = match f.incremental {
+                Some(blocks) => blocks as u64 * pgformat::relfile::BLCKSZ as u64,
+                None => f.pieces.iter().map(|p| p.size).sum(),
+            };
+            if f.size != expected {
+                return Err(format!(
+                    "file {:?} has size {} but its {} add up to {expected}",
+                    f.path,
+                    f.size,
+                    if f.incremental.is_some() {
+                        "blocks"
+                    } else {
+                        "pieces"
+                    }
+                ));
+            }
+            for p in &f.pieces {
+                if !is_object_name(&p.object) {
+                    return Err(format!(
+                        "file {:?} refers to object {:?}, which is not data/<number>",
+                        f.path, p.object
+                    ));
+                }
+                match &p.backup {
+                    Some(b) if !is_label(b) => {
+                        return Err(format!(
+                            "file {:?} refers to backup {b:?}, which is not a backup label",
+                            f.path
+                        ))
+                    }
+                    Some(_) => {}
+                    None => {
+                        let size = objects.get(p.object.as_str()).copied();
+                        if !size.is_some_and(|s| p.lies_within(s)) {
+                            return Err(format!(
+                                "file {:?} has a piece at {}+{} of object {}, which the backup does \
+                                 not hold",
+                                f.path, p.offset, p.length, p.object
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        // A file inside another file (`PG_VERSION/x`) cannot be created: refuse rather than fail late.
+        for f in &self.files {
+            let mut prefix = f.path.as_str();
+            while let Some((parent, _)) = prefix.rsplit_once('/') {
+                if files.contains(parent) {
+                    return Err(format!("file {:?} is inside file {parent:?}", f.path));
+                }
+                prefix = parent;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::sample;
+    use super::*;
+
+    fn refused(edit: impl FnOnce(&mut Manifest)) -> String {
+        let mut m = sample();
+        edit(&mut m);
+        let json = m.to_json();
+        Manifest::from_json("stanza/backup/x/manifest.json", &json)
+            .expect_err("a bad manifest must be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn paths_that_leave_the_data_directory_are_refused() {
+        for bad in [
+            "../../../tmp/x",
+            "/tmp/x",
+            "base/../../../x",
+            "base//x",
+            "./PG_VERSION",
+            "",
+            "base/x\0y",
+            "base/x\ny",
+        ] {
+            let e = refused(|m| m.files[0].path = bad.into());
+            assert!(e.contains("refused") && e.contains("path"), "{bad:?}: {e}");
+            let e = refused(|m| m.directories[0].path = bad.into());
+            assert!(e.contains("refused"), "{bad:?}: {e}");
+        }
+        assert!(check_path("base/16384/2619_fsm").is_ok());
+    }
+
+    #[test]
+    fn keys_stay_inside_the_backup_and_sizes_add_up() {
+        let e = refused(|m| m.files[0].pieces[0].object = "../../../archive/x".into());
+        assert!(e.contains("data/<number>"), "{e}");
+        let e = refused(|m| m.objects[0].name = "data/../../x".into());
+        assert!(e.contains("data/<number>"), "{e}");
+        let e = refused(|m| m.files[0].pieces[0].backup = Some("../other".into()));
+        assert!(e.contains("not a backup label"), "{e}");
+        let e = refused(|m| m.prior = Some("..".into()));
+        assert!(e.contains("not a backup label"), "{e}");
+        let e = refused(|m| m.files[0].size = 4);
+        assert!(e.contains("add up to 3"), "{e}");
+        let e = refused(|m| m.files[0].pieces[0].length = 60);
+        assert!(e.contains("does not hold"), "{e}");
+        let e = refused(|m| m.files[0].mode = 0o4755);
+        assert!(e.contains("mode"), "{e}");
+    }
+
+    #[test]
+    fn tablespace_paths_and_locations_are_checked() {
+        use crate::manifest::{Directory, Tablespace};
+        let ts = |loc: &str| Tablespace {
+            oid: 16400,
+            name: "t".into(),
+            location: loc.into(),
+        };
+        for loc in ["relative/dir", "/", "/srv/../etc", "/srv//x"] {
+            let e = refused(|m| m.tablespaces = vec![ts(loc)]);
+            assert!(e.contains("tablespace"), "{loc}: {e}");
+        }
+        let e = refused(|m| m.files[0].path = "pg_tblspc/16400/PG_15_1/x".into());
+        assert!(e.contains("not inside a tablespace"), "{e}");
+        let e = refused(|m| {
+            m.tablespaces = vec![ts("/srv/ts")];
+            m.directories.push(Directory {
+                path: "pg_tblspc/16400".into(),
+                mode: 0o700,
+            });
+        });
+        assert!(e.contains("not inside a tablespace"), "{e}");
+        let mut m = sample();
+        m.tablespaces = vec![ts("/srv/ts")];
+        m.files[0].path = "pg_tblspc/16400/PG_15_202209061/5/1".into();
+        m.validate().unwrap();
+    }
+}
