@@ -184,8 +184,19 @@ fn delta_never_follows_links_or_deletes_outside_its_targets() {
         .unwrap();
     std::fs::remove_dir_all(&db).unwrap();
     std::os::unix::fs::symlink(&outside, &db).unwrap();
+    // The operator keeps WAL on another disk: that pg_wal link is kept, only WAL files are removed
+    // through it.
+    let wal_disk = work.path().join("wal_disk");
+    std::fs::create_dir(&wal_disk).unwrap();
+    std::fs::write(wal_disk.join("000000010000000000000009"), b"old wal").unwrap();
+    std::fs::write(wal_disk.join("README"), b"operator's notes").unwrap();
+    std::fs::remove_dir_all(pgdata.join("pg_wal")).unwrap();
+    std::os::unix::fs::symlink(&wal_disk, pgdata.join("pg_wal")).unwrap();
     let o = restore_as_me(&a, &pgdata, &["--delta"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_link(pgdata.join("pg_wal")).unwrap(), wal_disk);
+    assert!(wal_disk.join("README").exists() && wal_disk.join("archive_status").is_dir());
+    assert!(!wal_disk.join("000000010000000000000009").exists());
     assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"root's\n");
     assert_eq!(
         std::fs::read_dir(&outside).unwrap().count(),

@@ -141,6 +141,11 @@ impl Root {
         &self.path
     }
 
+    /// Where the opened directory really is (through /proc, whatever happened to the path since).
+    pub fn real_path(&self) -> PathBuf {
+        std::fs::read_link(fd_path(&self.dir)).unwrap_or_else(|_| self.path.clone())
+    }
+
     fn full(&self, rel: &str) -> PathBuf {
         if rel.is_empty() {
             self.path.clone()

@@ -62,7 +62,11 @@ impl Roots {
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
                     .map_err(werr(dir))?;
             }
-            Root::open(dir)
+            let root = Root::open(dir)?;
+            // The checks before writing resolved links in the path; a directory swapped for a link
+            // since then would show here, where the opened directory itself is checked again.
+            super::safety::check_plausible(&root.real_path(), "target directory")?;
+            Ok(root)
         };
         Ok(Roots {
             pgdata: open(pgdata)?,
@@ -127,12 +131,19 @@ pub fn prepare_tree(plan: &Plan, roots: &Roots, delta: bool) -> Result<u64> {
     for root in &roots.tablespaces {
         root.set_dir_mode("", 0o700)?;
     }
+    // An operator's pg_wal link (WAL on another disk) is kept, and what the backup has below pg_wal
+    // is made through it; every other link is replaced.
+    let linked_wal = if roots.pgdata.kind("pg_wal") == Kind::Other {
+        Some(Root::open(&roots.pgdata.path().join("pg_wal"))?)
+    } else {
+        None
+    };
     for d in &plan.manifest.directories {
-        let (root, rel) = roots.locate(plan, &d.path);
-        // An operator's pg_wal link (WAL on another disk) is kept; every other link is replaced.
-        if rel == "pg_wal" && std::ptr::eq(root, &roots.pgdata) && root.kind(rel) == Kind::Other {
-            continue;
-        }
+        let (root, rel) = match (&linked_wal, plan.locate(&d.path)) {
+            (Some(_), (None, "pg_wal")) => continue,
+            (Some(wal), (None, p)) if p.starts_with("pg_wal/") => (wal, &p["pg_wal/".len()..]),
+            _ => roots.locate(plan, &d.path),
+        };
         root.dir(rel, true)?;
         root.set_dir_mode(rel, d.mode)?;
     }
