@@ -116,7 +116,8 @@ fn a_tampered_manifest_cannot_make_a_root_restore_write_or_read_outside() {
 
     // Object keys that leave the backup, a piece outside its object, a size that does not add up, a
     // set-user-id mode: refused, naming the entry.
-    let edits: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let edits: Vec<(&str, Edit)> = vec![
         (
             "data/<number>",
             Box::new(|m: &mut Value| {
