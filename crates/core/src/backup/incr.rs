@@ -7,17 +7,19 @@
 //!   block at or past the fork's smallest length since the reference (its limit), in incremental form.
 //! - A relation fork, when the summaries have a gap: every page read, kept when its LSN is at or after
 //!   the reference's start or it is new (all zero); visibility maps are stored whole then, because
-//!   clearing a visibility bit does not advance the VM page's LSN.
+//!   clearing a visibility bit does not advance the VM page's LSN. Except in a database that may have
+//!   been dropped and created again since the reference (see `recreated`): stored whole.
 //! - Any other file: read and compared piece by piece with the reference's copy; identical pieces are
 //!   referenced, not stored.
 
+use super::recreated::possibly_recreated;
 use super::walk::SourceFile;
 use crate::changes::ChangeMap;
 use crate::manifest::{BackupMethod, FileEntry, Manifest, Piece};
 use crate::summary::{DbEvent, ForkKey};
 use pgformat::lsn::Lsn;
 use pgformat::relfile::{parse_relation_path, ForkNumber, RELSEG_SIZE};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// How one file is copied.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,11 +40,14 @@ pub struct IncrementalPlan {
     reference_files: HashMap<String, FileEntry>,
     changes: ChangeMap,
     created_dbs: HashSet<(u32, u32)>,
+    /// In a gap: the databases whose relation files are stored whole (they may have been recreated).
+    recreated_dbs: BTreeSet<u32>,
     since: Lsn,
 }
 
 impl IncrementalPlan {
-    pub fn new(reference: &Manifest, changes: ChangeMap) -> IncrementalPlan {
+    /// The plan for copying `files` (the data directory now) relative to `reference`.
+    pub fn new(reference: &Manifest, changes: ChangeMap, files: &[SourceFile]) -> IncrementalPlan {
         let reference_files = reference
             .files
             .iter()
@@ -64,10 +69,17 @@ impl IncrementalPlan {
                 DbEvent::Dropped { .. } => None,
             })
             .collect();
+        // With summaries the DBASE records name the created databases; in a gap only the directories can.
+        let recreated_dbs = if changes.complete() {
+            BTreeSet::new()
+        } else {
+            possibly_recreated(reference, files)
+        };
         IncrementalPlan {
             reference_files,
             changes,
             created_dbs,
+            recreated_dbs,
             since: reference.start_lsn,
         }
     }
@@ -85,7 +97,7 @@ impl IncrementalPlan {
             .map(|g| format!("{}..{}: {}", g.start, g.end, g.reason))
             .collect();
         let more = self.changes.gaps.len().saturating_sub(3);
-        let reason = format!(
+        let mut reason = format!(
             "block-change summaries do not cover {}{}",
             gaps.join("; "),
             if more > 0 {
@@ -94,6 +106,25 @@ impl IncrementalPlan {
                 String::new()
             }
         );
+        if !self.recreated_dbs.is_empty() {
+            let dbs: Vec<String> = self
+                .recreated_dbs
+                .iter()
+                .take(10)
+                .map(u32::to_string)
+                .collect();
+            let more = self.recreated_dbs.len().saturating_sub(10);
+            reason.push_str(&format!(
+                "; the relation files of databases {}{} were stored whole (their PG_VERSION is not \
+                 the reference's, or too recent to prove they were not dropped and created again)",
+                dbs.join(", "),
+                if more > 0 {
+                    format!(" (and {more} more)")
+                } else {
+                    String::new()
+                }
+            ));
+        }
         (BackupMethod::PageLsn, Some(reason))
     }
 
@@ -105,7 +136,9 @@ impl IncrementalPlan {
         let Some((rel, fork, segno)) = parse_relation_path(&file.path) else {
             return compare_or_whole(reference);
         };
-        if self.created_dbs.contains(&(rel.spc_node, rel.db_node)) {
+        if self.created_dbs.contains(&(rel.spc_node, rel.db_node))
+            || self.recreated_dbs.contains(&rel.db_node)
+        {
             return FileMode::Whole;
         }
         match fork {
@@ -193,6 +226,9 @@ mod tests {
             "base/7/16400",
             "base/5/16390",
             "global/pg_control",
+            "base/5/PG_VERSION",
+            "base/8/PG_VERSION",
+            "base/8/16500",
         ]);
         let key = |rel, fork| ForkKey {
             spc: 1663,
@@ -214,6 +250,7 @@ mod tests {
                 changes: s.clone(),
                 gaps: vec![],
             },
+            &[],
         );
         assert_eq!(plan.method().0, BackupMethod::BlockSummaries);
         let mode = |p: &str| plan.mode_for(&source(p));
@@ -240,6 +277,18 @@ mod tests {
         // An untouched relation: nothing but its length.
         assert_eq!(mode("base/5/16390"), blocks(vec![], RELSEG_SIZE));
 
+        // In the gap, database 8 has a PG_VERSION newer than the reference's: dropped and created again?
+        let pg_version = |db: u32, mtime: i64| SourceFile {
+            size: 3,
+            mtime,
+            ..source(&format!("base/{db}/PG_VERSION"))
+        };
+        let now = [
+            pg_version(5, m.files[0].mtime),
+            source("base/5/16384"),
+            pg_version(8, m.files[0].mtime + 1),
+            source("base/8/16500"),
+        ];
         let plan = IncrementalPlan::new(
             &m,
             ChangeMap {
@@ -250,10 +299,14 @@ mod tests {
                     reason: "no block-change summary".into(),
                 }],
             },
+            &now,
         );
         let (method, reason) = plan.method();
         assert_eq!(method, BackupMethod::PageLsn);
-        assert!(reason.unwrap().contains("0/2000000..0/3000000"));
+        let reason = reason.unwrap();
+        assert!(reason.contains("0/2000000..0/3000000"), "{reason}");
+        assert!(reason.contains("databases 8 were stored whole"), "{reason}");
+        assert_eq!(plan.mode_for(&source("base/8/16500")), FileMode::Whole);
         assert_eq!(
             plan.mode_for(&source("base/5/16384")),
             FileMode::PageLsn {

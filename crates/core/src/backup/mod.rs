@@ -6,11 +6,11 @@
 //! 1. `BackupRun::begin` — checks the stanza belongs to this cluster, removes the garbage of failed
 //!    backups, decides the kind, the reference (for diff and incr, see `chain::choose_reference`) and
 //!    the label. The worker then calls `pg_backup_start(label, true)`.
-//! 2. `BackupRun::copy` — for diff and incr, maps the blocks changed since the reference's start (see
-//!    `changed`) and decides how each file is copied (see `incr`); walks PGDATA and the tablespaces and
-//!    copies the files in parallel (see `copy`); pure Rust on its own threads, cancellable through an
-//!    atomic flag. The worker then calls `pg_backup_stop`, and waits until the WAL the backup needs is
-//!    archived.
+//! 2. `BackupRun::copy` — walks PGDATA and the tablespaces; for diff and incr, maps the blocks changed
+//!    since the reference's start (see `changed`) and decides how each file is copied (see `incr`, and
+//!    `recreated` for the databases a summary gap must not trust); copies the files in parallel (see
+//!    `copy`); pure Rust on its own threads, cancellable through an atomic flag. The worker then calls
+//!    `pg_backup_stop`, and waits until the WAL the backup needs is archived.
 //! 3. `BackupRun::complete` — writes the manifest, the commit point: only now does the backup exist.
 //!
 //! A backup that fails or is cancelled before phase 3 leaves no manifest, so it is not listed and a later
@@ -20,6 +20,7 @@ pub mod changed;
 pub mod copy;
 pub mod incr;
 pub mod pages;
+pub mod recreated;
 pub mod walk;
 
 use crate::catalog;
@@ -172,11 +173,11 @@ impl BackupRun {
                 self.facts.timeline
             )));
         }
+        let found = walk::walk(&self.facts.pgdata, &self.facts.tablespaces)?;
         let plan = match &self.reference {
             None => None,
-            Some(reference) => Some(self.incremental_plan(reference, start_lsn)?),
+            Some(reference) => Some(self.incremental_plan(reference, start_lsn, &found.files)?),
         };
-        let found = walk::walk(&self.facts.pgdata, &self.facts.tablespaces)?;
         let files = found
             .files
             .into_iter()
@@ -206,8 +207,13 @@ impl BackupRun {
         Ok(copied)
     }
 
-    /// The changed blocks since the reference's start, and what to copy of each file.
-    fn incremental_plan(&self, reference: &Manifest, start_lsn: Lsn) -> Result<IncrementalPlan> {
+    /// The changed blocks since the reference's start, and what to copy of each of `files`.
+    fn incremental_plan(
+        &self,
+        reference: &Manifest,
+        start_lsn: Lsn,
+        files: &[walk::SourceFile],
+    ) -> Result<IncrementalPlan> {
         // Without the history file only references of this very timeline were chosen.
         let alone = chain::TimelineHistory::alone(self.facts.timeline);
         let history = self.history.as_ref().unwrap_or(&alone);
@@ -224,7 +230,7 @@ impl BackupRun {
             reference.start_lsn,
             start_lsn,
         )?;
-        Ok(IncrementalPlan::new(reference, changes))
+        Ok(IncrementalPlan::new(reference, changes, files))
     }
 
     /// The WAL segments the backup needs (from its start to `stop_lsn`) that are not archived yet.
