@@ -1,5 +1,5 @@
 //! The SQL face of backups: `backup_start()`, `backup_cancel()`, `backup_progress()` and
-//! `backup_list()`, plus the `strata_operator` role that may call them (they are not granted to PUBLIC).
+//! `backup_list()`, the views over them and the `strata_operator` role (its privileges: `permissions`).
 //!
 //! `backup_start` claims the single backup slot in shared memory, launches the worker and, with
 //! `wait`, sleeps on its latch until the worker reports, so that its result (or ERROR) tells the truth
@@ -319,15 +319,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON ROLE strata_operator IS 'pg_strata: may take, cancel and list backups';
-REVOKE ALL ON FUNCTION backup_start(text, boolean) FROM PUBLIC;
-REVOKE ALL ON FUNCTION backup_cancel() FROM PUBLIC;
-REVOKE ALL ON FUNCTION backup_progress() FROM PUBLIC;
-REVOKE ALL ON FUNCTION backup_list() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION backup_start(text, boolean) TO strata_operator;
-GRANT EXECUTE ON FUNCTION backup_cancel() TO strata_operator;
-GRANT EXECUTE ON FUNCTION backup_progress() TO strata_operator;
-GRANT EXECUTE ON FUNCTION backup_list() TO strata_operator;
+COMMENT ON ROLE strata_operator IS 'pg_strata: may take, cancel and list backups and see archiving status';
 CREATE VIEW strata_backups AS
     SELECT label, kind, requested_kind, prior, start_time, stop_time,
            start_lsn::pg_lsn AS start_lsn, stop_lsn::pg_lsn AS stop_lsn, timeline,
@@ -335,9 +327,7 @@ CREATE VIEW strata_backups AS
            method, method_reason, "references", read_size
     FROM backup_list();
 CREATE VIEW strata_backup_progress AS SELECT * FROM backup_progress();
-REVOKE ALL ON strata_backups, strata_backup_progress FROM PUBLIC;
-GRANT SELECT ON strata_backups, strata_backup_progress TO strata_operator;
 "#,
-    name = "backup_permissions",
+    name = "backup_role_and_views",
     requires = [backup_start, backup_cancel, backup_progress, backup_list],
 );

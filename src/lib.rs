@@ -13,6 +13,7 @@ mod backup_sql;
 mod backup_state;
 mod backup_worker;
 mod gucs;
+mod permissions;
 mod status;
 
 #[pg_guard]

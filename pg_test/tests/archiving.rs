@@ -356,6 +356,73 @@ fn unwritable_repository_loses_nothing_and_archiving_catches_up() {
     );
 }
 
+fn failed_count(a: &Archiving) -> i64 {
+    a.status("failed_count").parse().unwrap()
+}
+
+#[test]
+fn a_repository_moved_away_is_never_recreated_and_archiving_catches_up_when_it_is_back() {
+    let (a, _first) = archived_table("moved", 1000);
+    let c = &a.cluster;
+    let root = a.repo.path().to_path_buf();
+    let away = root.with_file_name(format!(
+        "{}.away",
+        root.file_name().unwrap().to_string_lossy()
+    ));
+    let ready = |wal: &str| {
+        c.wal_dir()
+            .join("archive_status")
+            .join(format!("{wal}.ready"))
+            .exists()
+    };
+
+    // The repository's directory renamed away, as when the disk holding it is unmounted.
+    std::fs::rename(&root, &away).unwrap();
+    write_load(c, 1000);
+    let wal = a.switch_wal();
+    c.wait_for("archiving to fail", 60, || failed_count(&a) > 0);
+    assert!(ready(&wal), "{wal} must stay .ready");
+    assert!(!root.exists(), "nothing may be created at the old path");
+    let log = c.log();
+    assert!(
+        log.contains(&format!(
+            "WARNING:  pg_strata: could not archive WAL file \"{wal}\""
+        )) && log.contains("does not exist"),
+        "{log}"
+    );
+
+    // An empty directory at the old path (the mount point left behind): the stanza is not recreated.
+    std::fs::create_dir(&root).unwrap();
+    give_to_postgres(&root);
+    let before = failed_count(&a);
+    let wal2 = a.switch_wal();
+    c.wait_for("archiving to fail again", 60, || failed_count(&a) > before);
+    assert!(ready(&wal) && ready(&wal2));
+    assert_eq!(
+        std::fs::read_dir(&root).unwrap().count(),
+        0,
+        "nothing may be written under the mount point"
+    );
+    assert!(
+        c.log().contains("has no identity file strata.repo"),
+        "{}",
+        c.log()
+    );
+    assert_eq!(
+        a.status("last_failed_wal"),
+        wal,
+        "the archiver retries the oldest segment"
+    );
+
+    // Back in place: archiving catches up by itself.
+    std::fs::remove_dir(&root).unwrap();
+    std::fs::rename(&away, &root).unwrap();
+    let wal3 = a.switch_wal();
+    a.wait_archived(&wal3);
+    assert!(!ready(&wal) && !ready(&wal2));
+    assert_all_archived_segments_come_back_identical(&a, 4);
+}
+
 #[test]
 fn bad_settings_are_rejected_with_clear_messages() {
     let a = Archiving::new("badset", "");

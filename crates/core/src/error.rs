@@ -72,6 +72,23 @@ pub enum Error {
         our_version: u32,
     },
 
+    #[error(
+        "repository directory {path} does not exist or is not a directory; create it (owned by the \
+         postgres user) or fix strata.repo1; if it is on a file system that is not mounted, mount it"
+    )]
+    RepoRootMissing { path: PathBuf },
+
+    #[error(
+        "repository {repo} stanza '{stanza}' has no identity file strata.repo ({why}): nothing is written \
+         into it; if the repository was moved or its file system unmounted, put it back (archiving catches \
+         up by itself)"
+    )]
+    StanzaIdentityMissing {
+        repo: String,
+        stanza: String,
+        why: String,
+    },
+
     #[error("repository identity {key} has format version {found}, this pg_strata reads version {supported}")]
     UnsupportedRepoFormat {
         key: String,

@@ -1,8 +1,16 @@
 //! Repository identity (`<stanza>/strata.repo`): which cluster a stanza belongs to. Written on first
 //! use, checked on every later use, so that two clusters never mix their WAL in one stanza.
+//!
+//! Nothing is written into a stanza whose identity is missing: a stanza is created only on first use,
+//! when neither it nor anything under it exists, and only under an existing repository root (the root
+//! itself is never created). A writer that keeps going (the archiver) holds a `StanzaGuard`, which
+//! re-checks the identity before every write — cheaply, by the identity file's device, inode, size and
+//! time — and, once it has seen the stanza, never creates it again: a repository renamed away or a file
+//! system unmounted under it makes archiving fail (PostgreSQL keeps the WAL) instead of filling a new,
+//! empty directory at the old path.
 
 use crate::paths::RepoPaths;
-use crate::storage::{PutOutcome, Storage};
+use crate::storage::{ObjectStamp, PutOutcome, Storage};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +70,14 @@ pub fn ensure(
     let existing = match read(storage, paths)? {
         Some(id) => id,
         None => {
+            storage.check_root()?;
+            if !storage.list(paths.stanza())?.is_empty() {
+                return Err(Error::StanzaIdentityMissing {
+                    repo: storage.url().display(),
+                    stanza: paths.stanza().to_string(),
+                    why: "the stanza holds objects, so it is not new".into(),
+                });
+            }
             let json = serde_json::to_vec_pretty(&mine).map_err(|e| Error::Other(e.to_string()))?;
             match storage.put_new(&paths.identity(), json)? {
                 PutOutcome::Written => return Ok(mine),
@@ -83,6 +99,60 @@ pub fn ensure(
         });
     }
     Ok(existing)
+}
+
+/// Checks a stanza's identity before each write of a long-lived writer (see the module comment).
+#[derive(Debug)]
+pub struct StanzaGuard {
+    system_identifier: u64,
+    pg_version: u32,
+    wal_segment_size: u32,
+    /// The identity file's fingerprint when it was last found to be ours.
+    verified: Option<ObjectStamp>,
+    /// The stanza existed with our identity at some point: it is never created again.
+    seen: bool,
+}
+
+impl StanzaGuard {
+    pub fn new(system_identifier: u64, pg_version: u32, wal_segment_size: u32) -> StanzaGuard {
+        StanzaGuard {
+            system_identifier,
+            pg_version,
+            wal_segment_size,
+            verified: None,
+            seen: false,
+        }
+    }
+
+    /// Ok when the stanza holds this cluster's identity (creating it on first use); an error naming
+    /// the stanza and the fix otherwise. Costs one `stat` when nothing changed since the last call.
+    pub fn check(&mut self, storage: &Storage, paths: &RepoPaths) -> Result<()> {
+        let key = paths.identity();
+        if let Some(verified) = &self.verified {
+            if storage.stamp(&key).as_ref() == Some(verified) {
+                return Ok(());
+            }
+            self.verified = None;
+        }
+        if self.seen && read(storage, paths)?.is_none() {
+            storage.check_root()?;
+            return Err(Error::StanzaIdentityMissing {
+                repo: storage.url().display(),
+                stanza: paths.stanza().to_string(),
+                why: "it was there before: the stanza vanished or was moved".into(),
+            });
+        }
+        ensure(
+            storage,
+            paths,
+            self.system_identifier,
+            self.pg_version,
+            self.wal_segment_size,
+        )?;
+        self.seen = true;
+        self.verified = storage.stamp(&key);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -108,5 +178,72 @@ mod tests {
         );
         // Another stanza in the same repository is fine.
         ensure(&s, &RepoPaths::new("other"), 7002, 15, 16 << 20).unwrap();
+    }
+
+    #[test]
+    fn no_stanza_is_created_without_its_root_nor_recreated_once_seen() {
+        let parent = tempfile::tempdir().unwrap();
+        let root = parent.path().join("repo");
+        std::fs::create_dir(&root).unwrap();
+        let s = Storage::open(&RepoUrl::Local(root.clone())).unwrap();
+        let p = RepoPaths::new("main");
+        let mut guard = StanzaGuard::new(7001, 15, 16 << 20);
+        guard.check(&s, &p).unwrap();
+        guard.check(&s, &p).unwrap();
+        s.put_new("main/archive/x", vec![1]).unwrap();
+
+        // The repository renamed away (an unmounted disk): refused, and nothing appears at the old path.
+        let away = parent.path().join("away");
+        std::fs::rename(&root, &away).unwrap();
+        let e = guard.check(&s, &p).unwrap_err().to_string();
+        assert!(e.contains("does not exist") && e.contains("repo"), "{e}");
+        assert!(!root.exists());
+        // A fresh guard (an archiver restarted) does not create the root either.
+        let e = StanzaGuard::new(7001, 15, 16 << 20)
+            .check(&s, &p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        assert!(!root.exists());
+
+        // An empty directory at the old path (the mount point): this guard saw the stanza, so it refuses.
+        std::fs::create_dir(&root).unwrap();
+        let e = guard.check(&s, &p).unwrap_err().to_string();
+        assert!(
+            e.contains("no identity file") && e.contains("vanished"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
+        std::fs::remove_dir(&root).unwrap();
+
+        // Back in place: accepted again.
+        std::fs::rename(&away, &root).unwrap();
+        guard.check(&s, &p).unwrap();
+
+        // A stanza that holds objects but lost its identity is never given a new one.
+        std::fs::remove_file(root.join("main/strata.repo")).unwrap();
+        let e = StanzaGuard::new(7001, 15, 16 << 20)
+            .check(&s, &p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no identity file") && e.contains("holds objects"),
+            "{e}"
+        );
+        assert!(!root.join("main/strata.repo").exists());
+
+        // Another cluster's identity put in place of ours is noticed (the fingerprint changed).
+        let other = serde_json::to_vec(&RepoIdentity {
+            format_version: REPO_FORMAT_VERSION,
+            system_identifier: 9999,
+            pg_version: 15,
+            wal_segment_size: 16 << 20,
+            cipher: None,
+            created: "2026-01-01T00:00:00Z".into(),
+        })
+        .unwrap();
+        std::fs::write(root.join("main/strata.repo"), other).unwrap();
+        let e = guard.check(&s, &p).unwrap_err().to_string();
+        assert!(e.contains("another cluster"), "{e}");
     }
 }

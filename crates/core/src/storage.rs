@@ -21,6 +21,17 @@ pub enum PutOutcome {
     AlreadyExists,
 }
 
+/// A cheap fingerprint of a stored object, to notice without reading it that it vanished or was
+/// replaced (a repository unmounted or moved away): on a local repository its file's device, inode,
+/// size and modification time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
     runtime: tokio::runtime::Runtime,
@@ -38,11 +49,7 @@ impl Storage {
         let store: Arc<dyn ObjectStore> = match url {
             RepoUrl::Local(path) => {
                 if !path.is_dir() {
-                    return Err(Error::Other(format!(
-                        "repository directory {} does not exist or is not a directory; create it \
-                         (owned by the postgres user) or fix strata.repo1",
-                        path.display()
-                    )));
+                    return Err(Error::RepoRootMissing { path: path.clone() });
                 }
                 let fs = LocalFileSystem::new_with_prefix(path)
                     .map_err(|e| Error::storage(&path.display().to_string(), e))?
@@ -59,6 +66,35 @@ impl Storage {
 
     pub fn url(&self) -> &RepoUrl {
         &self.url
+    }
+
+    /// Checks that the repository's root still exists. Writes create missing parent directories, so
+    /// without this check a repository directory renamed away (or a file system unmounted under it)
+    /// would silently be recreated, empty, at the same path.
+    pub fn check_root(&self) -> Result<()> {
+        match &self.url {
+            RepoUrl::Local(path) if !path.is_dir() => {
+                Err(Error::RepoRootMissing { path: path.clone() })
+            }
+            RepoUrl::Local(_) => Ok(()),
+        }
+    }
+
+    /// The fingerprint of an object, when the backend has a cheap one and the object exists.
+    pub fn stamp(&self, key: &str) -> Option<ObjectStamp> {
+        use std::os::unix::fs::MetadataExt;
+        match &self.url {
+            RepoUrl::Local(root) => {
+                let meta = std::fs::metadata(root.join(key)).ok()?;
+                Some(ObjectStamp {
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                    size: meta.size(),
+                    mtime_ns: i128::from(meta.mtime()) * 1_000_000_000
+                        + i128::from(meta.mtime_nsec()),
+                })
+            }
+        }
     }
 
     /// Reads a whole object; `None` when it does not exist.

@@ -2,7 +2,9 @@
 //!
 //! Steps: read the file once; SHA-256 of the plaintext; if any object for this file name exists already,
 //! the same SHA-256 is success and a different one is refused (never overwritten); otherwise compress and
-//! store durably; then, for segments, decode the records and store the block-change summary. The caller
+//! store durably; then, for segments, decode the records and store the block-change summary. Before all
+//! that, the stanza's identity is checked (every call, cheaply): nothing is written into a stanza whose
+//! `strata.repo` is missing or another cluster's. The caller
 //! reports success to PostgreSQL only when this returns Ok, so any failure leaves the segment in pg_wal
 //! to be retried.
 
@@ -53,7 +55,8 @@ pub struct ArchivePusher {
     facts: ServerFacts,
     storage: Storage,
     paths: RepoPaths,
-    identity_checked: bool,
+    /// Re-checks the stanza's identity before every push (see `identity`).
+    guard: identity::StanzaGuard,
     summarizer: SegmentSummarizer,
     read_buf: Vec<u8>,
 }
@@ -68,7 +71,11 @@ impl ArchivePusher {
             facts,
             storage,
             paths,
-            identity_checked: false,
+            guard: identity::StanzaGuard::new(
+                facts.system_identifier,
+                facts.pg_version,
+                facts.wal_segment_size,
+            ),
             read_buf: Vec::new(),
         })
     }
@@ -84,16 +91,8 @@ impl ArchivePusher {
             WalFileName::parse(file_name, seg_size).ok_or_else(|| Error::BadWalFileName {
                 what: file_name.to_string(),
             })?;
-        if !self.identity_checked {
-            identity::ensure(
-                &self.storage,
-                &self.paths,
-                self.facts.system_identifier,
-                self.facts.pg_version,
-                seg_size,
-            )?;
-            self.identity_checked = true;
-        }
+        // Every time: the repository may have been unmounted or moved since the last segment.
+        self.guard.check(&self.storage, &self.paths)?;
         // Reuse one buffer across segments: a fresh 16 MB allocation per segment costs page faults.
         let mut data = std::mem::take(&mut self.read_buf);
         data.clear();

@@ -54,6 +54,8 @@ pub struct CopyProgress {
 /// Settings of one copy.
 pub struct CopySettings<'a> {
     pub storage_url: &'a crate::config::RepoUrl,
+    /// Called before each object is stored: fails when the stanza's identity is gone (see `identity`).
+    pub before_write: &'a (dyn Fn() -> Result<()> + Sync),
     pub paths: &'a RepoPaths,
     pub label: &'a str,
     pub compress: CompressType,
@@ -366,6 +368,7 @@ impl<'a> CopyThread<'a> {
             size: data.len() as u64,
             crc32c: crc32c::crc32c(&data),
         };
+        (self.settings.before_write)()?;
         match self.storage.put_new(&key, data)? {
             PutOutcome::Written => {
                 self.done.objects.push(record);
@@ -406,6 +409,7 @@ mod tests {
     ) -> CopySettings<'a> {
         CopySettings {
             storage_url: url,
+            before_write: &|| Ok(()),
             paths,
             label: "20260101-000000F",
             compress,

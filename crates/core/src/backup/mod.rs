@@ -64,6 +64,8 @@ pub struct BackupRun {
     config: RepoConfig,
     storage: Storage,
     paths: RepoPaths,
+    /// Re-checks the stanza's identity before each write (a repository unmounted mid-backup).
+    guard: std::sync::Mutex<identity::StanzaGuard>,
     facts: ClusterFacts,
     pub label: String,
     pub kind: BackupKind,
@@ -92,13 +94,12 @@ impl BackupRun {
     ) -> Result<BackupRun> {
         let storage = Storage::open(&config.repo)?;
         let paths = RepoPaths::new(&config.stanza);
-        identity::ensure(
-            &storage,
-            &paths,
+        let mut guard = identity::StanzaGuard::new(
             facts.system_identifier,
             facts.pg_version_num / 10000,
             facts.wal_segment_size,
-        )?;
+        );
+        guard.check(&storage, &paths)?;
         let removed_incomplete = catalog::remove_incomplete(&storage, &paths)?;
         let (labels, _) = catalog::backup_labels(&storage, &paths)?;
         let mut notices = Vec::new();
@@ -144,6 +145,7 @@ impl BackupRun {
             config,
             storage,
             paths,
+            guard: std::sync::Mutex::new(guard),
             facts,
             label,
             kind,
@@ -186,8 +188,10 @@ impl BackupRun {
                 (f, mode)
             })
             .collect();
+        let check_stanza = || self.check_stanza();
         let settings = CopySettings {
             storage_url: &self.config.repo,
+            before_write: &check_stanza,
             paths: &self.paths,
             label: &self.label,
             compress: self.config.compress_type,
@@ -310,12 +314,21 @@ impl BackupRun {
             owner: crate::owner::owner_of(&self.facts.pgdata),
         };
         let key = self.paths.backup_manifest(&self.label);
+        self.check_stanza()?;
         match self.storage.put_new(&key, m.to_json())? {
             PutOutcome::Written => Ok(m),
             PutOutcome::AlreadyExists => Err(Error::Other(format!(
                 "manifest {key} already exists: refusing to replace a committed backup"
             ))),
         }
+    }
+
+    /// Whether the stanza still holds this cluster's identity (checked before every write).
+    fn check_stanza(&self) -> Result<()> {
+        self.guard
+            .lock()
+            .map_err(|_| Error::Other("stanza guard poisoned by a panicked copy thread".into()))?
+            .check(&self.storage, &self.paths)
     }
 
     /// Deletes what a failed or cancelled backup stored (best effort: a later backup removes any rest).
