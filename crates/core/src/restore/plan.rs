@@ -16,6 +16,7 @@ use crate::paths::RepoPaths;
 use crate::storage::Storage;
 use crate::{Error, Result};
 use pgformat::lsn::{segment_file_name, WalFileName};
+use pgformat::wal::PageHeader;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -384,13 +385,30 @@ fn check_wal(storage: &Storage, paths: &RepoPaths, m: &Manifest) -> Result<()> {
     };
     for n in segno(&m.start_wal_file)?..=segno(&m.stop_wal_file)? {
         let name = segment_file_name(m.timeline, n, seg);
-        crate::archive::get::fetch(storage, paths, &name, seg).map_err(|e| {
+        let damaged = |why: String| {
             Error::Other(format!(
                 "WAL file {name}, needed to make backup {} consistent, is damaged in the archive: \
-                 {e}; the backup cannot be restored, choose another with --set",
+                 {why}; the backup cannot be restored, choose another with --set",
                 m.label
             ))
-        })?;
+        };
+        let fetched = crate::archive::get::fetch(storage, paths, &name, seg)
+            .map_err(|e| damaged(e.to_string()))?;
+        let Some((_, wal)) = fetched else {
+            return Err(damaged("it disappeared during the check".into()));
+        };
+        // Its first page must be this segment's, of this cluster: recovery would refuse it otherwise.
+        let start = pgformat::lsn::segment_start_lsn(n, seg);
+        let header = PageHeader::parse(start, &wal).map_err(|e| damaged(e.to_string()))?;
+        if header.sysid != Some(m.system_identifier) || wal.len() as u64 != seg as u64 {
+            return Err(damaged(format!(
+                "{} bytes, first page of system identifier {:?}, expected {} bytes of cluster {}",
+                wal.len(),
+                header.sysid,
+                seg,
+                m.system_identifier
+            )));
+        }
     }
     Ok(())
 }
