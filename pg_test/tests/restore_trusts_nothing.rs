@@ -191,12 +191,26 @@ fn delta_never_follows_links_or_deletes_outside_its_targets() {
     std::fs::create_dir(&wal_disk).unwrap();
     std::fs::write(wal_disk.join("000000010000000000000009"), b"old wal").unwrap();
     std::fs::write(wal_disk.join("README"), b"operator's notes").unwrap();
+    std::fs::write(wal_disk.join("00000001.conf"), b"not WAL").unwrap();
+    // A pg_wal link to a system directory is refused, not cleaned.
+    std::fs::remove_dir_all(pgdata.join("pg_wal")).unwrap();
+    std::os::unix::fs::symlink("/etc", pgdata.join("pg_wal")).unwrap();
+    assert_refused(
+        &restore_as_me(&a, &pgdata, &["--delta"]),
+        &["pg_wal", "/etc"],
+    );
+    std::fs::remove_file(pgdata.join("pg_wal")).unwrap();
+    std::fs::create_dir(pgdata.join("pg_wal")).unwrap();
     std::fs::remove_dir_all(pgdata.join("pg_wal")).unwrap();
     std::os::unix::fs::symlink(&wal_disk, pgdata.join("pg_wal")).unwrap();
     let o = restore_as_me(&a, &pgdata, &["--delta"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read_link(pgdata.join("pg_wal")).unwrap(), wal_disk);
     assert!(wal_disk.join("README").exists() && wal_disk.join("archive_status").is_dir());
+    assert!(
+        wal_disk.join("00000001.conf").exists(),
+        "only exact WAL names are removed"
+    );
     assert!(!wal_disk.join("000000010000000000000009").exists());
     assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"root's\n");
     assert_eq!(
@@ -330,6 +344,16 @@ fn tablespace_targets_must_be_plausible_and_unused() {
     let o = restore_as_me(&a, &pgdata, &["--delta"]);
     assert_refused(&o, &["no PG_15_* directory"]);
     assert_eq!(std::fs::read_dir(&unrelated).unwrap().count(), 4);
+    // Run as root, a location the backup names is not created where nothing of the cluster's owner
+    // is (it could be /root/.ssh): refused without --tablespace-map, nothing made.
+    let home_ssh = work.path().join("home/alice/.ssh");
+    m["tablespaces"][0]["location"] = Value::String(home_ssh.display().to_string());
+    write_manifest(&a, &label, &m);
+    if unsafe { libc::geteuid() } == 0 {
+        let o = restore_as_me(&a, &work.path().join("fresh"), &[]);
+        assert_refused(&o, &["--tablespace-map"]);
+        assert!(!work.path().join("home").exists() && !work.path().join("fresh").exists());
+    }
     // System directories are never targets.
     for loc in ["/etc", "/usr/lib", "/"] {
         m["tablespaces"][0]["location"] = Value::String(loc.into());

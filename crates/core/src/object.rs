@@ -143,9 +143,28 @@ pub fn encode_with_hash(
     Ok(out)
 }
 
+/// The largest plaintext any object may claim (a header is untrusted: it must not make a reader
+/// allocate whatever it says).
+pub const MAX_PLAIN_SIZE: u64 = 1 << 30;
+
 /// Decodes a stored object: checks the header, decompresses, checks size and SHA-256.
 pub fn decode(key: &str, stored: &[u8]) -> Result<(ObjectHeader, Vec<u8>)> {
+    decode_limited(key, stored, MAX_PLAIN_SIZE)
+}
+
+/// `decode`, refusing before decompressing an object whose header claims more than `max_plain` bytes
+/// (what the manifest or the WAL segment size says it holds).
+pub fn decode_limited(key: &str, stored: &[u8], max_plain: u64) -> Result<(ObjectHeader, Vec<u8>)> {
     let header = ObjectHeader::decode(key, stored)?;
+    if header.plain_size > max_plain {
+        return Err(Error::CorruptObject {
+            key: key.to_string(),
+            reason: format!(
+                "its header claims {} bytes, at most {max_plain} expected",
+                header.plain_size
+            ),
+        });
+    }
     let plain = compress::decompress(header.compress, &stored[HEADER_LEN..], header.plain_size)
         .map_err(|reason| Error::CorruptObject {
             key: key.to_string(),

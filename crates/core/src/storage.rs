@@ -97,6 +97,18 @@ impl Storage {
         }
     }
 
+    /// The stored size of an object; `None` when it does not exist.
+    pub fn size(&self, key: &str) -> Result<Option<u64>> {
+        let path = ObjPath::from(key);
+        self.runtime.block_on(async {
+            match self.store.head(&path).await {
+                Ok(meta) => Ok(Some(meta.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(Error::storage(key, e)),
+            }
+        })
+    }
+
     /// Reads a whole object; `None` when it does not exist.
     pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
         self.get_with(key, object_store::GetOptions::default())

@@ -11,6 +11,7 @@ use crate::object;
 use crate::paths::RepoPaths;
 use crate::storage::Storage;
 use crate::{Error, Result};
+use pgformat::lsn::WalFileName;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -51,12 +52,27 @@ pub fn fetch(
     file_name: &str,
     wal_segment_size: u32,
 ) -> Result<Option<(String, Vec<u8>)>> {
+    // A segment (or .partial) holds one segment's bytes; history and backup history files are small
+    // text. Nothing bigger is read or decompressed, whatever the object claims.
+    let max_plain = match WalFileName::parse(file_name, wal_segment_size) {
+        Some(WalFileName::Segment { .. } | WalFileName::Partial { .. }) => wal_segment_size as u64,
+        _ => 1 << 20,
+    };
     for c in CompressType::ALL {
         let key = paths.archive_file(file_name, c, wal_segment_size)?;
+        let Some(size) = storage.size(&key)? else {
+            continue;
+        };
+        if size > max_plain + (max_plain >> 4) + 4096 {
+            return Err(Error::CorruptObject {
+                key,
+                reason: format!("{size} stored bytes, too large for {file_name}"),
+            });
+        }
         let Some(stored) = storage.get(&key)? else {
             continue;
         };
-        let (_, plain) = object::decode(&key, &stored)?;
+        let (_, plain) = object::decode_limited(&key, &stored, max_plain)?;
         return Ok(Some((key, plain)));
     }
     Ok(None)
@@ -74,7 +90,15 @@ fn write_atomically(dest: &Path, data: &[u8]) -> Result<()> {
         source,
     };
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        // A stale temporary (a crash) is unlinked, never followed; the new one is made exclusively.
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         drop(f);

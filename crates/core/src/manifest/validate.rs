@@ -16,6 +16,13 @@
 //!   its length in blocks, and a piece of this backup lies inside one of its listed objects.
 
 use super::{is_label, Manifest};
+use pgformat::lsn::{segment_file_name, Lsn};
+
+/// The largest piece a backup makes is one 8 MB chunk (or 1024 blocks of an incremental file) plus
+/// headers; anything far larger is a tampered manifest trying to make a restore allocate it.
+pub const MAX_PIECE_SIZE: u64 = 64 << 20;
+/// Data objects (chunks, bundles) are a few pieces: a restore reads one whole to check it.
+pub const MAX_OBJECT_SIZE: u64 = 256 << 20;
 use std::collections::{HashMap, HashSet};
 
 /// Checks one relative path of a manifest; the error says what is wrong with it.
@@ -82,6 +89,59 @@ impl Manifest {
         if self.timeline == 0 {
             return Err("timeline 0 does not exist".into());
         }
+        // The WAL the backup needs is exactly what its LSNs say (a restore reads every segment of
+        // the range: it must not be made arbitrarily long).
+        let seg = self.wal_segment_size;
+        let first = segment_file_name(self.timeline, self.start_lsn.segment_number(seg), seg);
+        let last = segment_file_name(
+            self.timeline,
+            Lsn(self.stop_lsn.0.saturating_sub(1)).segment_number(seg),
+            seg,
+        );
+        if self.stop_lsn < self.start_lsn
+            || self.start_wal_file != first
+            || self.stop_wal_file != last
+        {
+            return Err(format!(
+                "WAL range {}..{} does not match the LSNs {}..{} of timeline {}",
+                self.start_wal_file,
+                self.stop_wal_file,
+                self.start_lsn,
+                self.stop_lsn,
+                self.timeline
+            ));
+        }
+        // Text shown to operators (strata info, errors) holds no terminal control sequences.
+        for (what, text) in [
+            ("start time", self.start_time.as_str()),
+            ("stop time", self.stop_time.as_str()),
+        ] {
+            if chrono::DateTime::parse_from_rfc3339(text).is_err() {
+                return Err(format!("{what} {text:?} is not an RFC 3339 time"));
+            }
+        }
+        if self
+            .compress_type
+            .parse::<crate::compress::CompressType>()
+            .is_err()
+        {
+            return Err(format!("compression {:?} is unknown", self.compress_type));
+        }
+        let names = self
+            .tablespaces
+            .iter()
+            .map(|t| t.name.as_str())
+            .chain(self.method_reason.as_deref())
+            .chain(
+                self.owner
+                    .iter()
+                    .flat_map(|o| [o.user.as_str(), o.group.as_str()]),
+            );
+        for text in names {
+            if text.chars().any(|c| c.is_control()) {
+                return Err(format!("{text:?} contains a control character"));
+            }
+        }
         let mut oids = HashSet::new();
         for t in &self.tablespaces {
             if t.oid == 0 || !oids.insert(t.oid) {
@@ -96,8 +156,11 @@ impl Manifest {
             if comps.next() == Some("pg_tblspc") {
                 match (comps.next(), comps.next()) {
                     (None, _) => {}
+                    // The OID exactly as written in pg_tblspc (no "016400", no "+16400").
                     (Some(oid), Some(version))
-                        if oid.parse::<u32>().is_ok_and(|o| oids.contains(&o))
+                        if oid
+                            .parse::<u32>()
+                            .is_ok_and(|o| oids.contains(&o) && o.to_string() == oid)
                             && version.starts_with("PG_") => {}
                     _ => {
                         return Err(format!(
@@ -106,6 +169,11 @@ impl Manifest {
                         ))
                     }
                 }
+            }
+            // pg_wal's contents are never backed up: only its archive_status directory is listed,
+            // and a restore makes nothing else there (it may be an operator's link).
+            if path.starts_with("pg_wal/") && path != "pg_wal/archive_status" {
+                return Err(format!("path {path:?} is inside pg_wal"));
             }
             Ok(())
         };
@@ -124,6 +192,12 @@ impl Manifest {
             .iter()
             .map(|o| (o.name.as_str(), o.size))
             .collect();
+        if let Some(o) = self.objects.iter().find(|o| o.size > MAX_OBJECT_SIZE) {
+            return Err(format!(
+                "object {:?} has {} bytes: objects are at most {MAX_OBJECT_SIZE}",
+                o.name, o.size
+            ));
+        }
         if let Some(o) = self.objects.iter().find(|o| !is_object_name(&o.name)) {
             return Err(format!("object name {:?} is not data/<number>", o.name));
         }
@@ -151,9 +225,23 @@ impl Manifest {
                     f.path
                 ));
             }
+            if let Some(p) = f
+                .pieces
+                .iter()
+                .find(|p| p.size > MAX_PIECE_SIZE || p.length > MAX_PIECE_SIZE)
+            {
+                return Err(format!(
+                    "file {:?} has a piece of {} bytes ({} stored): pieces are at most {MAX_PIECE_SIZE}",
+                    f.path, p.size, p.length
+                ));
+            }
             let expected = match f.incremental {
                 Some(blocks) => blocks as u64 * pgformat::relfile::BLCKSZ as u64,
-                None => f.pieces.iter().map(|p| p.size).sum(),
+                None => f
+                    .pieces
+                    .iter()
+                    .try_fold(0u64, |sum, p| sum.checked_add(p.size))
+                    .unwrap_or(u64::MAX),
             };
             if f.size != expected {
                 return Err(format!(
@@ -259,6 +347,18 @@ mod tests {
         assert!(e.contains("does not hold"), "{e}");
         let e = refused(|m| m.files[0].mode = 0o4755);
         assert!(e.contains("mode"), "{e}");
+        let e = refused(|m| m.files[0].pieces[0].size = u64::MAX);
+        assert!(e.contains("at most"), "{e}");
+        let e = refused(|m| m.objects[0].size = 1 << 40);
+        assert!(e.contains("at most"), "{e}");
+        let e = refused(|m| m.stop_wal_file = "0000000100000000000FFFFF".into());
+        assert!(e.contains("WAL range"), "{e}");
+        let e = refused(|m| m.stop_time = "\u{1b}[2J".into());
+        assert!(e.contains("RFC 3339"), "{e}");
+        let e = refused(|m| m.method_reason = Some("x\u{1b}]0;owned\u{7}".into()));
+        assert!(e.contains("control character"), "{e}");
+        let e = refused(|m| m.directories[0].path = "pg_wal/etc".into());
+        assert!(e.contains("inside pg_wal"), "{e}");
     }
 
     #[test]
@@ -274,6 +374,11 @@ mod tests {
             assert!(e.contains("tablespace"), "{loc}: {e}");
         }
         let e = refused(|m| m.files[0].path = "pg_tblspc/16400/PG_15_1/x".into());
+        assert!(e.contains("not inside a tablespace"), "{e}");
+        let e = refused(|m| {
+            m.tablespaces = vec![ts("/srv/ts")];
+            m.files[0].path = "pg_tblspc/016400/PG_15_1/x".into();
+        });
         assert!(e.contains("not inside a tablespace"), "{e}");
         let e = refused(|m| {
             m.tablespaces = vec![ts("/srv/ts")];

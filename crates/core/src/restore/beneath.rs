@@ -141,6 +141,171 @@ impl Root {
         &self.path
     }
 
+    /// Opens the absolute path `real` (which should have no links: a resolved path) one component at
+    /// a time from `/` with `O_NOFOLLOW`, so a link swapped in since it was resolved is refused, never
+    /// followed. With `create`, missing components are made (mode 0700). None when it does not exist
+    /// and `create` is false.
+    pub fn open_resolved(real: &Path, create: bool) -> Result<Option<Root>> {
+        let slash = Root::open(Path::new("/"))?;
+        let rel = real
+            .to_str()
+            .ok_or_else(|| Error::Other(format!("{} is not valid UTF-8", real.display())))?
+            .trim_start_matches('/')
+            .trim_end_matches('/');
+        let dir = match slash.dir(rel, false) {
+            Ok(d) => d,
+            Err(Error::ReadFile { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && create =>
+            {
+                slash.create_dirs(rel)?
+            }
+            Err(Error::ReadFile { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(None)
+            }
+            Err(Error::ReadFile { source, .. }) => {
+                return Err(Error::Other(format!(
+                    "{}: {source} (a link appeared in the path since it was checked?)",
+                    real.display()
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Some(Root {
+            dir,
+            path: real.to_path_buf(),
+        }))
+    }
+
+    /// Makes the missing directories of `rel` (mode 0700) without replacing anything that exists.
+    fn create_dirs(&self, rel: &str) -> Result<OwnedFd> {
+        let mut cur = self.dir("", false)?;
+        let mut done = String::new();
+        for comp in rel.split('/').filter(|c| !c.is_empty()) {
+            if !done.is_empty() {
+                done.push('/');
+            }
+            done.push_str(comp);
+            let name = c_name(comp)?;
+            self.mkdir_at(&cur, &name, &done)?;
+            cur = self.open_dir_at(&cur, &name, &done)?;
+        }
+        Ok(cur)
+    }
+
+    /// A second handle on the same directory.
+    pub fn try_clone(&self) -> Result<Root> {
+        Ok(Root {
+            dir: self.dir("", false)?,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Makes the new directory `name` inside this one (mode 0700; it must not exist) and opens it.
+    pub fn create_child(&self, name: &str) -> Result<Root> {
+        let c = c_name(name)?;
+        let path = self.full(name);
+        // SAFETY: valid descriptor and name.
+        if unsafe { libc::mkdirat(self.dir.as_raw_fd(), c.as_ptr(), 0o700) } != 0 {
+            return Err(last_error(path));
+        }
+        Ok(Root {
+            dir: self.open_dir_at(&self.dir, &c, name)?,
+            path,
+        })
+    }
+
+    /// Opens the existing directory `name` inside this one (not through a link).
+    pub fn open_child(&self, name: &str) -> Result<Option<Root>> {
+        let c = c_name(name)?;
+        match open_at(&self.dir, &c, libc::O_RDONLY | libc::O_DIRECTORY, 0) {
+            Ok(Some(dir)) => Ok(Some(Root {
+                dir,
+                path: self.full(name),
+            })),
+            Ok(None) => Ok(None),
+            Err(source) => Err(Error::ReadFile {
+                path: self.full(name),
+                source,
+            }),
+        }
+    }
+
+    /// Renames entry `from` of this directory to `to`, failing if `to` exists.
+    pub fn rename_noreplace(&self, from: &str, to: &str) -> Result<()> {
+        let (f, t) = (c_name(from)?, c_name(to)?);
+        // SAFETY: valid descriptors and names.
+        let r = unsafe {
+            libc::renameat2(
+                self.dir.as_raw_fd(),
+                f.as_ptr(),
+                self.dir.as_raw_fd(),
+                t.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if r != 0 {
+            return Err(last_error(self.full(to)));
+        }
+        Ok(())
+    }
+
+    /// (device, inode, owner uid, mode) of the opened directory.
+    pub fn identity(&self) -> Result<(u64, u64, u32, u32)> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = File::from(self.dir("", false)?)
+            .metadata()
+            .map_err(|source| Error::ReadFile {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok((meta.dev(), meta.ino(), meta.uid(), meta.mode()))
+    }
+
+    /// Whether the directory has no entries.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.list("")?.is_empty())
+    }
+
+    /// Reads a regular file below this directory (not through links), at most `limit` bytes.
+    pub fn read_small(&self, rel: &str, limit: u64) -> Option<Vec<u8>> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        self.open_existing(rel)?
+            .take(limit)
+            .read_to_end(&mut out)
+            .ok()?;
+        Some(out)
+    }
+
+    /// Gives entry `rel` (a link itself, never its target) to uid/gid.
+    pub fn chown(&self, rel: &str, uid: u32, gid: u32) -> Result<()> {
+        if rel.is_empty() {
+            // SAFETY: valid descriptor.
+            if unsafe { libc::fchown(self.dir.as_raw_fd(), uid, gid) } != 0 {
+                return Err(last_error(self.path.clone()));
+            }
+            return Ok(());
+        }
+        let (dir, name) = self.parent(rel, false)?;
+        let c = c_name(name)?;
+        // SAFETY: valid descriptor and name; AT_SYMLINK_NOFOLLOW changes a link itself.
+        let r = unsafe {
+            libc::fchownat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                uid,
+                gid,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if r != 0 {
+            return Err(last_error(self.full(rel)));
+        }
+        Ok(())
+    }
+
     /// Where the opened directory really is (through /proc, whatever happened to the path since).
     pub fn real_path(&self) -> PathBuf {
         std::fs::read_link(fd_path(&self.dir)).unwrap_or_else(|_| self.path.clone())
@@ -246,16 +411,17 @@ impl Root {
 
     /// Creates (or truncates) the regular file `rel` for writing, its parents created as needed; a
     /// link or directory in its place is removed first, never followed.
+    ///
+    /// An existing entry is unlinked first and the file made anew with `O_EXCL`: writing through a
+    /// hard link to someone else's file, or blocking on a FIFO swapped in, is impossible.
     pub fn create_file(&self, rel: &str, mode: u32) -> Result<File> {
         let (dir, name) = self.parent(rel, true)?;
         let c = c_name(name)?;
-        if !matches!(kind_at(&dir, &c), Kind::Missing | Kind::File) {
-            remove_at(&dir, name).map_err(|source| Error::WriteFile {
-                path: self.full(rel),
-                source,
-            })?;
-        }
-        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
+        remove_at(&dir, name).map_err(|source| Error::WriteFile {
+            path: self.full(rel),
+            source,
+        })?;
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
         match open_at(&dir, &c, flags, mode) {
             Ok(Some(fd)) => Ok(File::from(fd)),
             Ok(None) => Err(last_error(self.full(rel))),
@@ -274,8 +440,12 @@ impl Root {
         if kind_at(&dir, &c) != Kind::File {
             return None;
         }
-        let fd = open_at(&dir, &c, libc::O_RDWR, 0).ok()??;
-        Some(File::from(fd))
+        let fd = open_at(&dir, &c, libc::O_RDWR | libc::O_NONBLOCK, 0).ok()??;
+        let file = File::from(fd);
+        // A file with other names may be someone else's file linked in: never ours to keep or chown.
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata().ok()?;
+        (meta.is_file() && meta.nlink() == 1).then_some(file)
     }
 
     /// What `rel` is, not following links.
@@ -358,53 +528,6 @@ impl Root {
                 source,
             })
     }
-
-    /// Gives `rel` and everything below it to uid/gid, links themselves (never their targets).
-    pub fn chown_tree(&self, rel: &str, uid: u32, gid: u32) -> Result<()> {
-        let dir = self.dir(rel, false)?;
-        self.chown_below(&dir, rel, uid, gid)?;
-        // SAFETY: valid descriptor.
-        if unsafe { libc::fchown(dir.as_raw_fd(), uid, gid) } != 0 {
-            return Err(last_error(self.full(rel)));
-        }
-        Ok(())
-    }
-
-    fn chown_below(&self, dir: &OwnedFd, rel: &str, uid: u32, gid: u32) -> Result<()> {
-        let entries = std::fs::read_dir(fd_path(dir)).map_err(|source| Error::ReadFile {
-            path: self.full(rel),
-            source,
-        })?;
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let c =
-                CString::new(name.as_bytes()).map_err(|_| Error::Other("NUL in a name".into()))?;
-            let child_rel = format!(
-                "{rel}{}{}",
-                if rel.is_empty() { "" } else { "/" },
-                name.to_string_lossy()
-            );
-            if kind_at(dir, &c) == Kind::Dir {
-                if let Ok(Some(child)) = open_at(dir, &c, libc::O_RDONLY | libc::O_DIRECTORY, 0) {
-                    self.chown_below(&child, &child_rel, uid, gid)?;
-                }
-            }
-            // SAFETY: valid descriptor and name; AT_SYMLINK_NOFOLLOW changes a link itself.
-            let r = unsafe {
-                libc::fchownat(
-                    dir.as_raw_fd(),
-                    c.as_ptr(),
-                    uid,
-                    gid,
-                    libc::AT_SYMLINK_NOFOLLOW,
-                )
-            };
-            if r != 0 {
-                return Err(last_error(self.full(&child_rel)));
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -447,6 +570,12 @@ mod tests {
             b"15\n"
         );
 
+        // A hard link to someone else's file is never kept as if it were ours.
+        std::fs::hard_link(outside.join("secret"), root_path.join("base/1259")).unwrap();
+        assert!(root.open_existing("base/1259").is_none());
+        root.create_file("base/1259", 0o600).unwrap();
+        assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"keep");
+
         // Removing and chowning do not go through links either.
         std::os::unix::fs::symlink(&outside, root_path.join("pg_stat")).unwrap();
         root.remove("pg_stat").unwrap();
@@ -454,7 +583,7 @@ mod tests {
         std::os::unix::fs::symlink(&outside, root_path.join("pg_notify")).unwrap();
         // SAFETY: getuid/getgid have no preconditions.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        root.chown_tree("", uid, gid).unwrap();
+        root.chown("pg_notify", uid, gid).unwrap();
         assert_eq!(
             root.read_link("pg_notify").as_deref(),
             Some(outside.as_path())
@@ -462,5 +591,20 @@ mod tests {
         let mut names = root.list("").unwrap();
         names.sort();
         assert_eq!(names, vec!["base", "global", "pg_notify"]);
+
+        // A resolved path is opened without following links; a link swapped in is refused.
+        let real = std::fs::canonicalize(&root_path).unwrap();
+        assert!(Root::open_resolved(&real, false).unwrap().is_some());
+        assert!(Root::open_resolved(&real.join("pg_notify"), false).is_err());
+        assert!(Root::open_resolved(&real.join("new/dir"), true)
+            .unwrap()
+            .is_some());
+        let staged = root.create_child(".x.stage").unwrap();
+        staged.create_file("f", 0o600).unwrap();
+        root.rename_noreplace(".x.stage", "x").unwrap();
+        assert!(
+            root.rename_noreplace("base", "x").is_err(),
+            "never replaces"
+        );
     }
 }

@@ -15,13 +15,14 @@ pub mod plan;
 pub mod recovery;
 pub mod safety;
 pub mod target;
+pub mod targets;
 pub mod timeline;
 pub mod write;
 
 use crate::paths::RepoPaths;
 use crate::storage::Storage;
 use crate::{Error, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 pub use target::{RecoveryTarget, TargetAction};
 
@@ -98,52 +99,25 @@ fn root_owner(plan: &plan::Plan) -> Option<(u32, u32)> {
     plan.manifest.owner.as_ref().and_then(crate::owner::resolve)
 }
 
-/// A restore run as root gives the files to the data directory's original owner (PostgreSQL refuses
-/// to start on a directory it does not own); run as anyone else, the files are theirs.
-fn give_to_owner(plan: &plan::Plan, roots: &write::Roots) -> Result<()> {
-    let Some((uid, gid)) = root_owner(plan) else {
-        return Ok(());
-    };
-    roots.pgdata.chown_tree("", uid, gid)?;
-    for ts in &roots.tablespaces {
-        ts.chown_tree("", uid, gid)?;
-    }
-    Ok(())
-}
-
-/// The hidden sibling a new directory is written into before it is renamed into place.
-fn staging_dir(dir: &Path) -> Option<PathBuf> {
-    let name = dir.file_name()?.to_string_lossy().into_owned();
-    Some(dir.with_file_name(format!(".{name}.strata-restore")))
-}
-
 /// Staging is used when every target directory is new: then the files are written into hidden
 /// siblings while the stored objects are checked, and renamed into place only when everything passed,
 /// so the targets never hold a byte of a backup that turns out to be damaged — and the check's reads
 /// overlap the writing instead of preceding it.
 fn use_staging(plan: &plan::Plan, opts: &RestoreOptions) -> bool {
-    !opts.delta
-        && !opts.pgdata.exists()
-        && plan.tablespaces.iter().all(|t| !t.dir.exists())
-        && staging_dir(&opts.pgdata).is_some()
-        && plan
-            .tablespaces
-            .iter()
-            .all(|t| staging_dir(&t.dir).is_some())
-}
-
-fn remove_tree(dir: &Path) {
-    let _ = std::fs::remove_dir_all(dir);
+    !opts.delta && plan.targets.iter().all(|t| t.existing.is_none())
 }
 
 /// What a failed restore leaves: nothing it created. Armed from the first write; dropped armed (an
 /// error, or a panic unwinding) it removes the staging directories, or empties target directories that
-/// were empty before, or at least removes `global/pg_control` so that the directory cannot start.
+/// were empty before, or at least removes `global/pg_control` so that the directory cannot start. It
+/// works through the opened directories only, never through a path that could have become a link.
 struct Cleanup<'a> {
     armed: bool,
-    staged: Option<(PathBuf, Vec<PathBuf>)>,
-    emptied: Vec<PathBuf>,
-    pgdata: &'a Path,
+    plan: &'a plan::Plan,
+    staged: bool,
+    /// Targets that were empty or new (their contents are removed), or, with `--delta`, nothing.
+    emptied: Vec<beneath::Root>,
+    pgdata: Option<beneath::Root>,
 }
 
 impl Drop for Cleanup<'_> {
@@ -151,36 +125,20 @@ impl Drop for Cleanup<'_> {
         if !self.armed {
             return;
         }
-        if let Some((pgdata, tablespaces)) = &self.staged {
-            remove_tree(pgdata);
-            for t in tablespaces {
-                remove_tree(t);
-            }
-        } else if !self.emptied.is_empty() {
-            for d in &self.emptied {
-                write::remove_contents(d);
+        if self.staged {
+            for t in &self.plan.targets {
+                t.remove_staging();
             }
         }
-        if let Ok(root) = beneath::Root::open(self.pgdata) {
-            let _ = root.remove(write::PG_CONTROL);
+        for root in &self.emptied {
+            for name in root.list("").unwrap_or_default() {
+                let _ = root.remove(&name);
+            }
+        }
+        if let Some(pg) = &self.pgdata {
+            let _ = pg.remove(write::PG_CONTROL);
         }
     }
-}
-
-fn rename_into_place(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to).map_err(|source| Error::WriteFile {
-        path: to.into(),
-        source,
-    })?;
-    if let Some(parent) = to.parent() {
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| Error::WriteFile {
-                path: parent.into(),
-                source,
-            })?;
-    }
-    Ok(())
 }
 
 /// Restores a backup into `opts.pgdata`. `on_planned` is called once the backup is chosen and the
@@ -199,7 +157,7 @@ pub fn restore(
             reason: format!("expected 1 to {PROCESS_MAX_LIMIT}"),
         });
     }
-    let mut plan = plan::prepare(storage, paths, opts)?;
+    let plan = plan::prepare(storage, paths, opts)?;
     on_planned(&plan.manifest.label);
     // Reading is I/O-bound: more readers than copy threads keep the disk busy.
     let readers = opts.process_max.max(4);
@@ -211,53 +169,31 @@ pub fn restore(
     }
     let mut cleanup = Cleanup {
         armed: true,
-        staged: None,
+        plan: &plan,
+        staged,
         emptied: Vec::new(),
-        pgdata: &opts.pgdata,
+        pgdata: None,
     };
-    let pgdata_write = if staged {
-        let stage = staging_dir(&opts.pgdata).expect("checked by use_staging");
-        remove_tree(&stage);
-        for ts in &mut plan.tablespaces {
-            ts.write_dir = staging_dir(&ts.dir).expect("checked by use_staging");
-            remove_tree(&ts.write_dir);
-        }
-        cleanup.staged = Some((
-            stage.clone(),
-            plan.tablespaces
-                .iter()
-                .map(|t| t.write_dir.clone())
-                .collect(),
-        ));
-        if let Some(parent) = opts.pgdata.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| Error::WriteFile {
-                path: parent.into(),
-                source,
-            })?;
-        }
-        // Created here, so it is ours: a link someone placed under that name makes this fail.
-        for dir in std::iter::once(&stage).chain(plan.tablespaces.iter().map(|t| &t.write_dir)) {
-            if let Some(parent) = dir.parent() {
-                let _ = std::fs::create_dir_all(parent);
-            }
-            std::fs::create_dir(dir).map_err(|source| Error::WriteFile {
-                path: dir.clone(),
-                source,
-            })?;
-        }
-        stage
-    } else {
-        let dirs = std::iter::once(opts.pgdata.clone())
-            .chain(plan.tablespaces.iter().map(|t| t.write_dir.clone()));
-        cleanup.emptied = if opts.delta {
-            // Over an existing directory, a failure only makes sure it cannot start.
-            Vec::new()
+    let mut opened = Vec::with_capacity(plan.targets.len());
+    for t in &plan.targets {
+        let root = if staged {
+            t.create_staging()?
         } else {
-            dirs.collect()
+            let root = t.open_or_create()?;
+            if !opts.delta {
+                cleanup.emptied.push(root.try_clone()?);
+            }
+            root
         };
-        opts.pgdata.clone()
+        opened.push(root);
+    }
+    let pgdata_root = opened.remove(0);
+    cleanup.pgdata = Some(pgdata_root.try_clone()?);
+    let roots = write::Roots {
+        pgdata: pgdata_root,
+        tablespaces: opened,
+        owner: root_owner(&plan),
     };
-    let roots = write::Roots::open(&plan, &pgdata_write)?;
     let abort = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
         let checker = staged.then(|| {
@@ -281,10 +217,10 @@ pub fn restore(
         let written = written?;
         finish(&plan, storage, paths, opts, &roots, progress)?;
         if staged {
-            for ts in &plan.tablespaces {
-                rename_into_place(&ts.write_dir, &ts.dir)?;
+            // Tablespaces first: the data directory appears last, complete.
+            for t in plan.targets.iter().skip(1).chain(plan.targets.first()) {
+                t.commit_staging()?;
             }
-            rename_into_place(&pgdata_write, &opts.pgdata)?;
         }
         Ok(written)
     });
@@ -327,7 +263,7 @@ fn write_everything(
     Ok(written)
 }
 
-/// Recovery files, ownership, durability, and last of all pg_control.
+/// Recovery files, durability, and last of all pg_control.
 fn finish(
     plan: &plan::Plan,
     storage: &Storage,
@@ -337,8 +273,7 @@ fn finish(
     progress: &RestoreProgress,
 ) -> Result<()> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    recovery::write_recovery_files(plan, opts, &roots.pgdata, &now)?;
-    give_to_owner(plan, roots)?;
+    recovery::write_recovery_files(plan, opts, roots, &now)?;
     write::sync_filesystems(roots)?;
     write::sync_dirs(plan, roots)?;
     // Last: the file without which PostgreSQL will not start.
@@ -356,11 +291,9 @@ fn finish(
         paths,
         plan,
         fsync: true,
+        owner: roots.owner,
     };
     writer.write(control, &roots.pgdata, write::PG_CONTROL)?;
-    if let Some((uid, gid)) = root_owner(plan) {
-        roots.pgdata.chown_tree("global", uid, gid)?;
-    }
     progress.files_done.fetch_add(1, Ordering::Relaxed);
     roots.pgdata.sync_dir("global")
 }

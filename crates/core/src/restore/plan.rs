@@ -5,8 +5,10 @@
 //! the backup needs to become consistent. For a diff or incr, the whole chain back to its full is
 //! loaded and checked (`chain::load_chain`), and every reference between them must resolve.
 
+use super::beneath::{Kind, Root};
 use super::safety;
 use super::target::RecoveryTarget;
+use super::targets::Target;
 use super::RestoreOptions;
 use crate::catalog;
 use crate::chain;
@@ -40,6 +42,12 @@ pub struct Plan {
     /// For each of `older`, its files by path (index into its `files`).
     older_files: Vec<HashMap<String, usize>>,
     pub tablespaces: Vec<TablespaceTarget>,
+    /// The target directories, opened: `--pgdata` first, then one per tablespace (the order of
+    /// `tablespaces`).
+    pub targets: Vec<Target>,
+    /// With `--delta` over a data directory whose `pg_wal` is a link (WAL on another disk): where it
+    /// points, checked like a target.
+    pub wal_link: Option<PathBuf>,
     /// The `recovery_target_timeline` to write, when one must be (see `timeline::choose`).
     pub recovery_timeline: Option<String>,
 }
@@ -103,15 +111,49 @@ pub fn prepare(storage: &Storage, paths: &RepoPaths, opts: &RestoreOptions) -> R
         )));
     }
     let tablespaces = tablespace_targets(&manifest, &opts.tablespace_map)?;
-    check_targets(storage, opts, &tablespaces)?;
-    if opts.delta {
-        check_delta_targets(&manifest, opts, &tablespaces)?;
-    } else {
-        check_empty(&opts.pgdata, "--pgdata")?;
-        for ts in &tablespaces {
-            check_empty(&ts.dir, &format!("tablespace {}", ts.oid))?;
+    let repo = match storage.url() {
+        crate::config::RepoUrl::Local(p) => Some(p.clone()),
+    };
+    check_targets(repo.as_deref(), opts, &tablespaces)?;
+    let mut targets = vec![Target::open(&opts.pgdata, "--pgdata", true)?];
+    // SAFETY: geteuid has no preconditions.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    for (t, m) in tablespaces.iter().zip(&manifest.tablespaces) {
+        let mapped = opts
+            .tablespace_map
+            .iter()
+            .any(|(k, _)| k == &m.name || k == &m.oid.to_string());
+        let what = format!("tablespace {} directory", t.oid);
+        targets.push(Target::open(&t.dir, &what, mapped || !as_root)?);
+    }
+    let owner = manifest.owner.as_ref().and_then(crate::owner::resolve);
+    let servers = safety::running_servers();
+    for t in &targets {
+        t.check_owner(owner.map(|(uid, _)| uid))?;
+        if let Some(root) = &t.existing {
+            safety::check_root_not_in_use(root, &t.what, &servers)?;
         }
     }
+    if opts.delta {
+        check_delta_targets(&manifest, opts, &targets)?;
+    } else {
+        for t in &targets {
+            if !t.is_empty_or_absent()? {
+                return Err(Error::Other(format!(
+                    "{} {} is not empty: restore into an empty or new directory, or add --delta \
+                     to rewrite only the files that differ",
+                    t.what,
+                    t.path.display()
+                )));
+            }
+        }
+    }
+    check_tablespace_origins(&manifest, opts, &targets, owner)?;
+    let wal_link = if opts.delta {
+        linked_wal(&targets, repo.as_deref())?
+    } else {
+        None
+    };
     super::target::check_against_backup(&opts.target, &manifest)?;
     let recovery_timeline = super::timeline::choose(storage, paths, &manifest, opts)?;
     check_wal(storage, paths, &manifest)?;
@@ -120,6 +162,8 @@ pub fn prepare(storage: &Storage, paths: &RepoPaths, opts: &RestoreOptions) -> R
         older,
         older_files,
         tablespaces,
+        targets,
+        wal_link,
         recovery_timeline,
     })
 }
@@ -263,7 +307,11 @@ fn tablespace_targets(m: &Manifest, remap: &[(String, PathBuf)]) -> Result<Vec<T
 
 /// Every target directory is plausible, separate from the others and from a local repository, and
 /// unused by any running PostgreSQL (see `safety`).
-fn check_targets(storage: &Storage, opts: &RestoreOptions, ts: &[TablespaceTarget]) -> Result<()> {
+fn check_targets(
+    repo: Option<&Path>,
+    opts: &RestoreOptions,
+    ts: &[TablespaceTarget],
+) -> Result<()> {
     let mut targets = vec![(
         "--pgdata".to_string(),
         safety::check_plausible(&opts.pgdata, "--pgdata")?,
@@ -272,9 +320,6 @@ fn check_targets(storage: &Storage, opts: &RestoreOptions, ts: &[TablespaceTarge
         let what = format!("tablespace {} directory", t.oid);
         targets.push((what.clone(), safety::check_plausible(&t.dir, &what)?));
     }
-    let repo = match storage.url() {
-        crate::config::RepoUrl::Local(p) => Some(p.as_path()),
-    };
     safety::check_separate(&targets, repo)?;
     let servers = safety::running_servers();
     safety::check_not_in_use(&opts.pgdata, "--pgdata", &servers)?;
@@ -284,27 +329,30 @@ fn check_targets(storage: &Storage, opts: &RestoreOptions, ts: &[TablespaceTarge
     Ok(())
 }
 
-fn is_empty_or_absent(dir: &Path) -> bool {
-    std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
-}
-
 /// `--delta` rewrites and deletes: only over what is provably a data directory (and tablespace
-/// directories) of this backup's cluster, unless `--force`.
-fn check_delta_targets(m: &Manifest, opts: &RestoreOptions, ts: &[TablespaceTarget]) -> Result<()> {
-    let pgdata = &opts.pgdata;
-    if !is_empty_or_absent(pgdata) && !opts.force {
-        if !pgdata.join("PG_VERSION").is_file() {
-            return Err(Error::Other(format!(
-                "--delta: {} is not empty but has no PG_VERSION: it is not a PostgreSQL data                  directory, and --delta would delete what it holds; choose the right directory (or add                  --force if you are sure)",
-                pgdata.display()
-            )));
-        }
-        if let Ok(control) = std::fs::read(pgdata.join("global/pg_control")) {
+/// directories) of this backup's cluster, unless `--force`. Checked through the opened directories.
+fn check_delta_targets(m: &Manifest, opts: &RestoreOptions, targets: &[Target]) -> Result<()> {
+    let pgdata = &targets[0];
+    if let (Some(root), false) = (&pgdata.existing, opts.force) {
+        if !root.is_empty()? {
+            if root.kind("PG_VERSION") != Kind::File {
+                return Err(Error::Other(format!(
+                    "--delta: {} is not empty but has no PG_VERSION: it is not a PostgreSQL data \
+                     directory, and --delta would delete what it holds; choose the right directory \
+                     (or add --force if you are sure)",
+                    pgdata.path.display()
+                )));
+            }
+            let control = root
+                .read_small("global/pg_control", 8192)
+                .unwrap_or_default();
             if let Some(sysid) = pgformat::control::system_identifier(&control) {
                 if sysid != m.system_identifier {
                     return Err(Error::Other(format!(
-                        "--delta: {} holds another cluster (system identifier {sysid} in                          global/pg_control, backup {} is of cluster {}): refusing to overwrite it;                          choose the right directory (or add --force to replace that cluster)",
-                        pgdata.display(),
+                        "--delta: {} holds another cluster (system identifier {sysid} in \
+                         global/pg_control, backup {} is of cluster {}): refusing to overwrite it; \
+                         choose the right directory (or add --force to replace that cluster)",
+                        pgdata.path.display(),
                         m.label,
                         m.system_identifier
                     )));
@@ -312,46 +360,116 @@ fn check_delta_targets(m: &Manifest, opts: &RestoreOptions, ts: &[TablespaceTarg
             }
         }
     }
-    for t in ts {
-        if is_empty_or_absent(&t.dir) {
+    for t in &targets[1..] {
+        let Some(root) = &t.existing else {
             continue;
-        }
-        let has_version_dir = std::fs::read_dir(&t.dir)
-            .map(|d| {
-                d.flatten()
-                    .any(|e| e.file_name().to_string_lossy().starts_with("PG_15_"))
-            })
-            .unwrap_or(false);
-        if !has_version_dir {
+        };
+        let names = root.list("")?;
+        if !names.is_empty() && !names.iter().any(|n| n.starts_with("PG_15_")) {
             return Err(Error::Other(format!(
-                "--delta: tablespace {} directory {} is not empty and has no PG_15_* directory: it                  is not a PostgreSQL 15 tablespace; restore the tablespace into an empty directory                  with --tablespace-map {}=DIR",
-                t.oid,
-                t.dir.display(),
-                t.oid
+                "--delta: {} {} is not empty and has no PG_15_* directory: it is not a PostgreSQL \
+                 15 tablespace; restore the tablespace into an empty directory with \
+                 --tablespace-map NAME_OR_OID=DIR",
+                t.what,
+                t.path.display()
             )));
         }
     }
     Ok(())
 }
 
-fn check_empty(dir: &Path, what: &str) -> Result<()> {
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(Error::Other(format!(
-                    "{what} {} is not empty: restore into an empty or new directory, or add --delta \
-                     to rewrite only the files that differ",
-                    dir.display()
-                )));
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(Error::ReadFile {
-            path: dir.into(),
-            source,
-        }),
+/// Run as root, a tablespace location taken from the manifest (untrusted: whoever can write the
+/// repository chose it) is used only where the cluster's owner could have put a tablespace anyway:
+/// the directory the data directory's own `pg_tblspc/<oid>` link points to (`--delta`), or an existing
+/// directory owned by the cluster's owner. Anything else — creating `/root/.ssh`, say — needs the
+/// operator's `--tablespace-map`.
+fn check_tablespace_origins(
+    m: &Manifest,
+    opts: &RestoreOptions,
+    targets: &[Target],
+    owner: Option<(u32, u32)>,
+) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
     }
+    for (t, target) in m.tablespaces.iter().zip(&targets[1..]) {
+        let mapped = opts
+            .tablespace_map
+            .iter()
+            .any(|(k, _)| k == &t.name || k == &t.oid.to_string());
+        if mapped {
+            continue;
+        }
+        let linked = targets[0].existing.as_ref().and_then(|pg| {
+            let link = pg.read_link(&format!("pg_tblspc/{}", t.oid))?;
+            Some(safety::resolve(&pg.real_path().join(link)))
+        });
+        if linked.as_deref() == Some(target.real.as_path()) {
+            continue;
+        }
+        let owned = match (&target.existing, owner) {
+            (Some(root), Some((uid, _))) => root.identity()?.2 == uid,
+            _ => false,
+        };
+        if !owned {
+            return Err(Error::Other(format!(
+                "tablespace {} ({}): its location {} comes from the backup and is not a directory \
+                 owned by the cluster's owner ({}); a restore run as root does not create \
+                 directories where the backup says: create it for the owner first, or choose one \
+                 with --tablespace-map {}=DIR",
+                t.name,
+                t.oid,
+                t.location,
+                m.owner
+                    .as_ref()
+                    .map_or("unknown".to_string(), |o| o.user.clone()),
+                t.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Where the data directory's `pg_wal` link points, checked like a target: plausible, not overlapping
+/// the repository or another target, owned by root, this user or the data directory's owner, and not
+/// writable by everyone. None when `pg_wal` is not a link.
+fn linked_wal(targets: &[Target], repo: Option<&Path>) -> Result<Option<PathBuf>> {
+    let Some(pg) = &targets[0].existing else {
+        return Ok(None);
+    };
+    if pg.kind("pg_wal") != Kind::Other {
+        return Ok(None);
+    }
+    let Some(link) = pg.read_link("pg_wal") else {
+        return Ok(None);
+    };
+    let what = "the pg_wal link's target";
+    let real = safety::check_plausible(&pg.real_path().join(link), what)?;
+    let mut all: Vec<(String, PathBuf)> = targets
+        .iter()
+        .map(|t| (t.what.clone(), t.real.clone()))
+        .collect();
+    all.push((what.into(), real.clone()));
+    safety::check_separate(&all, repo)?;
+    let root = Root::open_resolved(&real, false)?.ok_or_else(|| {
+        Error::Other(format!(
+            "pg_wal links to {}, which does not exist: remove the link or create the directory",
+            real.display()
+        ))
+    })?;
+    let (_, _, uid, mode) = root.identity()?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let pg_uid = pg.identity()?.2;
+    if (uid != 0 && uid != me && uid != pg_uid) || mode & 0o002 != 0 {
+        return Err(Error::Other(format!(
+            "pg_wal links to {}, which belongs to user id {uid} or is writable by everyone: \
+             refusing to clean it; remove the link",
+            real.display()
+        )));
+    }
+    Ok(Some(real))
 }
 
 /// Every WAL segment from the backup's start to its stop, and the timeline's history file, are in the
@@ -449,6 +567,16 @@ pub fn check_objects(
                                  --set"
                             ),
                         };
+                        // The size first: an object far larger than recorded is never read.
+                        let size = storage
+                            .size(&key)?
+                            .ok_or_else(|| corrupt("the object is missing".into()))?;
+                        if size != o.size {
+                            return Err(corrupt(format!(
+                                "{size} bytes, the manifest recorded {}",
+                                o.size
+                            )));
+                        }
                         let bytes = storage
                             .get(&key)?
                             .ok_or_else(|| corrupt("the object is missing".into()))?;

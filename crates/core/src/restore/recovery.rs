@@ -3,22 +3,25 @@
 //! `recovery.signal`, and the recovery settings in `postgresql.auto.conf` (which wins over
 //! postgresql.conf): `restore_command`, the target and what to do there.
 
-use super::beneath::Root;
 use super::plan::Plan;
 use super::target::TargetAction;
+use super::write::Roots;
 use super::{ArchiveMode, RestoreOptions};
 use crate::{Error, Result};
 use std::io::{Read, Write};
 
-/// Writes a file of the data directory (a link in its place is replaced, never followed).
-fn write_synced(pgdata: &Root, name: &str, text: &str) -> Result<()> {
+/// Writes a file of the data directory (a link in its place is replaced, never followed), given to
+/// the cluster's owner when run as root.
+fn write_synced(roots: &Roots, name: &str, text: &str) -> Result<()> {
+    let pgdata = &roots.pgdata;
     let werr = |source| Error::WriteFile {
         path: pgdata.path().join(name),
         source,
     };
     let mut f = pgdata.create_file(name, 0o600)?;
     f.write_all(text.as_bytes()).map_err(werr)?;
-    f.sync_all().map_err(werr)
+    f.sync_all().map_err(werr)?;
+    super::write::give(pgdata, name, roots.owner)
 }
 
 /// A PostgreSQL configuration string literal.
@@ -30,11 +33,12 @@ fn quote(v: &str) -> String {
 pub fn write_recovery_files(
     plan: &Plan,
     opts: &RestoreOptions,
-    pgdata: &Root,
+    roots: &Roots,
     now: &str,
 ) -> Result<()> {
     let m = &plan.manifest;
-    write_synced(pgdata, "backup_label", &m.backup_label)?;
+    let pgdata = &roots.pgdata;
+    write_synced(roots, "backup_label", &m.backup_label)?;
     if plan.tablespaces.is_empty() {
         pgdata.remove("tablespace_map")?;
     } else {
@@ -43,9 +47,9 @@ pub fn write_recovery_files(
             .iter()
             .map(|t| format!("{} {}\n", t.oid, t.dir.display()))
             .collect();
-        write_synced(pgdata, "tablespace_map", &map)?;
+        write_synced(roots, "tablespace_map", &map)?;
     }
-    write_synced(pgdata, "recovery.signal", "")?;
+    write_synced(roots, "recovery.signal", "")?;
 
     let mut existing = String::new();
     if let Some(mut f) = pgdata.open_existing("postgresql.auto.conf") {
@@ -55,7 +59,14 @@ pub fn write_recovery_files(
     let mut text: String = existing
         .lines()
         .filter(|l| {
-            let key = l.split('=').next().unwrap_or("").trim();
+            // Setting names are case-insensitive and may be quoted.
+            let key = l
+                .split('=')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"')
+                .to_ascii_lowercase();
             !(key == "restore_command"
                 || key.starts_with("recovery_target")
                 || (archive_off && key == "archive_mode"))
@@ -86,5 +97,5 @@ pub fn write_recovery_files(
         // A copy must not archive into the stanza it was restored from.
         text.push_str("archive_mode = 'off'\n");
     }
-    write_synced(pgdata, "postgresql.auto.conf", &text)
+    write_synced(roots, "postgresql.auto.conf", &text)
 }

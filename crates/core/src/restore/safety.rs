@@ -162,6 +162,14 @@ pub struct RunningServer {
     pub datadir: PathBuf,
     /// Where its `pg_tblspc` links point (resolved).
     pub tablespaces: Vec<PathBuf>,
+    /// (device, inode) of its data directory and tablespace directories, read through
+    /// `/proc/<pid>/cwd` (right even when the server runs in another mount namespace).
+    pub ids: Vec<(u64, u64)>,
+}
+
+fn dev_ino(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Every running PostgreSQL server whose processes this user can see (root sees all): each
@@ -179,6 +187,8 @@ pub fn running_servers() -> Vec<RunningServer> {
             continue;
         };
         let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        // After a package upgrade the running binary shows as "postgres (deleted)".
+        let name = name.strip_suffix(" (deleted)").unwrap_or(name);
         if name != "postgres" && name != "postmaster" {
             continue;
         }
@@ -199,13 +209,53 @@ pub fn running_servers() -> Vec<RunningServer> {
                     .collect()
             })
             .unwrap_or_default();
+        let through = p.path().join("cwd");
+        let mut ids: Vec<(u64, u64)> = dev_ino(&through).into_iter().collect();
+        if let Ok(links) = std::fs::read_dir(through.join("pg_tblspc")) {
+            ids.extend(links.flatten().filter_map(|e| dev_ino(&e.path())));
+        }
         found.push(RunningServer {
             pid: postmaster,
             datadir: resolve(&cwd),
             tablespaces,
+            ids,
         });
     }
     found
+}
+
+/// Refuses an opened target directory that is a running server's data or tablespace directory (by
+/// device and inode: whatever path led there), or holds a live `postmaster.pid`.
+pub fn check_root_not_in_use(
+    root: &super::beneath::Root,
+    what: &str,
+    servers: &[RunningServer],
+) -> Result<()> {
+    let (dev, ino, _, _) = root.identity()?;
+    if let Some(s) = servers.iter().find(|s| s.ids.contains(&(dev, ino))) {
+        return Err(Error::Other(format!(
+            "{what} {} is in use by a running PostgreSQL (pid {}, data directory {}): stop that \
+             server first, or restore somewhere else",
+            root.path().display(),
+            s.pid,
+            s.datadir.display()
+        )));
+    }
+    if let Some(text) = root.read_small("postmaster.pid", 4096) {
+        let pid: i32 = String::from_utf8_lossy(&text)
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0);
+        // SAFETY: signal 0 only checks that the process exists.
+        if pid > 0 && unsafe { libc::kill(pid, 0) } == 0 {
+            return Err(Error::Other(format!(
+                "PostgreSQL seems to be running in {} (postmaster.pid, pid {pid}): stop it first",
+                root.path().display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a target that a running server uses (`what` names the target in errors).

@@ -45,39 +45,18 @@ fn werr(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
-/// The directories a restore writes into, opened once: the data directory and each tablespace
-/// directory (index-aligned with `Plan::tablespaces`). Every path below them is reached with
-/// `beneath`, never following a link.
+/// The directories a restore writes into, opened once (see `targets`): the data directory and each
+/// tablespace directory (index-aligned with `Plan::tablespaces`). Every path below them is reached
+/// with `beneath`, never following a link.
 pub struct Roots {
     pub pgdata: Root,
     pub tablespaces: Vec<Root>,
+    /// Run as root: the user and group every entry the restore makes is given to (the cluster's
+    /// owner). Only what the restore makes is chowned, one entry at a time, never a whole tree.
+    pub owner: Option<(u32, u32)>,
 }
 
 impl Roots {
-    /// Opens (creating them, mode 0700, when missing) the data directory and tablespace directories.
-    pub fn open(plan: &Plan, pgdata: &Path) -> Result<Roots> {
-        let open = |dir: &Path| -> Result<Root> {
-            if std::fs::symlink_metadata(dir).is_err() {
-                std::fs::create_dir_all(dir).map_err(werr(dir))?;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                    .map_err(werr(dir))?;
-            }
-            let root = Root::open(dir)?;
-            // The checks before writing resolved links in the path; a directory swapped for a link
-            // since then would show here, where the opened directory itself is checked again.
-            super::safety::check_plausible(&root.real_path(), "target directory")?;
-            Ok(root)
-        };
-        Ok(Roots {
-            pgdata: open(pgdata)?,
-            tablespaces: plan
-                .tablespaces
-                .iter()
-                .map(|t| open(&t.write_dir))
-                .collect::<Result<_>>()?,
-        })
-    }
-
     /// The root and the path below it where a manifest path goes.
     pub fn locate<'a>(&self, plan: &Plan, path: &'a str) -> (&Root, &'a str) {
         match plan.locate(path) {
@@ -92,10 +71,21 @@ impl Roots {
 }
 
 /// A WAL file name as PostgreSQL writes them in pg_wal (segments, .partial, .backup, .history) or an
-/// archive status file: the only names removed through a `pg_wal` link.
-fn is_wal_name(name: &str) -> bool {
-    let base = name.split('.').next().unwrap_or(name);
-    (base.len() == 24 || base.len() == 8) && base.bytes().all(|b| b.is_ascii_hexdigit())
+/// archive status file for one: the only names removed through a `pg_wal` link.
+fn is_wal_name(name: &str, wal_segment_size: u32) -> bool {
+    let name = name
+        .strip_suffix(".ready")
+        .or_else(|| name.strip_suffix(".done"))
+        .unwrap_or(name);
+    pgformat::lsn::WalFileName::parse(name, wal_segment_size).is_some()
+}
+
+/// Gives an entry the restore made to the cluster's owner (run as root).
+pub(super) fn give(root: &Root, rel: &str, owner: Option<(u32, u32)>) -> Result<()> {
+    match owner {
+        Some((uid, gid)) => root.chown(rel, uid, gid),
+        None => Ok(()),
+    }
 }
 
 /// Creates the directory tree and tablespace links; with `delta`, removes what the backup lacks first.
@@ -125,33 +115,41 @@ pub fn prepare_tree(plan: &Plan, roots: &Roots, delta: bool) -> Result<u64> {
         for (i, root) in roots.tablespaces.iter().enumerate() {
             removed += remove_unwanted(root, "", &wanted[i + 1], true)?;
         }
-        removed += clean_linked_pg_wal(&roots.pgdata)?;
+        if let Some(wal) = &plan.wal_link {
+            removed += clean_linked_pg_wal(wal, plan.manifest.wal_segment_size)?;
+        }
     }
-    roots.pgdata.set_dir_mode("", 0o700)?;
-    for root in &roots.tablespaces {
+    for root in std::iter::once(&roots.pgdata).chain(roots.tablespaces.iter()) {
         root.set_dir_mode("", 0o700)?;
+        give(root, "", roots.owner)?;
     }
-    // An operator's pg_wal link (WAL on another disk) is kept, and what the backup has below pg_wal
-    // is made through it; every other link is replaced.
-    let linked_wal = if roots.pgdata.kind("pg_wal") == Kind::Other {
-        Some(Root::open(&roots.pgdata.path().join("pg_wal"))?)
-    } else {
-        None
+    // An operator's pg_wal link (WAL on another disk, checked by the plan) is kept, and only
+    // archive_status is made through it; any other link is replaced.
+    let linked_wal = match &plan.wal_link {
+        Some(real) if roots.pgdata.kind("pg_wal") == Kind::Other => {
+            Root::open_resolved(real, false)?
+        }
+        _ => None,
     };
     for d in &plan.manifest.directories {
-        let (root, rel) = match (&linked_wal, plan.locate(&d.path)) {
+        let (root, rel, mode) = match (&linked_wal, plan.locate(&d.path)) {
             (Some(_), (None, "pg_wal")) => continue,
-            (Some(wal), (None, p)) if p.starts_with("pg_wal/") => (wal, &p["pg_wal/".len()..]),
-            _ => roots.locate(plan, &d.path),
+            (Some(wal), (None, "pg_wal/archive_status")) => (wal, "archive_status", 0o700),
+            _ => {
+                let (root, rel) = roots.locate(plan, &d.path);
+                (root, rel, d.mode)
+            }
         };
         root.dir(rel, true)?;
-        root.set_dir_mode(rel, d.mode)?;
+        root.set_dir_mode(rel, mode)?;
+        give(root, rel, roots.owner)?;
     }
     for ts in &plan.tablespaces {
         let link = format!("pg_tblspc/{}", ts.oid);
         if roots.pgdata.read_link(&link).as_deref() != Some(ts.dir.as_path()) {
             roots.pgdata.symlink(&link, &ts.dir)?;
         }
+        give(&roots.pgdata, &link, roots.owner)?;
     }
     Ok(removed)
 }
@@ -191,13 +189,10 @@ fn remove_unwanted(
     Ok(removed)
 }
 
-/// Through a `pg_wal` link (WAL kept on another disk), removes only WAL and archive status files: the
-/// link is followed, so nothing else there is touched whoever made it.
-fn clean_linked_pg_wal(pgdata: &Root) -> Result<u64> {
-    if pgdata.kind("pg_wal") != Kind::Other {
-        return Ok(0);
-    }
-    let Ok(wal) = Root::open(&pgdata.path().join("pg_wal")) else {
+/// Through a `pg_wal` link (WAL kept on another disk; the plan checked where it points), removes
+/// only WAL and archive status files, by their exact name forms.
+fn clean_linked_pg_wal(wal: &Path, wal_segment_size: u32) -> Result<u64> {
+    let Some(wal) = Root::open_resolved(wal, false)? else {
         return Ok(0);
     };
     let mut removed = 0;
@@ -208,7 +203,7 @@ fn clean_linked_pg_wal(pgdata: &Root) -> Result<u64> {
             } else {
                 format!("{dir}/{name}")
             };
-            if is_wal_name(&name) && wal.kind(&rel) == Kind::File {
+            if is_wal_name(&name, wal_segment_size) && wal.kind(&rel) == Kind::File {
                 wal.remove(&rel)?;
                 removed += 1;
             }
@@ -261,6 +256,7 @@ pub fn write_files(
                         paths,
                         plan,
                         fsync: false,
+                        owner: roots.owner,
                     };
                     for f in rx.iter() {
                         if stop.load(Ordering::Relaxed) || abort.load(Ordering::Relaxed) {
@@ -269,7 +265,9 @@ pub fn write_files(
                         let (root, rel) = roots.locate(plan, &f.path);
                         let existing = if delta { root.open_existing(rel) } else { None };
                         if let Some(file) = existing.filter(|file| matches_manifest(file, f)) {
-                            set_mode_and_time(&file, f, &root.path().join(rel))?;
+                            let dest = root.path().join(rel);
+                            set_mode_and_time(&file, f, &dest)?;
+                            give_file(&file, roots.owner, &dest)?;
                             kept.fetch_add(1, Ordering::Relaxed);
                         } else {
                             writer.write(f, root, rel)?;
@@ -333,6 +331,16 @@ fn matches_manifest(mut file: &File, f: &FileEntry) -> bool {
     &hex::encode(object::content_digest(&shas)) == digest
 }
 
+/// Gives a file the restore wrote (or kept) to the cluster's owner, through its descriptor.
+fn give_file(file: &File, owner: Option<(u32, u32)>, dest: &Path) -> Result<()> {
+    match owner {
+        Some((uid, gid)) => {
+            std::os::unix::fs::fchown(file, Some(uid), Some(gid)).map_err(werr(dest))
+        }
+        None => Ok(()),
+    }
+}
+
 /// Applies the recorded mode and modification time through the open file (never a path that could
 /// have become a link).
 fn set_mode_and_time(file: &File, f: &FileEntry, dest: &Path) -> Result<()> {
@@ -349,6 +357,8 @@ pub struct FileWriter<'a> {
     pub plan: &'a Plan,
     /// fsync the file before returning (pg_control); otherwise writeback is only started.
     pub fsync: bool,
+    /// Run as root: who the file is given to.
+    pub owner: Option<(u32, u32)>,
 }
 
 impl FileWriter<'_> {
@@ -369,7 +379,8 @@ impl FileWriter<'_> {
         } else {
             start_writeback(&out);
         }
-        set_mode_and_time(&out, f, dest)
+        set_mode_and_time(&out, f, dest)?;
+        give_file(&out, self.owner, dest)
     }
 
     /// Reads and checks one piece (its SHA-256 is verified by `object::decode`).
@@ -382,7 +393,7 @@ impl FileWriter<'_> {
                 key: key.clone(),
                 reason: "the object disappeared during the restore".into(),
             })?;
-        let (header, plain) = object::decode(&key, &stored)?;
+        let (header, plain) = object::decode_limited(&key, &stored, p.size)?;
         if plain.len() as u64 != p.size {
             return Err(Error::CorruptObject {
                 key,
