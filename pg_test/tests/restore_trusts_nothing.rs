@@ -130,7 +130,7 @@ fn a_tampered_manifest_cannot_make_a_root_restore_write_or_read_outside() {
         ),
         (
             "does not hold",
-            Box::new(|m: &mut Value| m["files"][0]["pieces"][0]["length"] = 1_000_000_000.into()),
+            Box::new(|m: &mut Value| m["files"][0]["pieces"][0]["offset"] = 1_000_000_000.into()),
         ),
         (
             "add up to",

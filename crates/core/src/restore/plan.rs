@@ -335,7 +335,8 @@ fn check_delta_targets(m: &Manifest, opts: &RestoreOptions, targets: &[Target]) 
     let pgdata = &targets[0];
     if let (Some(root), false) = (&pgdata.existing, opts.force) {
         if !root.is_empty()? {
-            if root.kind("PG_VERSION") != Kind::File {
+            // (A link there counts: the postgres user may have replaced the file; it is replaced back.)
+            if matches!(root.kind("PG_VERSION"), Kind::Missing | Kind::Dir) {
                 return Err(Error::Other(format!(
                     "--delta: {} is not empty but has no PG_VERSION: it is not a PostgreSQL data \
                      directory, and --delta would delete what it holds; choose the right directory \
