@@ -71,11 +71,11 @@ fn take_backup(generation: u64, requested: BackupKind) -> Result<String, String>
     }
     // backup_start() repeats them to its caller.
     set_progress(generation, |s| s.set_notice(&run.notices.join("\n")));
-    if !run.removed_incomplete.is_empty() {
-        log!(
-            "pg_strata: removed incomplete backups {:?} (failed or killed earlier)",
-            run.removed_incomplete
-        );
+    for (label, why) in &run.cleanup.removed {
+        log!("pg_strata: removed unfinished backup {label}: {why}");
+    }
+    for (label, who) in &run.cleanup.kept {
+        log!("pg_strata: kept unfinished backup {label}, {who}: it may still be running");
     }
     set_progress(generation, |s| {
         s.set_label(&run.label);
@@ -292,6 +292,10 @@ fn cluster_facts() -> Result<ClusterFacts, String> {
         pgdata: get("SELECT current_setting('data_directory')")?.into(),
         tablespaces,
         timeline: timeline_of(&get("SELECT pg_walfile_name(pg_current_wal_lsn())")?)?,
+        // SAFETY: plain reads of globals on the main thread.
+        postmaster_pid: unsafe { pg_sys::PostmasterPid },
+        postmaster_start: get("SELECT pg_postmaster_start_time()::text")?,
+        worker_pid: unsafe { pg_sys::MyProcPid },
     })
 }
 

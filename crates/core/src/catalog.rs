@@ -1,6 +1,7 @@
 //! The catalog: which backups a stanza holds and which WAL its archive covers, read from the
 //! repository itself (no separate index that could disagree with it). A backup exists when its
-//! manifest exists; a backup directory without one is the garbage of a failed or killed backup.
+//! manifest exists; a backup directory without one is a backup in progress (here or on another server
+//! writing the stanza) or the garbage of a failed or killed one (`backup::claim` tells them apart).
 
 use crate::compress::CompressType;
 use crate::manifest::{self, Manifest};
@@ -51,20 +52,10 @@ pub fn load(storage: &Storage, paths: &RepoPaths, label: &str) -> Result<Manifes
     Ok(m)
 }
 
-/// Every committed backup, oldest first.
+/// Every committed backup, oldest first; fails on the first manifest that cannot be read.
 pub fn list_backups(storage: &Storage, paths: &RepoPaths) -> Result<Vec<Manifest>> {
     let (labels, _) = backup_labels(storage, paths)?;
     labels.iter().map(|l| load(storage, paths, l)).collect()
-}
-
-/// Deletes backup directories that have no manifest (failed, cancelled or killed backups). Only
-/// called when no backup of this stanza can be running.
-pub fn remove_incomplete(storage: &Storage, paths: &RepoPaths) -> Result<Vec<String>> {
-    let (_, incomplete) = backup_labels(storage, paths)?;
-    for label in &incomplete {
-        storage.delete_prefix(&paths.backup_dir(label))?;
-    }
-    Ok(incomplete)
 }
 
 /// The WAL an archive holds, per timeline: first and last segment file names and how many.
