@@ -227,6 +227,21 @@ fn wait_for_archiving(run: &BackupRun, stop: &StopFacts) -> Result<(), String> {
         let Some(first) = missing.first() else {
             return Ok(());
         };
+        // Read each time: a reload may change it while we wait.
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: main thread; what PostgreSQL's own processes do on SIGHUP.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        if let Some(limit) = gucs::backup_archive_timeout() {
+            if waiting_since.elapsed() > limit {
+                return Err(format!(
+                    "WAL segment {first} was not archived within strata.backup_archive_timeout ({} s); \
+                     the backup needs it: see archive_status() and the server log for why archiving \
+                     fails, fix it, then take the backup again",
+                    limit.as_secs()
+                ));
+            }
+        }
         if warned_at.elapsed() > Duration::from_secs(60) {
             warning!(
                 "pg_strata: backup {} still waits for WAL {first} to be archived ({} s); check archive_status()",

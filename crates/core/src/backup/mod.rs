@@ -121,7 +121,16 @@ impl BackupRun {
         let reference = if requested_kind == BackupKind::Full {
             None
         } else {
-            let backups = catalog::list_backups(&storage, &paths)?;
+            // A damaged manifest must not block every diff and incr: choose among the backups whose
+            // whole chain reads, and say which were left out.
+            let listing = catalog::list_backups_tolerant(&storage, &paths)?;
+            for (label, why) in &listing.damaged {
+                notices.push(format!(
+                    "backup {label} is damaged and is not used as a reference (nor any backup built on \
+                     it): {why}"
+                ));
+            }
+            let backups = listing.usable();
             match chain::choose_reference(
                 &backups,
                 requested_kind,
