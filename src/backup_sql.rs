@@ -20,8 +20,23 @@ fn now_pg() -> i64 {
 }
 
 /// Takes a backup of `kind` (full, diff, incr) in a background worker and returns its label.
+///
+/// Not STRICT: a NULL argument is an error, not a silent NULL result with no backup (pg_cron's job
+/// history would show success).
 #[pg_extern(volatile)]
-fn backup_start(kind: default!(&str, "'incr'"), wait: default!(bool, true)) -> String {
+fn backup_start(
+    kind: default!(Option<&str>, "'incr'"),
+    wait: default!(Option<bool>, true),
+) -> String {
+    let (Some(kind), Some(wait)) = (kind, wait) else {
+        let which = if kind.is_none() { "kind" } else { "wait" };
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("backup_start(): {which} must not be NULL; no backup was taken"),
+            "Use kind 'full', 'diff' or 'incr', and wait true or false."
+        );
+    };
     let kind: BackupKind = match kind.parse() {
         Ok(k) => k,
         Err(_) => {
@@ -59,13 +74,17 @@ fn claim_slot(kind: BackupKind) -> u64 {
         && (backup_state::pid_alive(s.worker_pid)
             || (s.worker_pid == 0 && now_pg() - s.started_at < START_GRACE_SECS * 1_000_000));
     if busy {
-        let label = s.label().unwrap_or_else(|| "(starting)".into());
-        let pid = s.worker_pid;
+        let label = s.label().unwrap_or_else(|| "(label not chosen yet)".into());
+        // The worker writes its pid when it has started: until then there is no pid to show.
+        let worker = match s.worker_pid {
+            pid if pid > 0 => format!("worker pid {pid}"),
+            _ => "its worker is starting".to_string(),
+        };
         drop(s);
         ereport!(
             ERROR,
             PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
-            format!("a backup is already running: {label}, worker pid {pid}"),
+            format!("a backup is already running: {label}, {worker}"),
             "Wait for it to finish (see backup_progress()) or cancel it with backup_cancel()."
         );
     }
@@ -241,63 +260,98 @@ fn backup_progress() -> TableIterator<
     ))
 }
 
-/// The backups in the repository (strata.repo1, strata.stanza), oldest first.
+/// The backups in the repository (strata.repo1, strata.stanza), oldest first. A backup whose manifest
+/// cannot be read is listed too, with only its label, the kind its label says and `error` (why); the
+/// others are listed as usual (`error` NULL).
 #[pg_extern(volatile)]
 #[allow(clippy::type_complexity)]
 fn backup_list() -> TableIterator<
     'static,
     (
         name!(label, String),
-        name!(kind, String),
-        name!(requested_kind, String),
+        name!(kind, Option<String>),
+        name!(requested_kind, Option<String>),
         name!(prior, Option<String>),
         name!(start_time, Option<TimestampWithTimeZone>),
         name!(stop_time, Option<TimestampWithTimeZone>),
-        name!(start_lsn, String),
-        name!(stop_lsn, String),
-        name!(timeline, i64),
-        name!(database_size, i64),
-        name!(stored_size, i64),
-        name!(file_count, i64),
-        name!(page_checksum_errors, i64),
-        name!(method, String),
+        name!(start_lsn, Option<String>),
+        name!(stop_lsn, Option<String>),
+        name!(timeline, Option<i64>),
+        name!(database_size, Option<i64>),
+        name!(stored_size, Option<i64>),
+        name!(file_count, Option<i64>),
+        name!(page_checksum_errors, Option<i64>),
+        name!(method, Option<String>),
         name!(method_reason, Option<String>),
-        name!(references, Vec<String>),
-        name!(read_size, i64),
+        name!(references, Option<Vec<String>>),
+        name!(read_size, Option<i64>),
+        name!(error, Option<String>),
     ),
 > {
     let config = gucs::repo_config().unwrap_or_else(|e| error!("cannot list backups: {e}"));
-    let list = (|| {
+    let listing = (|| {
         let storage = strata_core::storage::Storage::open(&config.repo)?;
         let paths = strata_core::paths::RepoPaths::new(&config.stanza);
-        strata_core::catalog::list_backups(&storage, &paths)
+        strata_core::catalog::list_backups_tolerant(&storage, &paths)
     })()
     .unwrap_or_else(|e| error!("cannot list backups: {e}"));
-    let rows: Vec<_> = list
+    let mut rows: Vec<_> = listing
+        .sound
         .into_iter()
         .map(|m| {
             let errors = m.page_checksum_error_count() as i64;
             (
                 m.label,
-                m.kind.name().to_string(),
-                m.requested_kind.name().to_string(),
+                Some(m.kind.name().to_string()),
+                Some(m.requested_kind.name().to_string()),
                 m.prior,
                 rfc3339_to_pg(&m.start_time),
                 rfc3339_to_pg(&m.stop_time),
-                m.start_lsn.to_string(),
-                m.stop_lsn.to_string(),
-                m.timeline as i64,
-                m.database_size as i64,
-                m.stored_size as i64,
-                m.files.len() as i64,
-                errors,
-                m.method.name().to_string(),
+                Some(m.start_lsn.to_string()),
+                Some(m.stop_lsn.to_string()),
+                Some(m.timeline as i64),
+                Some(m.database_size as i64),
+                Some(m.stored_size as i64),
+                Some(m.files.len() as i64),
+                Some(errors),
+                Some(m.method.name().to_string()),
                 m.method_reason,
-                m.references,
-                m.read_size as i64,
+                Some(m.references),
+                Some(m.read_size as i64),
+                None,
             )
         })
         .collect();
+    for (label, why) in listing.damaged {
+        let kind = match label.chars().last() {
+            Some('F') => Some("full".to_string()),
+            Some('D') => Some("diff".to_string()),
+            Some('I') => Some("incr".to_string()),
+            _ => None,
+        };
+        rows.push((
+            label,
+            kind,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            Some(format!("damaged: {why}")),
+        ));
+    }
+    // Labels sort by time.
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
     TableIterator::new(rows)
 }
 
@@ -324,7 +378,7 @@ CREATE VIEW strata_backups AS
     SELECT label, kind, requested_kind, prior, start_time, stop_time,
            start_lsn::pg_lsn AS start_lsn, stop_lsn::pg_lsn AS stop_lsn, timeline,
            database_size, stored_size, file_count, page_checksum_errors,
-           method, method_reason, "references", read_size
+           method, method_reason, "references", read_size, error
     FROM backup_list();
 CREATE VIEW strata_backup_progress AS SELECT * FROM backup_progress();
 "#,

@@ -71,11 +71,11 @@ fn take_backup(generation: u64, requested: BackupKind) -> Result<String, String>
     }
     // backup_start() repeats them to its caller.
     set_progress(generation, |s| s.set_notice(&run.notices.join("\n")));
-    if !run.removed_incomplete.is_empty() {
-        log!(
-            "pg_strata: removed incomplete backups {:?} (failed or killed earlier)",
-            run.removed_incomplete
-        );
+    for (label, why) in &run.cleanup.removed {
+        log!("pg_strata: removed unfinished backup {label}: {why}");
+    }
+    for (label, who) in &run.cleanup.kept {
+        log!("pg_strata: kept unfinished backup {label}, {who}: it may still be running");
     }
     set_progress(generation, |s| {
         s.set_label(&run.label);
@@ -227,6 +227,21 @@ fn wait_for_archiving(run: &BackupRun, stop: &StopFacts) -> Result<(), String> {
         let Some(first) = missing.first() else {
             return Ok(());
         };
+        // Read each time: a reload may change it while we wait.
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: main thread; what PostgreSQL's own processes do on SIGHUP.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        if let Some(limit) = gucs::backup_archive_timeout() {
+            if waiting_since.elapsed() > limit {
+                return Err(format!(
+                    "WAL segment {first} was not archived within strata.backup_archive_timeout ({} s); \
+                     the backup needs it: see archive_status() and the server log for why archiving \
+                     fails, fix it, then take the backup again",
+                    limit.as_secs()
+                ));
+            }
+        }
         if warned_at.elapsed() > Duration::from_secs(60) {
             warning!(
                 "pg_strata: backup {} still waits for WAL {first} to be archived ({} s); check archive_status()",
@@ -292,6 +307,10 @@ fn cluster_facts() -> Result<ClusterFacts, String> {
         pgdata: get("SELECT current_setting('data_directory')")?.into(),
         tablespaces,
         timeline: timeline_of(&get("SELECT pg_walfile_name(pg_current_wal_lsn())")?)?,
+        // SAFETY: plain reads of globals on the main thread.
+        postmaster_pid: unsafe { pg_sys::PostmasterPid },
+        postmaster_start: get("SELECT pg_postmaster_start_time()::text")?,
+        worker_pid: unsafe { pg_sys::MyProcPid },
     })
 }
 

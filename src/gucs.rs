@@ -1,10 +1,17 @@
 //! The `strata.*` settings. All are reloadable (PGC_SIGHUP). Values are validated by check hooks that
 //! call the same checks as the CLI (`strata_core::config`), so a bad value is refused with a message that
 //! names the setting and the fix, and the old value stays in force.
+//!
+//! Except at start: there is no old value then, and PostgreSQL would fall back to the default — a bad
+//! `strata.stanza` would silently archive into `main`, someone else's stanza perhaps. So while the
+//! settings are being defined (server start, or the library's first load in a process), a bad
+//! `strata.repo1` or `strata.stanza` is kept with a WARNING, and `repo_config` (which validates again on
+//! every use) refuses to archive or back up anything until it is fixed and reloaded.
 
 use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 use std::ffi::{CStr, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
 use strata_core::compress::CompressType;
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -33,8 +40,14 @@ pub static COMPRESS_TYPE: GucSetting<CompressTypeGuc> =
     GucSetting::<CompressTypeGuc>::new(CompressTypeGuc::Zstd);
 pub static COMPRESS_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(3);
 pub static PROCESS_MAX: GucSetting<i32> = GucSetting::<i32>::new(2);
+pub static BACKUP_ARCHIVE_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(600);
+
+/// True while `register` defines the settings: the configured values are applied then (see the module
+/// comment).
+static DEFINING: AtomicBool = AtomicBool::new(false);
 
 pub fn register() {
+    DEFINING.store(true, Ordering::Relaxed);
     // SAFETY: the hooks are pg_guard'ed extern functions that only read their arguments.
     unsafe {
         GucRegistry::define_string_guc_with_hooks(
@@ -60,6 +73,7 @@ pub fn register() {
             None,
         );
     }
+    DEFINING.store(false, Ordering::Relaxed);
     GucRegistry::define_enum_guc(
         c"strata.compress_type",
         c"Compression of stored WAL and backup files: zstd, lz4 or none.",
@@ -89,6 +103,29 @@ pub fn register() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"strata.backup_archive_timeout",
+        c"How long a backup waits for the WAL it needs to be archived before it fails.",
+        c"0 waits without limit.",
+        &BACKUP_ARCHIVE_TIMEOUT,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+}
+
+/// Refuses a bad value — or, while the settings are being defined (no old value to keep), keeps it with
+/// a WARNING so that nothing falls back to a default repository or stanza.
+fn refuse_or_keep(name: &str, detail: &str) -> bool {
+    if DEFINING.load(Ordering::Relaxed) {
+        warning!(
+            "pg_strata: {detail}; nothing is archived nor backed up until {name} is fixed in the \
+             configuration and reloaded"
+        );
+        return true;
+    }
+    refuse(detail)
 }
 
 /// Sets the detail PostgreSQL prints when a check hook refuses a value.
@@ -124,7 +161,7 @@ unsafe extern "C-unwind" fn check_repo1(
         None | Some("") => true, // unset: archiving reports "not configured"
         Some(v) => match strata_core::config::RepoUrl::parse("strata.repo1", v) {
             Ok(_) => true,
-            Err(e) => refuse(&e.to_string()),
+            Err(e) => refuse_or_keep("strata.repo1", &e.to_string()),
         },
     }
 }
@@ -137,7 +174,7 @@ unsafe extern "C-unwind" fn check_stanza(
 ) -> bool {
     match strata_core::config::check_stanza(hook_value(newval).unwrap_or("")) {
         Ok(()) => true,
-        Err(e) => refuse(&e.to_string()),
+        Err(e) => refuse_or_keep("strata.stanza", &e.to_string()),
     }
 }
 
@@ -158,7 +195,13 @@ pub fn repo_config() -> Result<strata_core::config::RepoConfig, String> {
         COMPRESS_TYPE.get().into(),
         COMPRESS_LEVEL.get(),
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| format!("{e}; fix it in postgresql.conf and reload"))
+}
+
+/// `strata.backup_archive_timeout`; None: no limit.
+pub fn backup_archive_timeout() -> Option<std::time::Duration> {
+    let secs = BACKUP_ARCHIVE_TIMEOUT.get();
+    (secs > 0).then(|| std::time::Duration::from_secs(secs as u64))
 }
 
 /// `strata.process_max`: parallel copy threads of a backup.

@@ -18,12 +18,24 @@ mod status;
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    hide_backtraces();
     gucs::register();
     // SAFETY: reading a PostgreSQL global on the main thread.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         status::init_shared_memory();
         backup_state::init_shared_memory();
     }
+}
+
+/// pgrx puts a Rust backtrace (70 lines of frames with build paths) into the DETAIL of any PostgreSQL
+/// error that crosses Rust code — a cancelled `backup_start()` for one — whenever the server's
+/// environment has `RUST_BACKTRACE` set. Client messages must not carry them: `RUST_LIB_BACKTRACE=0`
+/// turns off `Backtrace::capture` (which pgrx uses) and takes precedence over `RUST_BACKTRACE`, which
+/// still gives backtraces of real panics on stderr (the server log).
+fn hide_backtraces() {
+    // SAFETY of set_var: `_PG_init` runs while the process is single-threaded (postmaster start or
+    // library load in a backend, before any of our threads exist).
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -494,6 +494,62 @@ fn bad_settings_are_rejected_with_clear_messages() {
 }
 
 #[test]
+fn an_invalid_stanza_at_server_start_archives_nothing_until_it_is_fixed() {
+    // Later lines win: the harness's strata.stanza = 'main' is overridden by a bad value.
+    let a = Archiving::new("badstanza", "strata.stanza = '../bad'");
+    let c = &a.cluster;
+    assert!(
+        c.log()
+            .contains("WARNING:  pg_strata: invalid setting strata.stanza = '../bad'"),
+        "{}",
+        c.log()
+    );
+    // Not silently replaced by the default.
+    assert_eq!(c.psql("postgres", "SHOW strata.stanza"), "../bad");
+    let wal = a.switch_wal();
+    c.wait_for("archiving to fail", 60, || failed_count(&a) > 0);
+    let before = failed_count(&a);
+    let wal2 = a.switch_wal();
+    c.wait_for("archiving to fail again", 60, || failed_count(&a) > before);
+    for w in [&wal, &wal2] {
+        assert!(c
+            .wal_dir()
+            .join("archive_status")
+            .join(format!("{w}.ready"))
+            .exists());
+    }
+    let log = c.log();
+    assert!(
+        log.contains(&format!(
+            "could not archive WAL file \"{wal}\": invalid setting strata.stanza"
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_dir(a.repo.path()).unwrap().count(),
+        0,
+        "nothing may be archived into a default stanza"
+    );
+    let e = c
+        .try_psql("postgres", "SELECT backup_start('full')")
+        .unwrap_err();
+    assert!(e.contains("strata.stanza"), "{e}");
+
+    // Fixed and reloaded: archiving catches up, into the configured stanza.
+    c.psql("postgres", "ALTER SYSTEM SET strata.stanza = 'fixed'");
+    c.psql("postgres", "SELECT pg_reload_conf()");
+    let wal3 = a.switch_wal();
+    a.wait_archived(&wal3);
+    assert!(a.repo.path().join("fixed/strata.repo").exists());
+    assert!(a
+        .repo
+        .path()
+        .join(format!("fixed/archive/{}/{wal}.zst", &wal[..16]))
+        .exists());
+    assert!(!a.repo.path().join("main").exists());
+}
+
+#[test]
 fn another_cluster_cannot_archive_into_the_same_stanza() {
     let a = Archiving::new("owner", "");
     let w = a.switch_wal();

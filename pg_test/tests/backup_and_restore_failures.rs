@@ -61,6 +61,9 @@ fn wait_failed(a: &Archiving) {
 
 #[test]
 fn a_cancelled_backup_leaves_nothing_and_the_next_one_works() {
+    // With RUST_BACKTRACE in the server's environment pgrx would put a Rust backtrace into the DETAIL
+    // of the cancelled backup_start()'s error; the client must never see one.
+    std::env::set_var("RUST_BACKTRACE", "1");
     let a = slow_backup_cluster("cancel");
     let c = &a.cluster;
     let label = c.psql("postgres", "SELECT backup_start('full', wait => false)");
@@ -98,6 +101,13 @@ fn a_cancelled_backup_leaves_nothing_and_the_next_one_works() {
         )
         .unwrap_err();
     assert!(e.contains("statement timeout"), "{e}");
+    assert!(
+        !e.contains("DETAIL")
+            && !e.contains(".rs:")
+            && !e.contains("pgrx")
+            && e.lines().count() <= 2,
+        "no backtrace in client messages: {e}"
+    );
     wait_failed(&a);
     assert_eq!(listed_backups(&a), "0");
     assert!(backup_dirs(&a).is_empty(), "{:?}", backup_dirs(&a));
@@ -255,6 +265,20 @@ fn delta_restore_rewrites_only_what_differs_and_corruption_is_refused_before_wri
 fn bad_input_gets_clear_errors_and_writes_nothing() {
     let a = Archiving::new("bad-input", "");
     let c = &a.cluster;
+    // NULL arguments are errors, not a silent NULL without a backup.
+    for sql in [
+        "SELECT backup_start(NULL)",
+        "SELECT backup_start('incr', NULL)",
+        "SELECT backup_start(NULL, false)",
+    ] {
+        let e = c.try_psql("postgres", sql).expect_err(sql);
+        assert!(e.contains("must not be NULL"), "{sql}: {e}");
+    }
+    assert_eq!(listed_backups(&a), "0");
+    assert_eq!(
+        c.psql("postgres", "SELECT count(*) FROM backup_progress()"),
+        "0"
+    );
     let e = c
         .try_psql("postgres", "SELECT backup_start('weekly')")
         .unwrap_err();
@@ -288,4 +312,179 @@ fn bad_input_gets_clear_errors_and_writes_nothing() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--target"), "{}", stderr(&o));
     assert!(!target.exists());
+}
+
+#[test]
+fn a_second_backup_start_names_the_running_backup_with_a_real_pid_or_none() {
+    let a = Archiving::new("busy", "");
+    let c = &a.cluster;
+    let mut starting = 0;
+    for _ in 0..8 {
+        // Two sessions at once: the loser may come while the winner's worker is still starting.
+        let (r1, r2) = std::thread::scope(|s| {
+            let h1 = s.spawn(|| c.try_psql("postgres", "SELECT backup_start('full')"));
+            let h2 = s.spawn(|| c.try_psql("postgres", "SELECT backup_start('full')"));
+            (h1.join().unwrap(), h2.join().unwrap())
+        });
+        let (ok, refused) = match (r1, r2) {
+            (Ok(l), Err(e)) | (Err(e), Ok(l)) => (l, e),
+            other => panic!("exactly one backup must run: {other:?}"),
+        };
+        assert!(ok.ends_with('F'), "{ok}");
+        assert!(refused.contains("a backup is already running"), "{refused}");
+        assert!(!refused.contains("pid 0"), "{refused}");
+        if refused.contains("its worker is starting") {
+            starting += 1;
+        } else {
+            let pid: i64 = refused
+                .split("worker pid ")
+                .nth(1)
+                .and_then(|r| r.split(|ch: char| !ch.is_ascii_digit()).next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("no pid in: {refused}"));
+            assert!(pid > 0, "{refused}");
+        }
+    }
+    eprintln!("refused while the worker was starting: {starting} of 8");
+}
+
+#[test]
+fn a_backup_waiting_for_wal_that_is_never_archived_fails_after_backup_archive_timeout() {
+    let a = Archiving::new("archive-timeout", "strata.backup_archive_timeout = '3s'");
+    let c = &a.cluster;
+    assert_eq!(
+        c.psql("postgres", "SHOW strata.backup_archive_timeout"),
+        "3s"
+    );
+    // The archiver creates the stanza (as postgres).
+    let first = a.switch_wal();
+    a.wait_archived(&first);
+    // Plant another content under the name of the segment being written now: archiving it is refused
+    // from then on (never overwritten), so no later segment is archived either.
+    c.psql("postgres", "SELECT txid_current()");
+    let current = c.psql(
+        "postgres",
+        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
+    );
+    let fake_dir = tempfile::tempdir().unwrap();
+    let fake = fake_dir.path().join(&current);
+    std::fs::write(&fake, vec![7u8; 16 * 1024 * 1024]).unwrap();
+    let sysid = c.psql(
+        "postgres",
+        "SELECT system_identifier FROM pg_control_system()",
+    );
+    let out = Command::new(pg_test::strata_bin())
+        .arg("archive-push")
+        .arg(&fake)
+        .arg("--repo")
+        .arg(a.repo_url())
+        .args(["--system-identifier", &sysid])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // archive-push ran as root here: give what it created back to postgres.
+    pg_test::give_to_postgres(a.repo.path());
+
+    let started = std::time::Instant::now();
+    let e = c
+        .try_psql("postgres", "SELECT backup_start('full')")
+        .unwrap_err();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(e.contains("strata.backup_archive_timeout (3 s)"), "{e}");
+    let named = e
+        .split("WAL segment ")
+        .nth(1)
+        .and_then(|r| r.get(..24))
+        .unwrap_or_else(|| panic!("no segment named in: {e}"))
+        .to_string();
+    assert!(named.as_str() >= current.as_str(), "{named} < {current}");
+    assert!(!a.archived_segment_names().contains(&named), "{named}");
+    assert_eq!(listed_backups(&a), "0");
+
+    // The planted object removed: archiving catches up and the next backup works.
+    let planted = a
+        .repo
+        .path()
+        .join(format!("main/archive/{}/{current}.zst", &current[..16]));
+    std::fs::remove_file(planted).unwrap();
+    c.psql(
+        "postgres",
+        "ALTER SYSTEM SET strata.backup_archive_timeout = '10min'",
+    );
+    next_backup_works(&a);
+}
+
+#[test]
+fn a_damaged_manifest_is_listed_as_damaged_and_incr_builds_on_the_sound_backups() {
+    let a = Archiving::new("damaged", "");
+    let c = &a.cluster;
+    c.psql(
+        "postgres",
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g",
+    );
+    let sound = a.backup("full");
+    c.psql("postgres", "UPDATE t SET v = 'later' WHERE id % 10 = 0");
+    let damaged = a.backup("full");
+    let manifest = a
+        .repo
+        .path()
+        .join("main/backup")
+        .join(&damaged)
+        .join("manifest.json");
+    std::fs::write(&manifest, b"{ \"format_version\": 2, truncated").unwrap();
+
+    // backup_list() and the view list both, the damaged one marked.
+    let rows = c.psql(
+        "postgres",
+        "SELECT label || '|' || coalesce(kind, '') || '|' || coalesce(error, 'sound') \
+         FROM strata_backups ORDER BY label",
+    );
+    let rows: Vec<&str> = rows.lines().collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0], format!("{sound}|full|sound"));
+    assert!(
+        rows[1].starts_with(&format!("{damaged}|full|damaged: "))
+            && rows[1].contains("manifest.json"),
+        "{rows:?}"
+    );
+
+    // strata info, text and JSON.
+    let text = a.strata(&["info"]);
+    assert!(text.status.success(), "{}", stderr(&text));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!("full backup: {sound}"))
+            && text.contains(&format!("damaged backup: {damaged}")),
+        "{text}"
+    );
+    let json = a.strata(&["info", "--output", "json"]);
+    assert!(json.status.success(), "{}", stderr(&json));
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(doc[0]["backup"].as_array().unwrap().len(), 1);
+    assert_eq!(doc[0]["backup"][0]["label"], sound.as_str());
+    assert_eq!(doc[0]["backup_damaged"][0]["label"], damaged.as_str());
+
+    // An incr builds on the newest sound backup, saying which one was left out.
+    c.psql("postgres", "UPDATE t SET v = 'incr' WHERE id % 7 = 0");
+    let (incr, notices) = c
+        .psql_full("postgres", "SELECT backup_start('incr')")
+        .unwrap();
+    assert!(
+        incr.starts_with(&format!("{sound}_")) && incr.ends_with('I'),
+        "{incr}"
+    );
+    assert!(
+        notices.contains(&format!("backup {damaged} is damaged")),
+        "{notices}"
+    );
+    let source = c.dumpall();
+    let r = a.restore_new("damaged-incr", &["--set", &incr, "--type", "immediate"]);
+    r.start();
+    r.wait_recovered(true);
+    pg_test::assert_same_dump(&r.dumpall(), &source, "incr built on the sound full");
+    r.stop();
 }

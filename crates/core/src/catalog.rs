@@ -1,6 +1,7 @@
 //! The catalog: which backups a stanza holds and which WAL its archive covers, read from the
 //! repository itself (no separate index that could disagree with it). A backup exists when its
-//! manifest exists; a backup directory without one is the garbage of a failed or killed backup.
+//! manifest exists; a backup directory without one is a backup in progress (here or on another server
+//! writing the stanza) or the garbage of a failed or killed one (`backup::claim` tells them apart).
 
 use crate::compress::CompressType;
 use crate::manifest::{self, Manifest};
@@ -51,20 +52,48 @@ pub fn load(storage: &Storage, paths: &RepoPaths, label: &str) -> Result<Manifes
     Ok(m)
 }
 
-/// Every committed backup, oldest first.
+/// Every committed backup, oldest first; fails on the first manifest that cannot be read.
 pub fn list_backups(storage: &Storage, paths: &RepoPaths) -> Result<Vec<Manifest>> {
     let (labels, _) = backup_labels(storage, paths)?;
     labels.iter().map(|l| load(storage, paths, l)).collect()
 }
 
-/// Deletes backup directories that have no manifest (failed, cancelled or killed backups). Only
-/// called when no backup of this stanza can be running.
-pub fn remove_incomplete(storage: &Storage, paths: &RepoPaths) -> Result<Vec<String>> {
-    let (_, incomplete) = backup_labels(storage, paths)?;
-    for label in &incomplete {
-        storage.delete_prefix(&paths.backup_dir(label))?;
+/// The committed backups of a stanza, with the damaged ones set apart instead of failing the listing.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Backups whose manifest reads, oldest first.
+    pub sound: Vec<Manifest>,
+    /// Backups whose manifest exists but cannot be read: label and why.
+    pub damaged: Vec<(String, String)>,
+}
+
+impl Listing {
+    /// The sound backups whose whole chain is sound too: those a new diff or incr may build on.
+    pub fn usable(&self) -> Vec<Manifest> {
+        self.sound
+            .iter()
+            .filter(|m| {
+                !m.references
+                    .iter()
+                    .any(|r| self.damaged.iter().any(|(d, _)| d == r))
+            })
+            .cloned()
+            .collect()
     }
-    Ok(incomplete)
+}
+
+/// Every committed backup, oldest first; one damaged manifest does not hide the others (for listings
+/// and for choosing a reference; a restore of a named backup uses `load`).
+pub fn list_backups_tolerant(storage: &Storage, paths: &RepoPaths) -> Result<Listing> {
+    let (labels, _) = backup_labels(storage, paths)?;
+    let mut listing = Listing::default();
+    for label in labels {
+        match load(storage, paths, &label) {
+            Ok(m) => listing.sound.push(m),
+            Err(e) => listing.damaged.push((label, e.to_string())),
+        }
+    }
+    Ok(listing)
 }
 
 /// The WAL an archive holds, per timeline: first and last segment file names and how many.
@@ -142,4 +171,51 @@ pub fn missing_wal(
         }
     }
     Ok(missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RepoUrl;
+
+    #[test]
+    fn a_damaged_manifest_is_set_apart_and_its_dependents_are_not_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(&RepoUrl::Local(dir.path().into())).unwrap();
+        let p = RepoPaths::new("main");
+        let mut full = crate::manifest::tests::sample();
+        full.label = "20261123-020000F".into();
+        let mut incr = full.clone();
+        incr.label = "20261123-020000F_20261124-020000I".into();
+        incr.kind = crate::manifest::BackupKind::Incr;
+        incr.prior = Some(full.label.clone());
+        incr.references = vec![full.label.clone()];
+        let mut other = full.clone();
+        other.label = "20261125-020000F".into();
+        for m in [&full, &incr, &other] {
+            s.put_new(&p.backup_manifest(&m.label), m.to_json())
+                .unwrap();
+        }
+        assert_eq!(list_backups(&s, &p).unwrap().len(), 3);
+
+        // The first full's manifest damaged: listed apart, and the incr built on it is not usable.
+        std::fs::write(
+            dir.path().join(p.backup_manifest(&full.label)),
+            b"{ not json",
+        )
+        .unwrap();
+        assert!(list_backups(&s, &p).is_err());
+        let listing = list_backups_tolerant(&s, &p).unwrap();
+        assert_eq!(listing.damaged.len(), 1);
+        assert_eq!(listing.damaged[0].0, full.label);
+        assert!(
+            listing.damaged[0].1.contains("manifest.json"),
+            "{}",
+            listing.damaged[0].1
+        );
+        let sound: Vec<_> = listing.sound.iter().map(|m| m.label.as_str()).collect();
+        assert_eq!(sound, vec![incr.label.as_str(), other.label.as_str()]);
+        let usable: Vec<_> = listing.usable().into_iter().map(|m| m.label).collect();
+        assert_eq!(usable, vec![other.label.clone()]);
+    }
 }

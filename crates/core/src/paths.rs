@@ -5,6 +5,7 @@
 //! archive/<TTTTTTTTLLLLLLLL>/<segment>.<ext>    WAL segments, .partial and .backup files (ext = compression)
 //! archive/<TTTTTTTT>.history.<ext>              timeline history files
 //! summary/<TTTTTTTT>/<start>-<end>.blkref       block-change summary of one archived segment
+//! backup/<label>/claim.json                     a backup's claim on its label: its first object
 //! backup/<label>/manifest.json                  a backup's manifest: its commit point, written last
 //! backup/<label>/data/<NNNNNNNN>                file contents: chunks of large files, bundles of small ones
 //! ```
@@ -91,6 +92,11 @@ impl RepoPaths {
     /// Key of a backup's manifest.
     pub fn backup_manifest(&self, label: &str) -> String {
         format!("{}/backup/{label}/manifest.json", self.stanza)
+    }
+
+    /// Key of a backup's claim on its label, its first object (see `backup::claim`).
+    pub fn backup_claim(&self, label: &str) -> String {
+        format!("{}/backup/{label}/claim.json", self.stanza)
     }
 
     /// Name of a data object inside its backup, as manifests record it.

@@ -221,6 +221,28 @@ impl Storage {
         Ok(out)
     }
 
+    /// When the newest object under a prefix was written; None when there is none.
+    pub fn newest_modification(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let path = ObjPath::from(prefix);
+        self.runtime.block_on(async {
+            self.store
+                .list(Some(&path))
+                .try_fold(
+                    None,
+                    |newest: Option<chrono::DateTime<chrono::Utc>>, m| async move {
+                        Ok(Some(
+                            newest.map_or(m.last_modified, |n| n.max(m.last_modified)),
+                        ))
+                    },
+                )
+                .await
+                .map_err(|e| Error::storage(prefix, e))
+        })
+    }
+
     /// Lists the immediate sub-directories (common prefixes) under a prefix, as full keys, sorted.
     pub fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
         let path = ObjPath::from(prefix);

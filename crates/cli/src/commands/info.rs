@@ -1,5 +1,6 @@
 //! `strata info`: what a stanza holds — its cluster, the archive's WAL range per timeline and every
-//! backup — as text for people or as JSON for scripts (in the spirit of `pgbackrest info`).
+//! backup — as text for people or as JSON for scripts (in the spirit of `pgbackrest info`). A backup
+//! whose manifest cannot be read is shown as damaged (with why) beside the others, never hides them.
 
 use crate::repo_args::RepoArgs;
 use anyhow::{anyhow, bail, Result};
@@ -48,7 +49,8 @@ pub fn run(args: Args) -> Result<i32> {
         )
     })?;
     let archive = catalog::archive_ranges(&storage, &paths)?;
-    let backups = catalog::list_backups(&storage, &paths)?;
+    let listing = catalog::list_backups_tolerant(&storage, &paths)?;
+    let (backups, damaged) = (&listing.sound, &listing.damaged);
     if args.output == "json" {
         let doc = json!([{
             "name": config.stanza,
@@ -78,6 +80,9 @@ pub fn run(args: Args) -> Result<i32> {
                 "page_checksum_errors": m.page_checksum_error_count(),
                 "compress": {"type": m.compress_type, "level": m.compress_level},
             })).collect::<Vec<_>>(),
+            "backup_damaged": damaged.iter().map(|(label, why)| json!({
+                "label": label, "error": why,
+            })).collect::<Vec<_>>(),
         }]);
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(0);
@@ -97,10 +102,15 @@ pub fn run(args: Args) -> Result<i32> {
             r.timeline, r.first, r.last, r.segments
         );
     }
-    if backups.is_empty() {
+    if backups.is_empty() && damaged.is_empty() {
         println!("    no backups");
     }
-    for m in &backups {
+    for (label, why) in damaged {
+        println!();
+        println!("    damaged backup: {label}");
+        println!("        error: {why}");
+    }
+    for m in backups {
         let requested = if m.requested_kind != m.kind {
             format!(" (requested {})", m.requested_kind)
         } else {

@@ -3,9 +3,9 @@
 //! The server side (the extension's background worker) drives a backup in three phases, with its own
 //! calls to PostgreSQL in between, because only the worker's main thread may talk to PostgreSQL:
 //!
-//! 1. `BackupRun::begin` — checks the stanza belongs to this cluster, removes the garbage of failed
+//! 1. `BackupRun::begin` — checks the stanza belongs to this cluster, removes the garbage of abandoned
 //!    backups, decides the kind, the reference (for diff and incr, see `chain::choose_reference`) and
-//!    the label. The worker then calls `pg_backup_start(label, true)`.
+//!    claims the label (see `claim`). The worker then calls `pg_backup_start(label, true)`.
 //! 2. `BackupRun::copy` — walks PGDATA and the tablespaces; for diff and incr, maps the blocks changed
 //!    since the reference's start (see `changed`) and decides how each file is copied (see `incr`, and
 //!    `recreated` for the databases a summary gap must not trust); copies the files in parallel (see
@@ -17,6 +17,7 @@
 //! backup deletes what it stored (`BackupRun::abandon` does it at once when it can).
 
 pub mod changed;
+pub mod claim;
 pub mod copy;
 pub mod incr;
 pub mod pages;
@@ -49,6 +50,10 @@ pub struct ClusterFacts {
     pub tablespaces: Vec<Tablespace>,
     /// The timeline WAL is written on now.
     pub timeline: TimeLineId,
+    /// The server instance and the backup worker, recorded in the label's claim (see `claim`).
+    pub postmaster_pid: i32,
+    pub postmaster_start: String,
+    pub worker_pid: i32,
 }
 
 /// What `pg_backup_stop` returned.
@@ -77,15 +82,18 @@ pub struct BackupRun {
     history: Option<chain::TimelineHistory>,
     /// Messages for the user about decisions taken (e.g. an incr that became a full).
     pub notices: Vec<String>,
-    /// Incomplete backups removed at the start.
-    pub removed_incomplete: Vec<String>,
+    /// What the start-up clean-up removed (abandoned backups) and kept (others' unfinished backups).
+    pub cleanup: claim::Cleanup,
+    /// This backup's claim on its label.
+    claim: claim::Claim,
     start_time: chrono::DateTime<chrono::Utc>,
     process_max: usize,
 }
 
 impl BackupRun {
     /// Phase 1: prepares a backup of `requested_kind`. Must only be called when no other backup of this
-    /// stanza runs (the extension enforces one backup at a time).
+    /// server runs (the extension's one-backup slot); another server writing the same stanza is
+    /// handled by the label claims (see `claim`).
     pub fn begin(
         config: RepoConfig,
         facts: ClusterFacts,
@@ -100,7 +108,9 @@ impl BackupRun {
             facts.wal_segment_size,
         );
         guard.check(&storage, &paths)?;
-        let removed_incomplete = catalog::remove_incomplete(&storage, &paths)?;
+        let me =
+            claim::Instance::here(&facts.pgdata, facts.postmaster_pid, &facts.postmaster_start);
+        let cleanup = claim::remove_abandoned(&storage, &paths, &me)?;
         let (labels, _) = catalog::backup_labels(&storage, &paths)?;
         let mut notices = Vec::new();
         // Only a diff or incr needs the ancestry (to choose its reference and follow the summaries).
@@ -112,7 +122,16 @@ impl BackupRun {
         let reference = if requested_kind == BackupKind::Full {
             None
         } else {
-            let backups = catalog::list_backups(&storage, &paths)?;
+            // A damaged manifest must not block every diff and incr: choose among the backups whose
+            // whole chain reads, and say which were left out.
+            let listing = catalog::list_backups_tolerant(&storage, &paths)?;
+            for (label, why) in &listing.damaged {
+                notices.push(format!(
+                    "backup {label} is damaged and is not used as a reference (nor any backup built on \
+                     it): {why}"
+                ));
+            }
+            let backups = listing.usable();
             match chain::choose_reference(
                 &backups,
                 requested_kind,
@@ -134,13 +153,41 @@ impl BackupRun {
             BackupKind::Full
         };
         let full_label = reference.as_ref().map(|r| r.label.as_str());
-        // Labels have one-second resolution: never reuse one (two backups within a second).
-        let mut start_time = chrono::Utc::now();
-        let mut label = manifest::new_label(kind, full_label, start_time);
-        while labels.iter().any(|l| l >= &label) {
-            start_time += chrono::Duration::seconds(1);
-            label = manifest::new_label(kind, full_label, start_time);
+        // Labels have one-second resolution: never reuse one (two backups within a second, here or by
+        // another server writing this stanza: the claim decides), and the time in the label comes after
+        // that of every committed backup. Times, not whole labels, are compared: an incr built on an
+        // older full (the newest is damaged, or on another timeline) has a label that sorts before the
+        // newer full's whatever its time.
+        let newest_time = labels.iter().map(|l| manifest::label_time(l)).max();
+        let mut base = chrono::Utc::now();
+        while newest_time.is_some_and(|t| {
+            t >= manifest::label_time(&manifest::new_label(kind, full_label, base))
+        }) {
+            base += chrono::TimeDelta::seconds(1);
         }
+        let at = |offset: i64| base + chrono::TimeDelta::seconds(offset);
+        let label_at = |offset: i64| manifest::new_label(kind, full_label, at(offset));
+        let (claim, taken) =
+            claim::claim_label(&storage, &paths, label_at, |label| claim::Claim {
+                format_version: claim::CLAIM_FORMAT_VERSION,
+                label: label.to_string(),
+                system_identifier: facts.system_identifier,
+                timeline: facts.timeline,
+                instance: me.clone(),
+                worker_pid: facts.worker_pid,
+                claimed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            })?;
+        if !taken.is_empty() {
+            notices.push(format!(
+                "backup label {} was already claimed by another backup of this stanza (another server \
+                 archiving into it?): this backup is {}",
+                taken.join(", "),
+                claim.label
+            ));
+        }
+        let label = claim.label.clone();
+        // The label's time is the backup's start time (each label found taken was one second on).
+        let start_time = at(taken.len() as i64);
         Ok(BackupRun {
             config,
             storage,
@@ -154,7 +201,8 @@ impl BackupRun {
             reference,
             history,
             notices,
-            removed_incomplete,
+            cleanup,
+            claim,
             start_time,
             process_max,
         })
@@ -315,6 +363,7 @@ impl BackupRun {
         };
         let key = self.paths.backup_manifest(&self.label);
         self.check_stanza()?;
+        self.check_claim()?;
         match self.storage.put_new(&key, m.to_json())? {
             PutOutcome::Written => Ok(m),
             PutOutcome::AlreadyExists => Err(Error::Other(format!(
@@ -331,10 +380,29 @@ impl BackupRun {
             .check(&self.storage, &self.paths)
     }
 
-    /// Deletes what a failed or cancelled backup stored (best effort: a later backup removes any rest).
+    /// Whether the label's claim is still this backup's (a clean-up elsewhere may have judged it
+    /// abandoned and removed it: then this backup must not commit).
+    fn check_claim(&self) -> Result<()> {
+        match claim::read(&self.storage, &self.paths, &self.label) {
+            Ok(Some(c)) if c == self.claim => Ok(()),
+            other => Err(Error::Other(format!(
+                "backup {} lost its claim on its label ({}): another server's clean-up removed it as \
+                 abandoned; not committing it",
+                self.label,
+                match other {
+                    Ok(Some(c)) => format!("now claimed by {}", c.instance.pgdata),
+                    Ok(None) => "the claim is gone".into(),
+                    Err(e) => e.to_string(),
+                }
+            ))),
+        }
+    }
+
+    /// Deletes what a failed or cancelled backup stored (best effort: a later backup removes any rest),
+    /// but only while the label's claim is this backup's: never anything of another backup.
     pub fn abandon(&self) {
-        let _ = self
-            .storage
-            .delete_prefix(&self.paths.backup_dir(&self.label));
+        if self.check_claim().is_ok() {
+            let _ = claim::delete_unfinished(&self.storage, &self.paths, &self.label);
+        }
     }
 }

@@ -337,6 +337,13 @@ pub fn new_label(
     }
 }
 
+/// The time part of a label (`20261124-020000` of `20261123-020000F_20261124-020000I`): labels of one
+/// chain sort by it, and so do all of a stanza's backups.
+pub fn label_time(label: &str) -> &str {
+    let own = label.rsplit('_').next().unwrap_or(label);
+    own.get(..15).unwrap_or(own)
+}
+
 /// Whether a string has the shape of a backup label (used to refuse junk before touching storage).
 pub fn is_label(s: &str) -> bool {
     let one = |p: &str| {
@@ -460,6 +467,14 @@ pub(crate) mod tests {
             ),
             "20261123-020000F_20261124-020000I"
         );
+        assert_eq!(label_time("20261123-020000F"), "20261123-020000");
+        assert_eq!(
+            label_time("20261123-020000F_20261124-020000I"),
+            "20261124-020000"
+        );
+        // An incr built on an older full sorts before a newer full by label, not by time.
+        assert!("20261123-020000F_20261125-020000I" < "20261124-020000F");
+        assert!(label_time("20261123-020000F_20261125-020000I") > label_time("20261124-020000F"));
         assert!(is_label("20261123-020000F"));
         assert!(is_label("20261123-020000F_20261124-020000D"));
         assert!(!is_label("20261123-020000I"));
