@@ -6,10 +6,10 @@
 //! directory (without `--force`); a directory a running server uses is never written; bad limits and
 //! overlapping targets are refused up front and leave nothing behind.
 
-use pg_test::{strata_bin, Archiving, Cluster, PgDir};
+use pg_test::{Archiving, Cluster, PgDir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -17,16 +17,10 @@ fn stderr(o: &Output) -> String {
 
 /// `strata restore --pgdata DIR args...` run as the test's user (root in CI), not as postgres.
 fn restore_as_me(a: &Archiving, pgdata: &Path, args: &[&str]) -> Output {
-    Command::new(strata_bin())
-        .arg("restore")
-        .arg("--pgdata")
-        .arg(pgdata)
-        .args(args)
-        .arg("--repo")
-        .arg(a.repo_url())
-        .args(["--stanza", "main"])
-        .output()
-        .expect("run strata")
+    let pgdata = pgdata.display().to_string();
+    let mut all = vec!["restore", "--pgdata", pgdata.as_str()];
+    all.extend_from_slice(args);
+    a.strata(&all)
 }
 
 fn manifest_path(a: &Archiving, label: &str) -> PathBuf {

@@ -241,19 +241,23 @@ pub fn check_root_not_in_use(
             s.datadir.display()
         )));
     }
-    if let Some(text) = root.read_small("postmaster.pid", 4096) {
-        let pid: i32 = String::from_utf8_lossy(&text)
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse().ok())
-            .unwrap_or(0);
-        // SAFETY: signal 0 only checks that the process exists.
-        if pid > 0 && unsafe { libc::kill(pid, 0) } == 0 {
-            return Err(Error::Other(format!(
-                "PostgreSQL seems to be running in {} (postmaster.pid, pid {pid}): stop it first",
-                root.path().display()
-            )));
-        }
+    let text = root.read_small("postmaster.pid", 4096).unwrap_or_default();
+    check_postmaster_pid(&String::from_utf8_lossy(&text), root.path())
+}
+
+/// Refuses a directory whose `postmaster.pid` (its text) names a live process.
+fn check_postmaster_pid(text: &str, dir: &Path) -> Result<()> {
+    let pid: i32 = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    // SAFETY: signal 0 only checks that the process exists.
+    if pid > 0 && unsafe { libc::kill(pid, 0) } == 0 {
+        return Err(Error::Other(format!(
+            "PostgreSQL seems to be running in {} (postmaster.pid, pid {pid}): stop it first",
+            dir.display()
+        )));
     }
     Ok(())
 }
@@ -284,21 +288,8 @@ pub fn check_not_in_use(dir: &Path, what: &str, servers: &[RunningServer]) -> Re
         }
     }
     // A server this user cannot see through /proc still leaves a live postmaster.pid.
-    if let Ok(text) = std::fs::read_to_string(dir.join("postmaster.pid")) {
-        let pid: i32 = text
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse().ok())
-            .unwrap_or(0);
-        // SAFETY: signal 0 only checks that the process exists.
-        if pid > 0 && unsafe { libc::kill(pid, 0) } == 0 {
-            return Err(Error::Other(format!(
-                "PostgreSQL seems to be running in {} (postmaster.pid, pid {pid}): stop it first",
-                dir.display()
-            )));
-        }
-    }
-    Ok(())
+    let text = std::fs::read_to_string(dir.join("postmaster.pid")).unwrap_or_default();
+    check_postmaster_pid(&text, dir)
 }
 
 #[cfg(test)]
