@@ -3,7 +3,6 @@
 //! own), as pgBackRest does. Names, not numbers, because the restore may run on another machine.
 
 use crate::manifest::Owner;
-use crate::{Error, Result};
 use std::ffi::{CStr, CString};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -43,26 +42,4 @@ pub fn resolve(owner: &Owner) -> Option<(u32, u32)> {
         let gr = libc::getgrnam(group.as_ptr());
         (!pw.is_null() && !gr.is_null()).then(|| ((*pw).pw_uid, (*gr).gr_gid))
     }
-}
-
-/// Gives `root` and everything below it (symlinks themselves, not their targets) to uid/gid.
-pub fn chown_tree(root: &Path, uid: u32, gid: u32) -> Result<()> {
-    let werr = |p: &Path, source| Error::WriteFile {
-        path: p.into(),
-        source,
-    };
-    std::os::unix::fs::lchown(root, Some(uid), Some(gid)).map_err(|e| werr(root, e))?;
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return Ok(());
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        let meta = std::fs::symlink_metadata(&p).map_err(|e| werr(&p, e))?;
-        if meta.is_dir() {
-            chown_tree(&p, uid, gid)?;
-        } else {
-            std::os::unix::fs::lchown(&p, Some(uid), Some(gid)).map_err(|e| werr(&p, e))?;
-        }
-    }
-    Ok(())
 }

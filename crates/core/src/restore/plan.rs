@@ -5,10 +5,9 @@
 //! the backup needs to become consistent. For a diff or incr, the whole chain back to its full is
 //! loaded and checked (`chain::load_chain`), and every reference between them must resolve.
 
-use super::beneath::{Kind, Root};
 use super::safety;
 use super::target::RecoveryTarget;
-use super::targets::Target;
+use super::targets::{self, Target};
 use super::RestoreOptions;
 use crate::catalog;
 use crate::chain;
@@ -114,7 +113,8 @@ pub fn prepare(storage: &Storage, paths: &RepoPaths, opts: &RestoreOptions) -> R
     let repo = match storage.url() {
         crate::config::RepoUrl::Local(p) => Some(p.clone()),
     };
-    check_targets(repo.as_deref(), opts, &tablespaces)?;
+    let servers = safety::running_servers();
+    check_targets(repo.as_deref(), opts, &tablespaces, &servers)?;
     let mut targets = vec![Target::open(&opts.pgdata, "--pgdata", true)?];
     // SAFETY: geteuid has no preconditions.
     let as_root = unsafe { libc::geteuid() } == 0;
@@ -127,7 +127,6 @@ pub fn prepare(storage: &Storage, paths: &RepoPaths, opts: &RestoreOptions) -> R
         targets.push(Target::open(&t.dir, &what, mapped || !as_root)?);
     }
     let owner = manifest.owner.as_ref().and_then(crate::owner::resolve);
-    let servers = safety::running_servers();
     for t in &targets {
         t.check_owner(owner.map(|(uid, _)| uid))?;
         if let Some(root) = &t.existing {
@@ -135,7 +134,7 @@ pub fn prepare(storage: &Storage, paths: &RepoPaths, opts: &RestoreOptions) -> R
         }
     }
     if opts.delta {
-        check_delta_targets(&manifest, opts, &targets)?;
+        targets::check_delta(&manifest, opts, &targets)?;
     } else {
         for t in &targets {
             if !t.is_empty_or_absent()? {
@@ -148,9 +147,9 @@ pub fn prepare(storage: &Storage, paths: &RepoPaths, opts: &RestoreOptions) -> R
             }
         }
     }
-    check_tablespace_origins(&manifest, opts, &targets, owner)?;
+    targets::check_tablespace_origins(&manifest, opts, &targets, owner)?;
     let wal_link = if opts.delta {
-        linked_wal(&targets, repo.as_deref())?
+        targets::linked_wal(&targets, repo.as_deref())?
     } else {
         None
     };
@@ -311,6 +310,7 @@ fn check_targets(
     repo: Option<&Path>,
     opts: &RestoreOptions,
     ts: &[TablespaceTarget],
+    servers: &[safety::RunningServer],
 ) -> Result<()> {
     let mut targets = vec![(
         "--pgdata".to_string(),
@@ -321,156 +321,11 @@ fn check_targets(
         targets.push((what.clone(), safety::check_plausible(&t.dir, &what)?));
     }
     safety::check_separate(&targets, repo)?;
-    let servers = safety::running_servers();
-    safety::check_not_in_use(&opts.pgdata, "--pgdata", &servers)?;
+    safety::check_not_in_use(&opts.pgdata, "--pgdata", servers)?;
     for t in ts {
-        safety::check_not_in_use(&t.dir, &format!("tablespace {} directory", t.oid), &servers)?;
+        safety::check_not_in_use(&t.dir, &format!("tablespace {} directory", t.oid), servers)?;
     }
     Ok(())
-}
-
-/// `--delta` rewrites and deletes: only over what is provably a data directory (and tablespace
-/// directories) of this backup's cluster, unless `--force`. Checked through the opened directories.
-fn check_delta_targets(m: &Manifest, opts: &RestoreOptions, targets: &[Target]) -> Result<()> {
-    let pgdata = &targets[0];
-    if let (Some(root), false) = (&pgdata.existing, opts.force) {
-        if !root.is_empty()? {
-            // (A link there counts: the postgres user may have replaced the file; it is replaced back.)
-            if matches!(root.kind("PG_VERSION"), Kind::Missing | Kind::Dir) {
-                return Err(Error::Other(format!(
-                    "--delta: {} is not empty but has no PG_VERSION: it is not a PostgreSQL data \
-                     directory, and --delta would delete what it holds; choose the right directory \
-                     (or add --force if you are sure)",
-                    pgdata.path.display()
-                )));
-            }
-            let control = root
-                .read_small("global/pg_control", 8192)
-                .unwrap_or_default();
-            if let Some(sysid) = pgformat::control::system_identifier(&control) {
-                if sysid != m.system_identifier {
-                    return Err(Error::Other(format!(
-                        "--delta: {} holds another cluster (system identifier {sysid} in \
-                         global/pg_control, backup {} is of cluster {}): refusing to overwrite it; \
-                         choose the right directory (or add --force to replace that cluster)",
-                        pgdata.path.display(),
-                        m.label,
-                        m.system_identifier
-                    )));
-                }
-            }
-        }
-    }
-    for t in &targets[1..] {
-        let Some(root) = &t.existing else {
-            continue;
-        };
-        let names = root.list("")?;
-        if !names.is_empty() && !names.iter().any(|n| n.starts_with("PG_15_")) {
-            return Err(Error::Other(format!(
-                "--delta: {} {} is not empty and has no PG_15_* directory: it is not a PostgreSQL \
-                 15 tablespace; restore the tablespace into an empty directory with \
-                 --tablespace-map NAME_OR_OID=DIR",
-                t.what,
-                t.path.display()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Run as root, a tablespace location taken from the manifest (untrusted: whoever can write the
-/// repository chose it) is used only where the cluster's owner could have put a tablespace anyway:
-/// the directory the data directory's own `pg_tblspc/<oid>` link points to (`--delta`), or an existing
-/// directory owned by the cluster's owner. Anything else — creating `/root/.ssh`, say — needs the
-/// operator's `--tablespace-map`.
-fn check_tablespace_origins(
-    m: &Manifest,
-    opts: &RestoreOptions,
-    targets: &[Target],
-    owner: Option<(u32, u32)>,
-) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(());
-    }
-    for (t, target) in m.tablespaces.iter().zip(&targets[1..]) {
-        let mapped = opts
-            .tablespace_map
-            .iter()
-            .any(|(k, _)| k == &t.name || k == &t.oid.to_string());
-        if mapped {
-            continue;
-        }
-        let linked = targets[0].existing.as_ref().and_then(|pg| {
-            let link = pg.read_link(&format!("pg_tblspc/{}", t.oid))?;
-            Some(safety::resolve(&pg.real_path().join(link)))
-        });
-        if linked.as_deref() == Some(target.real.as_path()) {
-            continue;
-        }
-        let owned = match (&target.existing, owner) {
-            (Some(root), Some((uid, _))) => root.identity()?.2 == uid,
-            _ => false,
-        };
-        if !owned {
-            return Err(Error::Other(format!(
-                "tablespace {} ({}): its location {} comes from the backup and is not a directory \
-                 owned by the cluster's owner ({}); a restore run as root does not create \
-                 directories where the backup says: create it for the owner first, or choose one \
-                 with --tablespace-map {}=DIR",
-                t.name,
-                t.oid,
-                t.location,
-                m.owner
-                    .as_ref()
-                    .map_or("unknown".to_string(), |o| o.user.clone()),
-                t.name
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Where the data directory's `pg_wal` link points, checked like a target: plausible, not overlapping
-/// the repository or another target, owned by root, this user or the data directory's owner, and not
-/// writable by everyone. None when `pg_wal` is not a link.
-fn linked_wal(targets: &[Target], repo: Option<&Path>) -> Result<Option<PathBuf>> {
-    let Some(pg) = &targets[0].existing else {
-        return Ok(None);
-    };
-    if pg.kind("pg_wal") != Kind::Other {
-        return Ok(None);
-    }
-    let Some(link) = pg.read_link("pg_wal") else {
-        return Ok(None);
-    };
-    let what = "the pg_wal link's target";
-    let real = safety::check_plausible(&pg.real_path().join(link), what)?;
-    let mut all: Vec<(String, PathBuf)> = targets
-        .iter()
-        .map(|t| (t.what.clone(), t.real.clone()))
-        .collect();
-    all.push((what.into(), real.clone()));
-    safety::check_separate(&all, repo)?;
-    let root = Root::open_resolved(&real, false)?.ok_or_else(|| {
-        Error::Other(format!(
-            "pg_wal links to {}, which does not exist: remove the link or create the directory",
-            real.display()
-        ))
-    })?;
-    let (_, _, uid, mode) = root.identity()?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    let pg_uid = pg.identity()?.2;
-    if (uid != 0 && uid != me && uid != pg_uid) || mode & 0o002 != 0 {
-        return Err(Error::Other(format!(
-            "pg_wal links to {}, which belongs to user id {uid} or is writable by everyone: \
-             refusing to clean it; remove the link",
-            real.display()
-        )));
-    }
-    Ok(Some(real))
 }
 
 /// Every WAL segment from the backup's start to its stop, and the timeline's history file, are in the

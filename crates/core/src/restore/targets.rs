@@ -11,8 +11,10 @@
 //! when every target is new, a hidden staging sibling `.<name>.strata-restore` that is renamed into
 //! place (`renameat2(RENAME_NOREPLACE)`) only when everything passed.
 
-use super::beneath::Root;
+use super::beneath::{Kind, Root};
 use super::safety;
+use super::RestoreOptions;
+use crate::manifest::Manifest;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -135,4 +137,148 @@ impl Target {
             None => self.parent.create_child(&self.name),
         }
     }
+}
+
+/// `--delta` rewrites and deletes: only over what is provably a data directory (and tablespace
+/// directories) of this backup's cluster, unless `--force`. Checked through the opened directories.
+pub fn check_delta(m: &Manifest, opts: &RestoreOptions, targets: &[Target]) -> Result<()> {
+    let pgdata = &targets[0];
+    if let (Some(root), false) = (&pgdata.existing, opts.force) {
+        if !root.is_empty()? {
+            // (A link there counts: the postgres user may have replaced the file; it is replaced back.)
+            if matches!(root.kind("PG_VERSION"), Kind::Missing | Kind::Dir) {
+                return Err(Error::Other(format!(
+                    "--delta: {} is not empty but has no PG_VERSION: it is not a PostgreSQL data \
+                     directory, and --delta would delete what it holds; choose the right directory \
+                     (or add --force if you are sure)",
+                    pgdata.path.display()
+                )));
+            }
+            let control = root
+                .read_small("global/pg_control", 8192)
+                .unwrap_or_default();
+            if let Some(sysid) = pgformat::control::system_identifier(&control) {
+                if sysid != m.system_identifier {
+                    return Err(Error::Other(format!(
+                        "--delta: {} holds another cluster (system identifier {sysid} in \
+                         global/pg_control, backup {} is of cluster {}): refusing to overwrite it; \
+                         choose the right directory (or add --force to replace that cluster)",
+                        pgdata.path.display(),
+                        m.label,
+                        m.system_identifier
+                    )));
+                }
+            }
+        }
+    }
+    for t in &targets[1..] {
+        let Some(root) = &t.existing else {
+            continue;
+        };
+        let names = root.list("")?;
+        if !names.is_empty() && !names.iter().any(|n| n.starts_with("PG_15_")) {
+            return Err(Error::Other(format!(
+                "--delta: {} {} is not empty and has no PG_15_* directory: it is not a PostgreSQL \
+                 15 tablespace; restore the tablespace into an empty directory with \
+                 --tablespace-map NAME_OR_OID=DIR",
+                t.what,
+                t.path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Run as root, a tablespace location taken from the manifest (untrusted: whoever can write the
+/// repository chose it) is used only where the cluster's owner could have put a tablespace anyway:
+/// the directory the data directory's own `pg_tblspc/<oid>` link points to (`--delta`), or an existing
+/// directory owned by the cluster's owner. Anything else — creating `/root/.ssh`, say — needs the
+/// operator's `--tablespace-map`.
+pub fn check_tablespace_origins(
+    m: &Manifest,
+    opts: &RestoreOptions,
+    targets: &[Target],
+    owner: Option<(u32, u32)>,
+) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    for (t, target) in m.tablespaces.iter().zip(&targets[1..]) {
+        let mapped = opts
+            .tablespace_map
+            .iter()
+            .any(|(k, _)| k == &t.name || k == &t.oid.to_string());
+        if mapped {
+            continue;
+        }
+        let linked = targets[0].existing.as_ref().and_then(|pg| {
+            let link = pg.read_link(&format!("pg_tblspc/{}", t.oid))?;
+            Some(safety::resolve(&pg.real_path().join(link)))
+        });
+        if linked.as_deref() == Some(target.real.as_path()) {
+            continue;
+        }
+        let owned = match (&target.existing, owner) {
+            (Some(root), Some((uid, _))) => root.identity()?.2 == uid,
+            _ => false,
+        };
+        if !owned {
+            return Err(Error::Other(format!(
+                "tablespace {} ({}): its location {} comes from the backup and is not a directory \
+                 owned by the cluster's owner ({}); a restore run as root does not create \
+                 directories where the backup says: create it for the owner first, or choose one \
+                 with --tablespace-map {}=DIR",
+                t.name,
+                t.oid,
+                t.location,
+                m.owner
+                    .as_ref()
+                    .map_or("unknown".to_string(), |o| o.user.clone()),
+                t.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Where the data directory's `pg_wal` link points, checked like a target: plausible, not overlapping
+/// the repository or another target, owned by root, this user or the data directory's owner, and not
+/// writable by everyone. None when `pg_wal` is not a link.
+pub fn linked_wal(targets: &[Target], repo: Option<&Path>) -> Result<Option<PathBuf>> {
+    let Some(pg) = &targets[0].existing else {
+        return Ok(None);
+    };
+    if pg.kind("pg_wal") != Kind::Other {
+        return Ok(None);
+    }
+    let Some(link) = pg.read_link("pg_wal") else {
+        return Ok(None);
+    };
+    let what = "the pg_wal link's target";
+    let real = safety::check_plausible(&pg.real_path().join(link), what)?;
+    let mut all: Vec<(String, PathBuf)> = targets
+        .iter()
+        .map(|t| (t.what.clone(), t.real.clone()))
+        .collect();
+    all.push((what.into(), real.clone()));
+    safety::check_separate(&all, repo)?;
+    let root = Root::open_resolved(&real, false)?.ok_or_else(|| {
+        Error::Other(format!(
+            "pg_wal links to {}, which does not exist: remove the link or create the directory",
+            real.display()
+        ))
+    })?;
+    let (_, _, uid, mode) = root.identity()?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let pg_uid = pg.identity()?.2;
+    if (uid != 0 && uid != me && uid != pg_uid) || mode & 0o002 != 0 {
+        return Err(Error::Other(format!(
+            "pg_wal links to {}, which belongs to user id {uid} or is writable by everyone: \
+             refusing to clean it; remove the link",
+            real.display()
+        )));
+    }
+    Ok(Some(real))
 }
