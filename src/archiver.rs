@@ -75,7 +75,7 @@ unsafe extern "C-unwind" fn archive_file(
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(format!("internal error: {msg}"))
+            Err(strata_core::Error::Internal(msg))
         }
     };
     match result {
@@ -105,7 +105,7 @@ unsafe extern "C-unwind" fn archive_file(
             warning!("pg_strata: could not archive WAL file \"{file}\": {error}");
             status::record(status::Attempt::Failed {
                 wal: &file,
-                error: &error,
+                error: &error.to_string(),
             });
             false
         }
@@ -115,20 +115,18 @@ unsafe extern "C-unwind" fn archive_file(
 fn push(
     file: &str,
     path: &str,
-    config: Result<strata_core::config::RepoConfig, String>,
+    config: strata_core::Result<strata_core::config::RepoConfig>,
     facts: ServerFacts,
-) -> Result<strata_core::archive::PushReport, String> {
+) -> strata_core::Result<strata_core::archive::PushReport> {
     let config = config?;
     PUSHER.with(|cell| {
         let mut slot = cell.borrow_mut();
         let reuse = matches!(&*slot, Some(p) if same_target(p.config(), &config));
         if !reuse {
-            *slot = Some(ArchivePusher::new(config, facts).map_err(|e| e.to_string())?);
+            *slot = Some(ArchivePusher::new(config, facts)?);
         }
         let pusher = slot.as_mut().expect("set above");
-        pusher
-            .push(Path::new(path), file)
-            .map_err(|e| e.to_string())
+        pusher.push(Path::new(path), file)
     })
 }
 

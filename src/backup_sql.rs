@@ -52,7 +52,7 @@ fn backup_start(
         error!("backup_start() needs pg_strata in shared_preload_libraries: add it there and restart the server");
     }
     if let Err(e) = gucs::repo_config() {
-        error!("cannot take a backup: {e}; set strata.repo1 (and strata.stanza) in postgresql.conf and reload");
+        crate::errors::raise("cannot take a backup", e);
     }
     let archive_mode = Spi::get_one::<String>("SELECT current_setting('archive_mode')")
         .ok()
@@ -132,8 +132,11 @@ fn launch_worker(generation: u64) -> DynamicBackgroundWorker {
 fn fail(generation: u64, msg: &str) {
     let mut s = BACKUP.exclusive();
     if s.generation == generation && s.phase().running() {
-        s.set_phase(Phase::Failed);
-        s.set_message(msg);
+        s.set_failure(&crate::errors::Raised {
+            sqlstate: "XX000".into(),
+            message: msg.into(),
+            hint: Some("see the server log".into()),
+        });
     }
 }
 
@@ -170,13 +173,10 @@ fn wait_for_worker(generation: u64, worker: &DynamicBackgroundWorker, wait: bool
                 }
                 return s.label().unwrap_or_default();
             }
-            Phase::Failed => {
-                let msg = s.message().unwrap_or_else(|| "unknown error".into());
-                match s.label() {
-                    Some(l) => error!("backup {l} failed: {msg}"),
-                    None => error!("backup failed: {msg}"),
-                }
-            }
+            Phase::Failed => match s.label() {
+                Some(l) => crate::errors::raise(&format!("backup {l} failed"), s.failure()),
+                None => crate::errors::raise("backup failed", s.failure()),
+            },
             _ if !wait => {
                 if let Some(label) = s.label() {
                     return label;
@@ -288,13 +288,11 @@ fn backup_list() -> TableIterator<
         name!(error, Option<String>),
     ),
 > {
-    let config = gucs::repo_config().unwrap_or_else(|e| error!("cannot list backups: {e}"));
     let listing = (|| {
-        let storage = strata_core::storage::Storage::open(&config.repo)?;
-        let paths = strata_core::paths::RepoPaths::new(&config.stanza);
-        strata_core::catalog::list_backups_tolerant(&storage, &paths)
+        let repo = strata_core::Repo::open_config(&gucs::repo_config()?)?;
+        strata_core::catalog::list_backups_tolerant(&repo)
     })()
-    .unwrap_or_else(|e| error!("cannot list backups: {e}"));
+    .unwrap_or_else(|e| crate::errors::raise("cannot list backups", e));
     let mut rows: Vec<_> = listing
         .sound
         .into_iter()

@@ -9,6 +9,7 @@ use pgrx::{pg_shmem_init, PGRXSharedMemory};
 
 const LABEL_LEN: usize = 64;
 const MSG_LEN: usize = 2048;
+const HINT_LEN: usize = 512;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -65,6 +66,9 @@ pub struct BackupShared {
     pub bytes_done: i64,
     label: [u8; LABEL_LEN],
     message: [u8; MSG_LEN],
+    /// The failure's SQLSTATE and hint, for backup_start() to raise it as the worker saw it.
+    sqlstate: [u8; 5],
+    hint: [u8; HINT_LEN],
     /// Decisions the caller of backup_start() is told about as NOTICEs (lines).
     notice: [u8; MSG_LEN],
 }
@@ -84,6 +88,8 @@ impl Default for BackupShared {
             bytes_done: 0,
             label: [0; LABEL_LEN],
             message: [0; MSG_LEN],
+            sqlstate: [0; 5],
+            hint: [0; HINT_LEN],
             notice: [0; MSG_LEN],
         }
     }
@@ -116,6 +122,29 @@ impl BackupShared {
     }
     pub fn set_message(&mut self, s: &str) {
         crate::status::put_text(&mut self.message, s);
+    }
+    /// Records a failure: phase, message, SQLSTATE and hint.
+    pub fn set_failure(&mut self, e: &crate::errors::Raised) {
+        self.set_phase(Phase::Failed);
+        self.set_message(&e.message);
+        let code = e.sqlstate.as_bytes();
+        if code.len() == 5 {
+            self.sqlstate.copy_from_slice(code);
+        }
+        crate::status::put_text(&mut self.hint, e.hint.as_deref().unwrap_or(""));
+    }
+    /// The recorded failure (after `set_failure`; without one, an internal error).
+    pub fn failure(&self) -> crate::errors::Raised {
+        let sqlstate = std::str::from_utf8(&self.sqlstate)
+            .ok()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .unwrap_or("XX000")
+            .to_string();
+        crate::errors::Raised {
+            sqlstate,
+            message: self.message().unwrap_or_else(|| "unknown error".into()),
+            hint: crate::status::get_text(&self.hint),
+        }
     }
 }
 

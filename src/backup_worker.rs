@@ -9,6 +9,7 @@
 //! is listed, so a killed worker (whose garbage the next backup removes) is safe too.
 
 use crate::backup_state::{self, Phase, BACKUP};
+use crate::errors::Raised;
 use crate::gucs;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use strata_core::backup::copy::CopyProgress;
 use strata_core::backup::{BackupRun, ClusterFacts, StopFacts};
 use strata_core::manifest::{BackupKind, Tablespace};
+use strata_core::Error;
 
 /// Entry point named in the worker's registration (`bgw_function_name`).
 #[pg_guard]
@@ -39,7 +41,7 @@ pub extern "C-unwind" fn pg_strata_backup_worker_main(arg: pg_sys::Datum) {
         _ => BackupKind::Full,
     };
     let outcome = std::panic::catch_unwind(|| take_backup(generation, kind))
-        .unwrap_or_else(|payload| Err(panic_message(payload)));
+        .unwrap_or_else(|payload| Err(Error::Internal(panic_message(payload)).into()));
     let mut s = BACKUP.exclusive();
     if s.generation == generation {
         match &outcome {
@@ -47,25 +49,22 @@ pub extern "C-unwind" fn pg_strata_backup_worker_main(arg: pg_sys::Datum) {
                 s.set_phase(Phase::Done);
                 s.set_label(label);
             }
-            Err(msg) => {
-                s.set_phase(Phase::Failed);
-                s.set_message(msg);
-            }
+            Err(e) => s.set_failure(e),
         }
     }
     drop(s);
-    if let Err(msg) = outcome {
-        log!("pg_strata: backup failed: {msg}");
+    if let Err(e) = outcome {
+        log!("pg_strata: backup failed ({}): {}", e.sqlstate, e.message);
     }
 }
 
 /// Takes the backup; returns its label or the reason it failed.
-fn take_backup(generation: u64, requested: BackupKind) -> Result<String, String> {
+fn take_backup(generation: u64, requested: BackupKind) -> Result<String, Raised> {
     let config = gucs::repo_config()?;
     let process_max = gucs::process_max();
     let facts = BackgroundWorker::transaction(cluster_facts)?;
     let begun = Instant::now();
-    let run = BackupRun::begin(config, facts, requested, process_max).map_err(|e| e.to_string())?;
+    let run = BackupRun::begin(config, facts, requested, process_max)?;
     for notice in &run.notices {
         log!("pg_strata: {notice}");
     }
@@ -86,7 +85,7 @@ fn take_backup(generation: u64, requested: BackupKind) -> Result<String, String>
         Ok((copied, stop)) => {
             let label = run.label.clone();
             let mut notices = run.notices.clone();
-            let manifest = run.complete(copied, stop).map_err(|e| e.to_string())?;
+            let manifest = run.complete(copied, stop)?;
             if let Some(reason) = &manifest.method_reason {
                 let notice = format!(
                     "backup {label}: {reason}; relation files were copied by page LSN (every page \
@@ -154,18 +153,18 @@ fn checksum_summary(errors: u64) -> String {
 fn copy_between_start_and_stop(
     generation: u64,
     run: &BackupRun,
-) -> Result<(strata_core::backup::copy::Copied, StopFacts), String> {
+) -> Result<(strata_core::backup::copy::Copied, StopFacts), Raised> {
     let label = run.label.clone();
     let (start_lsn, start_file) = BackgroundWorker::transaction(move || {
         Spi::get_two::<String, String>(&format!(
             "SELECT l::text, pg_walfile_name(l) FROM pg_backup_start('{label}', true) AS l"
         ))
     })
-    .map_err(|e| e.to_string())?;
-    let start_lsn = start_lsn.ok_or("pg_backup_start returned no LSN")?;
+    .map_err(spi_error)?;
+    let start_lsn = start_lsn.ok_or_else(|| internal("pg_backup_start returned no LSN"))?;
     let start_lsn = start_lsn
         .parse()
-        .map_err(|e| format!("pg_backup_start returned {start_lsn}: {e:?}"))?;
+        .map_err(|e| internal(&format!("pg_backup_start returned {start_lsn}: {e:?}")))?;
     let start_timeline = timeline_of(&start_file.unwrap_or_default())?;
     set_progress(generation, |s| s.set_phase(Phase::Copying));
 
@@ -189,9 +188,8 @@ fn copy_between_start_and_stop(
         }
         copier
             .join()
-            .unwrap_or_else(|_| Err(strata_core::Error::Other("a copy thread panicked".into())))
-    })
-    .map_err(|e| e.to_string())?;
+            .unwrap_or_else(|_| Err(Error::Internal("a copy thread panicked".into())))
+    })?;
 
     set_progress(generation, |s| s.set_phase(Phase::Stopping));
     // pg_backup_stop(true) would wait for archiving in 1-second sleeps; we wait ourselves, polling the
@@ -201,13 +199,14 @@ fn copy_between_start_and_stop(
             "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)",
         )
     })
-    .map_err(|e| e.to_string())?;
-    let stop_lsn = lsn.ok_or("pg_backup_stop returned no LSN")?;
+    .map_err(spi_error)?;
+    let stop_lsn = lsn.ok_or_else(|| internal("pg_backup_stop returned no LSN"))?;
     let stop = StopFacts {
         stop_lsn: stop_lsn
             .parse()
-            .map_err(|e| format!("pg_backup_stop returned {stop_lsn}: {e:?}"))?,
-        backup_label: label_file.ok_or("pg_backup_stop returned no backup_label")?,
+            .map_err(|e| internal(&format!("pg_backup_stop returned {stop_lsn}: {e:?}")))?,
+        backup_label: label_file
+            .ok_or_else(|| internal("pg_backup_stop returned no backup_label"))?,
         tablespace_map: map_file,
     };
     wait_for_archiving(run, &stop)?;
@@ -215,15 +214,13 @@ fn copy_between_start_and_stop(
 }
 
 /// Waits until every WAL segment from the backup's start to its stop is in the repository.
-fn wait_for_archiving(run: &BackupRun, stop: &StopFacts) -> Result<(), String> {
+fn wait_for_archiving(run: &BackupRun, stop: &StopFacts) -> Result<(), Raised> {
     let label = pgformat::backup_label::BackupLabel::parse(&stop.backup_label)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| internal(&format!("cannot read the backup_label: {e}")))?;
     let waiting_since = Instant::now();
     let mut warned_at = Instant::now();
     loop {
-        let missing = run
-            .missing_wal(stop.stop_lsn, &label.start_wal_file)
-            .map_err(|e| e.to_string())?;
+        let missing = run.missing_wal(stop.stop_lsn, &label.start_wal_file)?;
         let Some(first) = missing.first() else {
             return Ok(());
         };
@@ -234,12 +231,13 @@ fn wait_for_archiving(run: &BackupRun, stop: &StopFacts) -> Result<(), String> {
         }
         if let Some(limit) = gucs::backup_archive_timeout() {
             if waiting_since.elapsed() > limit {
-                return Err(format!(
+                return Err(Error::StateChanged(format!(
                     "WAL segment {first} was not archived within strata.backup_archive_timeout ({} s); \
                      the backup needs it: see archive_status() and the server log for why archiving \
                      fails, fix it, then take the backup again",
                     limit.as_secs()
-                ));
+                ))
+                .into());
             }
         }
         if warned_at.elapsed() > Duration::from_secs(60) {
@@ -255,26 +253,28 @@ fn wait_for_archiving(run: &BackupRun, stop: &StopFacts) -> Result<(), String> {
             || BackgroundWorker::sigint_received()
             || backup_state::snapshot().cancel_requested
         {
-            return Err(format!(
-                "cancelled while waiting for WAL {first} to be archived"
-            ));
+            return Err(Raised {
+                sqlstate: "57014".into(),
+                message: format!("cancelled while waiting for WAL {first} to be archived"),
+                hint: None,
+            });
         }
     }
 }
 
 /// The facts a backup records about the cluster, from SQL.
-fn cluster_facts() -> Result<ClusterFacts, String> {
-    let get = |q: &str| -> Result<String, String> {
+fn cluster_facts() -> Result<ClusterFacts, Raised> {
+    let get = |q: &str| -> Result<String, Raised> {
         Spi::get_one::<String>(q)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("{q} returned NULL"))
+            .map_err(spi_error)?
+            .ok_or_else(|| internal(&format!("{q} returned NULL")))
     };
     let sysid = get("SELECT system_identifier::text FROM pg_control_system()")?;
     let version = get("SELECT current_setting('server_version_num')")?;
     let seg = get("SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'")?;
     let num = |what: &str, v: &str| {
         v.parse::<u64>()
-            .map_err(|_| format!("{what} = {v}: not a number"))
+            .map_err(|_| internal(&format!("{what} = {v}: not a number")))
     };
     let tablespaces = Spi::connect(|client| {
         let rows = client.select(
@@ -296,11 +296,12 @@ fn cluster_facts() -> Result<ClusterFacts, String> {
         }
         Ok::<_, pgrx::spi::Error>(out)
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(spi_error)?;
     Ok(ClusterFacts {
         system_identifier: sysid
             .parse::<i64>()
-            .map_err(|_| format!("system identifier {sysid}"))? as u64,
+            .map_err(|_| internal(&format!("system identifier {sysid}")))?
+            as u64,
         pg_version_num: num("server_version_num", &version)? as u32,
         wal_segment_size: num("wal_segment_size", &seg)? as u32,
         data_checksums: get("SELECT current_setting('data_checksums')")? == "on",
@@ -315,11 +316,25 @@ fn cluster_facts() -> Result<ClusterFacts, String> {
 }
 
 /// The timeline of a WAL file name.
-fn timeline_of(wal_file: &str) -> Result<u32, String> {
-    wal_file
-        .get(..8)
-        .and_then(|t| u32::from_str_radix(t, 16).ok())
-        .ok_or_else(|| format!("cannot read the timeline of WAL file name '{wal_file}'"))
+fn timeline_of(wal_file: &str) -> Result<u32, Raised> {
+    // SAFETY: a plain read of a server setting on the main thread.
+    let seg_size = unsafe { pg_sys::wal_segment_size } as u32;
+    match pgformat::lsn::WalFileName::parse(wal_file, seg_size) {
+        Some(pgformat::lsn::WalFileName::Segment { timeline, .. }) => Ok(timeline),
+        _ => Err(Error::BadWalFileName {
+            what: wal_file.to_string(),
+        }
+        .into()),
+    }
+}
+
+/// A failure of pg_strata's own logic or of SQL it runs (never the user's to fix).
+fn internal(msg: &str) -> Raised {
+    Error::Internal(msg.to_string()).into()
+}
+
+fn spi_error(e: impl std::fmt::Display) -> Raised {
+    internal(&e.to_string())
 }
 
 fn set_progress(generation: u64, f: impl FnOnce(&mut backup_state::BackupShared)) {

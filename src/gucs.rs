@@ -179,12 +179,18 @@ unsafe extern "C-unwind" fn check_stanza(
 }
 
 /// The current settings as a repository configuration, or why archiving is not configured.
-pub fn repo_config() -> Result<strata_core::config::RepoConfig, String> {
+pub fn repo_config() -> strata_core::Result<strata_core::config::RepoConfig> {
     let repo = REPO1
         .get()
         .and_then(|c| c.into_string().ok())
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| "strata.repo1 is not set".to_string())?;
+        .ok_or_else(|| strata_core::Error::BadSetting {
+            name: "strata.repo1".into(),
+            value: String::new(),
+            reason:
+                "it is not set; set it in postgresql.conf (e.g. file:///var/lib/strata) and reload"
+                    .into(),
+        })?;
     let stanza = STANZA
         .get()
         .and_then(|c| c.into_string().ok())
@@ -195,7 +201,6 @@ pub fn repo_config() -> Result<strata_core::config::RepoConfig, String> {
         COMPRESS_TYPE.get().into(),
         COMPRESS_LEVEL.get(),
     )
-    .map_err(|e| format!("{e}; fix it in postgresql.conf and reload"))
 }
 
 /// `strata.backup_archive_timeout`; None: no limit.

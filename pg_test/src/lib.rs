@@ -456,6 +456,20 @@ impl Archiving {
             .expect("run strata")
     }
 
+    /// Where an archived WAL file of `stanza` is stored (the repository layout is strata_core's).
+    pub fn archived_object(&self, stanza: &str, wal: &str) -> PathBuf {
+        let keys = strata_core::paths::RepoKeys::new(stanza).expect("a valid stanza");
+        let key = keys.archive_file(wal, 16 << 20).expect("a WAL file name");
+        self.repo.path().join(key.as_str())
+    }
+
+    /// Where a backup's manifest of stanza `main` is stored, and its key.
+    pub fn manifest_object(&self, label: &str) -> (PathBuf, String) {
+        let keys = strata_core::paths::RepoKeys::new("main").expect("a valid stanza");
+        let key = keys.backup_manifest(label).expect("a backup label");
+        (self.repo.path().join(key.as_str()), key.to_string())
+    }
+
     /// Names of every archived WAL file (segments, .partial, .backup, .history), sorted.
     pub fn archived_files(&self) -> Vec<String> {
         let mut names = Vec::new();
@@ -465,8 +479,11 @@ impl Archiving {
                 let path = entry.unwrap().path();
                 if path.is_dir() {
                     dirs.push(path);
-                } else if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-                    names.push(stem.to_string());
+                } else if let Some(name) = path.file_name().and_then(|s| s.to_str()) {
+                    // object_store's local staging files (with a '#') are not archived files.
+                    if !name.contains('#') {
+                        names.push(name.to_string());
+                    }
                 }
             }
         }

@@ -246,12 +246,7 @@ fn delta_restore_rewrites_only_what_differs_and_corruption_is_refused_before_wri
     )
     .unwrap();
     let seg = manifest["start_wal_file"].as_str().unwrap().to_string();
-    let seg_obj = a
-        .repo
-        .path()
-        .join("main/archive")
-        .join(&seg[..16])
-        .join(format!("{seg}.zst"));
+    let seg_obj = a.archived_object("main", &seg);
     let aside = seg_obj.with_extension("aside");
     std::fs::rename(&seg_obj, &aside).unwrap();
     let refused = a.restore_into(&target, &[]);
@@ -409,10 +404,7 @@ fn a_backup_waiting_for_wal_that_is_never_archived_fails_after_backup_archive_ti
     assert_eq!(listed_backups(&a), "0");
 
     // The planted object removed: archiving catches up and the next backup works.
-    let planted = a
-        .repo
-        .path()
-        .join(format!("main/archive/{}/{current}.zst", &current[..16]));
+    let planted = a.archived_object("main", &current);
     std::fs::remove_file(planted).unwrap();
     c.psql(
         "postgres",

@@ -244,9 +244,9 @@ fn a_chain_of_incrementals_and_a_differential_restores_every_backup_and_pitr_mat
 /// The (path, block) pairs stored in incremental form by a backup, and the relation files it stored
 /// whole (with pieces of its own).
 fn stored_blocks(a: &Archiving, label: &str) -> (BTreeMap<String, Vec<u32>>, Vec<String>) {
-    let paths = strata_core::paths::RepoPaths::new("main");
-    let key = paths.backup_manifest(label);
-    let m = Manifest::from_json(&key, &std::fs::read(a.repo.path().join(&key)).unwrap()).unwrap();
+    let keys = strata_core::paths::RepoKeys::new("main").unwrap();
+    let (path, key) = a.manifest_object(label);
+    let m = Manifest::from_json(&key, &std::fs::read(path).unwrap()).unwrap();
     let mut blocks = BTreeMap::new();
     let mut whole = Vec::new();
     for f in &m.files {
@@ -259,7 +259,7 @@ fn stored_blocks(a: &Archiving, label: &str) -> (BTreeMap<String, Vec<u32>>, Vec
         }
         let mut list = Vec::new();
         for p in &f.pieces {
-            let key = paths.backup_object(label, &p.object);
+            let key = keys.backup_object(label, &p.object).unwrap().to_string();
             let bytes = std::fs::read(a.repo.path().join(&key)).unwrap();
             let stored = &bytes[p.offset as usize..(p.offset + p.length) as usize];
             let (_, plain) = strata_core::object::decode(&key, stored).unwrap();

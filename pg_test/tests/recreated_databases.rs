@@ -14,7 +14,6 @@
 use pg_test::{pg_bin, run_ok, Archiving, Cluster, PgDir};
 use std::process::Command;
 use strata_core::manifest::Manifest;
-use strata_core::paths::RepoPaths;
 
 /// The OIDs the recreated databases keep.
 const SHOP: u32 = 100_000;
@@ -89,8 +88,8 @@ fn recreate(c: &Cluster, db: &str, oid: u32, options: &str) {
 }
 
 fn manifest(a: &Archiving, label: &str) -> Manifest {
-    let key = RepoPaths::new("main").backup_manifest(label);
-    let bytes = std::fs::read(a.repo.path().join(&key)).expect("read the manifest");
+    let (path, key) = a.manifest_object(label);
+    let bytes = std::fs::read(path).expect("read the manifest");
     Manifest::from_json(&key, &bytes).expect("parse the manifest")
 }
 

@@ -70,11 +70,7 @@ fn a_backup_of_timeline_1_restores_when_a_forked_timeline_2_shares_the_stanza() 
             "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
         ) >= seg
     });
-    assert!(a
-        .repo
-        .path()
-        .join("main/archive/00000002.history.zst")
-        .exists());
+    assert!(a.archived_object("main", "00000002.history").exists());
     copy.stop();
 
     // The original goes on on timeline 1 and takes a later backup.
@@ -199,12 +195,7 @@ fn a_backup_of_timeline_1_restores_when_a_forked_timeline_2_shares_the_stanza() 
 
     // A damaged WAL segment the backup needs to become consistent: refused before writing.
     let seg = m["stop_wal_file"].as_str().unwrap().to_string();
-    let obj = a
-        .repo
-        .path()
-        .join("main/archive")
-        .join(&seg[..16])
-        .join(format!("{seg}.zst"));
+    let obj = a.archived_object("main", &seg);
     let good = std::fs::read(&obj).unwrap();
     let mut bad = good.clone();
     let mid = bad.len() / 2;

@@ -1,6 +1,14 @@
 //! `strata`, pg_strata's command-line tool: argument parsing and output only; the work is done by
-//! `strata_core`. Exit codes: 0 success, 1 "not found" for archive-get (normal during recovery),
-//! 2 any error (with a message on stderr).
+//! `strata_core`. Exit codes (a message on stderr for every error):
+//!
+//! - 0 success; 1 archive-get: the file is not archived (normal during recovery)
+//! - 2 an error not listed below (a bad argument among them; archive-get: every error)
+//! - 3 the repository, stanza or backup named does not exist
+//! - 4 the repository is damaged or inconsistent (a corrupt object, a broken chain, missing WAL,
+//!   another cluster's stanza)
+//! - 5 a restore target was refused (not empty, used by a running server, unsafe), or another
+//!   operation holds what was asked for
+//! - 6 reading or writing storage failed (perhaps transient: retry)
 
 mod commands;
 mod repo_args;
@@ -33,6 +41,8 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    // restore_command's contract: 0 restored, 1 not archived, anything else an error.
+    let fixed_error_code = matches!(cli.command, Command::ArchiveGet(_));
     let result = match cli.command {
         Command::ArchiveGet(args) => commands::archive_get::run(args),
         Command::ArchivePush(args) => commands::archive_push::run(args),
@@ -43,7 +53,11 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("strata: error: {e:#}");
-            std::process::exit(2);
+            let code = match e.downcast_ref::<strata_core::Error>() {
+                Some(e) if !fixed_error_code => e.exit_code(),
+                _ => 2,
+            };
+            std::process::exit(code);
         }
     }
 }

@@ -3,22 +3,26 @@
 //! manifest exists; a backup directory without one is a backup in progress (here or on another server
 //! writing the stanza) or the garbage of a failed or killed one (`backup::claim` tells them apart).
 
-use crate::compress::CompressType;
-use crate::manifest::{self, Manifest};
-use crate::paths::RepoPaths;
-use crate::storage::Storage;
+use crate::manifest::Manifest;
+use crate::paths::RepoKeys;
+use crate::repo::Repo;
 use crate::{Error, Result};
-use pgformat::lsn::{segment_file_name, WalFileName};
+use pgformat::lsn::{history_file_name, segment_file_name, WalFileName};
 use std::collections::BTreeMap;
 
 /// Labels of the backup directories under `backup/`, split into committed (with a manifest) and
 /// incomplete (without one).
-pub fn backup_labels(storage: &Storage, paths: &RepoPaths) -> Result<(Vec<String>, Vec<String>)> {
+pub fn backup_labels(repo: &Repo) -> Result<(Vec<String>, Vec<String>)> {
     let mut done = Vec::new();
     let mut incomplete = Vec::new();
-    for dir in storage.list_dirs(&paths.backup_root())? {
-        let label = dir.rsplit('/').next().unwrap_or(&dir).to_string();
-        if storage.exists(&paths.backup_manifest(&label))? {
+    let storage = repo.storage();
+    for dir in storage.list_dirs(&repo.keys().backup_root())? {
+        let label = RepoKeys::label_of_backup_dir(&dir).to_string();
+        // A directory whose name is no label is nothing pg_strata wrote: not a backup.
+        let Ok(key) = repo.keys().backup_manifest(&label) else {
+            continue;
+        };
+        if storage.exists(&key)? {
             done.push(label);
         } else {
             incomplete.push(label);
@@ -28,24 +32,21 @@ pub fn backup_labels(storage: &Storage, paths: &RepoPaths) -> Result<(Vec<String
 }
 
 /// Reads one backup's manifest; a clear error when there is no such backup.
-pub fn load(storage: &Storage, paths: &RepoPaths, label: &str) -> Result<Manifest> {
-    let key = paths.backup_manifest(label);
-    let bytes = if manifest::is_label(label) {
-        storage.get(&key)?
-    } else {
-        None
+pub fn load(repo: &Repo, label: &str) -> Result<Manifest> {
+    let not_found = || Error::BackupNotFound {
+        label: label.to_string(),
+        repo: repo.describe(),
+        stanza: repo.stanza().to_string(),
     };
-    let Some(bytes) = bytes else {
-        return Err(Error::Other(format!(
-            "backup '{label}' not found in {} stanza '{}'; `strata info` lists the backups",
-            storage.url().display(),
-            paths.stanza()
-        )));
-    };
-    let m = Manifest::from_json(&key, &bytes)?;
+    let key = repo
+        .keys()
+        .backup_manifest(label)
+        .map_err(|_| not_found())?;
+    let bytes = repo.storage().get(&key)?.ok_or_else(not_found)?;
+    let m = Manifest::from_json(key.as_str(), &bytes)?;
     if m.label != label {
         return Err(Error::CorruptObject {
-            key,
+            key: key.to_string(),
             reason: format!("the manifest says it belongs to backup {}", m.label),
         });
     }
@@ -53,9 +54,9 @@ pub fn load(storage: &Storage, paths: &RepoPaths, label: &str) -> Result<Manifes
 }
 
 /// Every committed backup, oldest first; fails on the first manifest that cannot be read.
-pub fn list_backups(storage: &Storage, paths: &RepoPaths) -> Result<Vec<Manifest>> {
-    let (labels, _) = backup_labels(storage, paths)?;
-    labels.iter().map(|l| load(storage, paths, l)).collect()
+pub fn list_backups(repo: &Repo) -> Result<Vec<Manifest>> {
+    let (labels, _) = backup_labels(repo)?;
+    labels.iter().map(|l| load(repo, l)).collect()
 }
 
 /// The committed backups of a stanza, with the damaged ones set apart instead of failing the listing.
@@ -84,11 +85,11 @@ impl Listing {
 
 /// Every committed backup, oldest first; one damaged manifest does not hide the others (for listings
 /// and for choosing a reference; a restore of a named backup uses `load`).
-pub fn list_backups_tolerant(storage: &Storage, paths: &RepoPaths) -> Result<Listing> {
-    let (labels, _) = backup_labels(storage, paths)?;
+pub fn list_backups_tolerant(repo: &Repo) -> Result<Listing> {
+    let (labels, _) = backup_labels(repo)?;
     let mut listing = Listing::default();
     for label in labels {
-        match load(storage, paths, &label) {
+        match load(repo, &label) {
             Ok(m) => listing.sound.push(m),
             Err(e) => listing.damaged.push((label, e.to_string())),
         }
@@ -106,20 +107,17 @@ pub struct WalRange {
 }
 
 /// Scans `archive/` for WAL segments (not .partial, .backup or .history) per timeline.
-pub fn archive_ranges(storage: &Storage, paths: &RepoPaths) -> Result<Vec<WalRange>> {
+pub fn archive_ranges(repo: &Repo, wal_segment_size: u32) -> Result<Vec<WalRange>> {
     let mut by_tli: BTreeMap<u32, WalRange> = BTreeMap::new();
-    for (key, _) in storage.list(&paths.archive_root())? {
-        let file = key.rsplit('/').next().unwrap_or(&key);
-        let name = file.split('.').next().unwrap_or(file);
-        // A segment's object is "<24 hex>.<ext>"; anything with more dots is partial/backup/history.
-        if name.len() != 24 || file.matches('.').count() != 1 {
-            continue;
-        }
-        let Ok(tli) = u32::from_str_radix(&name[..8], 16) else {
+    for (key, _) in repo.storage().list(&repo.keys().archive_root())? {
+        let Some(WalFileName::Segment { timeline, .. }) =
+            RepoKeys::parse_archive_key(&key, wal_segment_size)
+        else {
             continue;
         };
-        let r = by_tli.entry(tli).or_insert_with(|| WalRange {
-            timeline: tli,
+        let name = key.file_name();
+        let r = by_tli.entry(timeline).or_insert_with(|| WalRange {
+            timeline,
             first: name.to_string(),
             last: name.to_string(),
             segments: 0,
@@ -136,10 +134,9 @@ pub fn archive_ranges(storage: &Storage, paths: &RepoPaths) -> Result<Vec<WalRan
 }
 
 /// The WAL files of the range `first..=last` (segment names on one timeline), and the timeline's
-/// history file when `with_history`, that the archive does not hold (under any compression).
+/// history file when `with_history`, that the archive does not hold. One request per file.
 pub fn missing_wal(
-    storage: &Storage,
-    paths: &RepoPaths,
+    repo: &Repo,
     first: &str,
     last: &str,
     wal_segment_size: u32,
@@ -147,7 +144,9 @@ pub fn missing_wal(
 ) -> Result<Vec<String>> {
     let parse = |name: &str| match WalFileName::parse(name, wal_segment_size) {
         Some(WalFileName::Segment { timeline, segno }) => Ok((timeline, segno)),
-        _ => Err(Error::Other(format!("{name} is not a WAL segment name"))),
+        _ => Err(Error::BadWalFileName {
+            what: name.to_string(),
+        }),
     };
     let (timeline, from) = parse(first)?;
     let (_, to) = parse(last)?;
@@ -155,18 +154,11 @@ pub fn missing_wal(
         .map(|n| segment_file_name(timeline, n, wal_segment_size))
         .collect();
     if with_history && timeline > 1 {
-        needed.push(format!("{timeline:08X}.history"));
+        needed.push(history_file_name(timeline));
     }
     let mut missing = Vec::new();
     for name in needed {
-        let mut found = false;
-        for c in CompressType::ALL {
-            if storage.exists(&paths.archive_file(&name, c, wal_segment_size)?)? {
-                found = true;
-                break;
-            }
-        }
-        if !found {
+        if !repo.wal_exists(&name, wal_segment_size)? {
             missing.push(name);
         }
     }
@@ -181,8 +173,8 @@ mod tests {
     #[test]
     fn a_damaged_manifest_is_set_apart_and_its_dependents_are_not_usable() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Storage::open(&RepoUrl::Local(dir.path().into())).unwrap();
-        let p = RepoPaths::new("main");
+        let r = Repo::open(&RepoUrl::Local(dir.path().into()), "main").unwrap();
+        let (s, p) = (r.storage(), r.keys());
         let mut full = crate::manifest::tests::sample();
         full.label = "20261123-020000F".into();
         let mut incr = full.clone();
@@ -193,19 +185,20 @@ mod tests {
         let mut other = full.clone();
         other.label = "20261125-020000F".into();
         for m in [&full, &incr, &other] {
-            s.put_new(&p.backup_manifest(&m.label), m.to_json())
+            s.put_new(&p.backup_manifest(&m.label).unwrap(), m.to_json())
                 .unwrap();
         }
-        assert_eq!(list_backups(&s, &p).unwrap().len(), 3);
+        assert_eq!(list_backups(&r).unwrap().len(), 3);
 
         // The first full's manifest damaged: listed apart, and the incr built on it is not usable.
         std::fs::write(
-            dir.path().join(p.backup_manifest(&full.label)),
+            dir.path()
+                .join(p.backup_manifest(&full.label).unwrap().as_str()),
             b"{ not json",
         )
         .unwrap();
-        assert!(list_backups(&s, &p).is_err());
-        let listing = list_backups_tolerant(&s, &p).unwrap();
+        assert!(list_backups(&r).is_err());
+        let listing = list_backups_tolerant(&r).unwrap();
         assert_eq!(listing.damaged.len(), 1);
         assert_eq!(listing.damaged[0].0, full.label);
         assert!(

@@ -7,11 +7,8 @@
 //! differ). The branch points come from the archived timeline history files (`0000000T.history`).
 
 use crate::catalog;
-use crate::compress::CompressType;
 use crate::manifest::{BackupKind, Manifest};
-use crate::object;
-use crate::paths::RepoPaths;
-use crate::storage::Storage;
+use crate::repo::Repo;
 use crate::{Error, Result};
 use pgformat::lsn::{Lsn, TimeLineId};
 
@@ -39,10 +36,9 @@ impl TimelineHistory {
                 continue;
             }
             let mut fields = line.split_whitespace();
-            let bad = || {
-                Error::Other(format!(
-                    "timeline history of timeline {timeline}: cannot read line '{line}'"
-                ))
+            let bad = || Error::CorruptObject {
+                key: pgformat::lsn::history_file_name(timeline),
+                reason: format!("cannot read line '{line}'"),
             };
             let tli: TimeLineId = fields.next().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
             let lsn: Lsn = fields.next().and_then(|l| l.parse().ok()).ok_or_else(bad)?;
@@ -88,28 +84,6 @@ impl TimelineHistory {
         }
         out
     }
-}
-
-/// Reads the history of `timeline` from the archive (timeline 1 has none).
-pub fn timeline_history(
-    storage: &Storage,
-    paths: &RepoPaths,
-    timeline: TimeLineId,
-    wal_segment_size: u32,
-) -> Result<Option<TimelineHistory>> {
-    if timeline <= 1 {
-        return Ok(Some(TimelineHistory::alone(timeline)));
-    }
-    let name = format!("{timeline:08X}.history");
-    for c in CompressType::ALL {
-        let key = paths.archive_file(&name, c, wal_segment_size)?;
-        if let Some(stored) = storage.get(&key)? {
-            let (_, plain) = object::decode(&key, &stored)?;
-            let text = String::from_utf8_lossy(&plain);
-            return TimelineHistory::parse(timeline, &text).map(Some);
-        }
-    }
-    Ok(None)
 }
 
 /// The backup a new `kind` backup on `timeline` is built on: the newest full (diff) or the newest
@@ -161,7 +135,7 @@ pub fn choose_reference(
 /// Loads the chain of `target`, newest first (target, its prior, ..., the full), and checks it: every
 /// backup present, one cluster, ordered in time and LSN, each prior on the history of the next one's
 /// timeline.
-pub fn load_chain(storage: &Storage, paths: &RepoPaths, target: Manifest) -> Result<Vec<Manifest>> {
+pub fn load_chain(repo: &Repo, target: Manifest) -> Result<Vec<Manifest>> {
     let mut chain = vec![target];
     loop {
         let newer = chain.last().expect("never empty");
@@ -171,7 +145,7 @@ pub fn load_chain(storage: &Storage, paths: &RepoPaths, target: Manifest) -> Res
         if chain.len() > 10_000 || chain.iter().any(|m| m.label == prior_label) {
             return Err(chain_error(&chain[0], "its chain loops".into()));
         }
-        let prior = catalog::load(storage, paths, &prior_label).map_err(|_| {
+        let prior = catalog::load(repo, &prior_label).map_err(|_| {
             chain_error(
                 &chain[0],
                 format!(
@@ -180,7 +154,7 @@ pub fn load_chain(storage: &Storage, paths: &RepoPaths, target: Manifest) -> Res
                 ),
             )
         })?;
-        check_link(storage, paths, &chain[0], newer, &prior)?;
+        check_link(repo, &chain[0], newer, &prior)?;
         chain.push(prior);
     }
     let target = &chain[0];
@@ -209,19 +183,13 @@ pub fn load_chain(storage: &Storage, paths: &RepoPaths, target: Manifest) -> Res
 }
 
 fn chain_error(target: &Manifest, reason: String) -> Error {
-    Error::Other(format!(
-        "backup {} cannot be restored: {reason}; choose another with --set (`strata info` lists them)",
-        target.label
-    ))
+    Error::ChainBroken {
+        label: target.label.clone(),
+        reason,
+    }
 }
 
-fn check_link(
-    storage: &Storage,
-    paths: &RepoPaths,
-    target: &Manifest,
-    newer: &Manifest,
-    prior: &Manifest,
-) -> Result<()> {
+fn check_link(repo: &Repo, target: &Manifest, newer: &Manifest, prior: &Manifest) -> Result<()> {
     if prior.system_identifier != newer.system_identifier {
         return Err(chain_error(
             target,
@@ -250,7 +218,7 @@ fn check_link(
         ));
     }
     if prior.timeline != newer.timeline {
-        let history = timeline_history(storage, paths, newer.timeline, newer.wal_segment_size)?;
+        let history = repo.timeline_history(newer.timeline)?;
         if !history.is_some_and(|h| h.contains_backup(prior.timeline, prior.stop_lsn)) {
             return Err(chain_error(
                 target,

@@ -12,8 +12,8 @@
 //! most are coarsened to "every block from the first changed one up" (their limit lowered), which makes
 //! a backup copy more of them, never less.
 
-use crate::paths::RepoPaths;
-use crate::storage::Storage;
+use crate::paths::{RepoKey, RepoKeys};
+use crate::repo::Repo;
 use crate::summary::Summary;
 use crate::{Error, Result};
 use pgformat::lsn::{Lsn, TimeLineId};
@@ -67,18 +67,13 @@ impl ChangeMap {
 }
 
 /// The union of the summaries of `timeline` overlapping `[from, to)`, with the gaps in their coverage.
-pub fn changes_between(
-    storage: &Storage,
-    paths: &RepoPaths,
-    timeline: TimeLineId,
-    from: Lsn,
-    to: Lsn,
-) -> Result<ChangeMap> {
-    let mut ranges: Vec<(Lsn, Lsn, String)> = storage
-        .list(&paths.summary_dir(timeline))?
+pub fn changes_between(repo: &Repo, timeline: TimeLineId, from: Lsn, to: Lsn) -> Result<ChangeMap> {
+    let storage = repo.storage();
+    let mut ranges: Vec<(Lsn, Lsn, RepoKey)> = storage
+        .list(&repo.keys().summary_dir(timeline))?
         .into_iter()
         .filter_map(|(key, _)| {
-            let (tli, start, end) = RepoPaths::parse_summary_key(&key)?;
+            let (tli, start, end) = RepoKeys::parse_summary_key(&key)?;
             (tli == timeline && end > from && start < to).then_some((start, end, key))
         })
         .collect();
@@ -95,11 +90,11 @@ pub fn changes_between(
             });
         }
         let bytes = storage.get(&key)?.ok_or_else(|| Error::CorruptObject {
-            key: key.clone(),
+            key: key.to_string(),
             reason: "listed but cannot be read".into(),
         })?;
-        let summary = Summary::decode(&key, &bytes).map_err(|e| Error::CorruptObject {
-            key: key.clone(),
+        let summary = Summary::decode(key.as_str(), &bytes).map_err(|e| Error::CorruptObject {
+            key: key.to_string(),
             reason: e.to_string(),
         })?;
         if let Some(reason) = &summary.missing {
@@ -133,9 +128,9 @@ mod tests {
 
     const SEG: u64 = 16 << 20;
 
-    fn store(storage: &Storage, paths: &RepoPaths, s: &Summary) {
-        storage
-            .put_new(&paths.summary(s.timeline, s.start, s.end), s.encode())
+    fn store(repo: &Repo, s: &Summary) {
+        repo.storage()
+            .put_new(&repo.keys().summary(s.timeline, s.start, s.end), s.encode())
             .unwrap();
     }
 
@@ -171,8 +166,7 @@ mod tests {
     #[test]
     fn unions_overlapping_summaries_and_reports_gaps() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::open(&RepoUrl::Local(dir.path().into())).unwrap();
-        let paths = RepoPaths::new("st");
+        let repo = Repo::open(&RepoUrl::Local(dir.path().into()), "st").unwrap();
         let key = ForkKey {
             spc: 1663,
             db: 5,
@@ -188,19 +182,19 @@ mod tests {
         let mut other_tli = Summary::new(2, seg(2), seg(3));
         other_tli.mark_modified(key, 77);
         for s in [&s1, &s2, &s4, &other_tli] {
-            store(&storage, &paths, s);
+            store(&repo, s);
         }
 
         // Fully covered range: the union; s2 truncated the fork to 5 blocks after writing block 9, so 9 is
         // covered by the limit (everything from block 5 up is copied) and only block 3 is listed.
-        let m = changes_between(&storage, &paths, 1, Lsn(seg(1).0 + 40), seg(3)).unwrap();
+        let m = changes_between(&repo, 1, Lsn(seg(1).0 + 40), seg(3)).unwrap();
         assert!(m.complete(), "{:?}", m.gaps);
         let f = &m.changes.forks[&key];
         assert_eq!(f.limit, Some(5));
         assert_eq!(f.blocks.iter().copied().collect::<Vec<_>>(), vec![3]);
 
         // Segment 3 has no summary, segment 4's is missing, segment 5 is not archived yet.
-        let m = changes_between(&storage, &paths, 1, seg(1), Lsn(seg(5).0 + 100)).unwrap();
+        let m = changes_between(&repo, 1, seg(1), Lsn(seg(5).0 + 100)).unwrap();
         let gaps: Vec<(Lsn, Lsn)> = m.gaps.iter().map(|g| (g.start, g.end)).collect();
         assert_eq!(
             gaps,

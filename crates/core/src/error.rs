@@ -1,6 +1,7 @@
 //! The library's error type. Every variant says what went wrong with which object, and where it helps,
-//! what to do about it; the extension turns these into WARNINGs (archiving) or ERRORs (SQL), the CLI
-//! prints them.
+//! what to do about it. The variants are what a caller must tell apart: `class` sorts them into the
+//! kinds a script or a monitoring job acts on, which the extension maps to SQLSTATEs (raised as ERRORs
+//! with a HINT where the fix is known) and the CLI to exit codes.
 
 use std::path::PathBuf;
 
@@ -89,7 +90,11 @@ pub enum Error {
         why: String,
     },
 
-    #[error("repository identity {key} has format version {found}, this pg_strata reads version {supported}")]
+    #[error(
+        "repository identity {key} has format version {found}, this pg_strata reads version {supported}: \
+         use a new stanza (strata.stanza) or a new repository for this version, and keep the version \
+         that wrote it to restore from the old one"
+    )]
     UnsupportedRepoFormat {
         key: String,
         found: u32,
@@ -102,8 +107,96 @@ pub enum Error {
     #[error("the backup was cancelled")]
     Cancelled,
 
+    #[error("{key} is not a key pg_strata writes (it would leave the stanza or has an empty, '.' or '..' part)")]
+    BadKey { key: String },
+
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "stanza '{stanza}' does not exist in repository {repo}: check --repo/--stanza (or \
+         strata.repo1/strata.stanza); a stanza is created by the first archived WAL file"
+    )]
+    StanzaMissing { repo: String, stanza: String },
+
+    #[error(
+        "backup '{label}' not found in {repo} stanza '{stanza}'; `strata info` lists the backups"
+    )]
+    BackupNotFound {
+        label: String,
+        repo: String,
+        stanza: String,
+    },
+
     #[error("{0}")]
-    Other(String),
+    NoBackup(String),
+
+    #[error("backup {label} cannot be restored: {reason}; choose another with --set (`strata info` lists them)")]
+    ChainBroken { label: String, reason: String },
+
+    #[error(
+        "WAL file {file}, needed to make backup {label} consistent, is {how} in the archive ({repo} stanza \
+         '{stanza}'): the backup cannot be restored; choose another with --set"
+    )]
+    WalMissing {
+        file: String,
+        label: String,
+        how: String,
+        repo: String,
+        stanza: String,
+    },
+
+    #[error("{what} {path} is not empty: restore into an empty or new directory, or add --delta to rewrite only the files that differ")]
+    TargetNotEmpty { what: String, path: PathBuf },
+
+    #[error("{0}")]
+    ServerRunning(String),
+
+    /// A restore target refused for safety (a system directory, overlapping the repository, someone
+    /// else's, a link where a directory must be...).
+    #[error("{0}")]
+    TargetRefused(String),
+
+    /// Another backup or claim holds what this one needs.
+    #[error("{0}")]
+    Busy(String),
+
+    /// The cluster or the repository changed under a running operation (a timeline switch, a claim
+    /// removed): running it again is the fix.
+    #[error("{0}")]
+    StateChanged(String),
+
+    /// Input that is not what it claims to be (a WAL file of another cluster or the wrong size).
+    #[error("{0}")]
+    BadInput(String),
+
+    /// A defect of pg_strata (a thread panicked, a library failed where it cannot): report it.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The kinds of failure a caller acts on differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// A setting or argument is wrong: fix it.
+    InvalidArgument,
+    /// The repository, stanza or backup named does not exist.
+    NotFound,
+    /// The repository holds something damaged, missing or foreign: it needs attention.
+    Corrupt,
+    /// Reading or writing storage failed: perhaps transient.
+    Io,
+    /// Not now: another operation holds it, or the state does not allow it (a target in use).
+    Busy,
+    /// The target of a restore was refused.
+    TargetRefused,
+    Cancelled,
+    Unsupported,
+    Internal,
 }
 
 impl Error {
@@ -111,6 +204,79 @@ impl Error {
         Error::Storage {
             key: key.to_string(),
             source,
+        }
+    }
+
+    pub fn class(&self) -> ErrorClass {
+        use Error::*;
+        match self {
+            BadSetting { .. } | BadWalFileName { .. } | BadKey { .. } => {
+                ErrorClass::InvalidArgument
+            }
+            RepoRootMissing { .. } | StanzaMissing { .. } | BackupNotFound { .. } | NoBackup(_) => {
+                ErrorClass::NotFound
+            }
+            CorruptObject { .. }
+            | ChecksumMismatch { .. }
+            | ArchiveMismatch { .. }
+            | WrongCluster { .. }
+            | StanzaIdentityMissing { .. }
+            | ChainBroken { .. }
+            | WalMissing { .. }
+            | BadInput(_) => ErrorClass::Corrupt,
+            Storage { .. } | ReadFile { .. } | WriteFile { .. } | Io { .. } => ErrorClass::Io,
+            Busy(_) | StateChanged(_) | ServerRunning(_) => ErrorClass::Busy,
+            TargetNotEmpty { .. } | TargetRefused(_) => ErrorClass::TargetRefused,
+            Cancelled => ErrorClass::Cancelled,
+            UnsupportedRepoFormat { .. } => ErrorClass::Unsupported,
+            Internal(_) => ErrorClass::Internal,
+        }
+    }
+
+    /// The SQLSTATE the extension raises this error with (five characters, PostgreSQL's codes).
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Error::RepoRootMissing { .. } | Error::StanzaMissing { .. } => "58P01", // undefined_file
+            Error::BackupNotFound { .. } => "42704", // undefined_object
+            Error::NoBackup(_) | Error::StateChanged(_) => "55000", // object_not_in_prerequisite_state
+            Error::WrongCluster { .. } | Error::StanzaIdentityMissing { .. } => "55000",
+            Error::Busy(_) | Error::ServerRunning(_) => "55006", // object_in_use
+            Error::TargetNotEmpty { .. } | Error::TargetRefused(_) => "55000",
+            _ => match self.class() {
+                ErrorClass::InvalidArgument => "22023", // invalid_parameter_value
+                ErrorClass::Corrupt => "XX001",         // data_corrupted
+                ErrorClass::Io => "58030",              // io_error
+                ErrorClass::Cancelled => "57014",       // query_canceled
+                ErrorClass::Unsupported => "0A000",     // feature_not_supported
+                _ => "XX000",                           // internal_error
+            },
+        }
+    }
+
+    /// What to do about it, where the message itself does not already say.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self.class() {
+            ErrorClass::Corrupt => Some(
+                "the repository is damaged or inconsistent: run `strata info`, and take a new full \
+                 backup (SELECT backup_start('full')) once the cause is fixed",
+            ),
+            ErrorClass::Io => Some(
+                "check that the repository is mounted, writable by the postgres user and not full",
+            ),
+            ErrorClass::Busy => Some("wait for the other operation to finish, then try again"),
+            ErrorClass::Internal => Some("this is a pg_strata defect: please report it"),
+            _ => None,
+        }
+    }
+
+    /// The `strata` command's exit code for this error (documented in the README).
+    pub fn exit_code(&self) -> i32 {
+        match self.class() {
+            ErrorClass::NotFound => 3,
+            ErrorClass::Corrupt => 4,
+            ErrorClass::TargetRefused | ErrorClass::Busy => 5,
+            ErrorClass::Io => 6,
+            _ => 2,
         }
     }
 }

@@ -9,12 +9,13 @@
 //! system unmounted under it makes archiving fail (PostgreSQL keeps the WAL) instead of filling a new,
 //! empty directory at the old path.
 
-use crate::paths::RepoPaths;
-use crate::storage::{ObjectStamp, PutOutcome, Storage};
+use crate::repo::Repo;
+use crate::storage::{ObjectStamp, PutOutcome};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-pub const REPO_FORMAT_VERSION: u32 = 1;
+/// Format 2: an archived WAL file's key no longer names its compression (one request per lookup).
+pub const REPO_FORMAT_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,18 +32,18 @@ pub struct RepoIdentity {
 }
 
 /// Reads the identity of a stanza, if it has one.
-pub fn read(storage: &Storage, paths: &RepoPaths) -> Result<Option<RepoIdentity>> {
-    let key = paths.identity();
-    let Some(bytes) = storage.get(&key)? else {
+pub fn read(repo: &Repo) -> Result<Option<RepoIdentity>> {
+    let key = repo.keys().identity();
+    let Some(bytes) = repo.storage().get(&key)? else {
         return Ok(None);
     };
     let id: RepoIdentity = serde_json::from_slice(&bytes).map_err(|e| Error::CorruptObject {
-        key: key.clone(),
+        key: key.to_string(),
         reason: format!("not a valid identity: {e}"),
     })?;
     if id.format_version != REPO_FORMAT_VERSION {
         return Err(Error::UnsupportedRepoFormat {
-            key,
+            key: key.to_string(),
             found: id.format_version,
             supported: REPO_FORMAT_VERSION,
         });
@@ -53,8 +54,7 @@ pub fn read(storage: &Storage, paths: &RepoPaths) -> Result<Option<RepoIdentity>
 /// Makes sure the stanza belongs to this cluster: creates the identity on first use, refuses a stanza
 /// of another cluster.
 pub fn ensure(
-    storage: &Storage,
-    paths: &RepoPaths,
+    repo: &Repo,
     system_identifier: u64,
     pg_version: u32,
     wal_segment_size: u32,
@@ -67,37 +67,43 @@ pub fn ensure(
         cipher: None,
         created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     };
-    let existing = match read(storage, paths)? {
+    let storage = repo.storage();
+    let existing = match read(repo)? {
         Some(id) => id,
         None => {
             storage.check_root()?;
-            if !storage.list(paths.stanza())?.is_empty() {
+            if !storage.list(repo.keys().stanza_root())?.is_empty() {
                 return Err(Error::StanzaIdentityMissing {
-                    repo: storage.url().display(),
-                    stanza: paths.stanza().to_string(),
+                    repo: repo.describe(),
+                    stanza: repo.stanza().to_string(),
                     why: "the stanza holds objects, so it is not new".into(),
                 });
             }
-            let json = serde_json::to_vec_pretty(&mine).map_err(|e| Error::Other(e.to_string()))?;
-            match storage.put_new(&paths.identity(), json)? {
-                PutOutcome::Written => return Ok(mine),
-                // Someone else created it meanwhile: check theirs.
-                PutOutcome::AlreadyExists => {
-                    read(storage, paths)?.ok_or_else(|| Error::Other("identity vanished".into()))?
+            let json = serde_json::to_vec_pretty(&mine).expect("an identity serializes");
+            match storage.put_new(&repo.keys().identity(), json)? {
+                PutOutcome::Written => {
+                    repo.set_identity(&mine);
+                    return Ok(mine);
                 }
+                // Someone else created it meanwhile: check theirs.
+                PutOutcome::AlreadyExists => read(repo)?.ok_or_else(|| Error::StanzaMissing {
+                    repo: repo.describe(),
+                    stanza: repo.stanza().to_string(),
+                })?,
             }
         }
     };
     if existing.system_identifier != system_identifier || existing.pg_version != pg_version {
         return Err(Error::WrongCluster {
-            repo: storage.url().display(),
-            stanza: paths.stanza().to_string(),
+            repo: repo.describe(),
+            stanza: repo.stanza().to_string(),
             repo_sysid: existing.system_identifier,
             repo_version: existing.pg_version,
             our_sysid: system_identifier,
             our_version: pg_version,
         });
     }
+    repo.set_identity(&existing);
     Ok(existing)
 }
 
@@ -126,25 +132,25 @@ impl StanzaGuard {
 
     /// Ok when the stanza holds this cluster's identity (creating it on first use); an error naming
     /// the stanza and the fix otherwise. Costs one `stat` when nothing changed since the last call.
-    pub fn check(&mut self, storage: &Storage, paths: &RepoPaths) -> Result<()> {
-        let key = paths.identity();
+    pub fn check(&mut self, repo: &Repo) -> Result<()> {
+        let storage = repo.storage();
+        let key = repo.keys().identity();
         if let Some(verified) = &self.verified {
             if storage.stamp(&key).as_ref() == Some(verified) {
                 return Ok(());
             }
             self.verified = None;
         }
-        if self.seen && read(storage, paths)?.is_none() {
+        if self.seen && read(repo)?.is_none() {
             storage.check_root()?;
             return Err(Error::StanzaIdentityMissing {
-                repo: storage.url().display(),
-                stanza: paths.stanza().to_string(),
+                repo: repo.describe(),
+                stanza: repo.stanza().to_string(),
                 why: "it was there before: the stanza vanished or was moved".into(),
             });
         }
         ensure(
-            storage,
-            paths,
+            repo,
             self.system_identifier,
             self.pg_version,
             self.wal_segment_size,
@@ -163,21 +169,18 @@ mod tests {
     #[test]
     fn first_use_creates_then_other_clusters_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Storage::open(&RepoUrl::Local(dir.path().into())).unwrap();
-        let p = RepoPaths::new("main");
-        let id = ensure(&s, &p, 7001, 15, 16 << 20).unwrap();
+        let url = RepoUrl::Local(dir.path().into());
+        let p = Repo::open(&url, "main").unwrap();
+        let id = ensure(&p, 7001, 15, 16 << 20).unwrap();
         assert_eq!(id.system_identifier, 7001);
-        assert_eq!(
-            ensure(&s, &p, 7001, 15, 16 << 20).unwrap().created,
-            id.created
-        );
-        let e = ensure(&s, &p, 7002, 15, 16 << 20).unwrap_err().to_string();
+        assert_eq!(ensure(&p, 7001, 15, 16 << 20).unwrap().created, id.created);
+        let e = ensure(&p, 7002, 15, 16 << 20).unwrap_err().to_string();
         assert!(
             e.contains("7001") && e.contains("7002") && e.contains("another cluster"),
             "{e}"
         );
         // Another stanza in the same repository is fine.
-        ensure(&s, &RepoPaths::new("other"), 7002, 15, 16 << 20).unwrap();
+        ensure(&Repo::open(&url, "other").unwrap(), 7002, 15, 16 << 20).unwrap();
     }
 
     #[test]
@@ -185,22 +188,24 @@ mod tests {
         let parent = tempfile::tempdir().unwrap();
         let root = parent.path().join("repo");
         std::fs::create_dir(&root).unwrap();
-        let s = Storage::open(&RepoUrl::Local(root.clone())).unwrap();
-        let p = RepoPaths::new("main");
+        let p = Repo::open(&RepoUrl::Local(root.clone()), "main").unwrap();
         let mut guard = StanzaGuard::new(7001, 15, 16 << 20);
-        guard.check(&s, &p).unwrap();
-        guard.check(&s, &p).unwrap();
-        s.put_new("main/archive/x", vec![1]).unwrap();
+        guard.check(&p).unwrap();
+        guard.check(&p).unwrap();
+        let summary = p
+            .keys()
+            .summary(1, pgformat::lsn::Lsn(0), pgformat::lsn::Lsn(1));
+        p.storage().put_new(&summary, vec![1]).unwrap();
 
         // The repository renamed away (an unmounted disk): refused, and nothing appears at the old path.
         let away = parent.path().join("away");
         std::fs::rename(&root, &away).unwrap();
-        let e = guard.check(&s, &p).unwrap_err().to_string();
+        let e = guard.check(&p).unwrap_err().to_string();
         assert!(e.contains("does not exist") && e.contains("repo"), "{e}");
         assert!(!root.exists());
         // A fresh guard (an archiver restarted) does not create the root either.
         let e = StanzaGuard::new(7001, 15, 16 << 20)
-            .check(&s, &p)
+            .check(&p)
             .unwrap_err()
             .to_string();
         assert!(e.contains("does not exist"), "{e}");
@@ -208,7 +213,7 @@ mod tests {
 
         // An empty directory at the old path (the mount point): this guard saw the stanza, so it refuses.
         std::fs::create_dir(&root).unwrap();
-        let e = guard.check(&s, &p).unwrap_err().to_string();
+        let e = guard.check(&p).unwrap_err().to_string();
         assert!(
             e.contains("no identity file") && e.contains("vanished"),
             "{e}"
@@ -218,12 +223,12 @@ mod tests {
 
         // Back in place: accepted again.
         std::fs::rename(&away, &root).unwrap();
-        guard.check(&s, &p).unwrap();
+        guard.check(&p).unwrap();
 
         // A stanza that holds objects but lost its identity is never given a new one.
         std::fs::remove_file(root.join("main/strata.repo")).unwrap();
         let e = StanzaGuard::new(7001, 15, 16 << 20)
-            .check(&s, &p)
+            .check(&p)
             .unwrap_err()
             .to_string();
         assert!(
@@ -243,7 +248,7 @@ mod tests {
         })
         .unwrap();
         std::fs::write(root.join("main/strata.repo"), other).unwrap();
-        let e = guard.check(&s, &p).unwrap_err().to_string();
+        let e = guard.check(&p).unwrap_err().to_string();
         assert!(e.contains("another cluster"), "{e}");
     }
 }

@@ -40,7 +40,7 @@ pub fn encode(truncation_blocks: u32, blocks: &[(u32, &[u8])]) -> Result<Vec<u8>
     let mut previous: Option<u32> = None;
     for (n, data) in blocks {
         if previous.is_some_and(|p| p >= *n) || *n >= truncation_blocks || data.len() != BLOCK {
-            return Err(Error::Other(format!(
+            return Err(Error::Internal(format!(
                 "incremental file: block {n} out of order, beyond the length {truncation_blocks} or \
                  not {BLOCK} bytes"
             )));

@@ -16,8 +16,10 @@ pub mod manifest;
 pub mod object;
 pub mod owner;
 pub mod paths;
+pub mod repo;
 pub mod restore;
 pub mod storage;
 pub mod summary;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorClass, Result};
+pub use repo::Repo;

@@ -117,7 +117,7 @@ pub fn compress_payload(plain: &[u8], compress: CompressType, level: i32) -> Res
     let mut out = Vec::with_capacity(HEADER_LEN + plain.len() / 4);
     out.resize(HEADER_LEN, 0);
     compress::compress_into(compress, level, plain, &mut out)
-        .map_err(|e| Error::Other(format!("{} compression failed: {e}", compress.name())))?;
+        .map_err(|e| Error::Internal(format!("{} compression failed: {e}", compress.name())))?;
     Ok(out)
 }
 

@@ -1,102 +1,201 @@
-//! The one place that builds repository keys. Layout under `<repo>/<stanza>/`:
+//! The one place that builds and parses repository keys. Layout under `<repo>/<stanza>/`:
 //!
 //! ```text
 //! strata.repo                                   repository identity (JSON)
-//! archive/<TTTTTTTTLLLLLLLL>/<segment>.<ext>    WAL segments, .partial and .backup files (ext = compression)
-//! archive/<TTTTTTTT>.history.<ext>              timeline history files
+//! archive/<TTTTTTTTLLLLLLLL>/<segment>          WAL segments, .partial and .backup files
+//! archive/<TTTTTTTT>.history                    timeline history files
 //! summary/<TTTTTTTT>/<start>-<end>.blkref       block-change summary of one archived segment
 //! backup/<label>/claim.json                     a backup's claim on its label: its first object
 //! backup/<label>/manifest.json                  a backup's manifest: its commit point, written last
 //! backup/<label>/data/<NNNNNNNN>                file contents: chunks of large files, bundles of small ones
 //! ```
-//! LSNs in keys are 16 hex digits so that keys sort like LSNs. Summaries are grouped by timeline because
-//! after a promotion two timelines cover the same LSNs with different WAL.
+//! An archived WAL file's key is its name alone: the compression is recorded in the object's header,
+//! so finding a segment is one request whatever it was compressed with (repository format 2; format 1
+//! put the compression in the key and is refused, see `identity`). LSNs in keys are 16 hex digits so
+//! that keys sort like LSNs. Summaries are grouped by timeline because after a promotion two timelines
+//! cover the same LSNs with different WAL.
+//!
+//! A `RepoKey` can only be made here (or from a listing, checked by the same rules): relative, no empty,
+//! `.` or `..` segments, no control characters. So no caller can name an object outside its stanza.
 
-use crate::compress::CompressType;
 use crate::{Error, Result};
-use pgformat::lsn::{Lsn, TimeLineId, WalFileName};
+use pgformat::lsn::{history_file_name, segments_per_log, Lsn, TimeLineId, WalFileName};
+use std::fmt;
+
+/// The key of one object in a repository. Built only by `RepoKeys` (or checked from a listing).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RepoKey(String);
+
+impl RepoKey {
+    /// Checks a key built here or listed by the store.
+    fn checked(key: String) -> Option<RepoKey> {
+        let sound = !key.is_empty()
+            && key
+                .split('/')
+                .all(|s| !s.is_empty() && s != "." && s != "..")
+            && !key.chars().any(|c| c.is_control() || c == '\\');
+        sound.then_some(RepoKey(key))
+    }
+
+    /// A key the object store listed (the storage layer's only way to make one): None when it breaks
+    /// the rules, which no object written by pg_strata does.
+    pub(crate) fn from_listing(key: String) -> Option<RepoKey> {
+        RepoKey::checked(key)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The last segment of the key.
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+
+    /// A key below this one (`name` is one or more segments checked by the key rules).
+    fn join(&self, name: &str) -> Result<RepoKey> {
+        RepoKey::checked(format!("{}/{name}", self.0)).ok_or_else(|| Error::BadKey {
+            key: format!("{}/{name}", self.0),
+        })
+    }
+}
+
+impl fmt::Display for RepoKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// Keys of one stanza in one repository.
 #[derive(Clone, Debug)]
-pub struct RepoPaths {
+pub struct RepoKeys {
     stanza: String,
+    /// `<stanza>`: the prefix of everything below.
+    root: RepoKey,
 }
 
-impl RepoPaths {
-    pub fn new(stanza: &str) -> RepoPaths {
-        RepoPaths {
+impl RepoKeys {
+    /// Keys of a stanza; the name is checked by `config::check_stanza`, the key rules are checked again.
+    pub fn new(stanza: &str) -> Result<RepoKeys> {
+        crate::config::check_stanza(stanza)?;
+        let root = RepoKey::checked(stanza.to_string()).ok_or_else(|| Error::BadKey {
+            key: stanza.to_string(),
+        })?;
+        Ok(RepoKeys {
             stanza: stanza.to_string(),
-        }
+            root,
+        })
     }
 
     pub fn stanza(&self) -> &str {
         &self.stanza
     }
 
-    pub fn identity(&self) -> String {
-        format!("{}/strata.repo", self.stanza)
+    /// The stanza's own prefix: everything it holds is below.
+    pub fn stanza_root(&self) -> &RepoKey {
+        &self.root
     }
 
-    pub fn archive_root(&self) -> String {
-        format!("{}/archive", self.stanza)
+    fn under(&self, rest: &str) -> RepoKey {
+        // Every `rest` passed here is built by this module from checked parts.
+        self.root.join(rest).expect("a key built by RepoKeys")
     }
 
-    /// Key of an archived WAL file (segment, partial, backup history or timeline history).
-    pub fn archive_file(
-        &self,
-        file_name: &str,
-        compress: CompressType,
-        wal_segment_size: u32,
-    ) -> Result<String> {
+    pub fn identity(&self) -> RepoKey {
+        self.under("strata.repo")
+    }
+
+    pub fn archive_root(&self) -> RepoKey {
+        self.under("archive")
+    }
+
+    /// Key of an archived WAL file (segment, partial, backup history or timeline history): one key per
+    /// name, whatever the compression.
+    pub fn archive_file(&self, file_name: &str, wal_segment_size: u32) -> Result<RepoKey> {
         let parsed = WalFileName::parse(file_name, wal_segment_size).ok_or_else(|| {
             Error::BadWalFileName {
                 what: file_name.to_string(),
             }
         })?;
-        let ext = compress.extension();
         Ok(match parsed {
-            WalFileName::History { .. } => format!("{}/{file_name}.{ext}", self.archive_root()),
-            _ => format!(
-                "{}/{}/{file_name}.{ext}",
-                self.archive_root(),
-                &file_name[0..16]
-            ),
+            WalFileName::History { .. } => self.under(&format!("archive/{file_name}")),
+            WalFileName::Segment { timeline, segno }
+            | WalFileName::Partial { timeline, segno }
+            | WalFileName::BackupHistory {
+                timeline, segno, ..
+            } => {
+                let log = segno / segments_per_log(wal_segment_size);
+                self.under(&format!("archive/{timeline:08X}{log:08X}/{file_name}"))
+            }
         })
     }
 
+    /// Key of a timeline's history file.
+    pub fn history_file(&self, timeline: TimeLineId) -> RepoKey {
+        self.under(&format!("archive/{}", history_file_name(timeline)))
+    }
+
+    /// The WAL file an archive key holds, when it is one (listing `archive/`).
+    pub fn parse_archive_key(key: &RepoKey, wal_segment_size: u32) -> Option<WalFileName> {
+        WalFileName::parse(key.file_name(), wal_segment_size)
+    }
+
     /// Key of the block-change summary for the WAL of `timeline` in `[start, end)`.
-    pub fn summary(&self, timeline: TimeLineId, start: Lsn, end: Lsn) -> String {
-        format!(
-            "{}/summary/{timeline:08X}/{}-{}.blkref",
-            self.stanza,
+    pub fn summary(&self, timeline: TimeLineId, start: Lsn, end: Lsn) -> RepoKey {
+        self.under(&format!(
+            "summary/{timeline:08X}/{}-{}.blkref",
             start.to_sortable_hex(),
             end.to_sortable_hex()
-        )
+        ))
     }
 
     /// Prefix holding all summaries of a timeline.
-    pub fn summary_dir(&self, timeline: TimeLineId) -> String {
-        format!("{}/summary/{timeline:08X}", self.stanza)
+    pub fn summary_dir(&self, timeline: TimeLineId) -> RepoKey {
+        self.under(&format!("summary/{timeline:08X}"))
+    }
+
+    /// Parses a summary key back into (timeline, start, end).
+    pub fn parse_summary_key(key: &RepoKey) -> Option<(TimeLineId, Lsn, Lsn)> {
+        let mut parts = key.as_str().rsplit('/');
+        let file = parts.next()?.strip_suffix(".blkref")?;
+        let tli = pgformat::lsn::parse_timeline_hex(parts.next()?)?;
+        let (start, end) = file.split_once('-')?;
+        Some((
+            tli,
+            Lsn::from_sortable_hex(start)?,
+            Lsn::from_sortable_hex(end)?,
+        ))
     }
 
     /// Prefix holding every backup of the stanza.
-    pub fn backup_root(&self) -> String {
-        format!("{}/backup", self.stanza)
+    pub fn backup_root(&self) -> RepoKey {
+        self.under("backup")
     }
 
-    /// Prefix holding one backup (its manifest and data objects).
-    pub fn backup_dir(&self, label: &str) -> String {
-        format!("{}/backup/{label}", self.stanza)
+    /// The label of a backup directory listed under `backup_root`.
+    pub fn label_of_backup_dir(key: &RepoKey) -> &str {
+        key.file_name()
+    }
+
+    /// Prefix holding one backup (its manifest and data objects). The label must be a well-formed
+    /// one (`manifest::is_label`): a label read from a manifest or typed by a user is checked first.
+    pub fn backup_dir(&self, label: &str) -> Result<RepoKey> {
+        if !crate::manifest::is_label(label) {
+            return Err(Error::BadKey {
+                key: format!("backup/{label}"),
+            });
+        }
+        Ok(self.under(&format!("backup/{label}")))
     }
 
     /// Key of a backup's manifest.
-    pub fn backup_manifest(&self, label: &str) -> String {
-        format!("{}/backup/{label}/manifest.json", self.stanza)
+    pub fn backup_manifest(&self, label: &str) -> Result<RepoKey> {
+        self.backup_dir(label)?.join("manifest.json")
     }
 
     /// Key of a backup's claim on its label, its first object (see `backup::claim`).
-    pub fn backup_claim(&self, label: &str) -> String {
-        format!("{}/backup/{label}/claim.json", self.stanza)
+    pub fn backup_claim(&self, label: &str) -> Result<RepoKey> {
+        self.backup_dir(label)?.join("claim.json")
     }
 
     /// Name of a data object inside its backup, as manifests record it.
@@ -104,22 +203,18 @@ impl RepoPaths {
         format!("data/{number:08}")
     }
 
-    /// Key of a data object of a backup, from the name its manifest records.
-    pub fn backup_object(&self, label: &str, name: &str) -> String {
-        format!("{}/backup/{label}/{name}", self.stanza)
-    }
-
-    /// Parses a summary key back into (timeline, start, end).
-    pub fn parse_summary_key(key: &str) -> Option<(TimeLineId, Lsn, Lsn)> {
-        let mut parts = key.rsplit('/');
-        let file = parts.next()?.strip_suffix(".blkref")?;
-        let tli = u32::from_str_radix(parts.next()?, 16).ok()?;
-        let (start, end) = file.split_once('-')?;
-        Some((
-            tli,
-            Lsn::from_sortable_hex(start)?,
-            Lsn::from_sortable_hex(end)?,
-        ))
+    /// Key of a data object of a backup, from the name its manifest records (`data/<digits>`, checked
+    /// here again whatever the manifest's validation did).
+    pub fn backup_object(&self, label: &str, name: &str) -> Result<RepoKey> {
+        let sound = name
+            .strip_prefix("data/")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if !sound {
+            return Err(Error::BadKey {
+                key: format!("backup/{label}/{name}"),
+            });
+        }
+        self.backup_dir(label)?.join(name)
     }
 }
 
@@ -130,46 +225,82 @@ mod tests {
 
     #[test]
     fn keys_follow_the_layout() {
-        let p = RepoPaths::new("main");
-        assert_eq!(p.identity(), "main/strata.repo");
+        let p = RepoKeys::new("main").unwrap();
+        assert_eq!(p.identity().as_str(), "main/strata.repo");
         assert_eq!(
-            p.archive_file("000000010000000A000000FF", CompressType::Zstd, SZ)
-                .unwrap(),
-            "main/archive/000000010000000A/000000010000000A000000FF.zst"
+            p.archive_file("000000010000000A000000FF", SZ)
+                .unwrap()
+                .as_str(),
+            "main/archive/000000010000000A/000000010000000A000000FF"
         );
         assert_eq!(
-            p.archive_file("00000002.history", CompressType::Lz4, SZ)
-                .unwrap(),
-            "main/archive/00000002.history.lz4"
+            p.archive_file("00000002.history", SZ).unwrap().as_str(),
+            "main/archive/00000002.history"
         );
         assert_eq!(
-            p.archive_file(
-                "000000010000000000000002.00000028.backup",
-                CompressType::None,
-                SZ
-            )
-            .unwrap(),
-            "main/archive/0000000100000000/000000010000000000000002.00000028.backup.raw"
+            p.history_file(2),
+            p.archive_file("00000002.history", SZ).unwrap()
         );
-        assert!(p
-            .archive_file("../etc/passwd", CompressType::None, SZ)
-            .is_err());
+        assert_eq!(
+            p.archive_file("000000010000000000000002.00000028.backup", SZ)
+                .unwrap()
+                .as_str(),
+            "main/archive/0000000100000000/000000010000000000000002.00000028.backup"
+        );
+        assert!(p.archive_file("../etc/passwd", SZ).is_err());
+        let seg = p
+            .archive_file("000000030000000A000000FF.partial", SZ)
+            .unwrap();
+        assert_eq!(
+            RepoKeys::parse_archive_key(&seg, SZ),
+            Some(WalFileName::Partial {
+                timeline: 3,
+                segno: 0xA * 256 + 0xFF
+            })
+        );
         let k = p.summary(1, Lsn(0x0100_0000), Lsn(0x0200_0000));
         assert_eq!(
-            k,
+            k.as_str(),
             "main/summary/00000001/0000000001000000-0000000002000000.blkref"
         );
         assert_eq!(
-            p.backup_object("20261123-020000F", &RepoPaths::backup_object_name(12)),
+            RepoKeys::parse_summary_key(&k),
+            Some((1, Lsn(0x0100_0000), Lsn(0x0200_0000)))
+        );
+        assert_eq!(
+            p.backup_object("20261123-020000F", &RepoKeys::backup_object_name(12))
+                .unwrap()
+                .as_str(),
             "main/backup/20261123-020000F/data/00000012"
         );
         assert_eq!(
-            p.backup_manifest("20261123-020000F"),
+            p.backup_manifest("20261123-020000F").unwrap().as_str(),
             "main/backup/20261123-020000F/manifest.json"
         );
-        assert_eq!(
-            RepoPaths::parse_summary_key(&k),
-            Some((1, Lsn(0x0100_0000), Lsn(0x0200_0000)))
-        );
+        let dir = p.backup_dir("20261123-020000F").unwrap();
+        assert_eq!(RepoKeys::label_of_backup_dir(&dir), "20261123-020000F");
+    }
+
+    #[test]
+    fn no_key_leaves_its_stanza() {
+        let p = RepoKeys::new("main").unwrap();
+        assert!(RepoKeys::new("..").is_err());
+        assert!(RepoKeys::new("a/b").is_err());
+        assert!(p.backup_dir("../other").is_err());
+        assert!(p.backup_manifest("20261123-020000F/../../x").is_err());
+        for name in [
+            "../../x",
+            "data/../../x",
+            "data/",
+            "data/1/2",
+            "manifest.json",
+            "/data/1",
+        ] {
+            assert!(p.backup_object("20261123-020000F", name).is_err(), "{name}");
+        }
+        for listed in ["", "/a", "a//b", "a/../b", "a/./b", "a/b\n", "a\\b"] {
+            assert!(RepoKey::from_listing(listed.into()).is_none(), "{listed:?}");
+        }
+        assert!(RepoKey::from_listing("main/archive/x".into()).is_some());
     }
 }

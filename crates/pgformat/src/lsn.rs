@@ -173,6 +173,16 @@ pub fn segment_start_lsn(segno: u64, wal_segment_size: u32) -> Lsn {
     Lsn(segno * wal_segment_size as u64)
 }
 
+/// The name of a timeline's history file, `TTTTTTTT.history`.
+pub fn history_file_name(timeline: TimeLineId) -> String {
+    format!("{timeline:08X}.history")
+}
+
+/// A timeline written as PostgreSQL writes it in file names: 8 upper-case hex digits.
+pub fn parse_timeline_hex(s: &str) -> Option<TimeLineId> {
+    parse_hex8(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

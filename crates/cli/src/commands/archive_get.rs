@@ -4,8 +4,7 @@ use crate::repo_args::RepoArgs;
 use anyhow::Result;
 use std::path::PathBuf;
 use strata_core::archive::{archive_get, GetOutcome};
-use strata_core::paths::RepoPaths;
-use strata_core::storage::Storage;
+use strata_core::Repo;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,9 +18,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<i32> {
     let config = args.repo.resolve()?;
-    let storage = Storage::open(&config.repo)?;
-    let paths = RepoPaths::new(&config.stanza);
-    match archive_get(&storage, &paths, &args.walfile, &args.destpath)? {
+    let repo = Repo::open_config(&config)?;
+    match archive_get(&repo, &args.walfile, &args.destpath)? {
         GetOutcome::Restored { .. } => Ok(0),
         // Recovery asks for files that do not exist (the next timeline's history, the segment after the
         // last one): not an error, and nothing to print.

@@ -3,12 +3,10 @@
 //! whose manifest cannot be read is shown as damaged (with why) beside the others, never hides them.
 
 use crate::repo_args::RepoArgs;
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use serde_json::json;
 use strata_core::catalog;
-use strata_core::identity;
-use strata_core::paths::RepoPaths;
-use strata_core::storage::Storage;
+use strata_core::Repo;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -39,17 +37,10 @@ pub fn run(args: Args) -> Result<i32> {
         bail!("--output '{}': expected text or json", args.output);
     }
     let config = args.repo.resolve()?;
-    let storage = Storage::open(&config.repo)?;
-    let paths = RepoPaths::new(&config.stanza);
-    let id = identity::read(&storage, &paths)?.ok_or_else(|| {
-        anyhow!(
-            "stanza '{}' does not exist in repository {}: check --repo/--stanza",
-            config.stanza,
-            config.repo.display()
-        )
-    })?;
-    let archive = catalog::archive_ranges(&storage, &paths)?;
-    let listing = catalog::list_backups_tolerant(&storage, &paths)?;
+    let repo = Repo::open_config(&config)?;
+    let id = repo.identity()?;
+    let archive = catalog::archive_ranges(&repo, id.wal_segment_size)?;
+    let listing = catalog::list_backups_tolerant(&repo)?;
     let (backups, damaged) = (&listing.sound, &listing.damaged);
     if args.output == "json" {
         let doc = json!([{

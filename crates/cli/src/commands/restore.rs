@@ -7,11 +7,10 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use strata_core::paths::RepoPaths;
 use strata_core::restore::{
     self, ArchiveMode, RecoveryTarget, RestoreOptions, RestoreProgress, TargetAction,
 };
-use strata_core::storage::Storage;
+use strata_core::Repo;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -126,8 +125,7 @@ pub fn run(args: Args) -> Result<i32> {
         force: args.force,
         archive_mode,
     };
-    let storage = Storage::open(&config.repo)?;
-    let paths = RepoPaths::new(&config.stanza);
+    let repo = Repo::open_config(&config)?;
     let progress = RestoreProgress::default();
     let started = Instant::now();
     let done = std::sync::atomic::AtomicBool::new(false);
@@ -135,7 +133,7 @@ pub fn run(args: Args) -> Result<i32> {
         if std::io::stderr().is_terminal() {
             s.spawn(|| draw_progress(&progress, &done));
         }
-        let r = restore::restore(&storage, &paths, &opts, &progress, &|label| {
+        let r = restore::restore(&repo, &opts, &progress, &|label| {
             println!("restoring backup {label} into {}", pgdata.display());
         });
         done.store(true, Ordering::Relaxed);

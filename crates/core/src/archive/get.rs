@@ -5,36 +5,22 @@
 //! destination: the file is written to a temporary name beside it, fsynced and renamed into place only
 //! after its SHA-256 matched.
 
-use crate::compress::CompressType;
-use crate::identity;
-use crate::object;
-use crate::paths::RepoPaths;
-use crate::storage::Storage;
+use crate::paths::RepoKey;
+use crate::repo::Repo;
 use crate::{Error, Result};
-use pgformat::lsn::WalFileName;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum GetOutcome {
-    Restored { key: String, bytes: u64 },
+    Restored { key: RepoKey, bytes: u64 },
     NotFound,
 }
 
-pub fn archive_get(
-    storage: &Storage,
-    paths: &RepoPaths,
-    file_name: &str,
-    dest: &Path,
-) -> Result<GetOutcome> {
-    let id = identity::read(storage, paths)?.ok_or_else(|| {
-        Error::Other(format!(
-            "stanza '{}' does not exist in repository {}: check --repo/--stanza (or strata.repo1/strata.stanza)",
-            paths.stanza(),
-            storage.url().display()
-        ))
-    })?;
-    let Some((key, plain)) = fetch(storage, paths, file_name, id.wal_segment_size)? else {
+/// Fetches `file_name` into `dest`: one request to read the object (after the identity, read once).
+pub fn archive_get(repo: &Repo, file_name: &str, dest: &Path) -> Result<GetOutcome> {
+    let seg_size = repo.identity()?.wal_segment_size;
+    let Some((key, plain)) = repo.fetch_wal(file_name, seg_size)? else {
         return Ok(GetOutcome::NotFound);
     };
     write_atomically(dest, &plain)?;
@@ -42,40 +28,6 @@ pub fn archive_get(
         key,
         bytes: plain.len() as u64,
     })
-}
-
-/// Reads an archived WAL file (under whichever compression it was stored) and checks its SHA-256:
-/// its key and plaintext, or None when it is not archived.
-pub fn fetch(
-    storage: &Storage,
-    paths: &RepoPaths,
-    file_name: &str,
-    wal_segment_size: u32,
-) -> Result<Option<(String, Vec<u8>)>> {
-    // A segment (or .partial) holds one segment's bytes; history and backup history files are small
-    // text. Nothing bigger is read or decompressed, whatever the object claims.
-    let max_plain = match WalFileName::parse(file_name, wal_segment_size) {
-        Some(WalFileName::Segment { .. } | WalFileName::Partial { .. }) => wal_segment_size as u64,
-        _ => 1 << 20,
-    };
-    for c in CompressType::ALL {
-        let key = paths.archive_file(file_name, c, wal_segment_size)?;
-        let Some(size) = storage.size(&key)? else {
-            continue;
-        };
-        if size > max_plain + (max_plain >> 4) + 4096 {
-            return Err(Error::CorruptObject {
-                key,
-                reason: format!("{size} stored bytes, too large for {file_name}"),
-            });
-        }
-        let Some(stored) = storage.get(&key)? else {
-            continue;
-        };
-        let (_, plain) = object::decode_limited(&key, &stored, max_plain)?;
-        return Ok(Some((key, plain)));
-    }
-    Ok(None)
 }
 
 fn write_atomically(dest: &Path, data: &[u8]) -> Result<()> {

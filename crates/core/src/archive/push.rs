@@ -9,12 +9,13 @@
 //! to be retried.
 
 use super::summarize::{SegmentKind, SegmentSummarizer};
-use crate::compress::CompressType;
+
 use crate::config::RepoConfig;
 use crate::identity;
-use crate::object::{self, ObjectHeader, HEADER_LEN};
-use crate::paths::RepoPaths;
-use crate::storage::{PutOutcome, Storage};
+use crate::object;
+use crate::paths::RepoKey;
+use crate::repo::Repo;
+use crate::storage::PutOutcome;
 use crate::summary::Summary;
 use crate::{Error, Result};
 use pgformat::lsn::{segment_file_name, WalFileName};
@@ -41,7 +42,7 @@ pub enum SummaryReport {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PushReport {
-    pub key: String,
+    pub key: RepoKey,
     pub original_bytes: u64,
     pub stored_bytes: u64,
     /// The same content was archived before (a retry after a crash): nothing was written.
@@ -53,8 +54,7 @@ pub struct PushReport {
 pub struct ArchivePusher {
     config: RepoConfig,
     facts: ServerFacts,
-    storage: Storage,
-    paths: RepoPaths,
+    repo: Repo,
     /// Re-checks the stanza's identity before every push (see `identity`).
     guard: identity::StanzaGuard,
     summarizer: SegmentSummarizer,
@@ -63,14 +63,12 @@ pub struct ArchivePusher {
 
 impl ArchivePusher {
     pub fn new(config: RepoConfig, facts: ServerFacts) -> Result<ArchivePusher> {
-        let storage = Storage::open(&config.repo)?;
-        let paths = RepoPaths::new(&config.stanza);
+        let repo = Repo::open_config(&config)?;
         Ok(ArchivePusher {
             summarizer: SegmentSummarizer::new(facts.wal_segment_size),
             config,
             facts,
-            storage,
-            paths,
+            repo,
             guard: identity::StanzaGuard::new(
                 facts.system_identifier,
                 facts.pg_version,
@@ -92,7 +90,7 @@ impl ArchivePusher {
                 what: file_name.to_string(),
             })?;
         // Every time: the repository may have been unmounted or moved since the last segment.
-        self.guard.check(&self.storage, &self.paths)?;
+        self.guard.check(&self.repo)?;
         // Reuse one buffer across segments: a fresh 16 MB allocation per segment costs page faults.
         let mut data = std::mem::take(&mut self.read_buf);
         data.clear();
@@ -120,7 +118,7 @@ impl ArchivePusher {
         let seg_size = self.facts.wal_segment_size;
         if let WalFileName::Segment { .. } = parsed {
             if data.len() != seg_size as usize {
-                return Err(Error::Other(format!(
+                return Err(Error::BadInput(format!(
                     "WAL segment {} has {} bytes, expected {seg_size}",
                     wal_path.display(),
                     data.len()
@@ -139,30 +137,20 @@ impl ArchivePusher {
         if segment.is_some() {
             self.check_system_identifier(file_name, data)?;
         }
-        let key = self
-            .paths
-            .archive_file(file_name, self.config.compress_type, seg_size)?;
-        let existing = self.find_existing(file_name)?;
+        let key = self.repo.keys().archive_file(file_name, seg_size)?;
+        let existing = self.repo.wal_header(file_name, seg_size)?;
 
         // The CPU work runs in parallel: SHA-256 and the summary on their own threads, compression here
         // (where the zstd context is cached). Compressing before knowing whether the object exists wastes
         // work only on a retry, which is rare.
-        let (storage, paths, facts, config) =
-            (&self.storage, &self.paths, &self.facts, &self.config);
+        let (repo, facts, config) = (&self.repo, &self.facts, &self.config);
         let summarizer = &mut self.summarizer;
         let (sha, payload, summary) = std::thread::scope(|scope| {
             let sha_job = scope.spawn(|| object::sha256(data));
             let summary_job = segment.map(|(timeline, segno, kind)| {
                 scope.spawn(move || {
                     summarizer.summarize(timeline, segno, kind, data, || {
-                        previous_segment(
-                            storage,
-                            paths,
-                            facts.wal_segment_size,
-                            wal_path,
-                            timeline,
-                            segno,
-                        )
+                        previous_segment(repo, facts.wal_segment_size, wal_path, timeline, segno)
                     })
                 })
             });
@@ -176,11 +164,11 @@ impl ArchivePusher {
             };
             let sha = sha_job
                 .join()
-                .map_err(|_| Error::Other("SHA-256 thread panicked".into()));
+                .map_err(|_| Error::Internal("the SHA-256 thread panicked".into()));
             let summary = summary_job
                 .map(|j| {
                     j.join()
-                        .map_err(|_| Error::Other("summary thread panicked".into()))
+                        .map_err(|_| Error::Internal("the summary thread panicked".into()))
                 })
                 .transpose();
             (sha, payload, summary)
@@ -202,7 +190,7 @@ impl ArchivePusher {
             Some((existing_key, header)) => {
                 return Err(Error::ArchiveMismatch {
                     file: file_name.to_string(),
-                    key: existing_key,
+                    key: existing_key.to_string(),
                     stored: header.sha256_hex(),
                     new: hex::encode(sha),
                 })
@@ -216,7 +204,7 @@ impl ArchivePusher {
                     self.config.compress_type,
                 );
                 report.stored_bytes = stored.len() as u64;
-                if self.storage.put_new(&key, stored)? == PutOutcome::AlreadyExists {
+                if self.repo.storage().put_new(&key, stored)? == PutOutcome::AlreadyExists {
                     // Raced with another writer: judge by what is there now.
                     return self.push(wal_path, file_name);
                 }
@@ -228,19 +216,10 @@ impl ArchivePusher {
         Ok(report)
     }
 
-    fn find_existing(&self, file_name: &str) -> Result<Option<(String, ObjectHeader)>> {
-        find_existing(
-            &self.storage,
-            &self.paths,
-            self.facts.wal_segment_size,
-            file_name,
-        )
-    }
-
     fn check_system_identifier(&self, file_name: &str, data: &[u8]) -> Result<()> {
         if let Some(sysid) = pgformat::wal::segment_system_identifier(data) {
             if sysid != self.facts.system_identifier {
-                return Err(Error::Other(format!(
+                return Err(Error::BadInput(format!(
                     "WAL file {file_name} was written by system identifier {sysid}, but this cluster is {}; \
                      refusing to archive it",
                     self.facts.system_identifier
@@ -252,24 +231,26 @@ impl ArchivePusher {
 
     fn store_summary(&self, summary: &Summary) -> Result<SummaryReport> {
         let key = self
-            .paths
+            .repo
+            .keys()
             .summary(summary.timeline, summary.start, summary.end);
+        let storage = self.repo.storage();
         // A retry may find the summary written already; either version describes the same WAL, except
         // that a complete one is better than a missing one.
-        match self.storage.put_new(&key, summary.encode())? {
+        match storage.put_new(&key, summary.encode())? {
             PutOutcome::Written => {}
             PutOutcome::AlreadyExists => {
                 if summary.missing.is_none() {
-                    let existing = self.storage.get(&key)?;
+                    let existing = storage.get(&key)?;
                     let was_missing = existing
                         .map(|b| {
-                            Summary::decode(&key, &b)
+                            Summary::decode(key.as_str(), &b)
                                 .map(|s| s.missing.is_some())
                                 .unwrap_or(true)
                         })
                         .unwrap_or(true);
                     if was_missing {
-                        self.storage.put_replace(&key, summary.encode())?;
+                        storage.put_replace(&key, summary.encode())?;
                     }
                 }
             }
@@ -283,29 +264,11 @@ impl ArchivePusher {
     }
 }
 
-/// An object already stored for this WAL file name, under any compression.
-fn find_existing(
-    storage: &Storage,
-    paths: &RepoPaths,
-    wal_segment_size: u32,
-    file_name: &str,
-) -> Result<Option<(String, ObjectHeader)>> {
-    for c in CompressType::ALL {
-        let key = paths.archive_file(file_name, c, wal_segment_size)?;
-        if let Some(head) = storage.get_prefix(&key, HEADER_LEN as u64)? {
-            let header = ObjectHeader::decode(&key, &head)?;
-            return Ok(Some((key, header)));
-        }
-    }
-    Ok(None)
-}
-
 /// The segment before `segno`, from pg_wal beside `wal_path` or from the repository: on the same
 /// timeline, else on earlier ones (the first segment of a new timeline continues its parent's WAL). A
 /// wrong predecessor cannot slip through: the decoder checks the continuation length and the record CRC.
 pub(crate) fn previous_segment(
-    storage: &Storage,
-    paths: &RepoPaths,
+    repo: &Repo,
     seg_size: u32,
     wal_path: &Path,
     timeline: u32,
@@ -321,18 +284,8 @@ pub(crate) fn previous_segment(
                 }
             }
         }
-        if let Some((key, _)) = find_existing(storage, paths, seg_size, &name)
-            .ok()
-            .flatten()
-        {
-            if let Some(Ok((_, plain))) = storage
-                .get(&key)
-                .ok()
-                .flatten()
-                .map(|b| object::decode(&key, &b))
-            {
-                return Some(plain);
-            }
+        if let Ok(Some((_, plain))) = repo.fetch_wal(&name, seg_size) {
+            return Some(plain);
         }
     }
     None
@@ -342,6 +295,7 @@ pub(crate) fn previous_segment(
 mod tests {
     use super::*;
     use crate::archive::{archive_get, GetOutcome};
+    use crate::compress::CompressType;
     use crate::config::RepoConfig;
 
     fn setup(dir: &Path) -> ArchivePusher {
@@ -369,7 +323,7 @@ mod tests {
         let mut pusher = setup(repo.path());
         let first = pusher.push(&file, "00000002.history").unwrap();
         assert!(!first.already_archived);
-        assert_eq!(first.key, "main/archive/00000002.history.lz4");
+        assert_eq!(first.key.as_str(), "main/archive/00000002.history");
         assert_eq!(first.summary, SummaryReport::NotApplicable);
         assert!(
             pusher
@@ -385,16 +339,14 @@ mod tests {
             .to_string();
         assert!(err.contains("different content"), "{err}");
 
-        let storage = Storage::open(&pusher.config().repo).unwrap();
+        let repo = Repo::open_config(pusher.config()).unwrap();
         let dest = wal.path().join("restored");
-        let got =
-            archive_get(&storage, &RepoPaths::new("main"), "00000002.history", &dest).unwrap();
+        let got = archive_get(&repo, "00000002.history", &dest).unwrap();
         assert!(matches!(got, GetOutcome::Restored { .. }));
         assert!(std::fs::read_to_string(&dest)
             .unwrap()
             .contains("0/3000000"));
-        let missing =
-            archive_get(&storage, &RepoPaths::new("main"), "00000003.history", &dest).unwrap();
+        let missing = archive_get(&repo, "00000003.history", &dest).unwrap();
         assert_eq!(missing, GetOutcome::NotFound);
     }
 
@@ -419,15 +371,19 @@ mod tests {
         assert_eq!(summary.missing.as_deref(), Some(reason.as_str()));
         assert!(summary.forks.is_empty());
         // The segment itself is archived and comes back.
-        let storage = Storage::open(&pusher.config().repo).unwrap();
+        let repo = Repo::open_config(pusher.config()).unwrap();
         let dest = wal.path().join("back");
-        archive_get(
-            &storage,
-            &RepoPaths::new("main"),
-            "000000010000000000000003",
-            &dest,
-        )
-        .unwrap();
+        let before = repo.storage().requests();
+        archive_get(&repo, "000000010000000000000003", &dest).unwrap();
+        // One request for the identity (read once per process), one for the segment.
+        assert_eq!(repo.storage().requests() - before, 2);
+        let before = repo.storage().requests();
+        archive_get(&repo, "000000010000000000000004", &dest).unwrap();
+        assert_eq!(
+            repo.storage().requests() - before,
+            1,
+            "one request per lookup"
+        );
         assert_eq!(std::fs::read(&dest).unwrap(), vec![0xABu8; 16 << 20]);
     }
 

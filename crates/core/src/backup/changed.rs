@@ -6,8 +6,7 @@
 use crate::archive::summarize::{SegmentKind, SegmentSummarizer};
 use crate::chain::TimelineHistory;
 use crate::changes::{bound_listed_blocks, changes_between, ChangeMap, Gap, MAX_LISTED_BLOCKS};
-use crate::paths::RepoPaths;
-use crate::storage::Storage;
+use crate::repo::Repo;
 use crate::summary::Summary;
 use crate::Result;
 use pgformat::lsn::{segment_file_name, Lsn, TimeLineId};
@@ -15,8 +14,7 @@ use std::path::Path;
 
 /// Where the change map's inputs are.
 pub struct ChangeSources<'a> {
-    pub storage: &'a Storage,
-    pub paths: &'a RepoPaths,
+    pub repo: &'a Repo,
     pub pg_wal: &'a Path,
     pub wal_segment_size: u32,
 }
@@ -43,7 +41,7 @@ pub fn changes_since(
         });
     }
     for (tli, start, end) in ranges {
-        let mut part = changes_between(src.storage, src.paths, tli, start, end)?;
+        let mut part = changes_between(src.repo, tli, start, end)?;
         if tli == current {
             fill_tail_from_pg_wal(src, tli, &mut part);
         }
@@ -85,8 +83,7 @@ fn fill_tail_from_pg_wal(src: &ChangeSources, tli: TimeLineId, map: &mut ChangeM
         };
         let summary = summarizer.summarize(tli, segno, kind, &data, || {
             crate::archive::push::previous_segment(
-                src.storage,
-                src.paths,
+                src.repo,
                 seg,
                 &src.pg_wal.join(&name),
                 tli,

@@ -19,8 +19,8 @@
 //! exists is ever deleted (checked right before deleting), a backup re-checks that its claim is still
 //! its own before writing its manifest, and `abandon` deletes only a backup whose claim is its own.
 
-use crate::paths::RepoPaths;
-use crate::storage::{PutOutcome, Storage};
+use crate::repo::Repo;
+use crate::storage::PutOutcome;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -110,15 +110,15 @@ impl Claim {
 }
 
 /// Reads a backup's claim; `Ok(None)` when it has none, an error when it cannot be read.
-pub fn read(storage: &Storage, paths: &RepoPaths, label: &str) -> Result<Option<Claim>> {
-    let key = paths.backup_claim(label);
-    let Some(bytes) = storage.get(&key)? else {
+pub fn read(repo: &Repo, label: &str) -> Result<Option<Claim>> {
+    let key = repo.keys().backup_claim(label)?;
+    let Some(bytes) = repo.storage().get(&key)? else {
         return Ok(None);
     };
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| Error::CorruptObject {
-            key,
+            key: key.to_string(),
             reason: format!("not a valid backup claim: {e}"),
         })
 }
@@ -127,8 +127,7 @@ pub fn read(storage: &Storage, paths: &RepoPaths, label: &str) -> Result<Option<
 /// starting at offset 0; returns the claim and the labels found taken on the way (claimed by another
 /// backup at the same time), one per offset.
 pub fn claim_label(
-    storage: &Storage,
-    paths: &RepoPaths,
+    repo: &Repo,
     label_at: impl Fn(i64) -> String,
     make: impl Fn(&str) -> Claim,
 ) -> Result<(Claim, Vec<String>)> {
@@ -136,16 +135,19 @@ pub fn claim_label(
     for offset in 0..MAX_LABEL_TRIES as i64 {
         let label = label_at(offset);
         let claim = make(&label);
-        match storage.put_new(&paths.backup_claim(&label), claim.to_json())? {
+        match repo
+            .storage()
+            .put_new(&repo.keys().backup_claim(&label)?, claim.to_json())?
+        {
             PutOutcome::Written => return Ok((claim, taken)),
             PutOutcome::AlreadyExists => taken.push(label),
         }
     }
-    Err(Error::Other(format!(
+    Err(Error::Busy(format!(
         "could not claim a backup label in {} stanza '{}': the labels {} were all taken; is a backup \
          started in a loop?",
-        storage.url().display(),
-        paths.stanza(),
+        repo.describe(),
+        repo.stanza(),
         taken.join(", ")
     )))
 }
@@ -212,15 +214,17 @@ pub struct Cleanup {
 }
 
 /// Deletes the unfinished backups (no manifest) that are provably abandoned; see the module comment.
-pub fn remove_abandoned(storage: &Storage, paths: &RepoPaths, me: &Instance) -> Result<Cleanup> {
-    let (_, incomplete) = crate::catalog::backup_labels(storage, paths)?;
+pub fn remove_abandoned(repo: &Repo, me: &Instance) -> Result<Cleanup> {
+    let (_, incomplete) = crate::catalog::backup_labels(repo)?;
     let mut cleanup = Cleanup::default();
     for label in incomplete {
-        let claim = read(storage, paths, &label).ok().flatten();
-        let newest = storage.newest_modification(&paths.backup_dir(&label))?;
+        let claim = read(repo, &label).ok().flatten();
+        let newest = repo
+            .storage()
+            .newest_modification(&repo.keys().backup_dir(&label)?)?;
         match judge(claim.as_ref(), newest, me, chrono::Utc::now(), pid_alive) {
             Verdict::Abandoned(why) => {
-                if delete_unfinished(storage, paths, &label)? {
+                if delete_unfinished(repo, &label)? {
                     cleanup.removed.push((label, why));
                 }
             }
@@ -233,15 +237,17 @@ pub fn remove_abandoned(storage: &Storage, paths: &RepoPaths, me: &Instance) -> 
 /// Deletes a backup that has no manifest: its claim first (so that its owner, were it still running,
 /// fails its claim check before writing a manifest), then the rest. Returns false, deleting nothing,
 /// when the backup has a manifest.
-pub fn delete_unfinished(storage: &Storage, paths: &RepoPaths, label: &str) -> Result<bool> {
-    if storage.exists(&paths.backup_manifest(label))? {
+pub fn delete_unfinished(repo: &Repo, label: &str) -> Result<bool> {
+    let (storage, keys) = (repo.storage(), repo.keys());
+    let manifest = keys.backup_manifest(label)?;
+    if storage.exists(&manifest)? {
         return Ok(false);
     }
-    storage.delete(&paths.backup_claim(label))?;
-    if storage.exists(&paths.backup_manifest(label))? {
+    storage.delete(&keys.backup_claim(label)?)?;
+    if storage.exists(&manifest)? {
         return Ok(false);
     }
-    storage.delete_prefix(&paths.backup_dir(label))?;
+    storage.delete_prefix(&keys.backup_dir(label)?)?;
     Ok(true)
 }
 
@@ -336,18 +342,17 @@ mod tests {
     #[test]
     fn a_label_is_claimed_once_and_the_clean_up_keeps_live_and_committed_backups() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Storage::open(&RepoUrl::Local(dir.path().into())).unwrap();
-        let p = RepoPaths::new("main");
+        let r = Repo::open(&RepoUrl::Local(dir.path().into()), "main").unwrap();
+        let (s, p) = (r.storage(), r.keys());
         let labels = ["20261201-040000F", "20261201-040001F", "20261201-040002F"];
         let label_at = |o: i64| labels[o as usize].to_string();
 
         let me = Instance::here(Path::new("/pg/main"), 100, "t0");
         let other = instance("/pg/copy", 200);
-        let (theirs, taken) =
-            claim_label(&s, &p, label_at, |l| claim_by(other.clone(), l)).unwrap();
+        let (theirs, taken) = claim_label(&r, label_at, |l| claim_by(other.clone(), l)).unwrap();
         assert_eq!((theirs.label.as_str(), taken.len()), (labels[0], 0));
         // The same second again: the next label, and the first is reported taken.
-        let (mine, taken) = claim_label(&s, &p, label_at, |l| {
+        let (mine, taken) = claim_label(&r, label_at, |l| {
             let mut c = claim_by(me.clone(), l);
             c.worker_pid = 1;
             c
@@ -355,16 +360,22 @@ mod tests {
         .unwrap();
         assert_eq!(mine.label, labels[1]);
         assert_eq!(taken, vec![labels[0].to_string()]);
-        assert_eq!(read(&s, &p, labels[0]).unwrap().unwrap(), theirs);
-        s.put_new(&p.backup_object(labels[0], "data/00000000"), vec![1])
-            .unwrap();
-        s.put_new(&p.backup_object(labels[1], "data/00000000"), vec![2])
-            .unwrap();
+        assert_eq!(read(&r, labels[0]).unwrap().unwrap(), theirs);
+        s.put_new(
+            &p.backup_object(labels[0], "data/00000000").unwrap(),
+            vec![1],
+        )
+        .unwrap();
+        s.put_new(
+            &p.backup_object(labels[1], "data/00000000").unwrap(),
+            vec![2],
+        )
+        .unwrap();
 
         // A committed backup without a claim (an older version) is never touched.
-        s.put_new(&p.backup_manifest(labels[2]), b"{}".to_vec())
+        s.put_new(&p.backup_manifest(labels[2]).unwrap(), b"{}".to_vec())
             .unwrap();
-        let cleanup = remove_abandoned(&s, &p, &me).unwrap();
+        let cleanup = remove_abandoned(&r, &me).unwrap();
         assert_eq!(
             cleanup.removed.iter().map(|r| &r.0).collect::<Vec<_>>(),
             vec![labels[1]],
@@ -372,13 +383,16 @@ mod tests {
         );
         assert_eq!(cleanup.kept.len(), 1);
         assert_eq!(cleanup.kept[0].0, labels[0]);
-        assert!(s.exists(&p.backup_claim(labels[0])).unwrap());
+        assert!(s.exists(&p.backup_claim(labels[0]).unwrap()).unwrap());
         assert!(s
-            .exists(&p.backup_object(labels[0], "data/00000000"))
+            .exists(&p.backup_object(labels[0], "data/00000000").unwrap())
             .unwrap());
-        assert!(s.list(&p.backup_dir(labels[1])).unwrap().is_empty());
-        assert!(s.exists(&p.backup_manifest(labels[2])).unwrap());
-        assert!(!delete_unfinished(&s, &p, labels[2]).unwrap());
-        assert!(s.exists(&p.backup_manifest(labels[2])).unwrap());
+        assert!(s
+            .list(&p.backup_dir(labels[1]).unwrap())
+            .unwrap()
+            .is_empty());
+        assert!(s.exists(&p.backup_manifest(labels[2]).unwrap()).unwrap());
+        assert!(!delete_unfinished(&r, labels[2]).unwrap());
+        assert!(s.exists(&p.backup_manifest(labels[2]).unwrap()).unwrap());
     }
 }

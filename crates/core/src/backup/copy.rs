@@ -24,8 +24,9 @@ use super::walk::SourceFile;
 use crate::compress::CompressType;
 use crate::manifest::{Directory, FileEntry, PageChecksumError, Piece, StoredObject};
 use crate::object;
-use crate::paths::RepoPaths;
-use crate::storage::{PutOutcome, Storage};
+use crate::paths::RepoKeys;
+use crate::repo::Repo;
+use crate::storage::PutOutcome;
 use crate::{Error, Result};
 use pgformat::lsn::Lsn;
 use std::fs::File;
@@ -53,10 +54,10 @@ pub struct CopyProgress {
 
 /// Settings of one copy.
 pub struct CopySettings<'a> {
-    pub storage_url: &'a crate::config::RepoUrl,
+    /// The repository, shared by all copy threads.
+    pub repo: &'a Repo,
     /// Called before each object is stored: fails when the stanza's identity is gone (see `identity`).
     pub before_write: &'a (dyn Fn() -> Result<()> + Sync),
-    pub paths: &'a RepoPaths,
     pub label: &'a str,
     pub compress: CompressType,
     pub level: i32,
@@ -162,10 +163,9 @@ fn cancelled() -> Error {
     Error::Cancelled
 }
 
-/// One copy thread's state: its own storage handle, read buffer and open bundle.
+/// One copy thread's state: its read buffer and open bundle.
 struct CopyThread<'a> {
     settings: &'a CopySettings<'a>,
-    storage: Storage,
     next_object: &'a AtomicU64,
     buf: Vec<u8>,
     bundle: Vec<u8>,
@@ -178,7 +178,6 @@ impl<'a> CopyThread<'a> {
     fn new(settings: &'a CopySettings<'a>, next_object: &'a AtomicU64) -> Result<CopyThread<'a>> {
         Ok(CopyThread {
             settings,
-            storage: Storage::open(settings.storage_url)?,
             next_object,
             buf: vec![0u8; CHUNK_SIZE],
             bundle: Vec::new(),
@@ -188,7 +187,7 @@ impl<'a> CopyThread<'a> {
     }
 
     fn new_object_name(&self) -> String {
-        RepoPaths::backup_object_name(self.next_object.fetch_add(1, Ordering::Relaxed))
+        RepoKeys::backup_object_name(self.next_object.fetch_add(1, Ordering::Relaxed))
     }
 
     fn copy_file(
@@ -361,20 +360,21 @@ impl<'a> CopyThread<'a> {
     fn put(&mut self, name: String, data: Vec<u8>) -> Result<()> {
         let key = self
             .settings
-            .paths
-            .backup_object(self.settings.label, &name);
+            .repo
+            .keys()
+            .backup_object(self.settings.label, &name)?;
         let record = StoredObject {
             name,
             size: data.len() as u64,
             crc32c: crc32c::crc32c(&data),
         };
         (self.settings.before_write)()?;
-        match self.storage.put_new(&key, data)? {
+        match self.settings.repo.storage().put_new(&key, data)? {
             PutOutcome::Written => {
                 self.done.objects.push(record);
                 Ok(())
             }
-            PutOutcome::AlreadyExists => Err(Error::Other(format!(
+            PutOutcome::AlreadyExists => Err(Error::Busy(format!(
                 "backup object {key} already exists: another backup with the same label is running?"
             ))),
         }
@@ -401,16 +401,10 @@ mod tests {
     use crate::backup::walk;
     use crate::config::RepoUrl;
 
-    fn settings<'a>(
-        url: &'a RepoUrl,
-        paths: &'a RepoPaths,
-        compress: CompressType,
-        process_max: usize,
-    ) -> CopySettings<'a> {
+    fn settings(repo: &Repo, compress: CompressType, process_max: usize) -> CopySettings<'_> {
         CopySettings {
-            storage_url: url,
+            repo,
             before_write: &|| Ok(()),
-            paths,
             label: "20260101-000000F",
             compress,
             level: 1,
@@ -424,15 +418,19 @@ mod tests {
         files.into_iter().map(|f| (f, FileMode::Whole)).collect()
     }
 
-    fn read_back(storage: &Storage, paths: &RepoPaths, label: &str, entry: &FileEntry) -> Vec<u8> {
+    fn read_back(repo: &Repo, label: &str, entry: &FileEntry) -> Vec<u8> {
         let mut out = Vec::new();
         for p in &entry.pieces {
-            let key = paths.backup_object(FileEntry::piece_backup(p, label), &p.object);
-            let stored = storage
+            let key = repo
+                .keys()
+                .backup_object(FileEntry::piece_backup(p, label), &p.object)
+                .unwrap();
+            let stored = repo
+                .storage()
                 .get_range(&key, p.offset, p.length)
                 .unwrap()
                 .unwrap();
-            let (_, plain) = object::decode(&key, &stored).unwrap();
+            let (_, plain) = object::decode(key.as_str(), &stored).unwrap();
             assert_eq!(plain.len() as u64, p.size);
             out.extend(plain);
         }
@@ -454,9 +452,8 @@ mod tests {
             std::fs::write(base.join(format!("{}", 20000 + i)), vec![i as u8; 5000 + i]).unwrap();
         }
         std::fs::write(pgdata.path().join("empty"), b"").unwrap();
-        let url = RepoUrl::Local(repo.path().to_path_buf());
-        let paths = RepoPaths::new("st");
-        let settings = settings(&url, &paths, CompressType::Zstd, 2);
+        let repo = Repo::open(&RepoUrl::Local(repo.path().to_path_buf()), "st").unwrap();
+        let settings = settings(&repo, CompressType::Zstd, 2);
         let found = walk::walk(pgdata.path(), &[]).unwrap();
         let progress = CopyProgress::default();
         let copied = copy_files(
@@ -478,11 +475,10 @@ mod tests {
             "{} objects",
             copied.objects.len()
         );
-        let storage = Storage::open(&url).unwrap();
         for entry in &copied.files {
             let original = std::fs::read(pgdata.path().join(&entry.path)).unwrap();
             assert_eq!(
-                read_back(&storage, &paths, settings.label, entry),
+                read_back(&repo, settings.label, entry),
                 original,
                 "{}",
                 entry.path
@@ -500,10 +496,8 @@ mod tests {
         let empty = copied.files.iter().find(|f| f.path == "empty").unwrap();
         assert!(empty.pieces.is_empty() && empty.size == 0);
         for o in &copied.objects {
-            let stored = storage
-                .get(&paths.backup_object(settings.label, &o.name))
-                .unwrap()
-                .unwrap();
+            let key = repo.keys().backup_object(settings.label, &o.name).unwrap();
+            let stored = repo.storage().get(&key).unwrap().unwrap();
             assert_eq!(crc32c::crc32c(&stored), o.crc32c);
             assert_eq!(stored.len() as u64, o.size);
         }
@@ -514,9 +508,8 @@ mod tests {
         let pgdata = tempfile::tempdir().unwrap();
         let repo = tempfile::tempdir().unwrap();
         std::fs::write(pgdata.path().join("f"), vec![1u8; 100]).unwrap();
-        let url = RepoUrl::Local(repo.path().to_path_buf());
-        let paths = RepoPaths::new("st");
-        let settings = settings(&url, &paths, CompressType::None, 1);
+        let repo = Repo::open(&RepoUrl::Local(repo.path().to_path_buf()), "st").unwrap();
+        let settings = settings(&repo, CompressType::None, 1);
         let found = walk::walk(pgdata.path(), &[]).unwrap();
         let e = copy_files(
             &settings,

@@ -29,12 +29,12 @@ use crate::chain;
 use crate::config::RepoConfig;
 use crate::identity;
 use crate::manifest::{self, BackupKind, Manifest, Tablespace, MANIFEST_FORMAT_VERSION};
-use crate::paths::RepoPaths;
-use crate::storage::{PutOutcome, Storage};
+use crate::repo::Repo;
+use crate::storage::PutOutcome;
 use crate::{Error, Result};
 use copy::{Copied, CopyProgress, CopySettings};
 use incr::{FileMode, IncrementalPlan};
-use pgformat::lsn::{segment_file_name, Lsn, TimeLineId};
+use pgformat::lsn::{segment_file_name, Lsn, TimeLineId, WalFileName};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
@@ -67,8 +67,7 @@ pub struct StopFacts {
 /// One backup in progress.
 pub struct BackupRun {
     config: RepoConfig,
-    storage: Storage,
-    paths: RepoPaths,
+    repo: Repo,
     /// Re-checks the stanza's identity before each write (a repository unmounted mid-backup).
     guard: std::sync::Mutex<identity::StanzaGuard>,
     facts: ClusterFacts,
@@ -100,31 +99,30 @@ impl BackupRun {
         requested_kind: BackupKind,
         process_max: usize,
     ) -> Result<BackupRun> {
-        let storage = Storage::open(&config.repo)?;
-        let paths = RepoPaths::new(&config.stanza);
+        let repo = Repo::open_config(&config)?;
         let mut guard = identity::StanzaGuard::new(
             facts.system_identifier,
             facts.pg_version_num / 10000,
             facts.wal_segment_size,
         );
-        guard.check(&storage, &paths)?;
+        guard.check(&repo)?;
         let me =
             claim::Instance::here(&facts.pgdata, facts.postmaster_pid, &facts.postmaster_start);
-        let cleanup = claim::remove_abandoned(&storage, &paths, &me)?;
-        let (labels, _) = catalog::backup_labels(&storage, &paths)?;
+        let cleanup = claim::remove_abandoned(&repo, &me)?;
+        let (labels, _) = catalog::backup_labels(&repo)?;
         let mut notices = Vec::new();
         // Only a diff or incr needs the ancestry (to choose its reference and follow the summaries).
         let history = if requested_kind == BackupKind::Full {
             None
         } else {
-            chain::timeline_history(&storage, &paths, facts.timeline, facts.wal_segment_size)?
+            repo.timeline_history(facts.timeline)?
         };
         let reference = if requested_kind == BackupKind::Full {
             None
         } else {
             // A damaged manifest must not block every diff and incr: choose among the backups whose
             // whole chain reads, and say which were left out.
-            let listing = catalog::list_backups_tolerant(&storage, &paths)?;
+            let listing = catalog::list_backups_tolerant(&repo)?;
             for (label, why) in &listing.damaged {
                 notices.push(format!(
                     "backup {label} is damaged and is not used as a reference (nor any backup built on \
@@ -167,16 +165,15 @@ impl BackupRun {
         }
         let at = |offset: i64| base + chrono::TimeDelta::seconds(offset);
         let label_at = |offset: i64| manifest::new_label(kind, full_label, at(offset));
-        let (claim, taken) =
-            claim::claim_label(&storage, &paths, label_at, |label| claim::Claim {
-                format_version: claim::CLAIM_FORMAT_VERSION,
-                label: label.to_string(),
-                system_identifier: facts.system_identifier,
-                timeline: facts.timeline,
-                instance: me.clone(),
-                worker_pid: facts.worker_pid,
-                claimed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            })?;
+        let (claim, taken) = claim::claim_label(&repo, label_at, |label| claim::Claim {
+            format_version: claim::CLAIM_FORMAT_VERSION,
+            label: label.to_string(),
+            system_identifier: facts.system_identifier,
+            timeline: facts.timeline,
+            instance: me.clone(),
+            worker_pid: facts.worker_pid,
+            claimed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        })?;
         if !taken.is_empty() {
             notices.push(format!(
                 "backup label {} was already claimed by another backup of this stanza (another server \
@@ -190,8 +187,7 @@ impl BackupRun {
         let start_time = at(taken.len() as i64);
         Ok(BackupRun {
             config,
-            storage,
-            paths,
+            repo,
             guard: std::sync::Mutex::new(guard),
             facts,
             label,
@@ -217,7 +213,7 @@ impl BackupRun {
         cancel: &AtomicBool,
     ) -> Result<Copied> {
         if start_timeline != self.facts.timeline {
-            return Err(Error::Other(format!(
+            return Err(Error::StateChanged(format!(
                 "the server switched from timeline {} to {start_timeline} while the backup started: \
                  run it again",
                 self.facts.timeline
@@ -238,9 +234,8 @@ impl BackupRun {
             .collect();
         let check_stanza = || self.check_stanza();
         let settings = CopySettings {
-            storage_url: &self.config.repo,
+            repo: &self.repo,
             before_write: &check_stanza,
-            paths: &self.paths,
             label: &self.label,
             compress: self.config.compress_type,
             level: self.config.compress_level,
@@ -270,8 +265,7 @@ impl BackupRun {
         let alone = chain::TimelineHistory::alone(self.facts.timeline);
         let history = self.history.as_ref().unwrap_or(&alone);
         let sources = changed::ChangeSources {
-            storage: &self.storage,
-            paths: &self.paths,
+            repo: &self.repo,
             pg_wal: &self.facts.pgdata.join("pg_wal"),
             wal_segment_size: self.facts.wal_segment_size,
         };
@@ -288,27 +282,27 @@ impl BackupRun {
     /// The WAL segments the backup needs (from its start to `stop_lsn`) that are not archived yet.
     pub fn missing_wal(&self, stop_lsn: Lsn, start_wal_file: &str) -> Result<Vec<String>> {
         let seg = self.facts.wal_segment_size;
-        let tli = u32::from_str_radix(start_wal_file.get(..8).unwrap_or("0"), 16).unwrap_or(0);
+        let tli = match WalFileName::parse(start_wal_file, seg) {
+            Some(WalFileName::Segment { timeline, .. }) => timeline,
+            _ => {
+                return Err(Error::BadWalFileName {
+                    what: start_wal_file.to_string(),
+                })
+            }
+        };
         let last = segment_file_name(
             tli,
             Lsn(stop_lsn.0.saturating_sub(1)).segment_number(seg),
             seg,
         );
-        catalog::missing_wal(
-            &self.storage,
-            &self.paths,
-            start_wal_file,
-            &last,
-            seg,
-            false,
-        )
+        catalog::missing_wal(&self.repo, start_wal_file, &last, seg, false)
     }
 
     /// Phase 3: writes the manifest; the backup exists from now on.
     pub fn complete(self, copied: Copied, stop: StopFacts) -> Result<Manifest> {
         let label_facts =
             pgformat::backup_label::BackupLabel::parse(&stop.backup_label).map_err(|e| {
-                Error::Other(format!(
+                Error::Internal(format!(
                     "cannot read the backup_label pg_backup_stop returned: {e}"
                 ))
             })?;
@@ -361,12 +355,12 @@ impl BackupRun {
             page_checksum_errors: copied.page_checksum_errors,
             owner: crate::owner::owner_of(&self.facts.pgdata),
         };
-        let key = self.paths.backup_manifest(&self.label);
+        let key = self.repo.keys().backup_manifest(&self.label)?;
         self.check_stanza()?;
         self.check_claim()?;
-        match self.storage.put_new(&key, m.to_json())? {
+        match self.repo.storage().put_new(&key, m.to_json())? {
             PutOutcome::Written => Ok(m),
-            PutOutcome::AlreadyExists => Err(Error::Other(format!(
+            PutOutcome::AlreadyExists => Err(Error::Busy(format!(
                 "manifest {key} already exists: refusing to replace a committed backup"
             ))),
         }
@@ -376,16 +370,16 @@ impl BackupRun {
     fn check_stanza(&self) -> Result<()> {
         self.guard
             .lock()
-            .map_err(|_| Error::Other("stanza guard poisoned by a panicked copy thread".into()))?
-            .check(&self.storage, &self.paths)
+            .map_err(|_| Error::Internal("stanza guard poisoned by a panicked copy thread".into()))?
+            .check(&self.repo)
     }
 
     /// Whether the label's claim is still this backup's (a clean-up elsewhere may have judged it
     /// abandoned and removed it: then this backup must not commit).
     fn check_claim(&self) -> Result<()> {
-        match claim::read(&self.storage, &self.paths, &self.label) {
+        match claim::read(&self.repo, &self.label) {
             Ok(Some(c)) if c == self.claim => Ok(()),
-            other => Err(Error::Other(format!(
+            other => Err(Error::StateChanged(format!(
                 "backup {} lost its claim on its label ({}): another server's clean-up removed it as \
                  abandoned; not committing it",
                 self.label,
@@ -402,7 +396,7 @@ impl BackupRun {
     /// but only while the label's claim is this backup's: never anything of another backup.
     pub fn abandon(&self) {
         if self.check_claim().is_ok() {
-            let _ = claim::delete_unfinished(&self.storage, &self.paths, &self.label);
+            let _ = claim::delete_unfinished(&self.repo, &self.label);
         }
     }
 }

@@ -26,7 +26,8 @@ pub struct Root {
 }
 
 fn c_name(name: &str) -> Result<CString> {
-    CString::new(name).map_err(|_| Error::Other(format!("file name {name:?} contains a NUL byte")))
+    CString::new(name)
+        .map_err(|_| Error::TargetRefused(format!("file name {name:?} contains a NUL byte")))
 }
 
 fn last_error(path: PathBuf) -> Error {
@@ -126,7 +127,7 @@ impl Root {
             source,
         })?;
         if !file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-            return Err(Error::Other(format!(
+            return Err(Error::TargetRefused(format!(
                 "{} is not a directory",
                 path.display()
             )));
@@ -149,7 +150,7 @@ impl Root {
         let slash = Root::open(Path::new("/"))?;
         let rel = real
             .to_str()
-            .ok_or_else(|| Error::Other(format!("{} is not valid UTF-8", real.display())))?
+            .ok_or_else(|| Error::TargetRefused(format!("{} is not valid UTF-8", real.display())))?
             .trim_start_matches('/')
             .trim_end_matches('/');
         let dir = match slash.dir(rel, false) {
@@ -165,7 +166,7 @@ impl Root {
                 return Ok(None)
             }
             Err(Error::ReadFile { source, .. }) => {
-                return Err(Error::Other(format!(
+                return Err(Error::TargetRefused(format!(
                     "{}: {source} (a link appeared in the path since it was checked?)",
                     real.display()
                 )))
@@ -492,8 +493,9 @@ impl Root {
             path: self.full(rel),
             source,
         };
-        let t = CString::new(target.as_os_str().as_bytes())
-            .map_err(|_| Error::Other(format!("{} contains a NUL byte", target.display())))?;
+        let t = CString::new(target.as_os_str().as_bytes()).map_err(|_| {
+            Error::TargetRefused(format!("{} contains a NUL byte", target.display()))
+        })?;
         remove_at(&dir, name).map_err(werr)?;
         // SAFETY: valid descriptor and NUL-terminated strings.
         if unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) } != 0 {

@@ -19,8 +19,7 @@ pub mod targets;
 pub mod timeline;
 pub mod write;
 
-use crate::paths::RepoPaths;
-use crate::storage::Storage;
+use crate::repo::Repo;
 use crate::{Error, Result};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -144,8 +143,7 @@ impl Drop for Cleanup<'_> {
 /// Restores a backup into `opts.pgdata`. `on_planned` is called once the backup is chosen and the
 /// checks that need no reading of data objects passed.
 pub fn restore(
-    storage: &Storage,
-    paths: &RepoPaths,
+    repo: &Repo,
     opts: &RestoreOptions,
     progress: &RestoreProgress,
     on_planned: &dyn Fn(&str),
@@ -157,7 +155,7 @@ pub fn restore(
             reason: format!("expected 1 to {PROCESS_MAX_LIMIT}"),
         });
     }
-    let plan = plan::prepare(storage, paths, opts)?;
+    let plan = plan::prepare(repo, opts)?;
     on_planned(&plan.manifest.label);
     // Reading is I/O-bound: more readers than copy threads keep the disk busy.
     let readers = opts.process_max.max(4);
@@ -165,7 +163,7 @@ pub fn restore(
     let no_abort = AtomicBool::new(false);
     if !staged {
         // Into an existing directory: every object is checked before anything is written.
-        plan::check_objects(storage, paths, &plan, readers, &no_abort)?;
+        plan::check_objects(repo, &plan, readers, &no_abort)?;
     }
     let mut cleanup = Cleanup {
         armed: true,
@@ -198,24 +196,24 @@ pub fn restore(
     let result = std::thread::scope(|s| {
         let checker = staged.then(|| {
             s.spawn(|| {
-                let r = plan::check_objects(storage, paths, &plan, readers, &abort);
+                let r = plan::check_objects(repo, &plan, readers, &abort);
                 if r.is_err() {
                     abort.store(true, Ordering::Relaxed);
                 }
                 r
             })
         });
-        let written = write_everything(&plan, storage, paths, opts, &roots, progress, &abort);
+        let written = write_everything(&plan, repo, opts, &roots, progress, &abort);
         if written.is_err() {
             abort.store(true, Ordering::Relaxed);
         }
         // A damaged object is the error to report, whatever the writers ran into after it.
         if let Some(c) = checker {
             c.join()
-                .unwrap_or_else(|_| Err(Error::Other("the object check panicked".into())))?;
+                .unwrap_or_else(|_| Err(Error::Internal("the object check panicked".into())))?;
         }
         let written = written?;
-        finish(&plan, storage, paths, opts, &roots, progress)?;
+        finish(&plan, repo, opts, &roots, progress)?;
         if staged {
             // Tablespaces first: the data directory appears last, complete.
             for t in plan.targets.iter().skip(1).chain(plan.targets.first()) {
@@ -238,8 +236,7 @@ pub fn restore(
 /// The tree and every file but pg_control.
 fn write_everything(
     plan: &plan::Plan,
-    storage: &Storage,
-    paths: &RepoPaths,
+    repo: &Repo,
     opts: &RestoreOptions,
     roots: &write::Roots,
     progress: &RestoreProgress,
@@ -248,8 +245,7 @@ fn write_everything(
     let removed = write::prepare_tree(plan, roots, opts.delta)?;
     let mut written = write::write_files(
         plan,
-        storage,
-        paths,
+        repo,
         roots,
         opts.delta,
         opts.process_max,
@@ -257,7 +253,9 @@ fn write_everything(
         abort,
     )?;
     if abort.load(Ordering::Relaxed) {
-        return Err(Error::Other("restore stopped".into()));
+        return Err(Error::Internal(
+            "the restore stopped without a reason from the object check".into(),
+        ));
     }
     written.entries_removed = removed;
     Ok(written)
@@ -266,8 +264,7 @@ fn write_everything(
 /// Recovery files, durability, and last of all pg_control.
 fn finish(
     plan: &plan::Plan,
-    storage: &Storage,
-    paths: &RepoPaths,
+    repo: &Repo,
     opts: &RestoreOptions,
     roots: &write::Roots,
     progress: &RestoreProgress,
@@ -283,12 +280,11 @@ fn finish(
         .iter()
         .find(|f| f.path == write::PG_CONTROL)
         .ok_or_else(|| Error::CorruptObject {
-            key: paths.backup_manifest(&plan.manifest.label),
+            key: format!("manifest of backup {}", plan.manifest.label),
             reason: "the backup has no global/pg_control".into(),
         })?;
     let mut writer = write::FileWriter {
-        storage,
-        paths,
+        repo,
         plan,
         fsync: true,
         owner: roots.owner,

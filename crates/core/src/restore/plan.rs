@@ -11,10 +11,8 @@ use super::targets::{self, Target};
 use super::RestoreOptions;
 use crate::catalog;
 use crate::chain;
-use crate::identity;
 use crate::manifest::{FileEntry, Manifest, StoredObject};
-use crate::paths::RepoPaths;
-use crate::storage::Storage;
+use crate::repo::Repo;
 use crate::{Error, Result};
 use pgformat::lsn::{segment_file_name, WalFileName};
 use pgformat::wal::PageHeader;
@@ -88,33 +86,28 @@ impl Plan {
 
 /// Chooses the backup and runs every check except reading the data objects (`check_objects`, which
 /// the caller runs before writing into the target). Nothing is written.
-pub fn prepare(storage: &Storage, paths: &RepoPaths, opts: &RestoreOptions) -> Result<Plan> {
-    let manifest = choose_backup(storage, paths, opts)?;
-    let mut older = chain::load_chain(storage, paths, manifest)?;
+pub fn prepare(repo: &Repo, opts: &RestoreOptions) -> Result<Plan> {
+    let id = repo.identity()?;
+    let manifest = choose_backup(repo, opts)?;
+    let mut older = chain::load_chain(repo, manifest)?;
     let manifest = older.remove(0);
     let older_files = check_references(&manifest, &older)?;
-    let id = identity::read(storage, paths)?.ok_or_else(|| {
-        Error::Other(format!(
-            "stanza '{}' does not exist in repository {}: check --repo/--stanza",
-            paths.stanza(),
-            storage.url().display()
-        ))
-    })?;
     if id.system_identifier != manifest.system_identifier {
-        return Err(Error::Other(format!(
-            "backup {} belongs to cluster {}, but stanza '{}' holds cluster {}: the repository is inconsistent",
-            manifest.label,
-            manifest.system_identifier,
-            paths.stanza(),
-            id.system_identifier
-        )));
+        return Err(Error::ChainBroken {
+            label: manifest.label.clone(),
+            reason: format!(
+                "it belongs to cluster {}, but stanza '{}' holds cluster {}: the repository is \
+                 inconsistent",
+                manifest.system_identifier,
+                repo.stanza(),
+                id.system_identifier
+            ),
+        });
     }
     let tablespaces = tablespace_targets(&manifest, &opts.tablespace_map)?;
-    let repo = match storage.url() {
-        crate::config::RepoUrl::Local(p) => Some(p.clone()),
-    };
+    let repo_dir = repo.storage().local_root();
     let servers = safety::running_servers();
-    check_targets(repo.as_deref(), opts, &tablespaces, &servers)?;
+    check_targets(repo_dir, opts, &tablespaces, &servers)?;
     let mut targets = vec![Target::open(&opts.pgdata, "--pgdata", true)?];
     // SAFETY: geteuid has no preconditions.
     let as_root = unsafe { libc::geteuid() } == 0;
@@ -138,24 +131,22 @@ pub fn prepare(storage: &Storage, paths: &RepoPaths, opts: &RestoreOptions) -> R
     } else {
         for t in &targets {
             if !t.is_empty_or_absent()? {
-                return Err(Error::Other(format!(
-                    "{} {} is not empty: restore into an empty or new directory, or add --delta \
-                     to rewrite only the files that differ",
-                    t.what,
-                    t.path.display()
-                )));
+                return Err(Error::TargetNotEmpty {
+                    what: t.what.clone(),
+                    path: t.path.clone(),
+                });
             }
         }
     }
     targets::check_tablespace_origins(&manifest, opts, &targets, owner)?;
     let wal_link = if opts.delta {
-        targets::linked_wal(&targets, repo.as_deref())?
+        targets::linked_wal(&targets, repo_dir)?
     } else {
         None
     };
     super::target::check_against_backup(&opts.target, &manifest)?;
-    let recovery_timeline = super::timeline::choose(storage, paths, &manifest, opts)?;
-    check_wal(storage, paths, &manifest)?;
+    let recovery_timeline = super::timeline::choose(repo, &manifest, opts)?;
+    check_wal(repo, &manifest)?;
     Ok(Plan {
         manifest,
         older,
@@ -198,47 +189,54 @@ fn check_references(target: &Manifest, older: &[Manifest]) -> Result<Vec<HashMap
             for p in &f.pieces {
                 let holder = FileEntry::piece_backup(p, &m.label);
                 if !reachable.contains(holder) {
-                    return Err(Error::Other(format!(
-                        "backup {} cannot be restored: file {} of {} refers to backup {holder}, which \
-                         is not in its chain; choose another with --set",
-                        target.label, f.path, m.label
-                    )));
+                    return Err(Error::ChainBroken {
+                        label: target.label.clone(),
+                        reason: format!(
+                            "file {} of {} refers to backup {holder}, which is not in its chain",
+                            f.path, m.label
+                        ),
+                    });
                 }
                 let held = objects
                     .get(holder)
                     .and_then(|o| o.get(p.object.as_str()))
                     .is_some_and(|&size| p.lies_within(size));
                 if !held {
-                    return Err(Error::Other(format!(
-                        "backup {} cannot be restored: file {} of {} refers to {}+{} of object {} of \
-                         backup {holder}, which that backup does not hold; choose another with --set",
-                        target.label, f.path, m.label, p.offset, p.length, p.object
-                    )));
+                    return Err(Error::ChainBroken {
+                        label: target.label.clone(),
+                        reason: format!(
+                            "file {} of {} refers to {}+{} of object {} of backup {holder}, which \
+                             that backup does not hold",
+                            f.path, m.label, p.offset, p.length, p.object
+                        ),
+                    });
                 }
             }
             if f.incremental.is_some() && !index.get(k).is_some_and(|i| i.contains_key(&f.path)) {
-                return Err(Error::Other(format!(
-                    "backup {} cannot be restored: file {} of {} is incremental but the backup it is \
-                     built on has no copy of it; choose another with --set",
-                    target.label, f.path, m.label
-                )));
+                return Err(Error::ChainBroken {
+                    label: target.label.clone(),
+                    reason: format!(
+                        "file {} of {} is incremental but the backup it is built on has no copy of it",
+                        f.path, m.label
+                    ),
+                });
             }
         }
     }
     Ok(index)
 }
 
-fn choose_backup(storage: &Storage, paths: &RepoPaths, opts: &RestoreOptions) -> Result<Manifest> {
+fn choose_backup(repo: &Repo, opts: &RestoreOptions) -> Result<Manifest> {
     match opts.set.as_deref() {
-        Some(label) if label != "latest" => return catalog::load(storage, paths, label),
+        Some(label) if label != "latest" => return catalog::load(repo, label),
         _ => {}
     }
-    let all = catalog::list_backups(storage, paths)?;
+    let all = catalog::list_backups(repo)?;
     let Some(newest) = all.last() else {
-        return Err(Error::Other(format!(
+        return Err(Error::NoBackup(format!(
             "no backup in {} stanza '{}': take one with SELECT backup_start('full')",
-            storage.url().display(),
-            paths.stanza()
+            repo.describe(),
+            repo.stanza()
         )));
     };
     if opts.set.is_some() {
@@ -252,7 +250,7 @@ fn choose_backup(storage: &Storage, paths: &RepoPaths, opts: &RestoreOptions) ->
         _ => true,
     };
     all.iter().rev().find(|m| fits(m)).cloned().ok_or_else(|| {
-        Error::Other(format!(
+        Error::NoBackup(format!(
             "no backup ended before the recovery target (the oldest, {}, ended at {} / {}); choose \
              a later target",
             all[0].label, all[0].stop_time, all[0].stop_lsn
@@ -331,42 +329,29 @@ fn check_targets(
 /// Every WAL segment from the backup's start to its stop, and the timeline's history file, are in the
 /// archive and intact (read and SHA-256 checked: they are few, and without them the restored directory
 /// could never start).
-fn check_wal(storage: &Storage, paths: &RepoPaths, m: &Manifest) -> Result<()> {
+fn check_wal(repo: &Repo, m: &Manifest) -> Result<()> {
     let missing = catalog::missing_wal(
-        storage,
-        paths,
+        repo,
         &m.start_wal_file,
         &m.stop_wal_file,
         m.wal_segment_size,
         true,
     )?;
     if let Some(name) = missing.first() {
-        return Err(Error::Other(format!(
-            "WAL file {name}, needed to make backup {} consistent, is missing from the archive \
-             ({} stanza '{}'): the backup cannot be restored; choose another with --set",
-            m.label,
-            storage.url().display(),
-            paths.stanza()
-        )));
+        return Err(wal_missing(repo, m, name, "missing".into()));
     }
     let seg = m.wal_segment_size;
     let segno = |name: &str| match WalFileName::parse(name, seg) {
         Some(WalFileName::Segment { segno, .. }) => Ok(segno),
-        _ => Err(Error::Other(format!(
-            "backup {}: {name} is not a WAL segment name",
-            m.label
-        ))),
+        _ => Err(Error::BadWalFileName {
+            what: name.to_string(),
+        }),
     };
     for n in segno(&m.start_wal_file)?..=segno(&m.stop_wal_file)? {
         let name = segment_file_name(m.timeline, n, seg);
-        let damaged = |why: String| {
-            Error::Other(format!(
-                "WAL file {name}, needed to make backup {} consistent, is damaged in the archive: \
-                 {why}; the backup cannot be restored, choose another with --set",
-                m.label
-            ))
-        };
-        let fetched = crate::archive::get::fetch(storage, paths, &name, seg)
+        let damaged = |why: String| wal_missing(repo, m, &name, format!("damaged ({why})"));
+        let fetched = repo
+            .fetch_wal(&name, seg)
             .map_err(|e| damaged(e.to_string()))?;
         let Some((_, wal)) = fetched else {
             return Err(damaged("it disappeared during the check".into()));
@@ -387,11 +372,20 @@ fn check_wal(storage: &Storage, paths: &RepoPaths, m: &Manifest) -> Result<()> {
     Ok(())
 }
 
+fn wal_missing(repo: &Repo, m: &Manifest, file: &str, how: String) -> Error {
+    Error::WalMissing {
+        file: file.to_string(),
+        label: m.label.clone(),
+        how,
+        repo: repo.describe(),
+        stanza: repo.stanza().to_string(),
+    }
+}
+
 /// Reads every data object once and compares its size and CRC-32C with the manifest, in parallel.
 /// Setting `abort` stops it early (another part of the restore failed).
 pub fn check_objects(
-    storage: &Storage,
-    paths: &RepoPaths,
+    repo: &Repo,
     plan: &Plan,
     threads: usize,
     abort: &std::sync::atomic::AtomicBool,
@@ -404,7 +398,7 @@ pub fn check_objects(
         for _ in 0..threads.max(1) {
             s.spawn(|| {
                 let run = || -> Result<()> {
-                    let storage = Storage::open(storage.url())?;
+                    let storage = repo.storage();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some((label, o)) = objects.get(i) else {
@@ -415,26 +409,23 @@ pub fn check_objects(
                         {
                             return Ok(());
                         }
-                        let key = paths.backup_object(label, &o.name);
+                        let key = repo.keys().backup_object(label, &o.name)?;
                         let corrupt = |reason: String| Error::CorruptObject {
-                            key: key.clone(),
+                            key: key.to_string(),
                             reason: format!(
                                 "{reason}; backup {target} cannot be restored, choose another with \
                                  --set"
                             ),
                         };
-                        // The size first: an object far larger than recorded is never read.
-                        let size = storage
-                            .size(&key)?
-                            .ok_or_else(|| corrupt("the object is missing".into()))?;
-                        if size != o.size {
-                            return Err(corrupt(format!(
-                                "{size} bytes, the manifest recorded {}",
-                                o.size
-                            )));
-                        }
+                        // One request, and nothing past the recorded size is read.
                         let bytes = storage
-                            .get(&key)?
+                            .get_limited(&key, o.size)
+                            .map_err(|e| match e {
+                                Error::CorruptObject { .. } => {
+                                    corrupt(format!("larger than the {} bytes recorded", o.size))
+                                }
+                                e => e,
+                            })?
                             .ok_or_else(|| corrupt("the object is missing".into()))?;
                         if bytes.len() as u64 != o.size {
                             return Err(corrupt(format!(

@@ -103,7 +103,7 @@ pub fn check_plausible(dir: &Path, what: &str) -> Result<PathBuf> {
         dir.display().to_string()
     };
     if SYSTEM_DIRS.iter().any(|s| real == Path::new(s)) {
-        return Err(Error::Other(format!(
+        return Err(Error::TargetRefused(format!(
             "{what} {shown} is a system directory: refusing to restore into it; choose a directory of \
              its own{}",
             if what.starts_with("tablespace") {
@@ -114,7 +114,7 @@ pub fn check_plausible(dir: &Path, what: &str) -> Result<PathBuf> {
         )));
     }
     if let Some(tree) = SYSTEM_TREES.iter().find(|s| real.starts_with(s)) {
-        return Err(Error::Other(format!(
+        return Err(Error::TargetRefused(format!(
             "{what} {shown} is inside {tree}: refusing to restore there; choose another directory{}",
             if what.starts_with("tablespace") {
                 " with --tablespace-map NAME_OR_OID=DIR"
@@ -131,7 +131,7 @@ pub fn check_separate(targets: &[(String, PathBuf)], repo: Option<&Path>) -> Res
     for (i, (what_a, a)) in targets.iter().enumerate() {
         for (what_b, b) in &targets[i + 1..] {
             if nested(a, b) {
-                return Err(Error::Other(format!(
+                return Err(Error::TargetRefused(format!(
                     "{what_a} {} and {what_b} {} are the same directory or one is inside the other: \
                      every tablespace needs a directory of its own outside the data directory (use \
                      --tablespace-map NAME_OR_OID=DIR)",
@@ -143,7 +143,7 @@ pub fn check_separate(targets: &[(String, PathBuf)], repo: Option<&Path>) -> Res
         if let Some(repo) = repo {
             let repo = resolve(repo);
             if nested(a, &repo) {
-                return Err(Error::Other(format!(
+                return Err(Error::TargetRefused(format!(
                     "{what_a} {} contains or is inside the repository {}: refusing to restore \
                      there (it would overwrite or delete the backups); choose another directory",
                     a.display(),
@@ -233,7 +233,7 @@ pub fn check_root_not_in_use(
 ) -> Result<()> {
     let (dev, ino, _, _) = root.identity()?;
     if let Some(s) = servers.iter().find(|s| s.ids.contains(&(dev, ino))) {
-        return Err(Error::Other(format!(
+        return Err(Error::ServerRunning(format!(
             "{what} {} is in use by a running PostgreSQL (pid {}, data directory {}): stop that \
              server first, or restore somewhere else",
             root.path().display(),
@@ -254,7 +254,7 @@ fn check_postmaster_pid(text: &str, dir: &Path) -> Result<()> {
         .unwrap_or(0);
     // SAFETY: signal 0 only checks that the process exists.
     if pid > 0 && unsafe { libc::kill(pid, 0) } == 0 {
-        return Err(Error::Other(format!(
+        return Err(Error::ServerRunning(format!(
             "PostgreSQL seems to be running in {} (postmaster.pid, pid {pid}): stop it first",
             dir.display()
         )));
@@ -267,7 +267,7 @@ pub fn check_not_in_use(dir: &Path, what: &str, servers: &[RunningServer]) -> Re
     let real = resolve(dir);
     for s in servers {
         if nested(&real, &s.datadir) {
-            return Err(Error::Other(format!(
+            return Err(Error::ServerRunning(format!(
                 "{what} {} is in use by a running PostgreSQL (pid {}, data directory {}): stop that \
                  server first, or restore somewhere else",
                 dir.display(),
@@ -276,7 +276,7 @@ pub fn check_not_in_use(dir: &Path, what: &str, servers: &[RunningServer]) -> Re
             )));
         }
         if let Some(ts) = s.tablespaces.iter().find(|t| nested(&real, t)) {
-            return Err(Error::Other(format!(
+            return Err(Error::ServerRunning(format!(
                 "{what} {} is in use by a running PostgreSQL (pid {}, data directory {}) as tablespace \
                  directory {}: stop that server first, or restore the tablespace elsewhere with \
                  --tablespace-map NAME_OR_OID=DIR",

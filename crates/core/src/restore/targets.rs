@@ -42,17 +42,17 @@ impl Target {
     pub fn open(path: &Path, what: &str, create_parent: bool) -> Result<Target> {
         let real = safety::resolve(path);
         let (Some(parent), Some(name)) = (real.parent(), real.file_name()) else {
-            return Err(Error::Other(format!(
+            return Err(Error::TargetRefused(format!(
                 "{what} {} cannot be a target directory",
                 path.display()
             )));
         };
         let name = name
             .to_str()
-            .ok_or_else(|| Error::Other(format!("{what} {} is not UTF-8", path.display())))?
+            .ok_or_else(|| Error::TargetRefused(format!("{what} {} is not UTF-8", path.display())))?
             .to_string();
         let parent = Root::open_resolved(parent, create_parent)?.ok_or_else(|| {
-            Error::Other(format!(
+            Error::TargetRefused(format!(
                 "{what} {}: its parent directory does not exist (a restore run as root does not \
                  create directories where the backup says): create it, or choose the directory with \
                  --tablespace-map NAME_OR_OID=DIR",
@@ -60,7 +60,7 @@ impl Target {
             ))
         })?;
         let existing = parent.open_child(&name).map_err(|e| {
-            Error::Other(format!(
+            Error::TargetRefused(format!(
                 "{what} {}: {e} (it must be a directory, not a link or a file)",
                 path.display()
             ))
@@ -92,7 +92,7 @@ impl Target {
         // SAFETY: geteuid has no preconditions.
         let me = unsafe { libc::geteuid() };
         if uid != 0 && uid != me && Some(uid) != owner_uid {
-            return Err(Error::Other(format!(
+            return Err(Error::TargetRefused(format!(
                 "{} {} belongs to user id {uid}, neither root, this user nor the cluster's owner: \
                  refusing to restore into someone else's directory",
                 self.what,
@@ -100,7 +100,7 @@ impl Target {
             )));
         }
         if mode & 0o002 != 0 {
-            return Err(Error::Other(format!(
+            return Err(Error::TargetRefused(format!(
                 "{} {} is writable by every user (mode {:o}): not a data directory; choose a \
                  directory of its own",
                 self.what,
@@ -147,7 +147,7 @@ pub fn check_delta(m: &Manifest, opts: &RestoreOptions, targets: &[Target]) -> R
         if !root.is_empty()? {
             // (A link there counts: the postgres user may have replaced the file; it is replaced back.)
             if matches!(root.kind("PG_VERSION"), Kind::Missing | Kind::Dir) {
-                return Err(Error::Other(format!(
+                return Err(Error::TargetRefused(format!(
                     "--delta: {} is not empty but has no PG_VERSION: it is not a PostgreSQL data \
                      directory, and --delta would delete what it holds; choose the right directory \
                      (or add --force if you are sure)",
@@ -159,7 +159,7 @@ pub fn check_delta(m: &Manifest, opts: &RestoreOptions, targets: &[Target]) -> R
                 .unwrap_or_default();
             if let Some(sysid) = pgformat::control::system_identifier(&control) {
                 if sysid != m.system_identifier {
-                    return Err(Error::Other(format!(
+                    return Err(Error::TargetRefused(format!(
                         "--delta: {} holds another cluster (system identifier {sysid} in \
                          global/pg_control, backup {} is of cluster {}): refusing to overwrite it; \
                          choose the right directory (or add --force to replace that cluster)",
@@ -177,7 +177,7 @@ pub fn check_delta(m: &Manifest, opts: &RestoreOptions, targets: &[Target]) -> R
         };
         let names = root.list("")?;
         if !names.is_empty() && !names.iter().any(|n| n.starts_with("PG_15_")) {
-            return Err(Error::Other(format!(
+            return Err(Error::TargetRefused(format!(
                 "--delta: {} {} is not empty and has no PG_15_* directory: it is not a PostgreSQL \
                  15 tablespace; restore the tablespace into an empty directory with \
                  --tablespace-map NAME_OR_OID=DIR",
@@ -224,7 +224,7 @@ pub fn check_tablespace_origins(
             _ => false,
         };
         if !owned {
-            return Err(Error::Other(format!(
+            return Err(Error::TargetRefused(format!(
                 "tablespace {} ({}): its location {} comes from the backup and is not a directory \
                  owned by the cluster's owner ({}); a restore run as root does not create \
                  directories where the backup says: create it for the owner first, or choose one \
@@ -264,7 +264,7 @@ pub fn linked_wal(targets: &[Target], repo: Option<&Path>) -> Result<Option<Path
     all.push((what.into(), real.clone()));
     safety::check_separate(&all, repo)?;
     let root = Root::open_resolved(&real, false)?.ok_or_else(|| {
-        Error::Other(format!(
+        Error::TargetRefused(format!(
             "pg_wal links to {}, which does not exist: remove the link or create the directory",
             real.display()
         ))
@@ -274,7 +274,7 @@ pub fn linked_wal(targets: &[Target], repo: Option<&Path>) -> Result<Option<Path
     let me = unsafe { libc::geteuid() };
     let pg_uid = pg.identity()?.2;
     if (uid != 0 && uid != me && uid != pg_uid) || mode & 0o002 != 0 {
-        return Err(Error::Other(format!(
+        return Err(Error::TargetRefused(format!(
             "pg_wal links to {}, which belongs to user id {uid} or is writable by everyone: \
              refusing to clean it; remove the link",
             real.display()

@@ -13,23 +13,20 @@
 
 use super::target::RecoveryTarget;
 use super::RestoreOptions;
-use crate::chain::{self, TimelineHistory};
+use crate::chain::TimelineHistory;
 use crate::manifest::Manifest;
-use crate::paths::RepoPaths;
-use crate::storage::Storage;
+use crate::paths::RepoKeys;
+use crate::repo::Repo;
 use crate::{Error, Result};
 use pgformat::lsn::{TimeLineId, WalFileName};
 
 /// Timelines with a history file in the archive (timeline 1 has none and is always there).
-fn archived_timelines(storage: &Storage, paths: &RepoPaths, seg: u32) -> Result<Vec<TimeLineId>> {
+fn archived_timelines(repo: &Repo, seg: u32) -> Result<Vec<TimeLineId>> {
     let mut tlis = vec![1];
-    for (key, _) in storage.list(&paths.archive_root())? {
-        let file = key.rsplit('/').next().unwrap_or(&key);
-        if let Some((tli, _)) = file.split_once(".history") {
-            let name = format!("{tli}.history");
-            if let Some(WalFileName::History { timeline }) = WalFileName::parse(&name, seg) {
-                tlis.push(timeline);
-            }
+    // History files sit at the archive's top level, beside the segment directories.
+    for (key, _) in repo.storage().list_shallow(&repo.keys().archive_root())? {
+        if let Some(WalFileName::History { timeline }) = RepoKeys::parse_archive_key(&key, seg) {
+            tlis.push(timeline);
         }
     }
     tlis.sort_unstable();
@@ -54,12 +51,7 @@ fn followable(
 }
 
 /// The `recovery_target_timeline` to write for restoring `m` (None: PostgreSQL's default works).
-pub fn choose(
-    storage: &Storage,
-    paths: &RepoPaths,
-    m: &Manifest,
-    opts: &RestoreOptions,
-) -> Result<Option<String>> {
+pub fn choose(repo: &Repo, m: &Manifest, opts: &RestoreOptions) -> Result<Option<String>> {
     let requested = opts.target_timeline.as_deref();
     if requested == Some("current") {
         return Ok(Some("current".into()));
@@ -68,11 +60,8 @@ pub fn choose(
         return Ok(Some("current".into()));
     }
     let mut histories = Vec::new();
-    for t in archived_timelines(storage, paths, m.wal_segment_size)? {
-        histories.push((
-            t,
-            chain::timeline_history(storage, paths, t, m.wal_segment_size)?,
-        ));
+    for t in archived_timelines(repo, m.wal_segment_size)? {
+        histories.push((t, repo.timeline_history(t)?));
     }
     if !histories.iter().any(|(t, _)| *t == m.timeline) {
         histories.push((m.timeline, None));

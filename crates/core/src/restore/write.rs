@@ -15,8 +15,7 @@ use super::RestoreProgress;
 use crate::incremental::Incremental;
 use crate::manifest::{FileEntry, Piece};
 use crate::object;
-use crate::paths::RepoPaths;
-use crate::storage::Storage;
+use crate::repo::Repo;
 use crate::{Error, Result};
 use std::collections::HashSet;
 use std::fs::File;
@@ -216,8 +215,7 @@ fn clean_linked_pg_wal(wal: &Path, wal_segment_size: u32) -> Result<u64> {
 #[allow(clippy::too_many_arguments)]
 pub fn write_files(
     plan: &Plan,
-    storage: &Storage,
-    paths: &RepoPaths,
+    repo: &Repo,
     roots: &Roots,
     delta: bool,
     process_max: usize,
@@ -250,10 +248,8 @@ pub fn write_files(
             let (stop, failure, written, kept, bytes) = (&stop, &failure, &written, &kept, &bytes);
             s.spawn(move || {
                 let run = || -> Result<()> {
-                    let storage = Storage::open(storage.url())?;
                     let mut writer = FileWriter {
-                        storage: &storage,
-                        paths,
+                        repo,
                         plan,
                         fsync: false,
                         owner: roots.owner,
@@ -352,8 +348,7 @@ fn set_mode_and_time(file: &File, f: &FileEntry, dest: &Path) -> Result<()> {
 
 /// Writes one file from its pieces.
 pub struct FileWriter<'a> {
-    pub storage: &'a Storage,
-    pub paths: &'a RepoPaths,
+    pub repo: &'a Repo,
     pub plan: &'a Plan,
     /// fsync the file before returning (pg_control); otherwise writeback is only started.
     pub fsync: bool,
@@ -385,18 +380,19 @@ impl FileWriter<'_> {
 
     /// Reads and checks one piece (its SHA-256 is verified by `object::decode`).
     fn piece(&self, holder: &str, p: &Piece) -> Result<(object::ObjectHeader, Vec<u8>)> {
-        let key = self.paths.backup_object(holder, &p.object);
+        let key = self.repo.keys().backup_object(holder, &p.object)?;
         let stored = self
-            .storage
+            .repo
+            .storage()
             .get_range(&key, p.offset, p.length)?
             .ok_or_else(|| Error::CorruptObject {
-                key: key.clone(),
+                key: key.to_string(),
                 reason: "the object disappeared during the restore".into(),
             })?;
-        let (header, plain) = object::decode_limited(&key, &stored, p.size)?;
+        let (header, plain) = object::decode_limited(key.as_str(), &stored, p.size)?;
         if plain.len() as u64 != p.size {
             return Err(Error::CorruptObject {
-                key,
+                key: key.to_string(),
                 reason: format!("{} bytes, the manifest recorded {}", plain.len(), p.size),
             });
         }
@@ -434,10 +430,13 @@ impl FileWriter<'_> {
         let base = loop {
             let k = layers.len() - 1;
             let (label, entry) = plan.older_entry(k, &f.path).ok_or_else(|| {
-                Error::Other(format!(
-                    "file {} is incremental in {} but the backup it is built on has no copy of it",
-                    f.path, layers[k].0
-                ))
+                Error::ChainBroken {
+                    label: plan.manifest.label.clone(),
+                    reason: format!(
+                        "file {} is incremental in {} but the backup it is built on has no copy of it",
+                        f.path, layers[k].0
+                    ),
+                }
             })?;
             if entry.incremental.is_some() {
                 layers.push((label, entry));
@@ -484,7 +483,11 @@ impl FileWriter<'_> {
             for p in &entry.pieces {
                 let holder = FileEntry::piece_backup(p, label);
                 let (_, plain) = self.piece(holder, p)?;
-                let what = self.paths.backup_object(holder, &p.object);
+                let what = self
+                    .repo
+                    .keys()
+                    .backup_object(holder, &p.object)?
+                    .to_string();
                 let inc = Incremental::parse(&what, &plain)?;
                 if inc.truncation_blocks != entry.incremental.unwrap_or(0) {
                     return Err(Error::CorruptObject {
