@@ -219,8 +219,16 @@ fn wait_for_archiving(run: &BackupRun, stop: &StopFacts) -> Result<(), Raised> {
         .map_err(|e| internal(&format!("cannot read the backup_label: {e}")))?;
     let waiting_since = Instant::now();
     let mut warned_at = Instant::now();
+    // Listed once; then only the first file still missing is polled (one request per wake-up):
+    // segments are archived in order.
+    let mut missing = run.missing_wal(stop.stop_lsn, &label.start_wal_file)?;
     loop {
-        let missing = run.missing_wal(stop.stop_lsn, &label.start_wal_file)?;
+        while let Some(first) = missing.first() {
+            if !run.wal_archived(first)? {
+                break;
+            }
+            missing.remove(0);
+        }
         let Some(first) = missing.first() else {
             return Ok(());
         };

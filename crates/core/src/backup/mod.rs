@@ -298,6 +298,11 @@ impl BackupRun {
         catalog::missing_wal(&self.repo, start_wal_file, &last, seg, false)
     }
 
+    /// Whether one WAL file is archived (one request: for polling the files `missing_wal` listed).
+    pub fn wal_archived(&self, name: &str) -> Result<bool> {
+        self.repo.wal_exists(name, self.facts.wal_segment_size)
+    }
+
     /// Phase 3: writes the manifest; the backup exists from now on.
     pub fn complete(self, copied: Copied, stop: StopFacts) -> Result<Manifest> {
         let label_facts =
