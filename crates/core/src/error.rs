@@ -280,3 +280,73 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_failure_has_its_sqlstate_and_exit_code() {
+        let corrupt = Error::CorruptObject {
+            key: "main/backup/20261201-040000F/manifest.json".into(),
+            reason: "not valid JSON".into(),
+        };
+        let cases: Vec<(Error, &str, i32)> = vec![
+            (corrupt, "XX001", 4),
+            (
+                Error::ChainBroken {
+                    label: "20261201-040000F_20261202-040000I".into(),
+                    reason: "its full is missing".into(),
+                },
+                "XX001",
+                4,
+            ),
+            (
+                Error::StanzaMissing {
+                    repo: "file:///r".into(),
+                    stanza: "main".into(),
+                },
+                "58P01",
+                3,
+            ),
+            (Error::RepoRootMissing { path: "/r".into() }, "58P01", 3),
+            (
+                Error::BackupNotFound {
+                    label: "x".into(),
+                    repo: "file:///r".into(),
+                    stanza: "main".into(),
+                },
+                "42704",
+                3,
+            ),
+            (Error::Busy("a backup runs".into()), "55006", 5),
+            (
+                Error::TargetNotEmpty {
+                    what: "--pgdata".into(),
+                    path: "/d".into(),
+                },
+                "55000",
+                5,
+            ),
+            (
+                Error::BadSetting {
+                    name: "backup kind".into(),
+                    value: "weekly".into(),
+                    reason: "expected full, diff or incr".into(),
+                },
+                "22023",
+                2,
+            ),
+            (Error::Cancelled, "57014", 2),
+            (Error::Internal("a thread panicked".into()), "XX000", 2),
+        ];
+        for (e, sqlstate, code) in cases {
+            assert_eq!(e.sqlstate(), sqlstate, "{e}");
+            assert_eq!(e.exit_code(), code, "{e}");
+        }
+        assert!(Error::Internal("x".into())
+            .hint()
+            .unwrap()
+            .contains("defect"));
+    }
+}
