@@ -15,6 +15,7 @@ pub mod incremental;
 pub mod manifest;
 pub mod object;
 pub mod owner;
+pub mod parallel;
 pub mod paths;
 pub mod restore;
 pub mod storage;

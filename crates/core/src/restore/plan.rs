@@ -20,8 +20,7 @@ use pgformat::lsn::{segment_file_name, WalFileName};
 use pgformat::wal::PageHeader;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 
 /// Where a tablespace is restored: `dir` is its final place (the link and tablespace_map point
 /// there), `write_dir` where the files are written (a staging sibling of `dir` until the rename).
@@ -396,72 +395,54 @@ pub fn check_objects(
     threads: usize,
     abort: &std::sync::atomic::AtomicBool,
 ) -> Result<()> {
-    let objects = plan.all_objects();
     let target = &plan.manifest.label;
-    let next = AtomicUsize::new(0);
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
-            s.spawn(|| {
-                let run = || -> Result<()> {
-                    let storage = Storage::open(storage.url())?;
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((label, o)) = objects.get(i) else {
-                            return Ok(());
-                        };
-                        if abort.load(Ordering::Relaxed)
-                            || failure.lock().map(|f| f.is_some()).unwrap_or(true)
-                        {
-                            return Ok(());
-                        }
-                        let key = paths.backup_object(label, &o.name);
-                        let corrupt = |reason: String| Error::CorruptObject {
-                            key: key.clone(),
-                            reason: format!(
-                                "{reason}; backup {target} cannot be restored, choose another with \
-                                 --set"
-                            ),
-                        };
-                        // The size first: an object far larger than recorded is never read.
-                        let size = storage
-                            .size(&key)?
-                            .ok_or_else(|| corrupt("the object is missing".into()))?;
-                        if size != o.size {
-                            return Err(corrupt(format!(
-                                "{size} bytes, the manifest recorded {}",
-                                o.size
-                            )));
-                        }
-                        let bytes = storage
-                            .get(&key)?
-                            .ok_or_else(|| corrupt("the object is missing".into()))?;
-                        if bytes.len() as u64 != o.size {
-                            return Err(corrupt(format!(
-                                "{} bytes, the manifest recorded {}",
-                                bytes.len(),
-                                o.size
-                            )));
-                        }
-                        let crc = crc32c::crc32c(&bytes);
-                        if crc != o.crc32c {
-                            return Err(corrupt(format!(
-                                "CRC-32C mismatch (expected {:08x}, found {crc:08x})",
-                                o.crc32c
-                            )));
-                        }
-                    }
-                };
-                if let Err(e) = run() {
-                    if let Ok(mut f) = failure.lock() {
-                        f.get_or_insert(e);
-                    }
-                }
-            });
-        }
-    });
-    match failure.into_inner() {
-        Ok(Some(e)) => Err(e),
-        _ => Ok(()),
-    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    crate::parallel::run(
+        threads,
+        &stop,
+        plan.all_objects(),
+        || Storage::open(storage.url()),
+        |storage, (label, o)| {
+            if abort.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let key = paths.backup_object(label, &o.name);
+            let corrupt = |reason: String| Error::CorruptObject {
+                key: key.clone(),
+                reason: format!(
+                    "{reason}; backup {target} cannot be restored, choose another with --set"
+                ),
+            };
+            // The size first: an object far larger than recorded is never read.
+            let size = storage
+                .size(&key)?
+                .ok_or_else(|| corrupt("the object is missing".into()))?;
+            if size != o.size {
+                return Err(corrupt(format!(
+                    "{size} bytes, the manifest recorded {}",
+                    o.size
+                )));
+            }
+            let bytes = storage
+                .get(&key)?
+                .ok_or_else(|| corrupt("the object is missing".into()))?;
+            if bytes.len() as u64 != o.size {
+                return Err(corrupt(format!(
+                    "{} bytes, the manifest recorded {}",
+                    bytes.len(),
+                    o.size
+                )));
+            }
+            let crc = crc32c::crc32c(&bytes);
+            if crc != o.crc32c {
+                return Err(corrupt(format!(
+                    "CRC-32C mismatch (expected {:08x}, found {crc:08x})",
+                    o.crc32c
+                )));
+            }
+            Ok(())
+        },
+        |_| Ok(()),
+    )?;
+    Ok(())
 }

@@ -25,7 +25,6 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
 
 pub const PG_CONTROL: &str = "global/pg_control";
 
@@ -212,18 +211,31 @@ fn clean_linked_pg_wal(wal: &Path, wal_segment_size: u32) -> Result<u64> {
     Ok(removed)
 }
 
+/// How the files are written: where, with how many threads, and what stops them.
+pub struct WriteSettings<'a> {
+    pub roots: &'a Roots,
+    /// Keep a file whose size and content already match (`--delta`).
+    pub delta: bool,
+    pub process_max: usize,
+    pub progress: &'a RestoreProgress,
+    /// Set when another part of the restore failed: the writers stop.
+    pub abort: &'a AtomicBool,
+}
+
 /// Writes every file except pg_control, in parallel.
-#[allow(clippy::too_many_arguments)]
 pub fn write_files(
     plan: &Plan,
     storage: &Storage,
     paths: &RepoPaths,
-    roots: &Roots,
-    delta: bool,
-    process_max: usize,
-    progress: &RestoreProgress,
-    abort: &AtomicBool,
+    settings: &WriteSettings,
 ) -> Result<Written> {
+    let WriteSettings {
+        roots,
+        delta,
+        process_max,
+        progress,
+        abort,
+    } = *settings;
     let mut files: Vec<&FileEntry> = plan
         .manifest
         .files
@@ -237,67 +249,44 @@ pub fn write_files(
     progress
         .files_total
         .store(plan.manifest.files.len() as u64, Ordering::Relaxed);
-    let stop = AtomicBool::new(false);
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
     let written = AtomicU64::new(0);
     let kept = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
-    let threads = process_max.max(1);
-    let (tx, rx) = crossbeam_channel::bounded::<&FileEntry>(threads * 4);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            let rx = rx.clone();
-            let (stop, failure, written, kept, bytes) = (&stop, &failure, &written, &kept, &bytes);
-            s.spawn(move || {
-                let run = || -> Result<()> {
-                    let storage = Storage::open(storage.url())?;
-                    let mut writer = FileWriter {
-                        storage: &storage,
-                        paths,
-                        plan,
-                        fsync: false,
-                        owner: roots.owner,
-                    };
-                    for f in rx.iter() {
-                        if stop.load(Ordering::Relaxed) || abort.load(Ordering::Relaxed) {
-                            return Ok(());
-                        }
-                        let (root, rel) = roots.locate(plan, &f.path);
-                        let existing = if delta { root.open_existing(rel) } else { None };
-                        if let Some(file) = existing.filter(|file| matches_manifest(file, f)) {
-                            let dest = root.path().join(rel);
-                            set_mode_and_time(&file, f, &dest)?;
-                            give_file(&file, roots.owner, &dest)?;
-                            kept.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            writer.write(f, root, rel)?;
-                            written.fetch_add(1, Ordering::Relaxed);
-                            bytes.fetch_add(f.size, Ordering::Relaxed);
-                        }
-                        progress.files_done.fetch_add(1, Ordering::Relaxed);
-                        progress.bytes_done.fetch_add(f.size, Ordering::Relaxed);
-                    }
-                    Ok(())
-                };
-                if let Err(e) = run() {
-                    stop.store(true, Ordering::Relaxed);
-                    if let Ok(mut f) = failure.lock() {
-                        f.get_or_insert(e);
-                    }
-                }
-            });
-        }
-        drop(rx);
-        for f in files {
-            if stop.load(Ordering::Relaxed) || tx.send(f).is_err() {
-                break;
+    let stop = AtomicBool::new(false);
+    crate::parallel::run(
+        process_max,
+        &stop,
+        files,
+        || Storage::open(storage.url()),
+        |storage, f| {
+            if abort.load(Ordering::Relaxed) {
+                return Ok(());
             }
-        }
-        drop(tx);
-    });
-    if let Ok(Some(e)) = failure.into_inner() {
-        return Err(e);
-    }
+            let mut writer = FileWriter {
+                storage,
+                paths,
+                plan,
+                fsync: false,
+                owner: roots.owner,
+            };
+            let (root, rel) = roots.locate(plan, &f.path);
+            let existing = if delta { root.open_existing(rel) } else { None };
+            if let Some(file) = existing.filter(|file| matches_manifest(file, f)) {
+                let dest = root.path().join(rel);
+                set_mode_and_time(&file, f, &dest)?;
+                give_file(&file, roots.owner, &dest)?;
+                kept.fetch_add(1, Ordering::Relaxed);
+            } else {
+                writer.write(f, root, rel)?;
+                written.fetch_add(1, Ordering::Relaxed);
+                bytes.fetch_add(f.size, Ordering::Relaxed);
+            }
+            progress.files_done.fetch_add(1, Ordering::Relaxed);
+            progress.bytes_done.fetch_add(f.size, Ordering::Relaxed);
+            Ok(())
+        },
+        |_| Ok(()),
+    )?;
     Ok(Written {
         files_written: written.into_inner(),
         files_kept: kept.into_inner(),
