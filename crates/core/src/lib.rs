@@ -10,6 +10,7 @@ pub mod changes;
 pub mod compress;
 pub mod config;
 pub mod error;
+pub mod fsutil;
 pub mod identity;
 pub mod incremental;
 pub mod manifest;

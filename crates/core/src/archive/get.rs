@@ -6,13 +6,13 @@
 //! after its SHA-256 matched.
 
 use crate::compress::CompressType;
+use crate::fsutil::werr;
 use crate::identity;
 use crate::object;
 use crate::paths::RepoPaths;
 use crate::storage::Storage;
 use crate::{Error, Result};
 use pgformat::lsn::WalFileName;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, PartialEq, Eq)]
@@ -85,11 +85,7 @@ fn write_atomically(dest: &Path, data: &[u8]) -> Result<()> {
         .unwrap_or_default();
     tmp_name.push(".strata-tmp");
     let tmp: PathBuf = dest.with_file_name(tmp_name);
-    let werr = |source| Error::WriteFile {
-        path: dest.into(),
-        source,
-    };
-    let result = (|| {
+    let result = (|| -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         // A stale temporary (a crash) is unlinked, never followed; the new one is made exclusively.
         let _ = std::fs::remove_file(&tmp);
@@ -98,23 +94,18 @@ fn write_atomically(dest: &Path, data: &[u8]) -> Result<()> {
             .create_new(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
+            .open(&tmp)
+            .map_err(werr(dest))?;
+        crate::fsutil::write_synced(&mut f, data, dest)?;
         drop(f);
-        std::fs::rename(&tmp, dest)?;
-        if let Some(dir) = dest.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            std::fs::File::open(dir)?.sync_all()?;
+        std::fs::rename(&tmp, dest).map_err(werr(dest))?;
+        match dest.parent() {
+            Some(dir) => crate::fsutil::sync_dir(dir),
+            None => Ok(()),
         }
-        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(werr)
+    result
 }

@@ -22,6 +22,7 @@ use super::incr::FileMode;
 use super::pages::{ChunkChecker, PageFailure};
 use super::walk::SourceFile;
 use crate::compress::CompressType;
+use crate::fsutil;
 use crate::manifest::{Directory, FileEntry, PageChecksumError, Piece, StoredObject};
 use crate::object;
 use crate::paths::RepoPaths;
@@ -233,10 +234,8 @@ impl<'a> CopyThread<'a> {
             if self.cancel.load(Ordering::Relaxed) {
                 return Err(cancelled());
             }
-            let n = read_full(&mut f, buf).map_err(|source| Error::ReadFile {
-                path: file.source.clone(),
-                source,
-            })?;
+            let n =
+                fsutil::fill(buf, |rest, _| f.read(rest)).map_err(fsutil::rerr(&file.source))?;
             if n == 0 {
                 break;
             }
@@ -350,20 +349,6 @@ impl<'a> CopyThread<'a> {
             ))),
         }
     }
-}
-
-/// Reads until `buf` is full or the file ends.
-fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match f.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 use super::beneath::{Kind, Root};
 use super::plan::Plan;
 use super::RestoreProgress;
+use crate::fsutil::{self, werr};
 use crate::incremental::Incremental;
 use crate::manifest::{FileEntry, Piece};
 use crate::object;
@@ -35,13 +36,6 @@ pub struct Written {
     pub files_kept: u64,
     pub entries_removed: u64,
     pub bytes_written: u64,
-}
-
-fn werr(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |source| Error::WriteFile {
-        path: path.into(),
-        source,
-    }
 }
 
 /// The directories a restore writes into, opened once (see `targets`): the data directory and each
@@ -364,7 +358,7 @@ impl FileWriter<'_> {
             self.write_whole(f, label, &mut out, dest)?;
         }
         if self.fsync {
-            out.sync_all().map_err(werr(dest))?;
+            fsutil::sync(&out, dest)?;
         } else {
             start_writeback(&out);
         }

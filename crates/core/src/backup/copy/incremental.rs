@@ -7,9 +7,10 @@
 use super::{cancelled, CopyThread, BUNDLE_LIMIT, CHUNK_SIZE};
 use crate::backup::pages::PageFailure;
 use crate::backup::walk::SourceFile;
+use crate::fsutil;
 use crate::manifest::{FileEntry, Piece};
 use crate::object;
-use crate::{Error, Result};
+use crate::Result;
 use pgformat::lsn::Lsn;
 use pgformat::relfile::BLCKSZ;
 use std::fs::File;
@@ -152,32 +153,14 @@ impl CopyThread<'_> {
 /// A relation file's length in blocks now (a partial last block counts: it is read zero-padded and WAL
 /// replay rewrites it).
 fn blocks_in(f: &File, file: &SourceFile) -> Result<u32> {
-    let len = f
-        .metadata()
-        .map_err(|source| Error::ReadFile {
-            path: file.source.clone(),
-            source,
-        })?
-        .len();
+    let len = f.metadata().map_err(fsutil::rerr(&file.source))?.len();
     Ok(len.div_ceil(PAGE as u64).min(u32::MAX as u64) as u32)
 }
 
 /// Reads `buf` at `offset`; what lies past the end of the file (truncated meanwhile) reads as zeroes.
 fn read_at_zero_padded(f: &File, buf: &mut [u8], offset: u64, file: &SourceFile) -> Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match f.read_at(&mut buf[filled..], offset + filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(source) => {
-                return Err(Error::ReadFile {
-                    path: file.source.clone(),
-                    source,
-                })
-            }
-        }
-    }
+    let filled = fsutil::fill(buf, |rest, at| f.read_at(rest, offset + at as u64))
+        .map_err(fsutil::rerr(&file.source))?;
     buf[filled..].fill(0);
     Ok(())
 }
