@@ -58,6 +58,22 @@ impl Plan {
         Some((m.label.as_str(), &m.files[i]))
     }
 
+    /// A plan over a loaded chain (newest first after `target`) with no target directories: for
+    /// tests of what is planned and written.
+    #[cfg(test)]
+    pub(crate) fn for_chain(manifest: Manifest, older: Vec<Manifest>) -> Result<Plan> {
+        let older_files = check_references(&manifest, &older)?;
+        Ok(Plan {
+            manifest,
+            older,
+            older_files,
+            tablespaces: vec![],
+            targets: vec![],
+            wal_link: None,
+            recovery_timeline: None,
+        })
+    }
+
     /// Every data object of the chain, with the backup holding it.
     pub fn all_objects(&self) -> Vec<(&str, &StoredObject)> {
         std::iter::once(&self.manifest)
