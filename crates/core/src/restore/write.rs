@@ -417,6 +417,21 @@ impl FileWriter<'_> {
             .iter()
             .map(|(_, e)| e.incremental.unwrap_or(0))
             .collect();
+        // The plan holds an entry per block: a length no relation segment can have (as
+        // pg_combinebackup, past RELSEG_SIZE) is a damaged manifest, not an allocation to attempt.
+        if let Some(((label, e), _)) = layers
+            .iter()
+            .zip(&truncations)
+            .find(|(_, t)| **t > pgformat::relfile::RELSEG_SIZE)
+        {
+            return Err(Error::Other(format!(
+                "file {} of backup {label} is in incremental form with {} blocks, more than a \
+                 relation segment has ({}): the manifest is damaged",
+                e.path,
+                e.incremental.unwrap_or(0),
+                pgformat::relfile::RELSEG_SIZE
+            )));
+        }
         let mut plan = RebuildPlan::new(&truncations);
         out.set_len(plan.length() as u64 * BLOCK)
             .map_err(werr(dest))?;
@@ -861,5 +876,9 @@ mod tests {
         c.manifests[2].files[0].incremental = Some(4);
         let e = c.restore(p).unwrap_err().to_string();
         assert!(e.contains("says 3 blocks"), "{e}");
+        // A length no segment can have is refused before anything is planned.
+        c.manifests[2].files[0].incremental = Some(pgformat::relfile::RELSEG_SIZE + 1);
+        let e = c.restore(p).unwrap_err().to_string();
+        assert!(e.contains("more than a relation segment"), "{e}");
     }
 }
