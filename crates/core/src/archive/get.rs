@@ -5,10 +5,10 @@
 //! destination: the file is written to a temporary name beside it, fsynced and renamed into place only
 //! after its SHA-256 matched.
 
+use crate::fsutil::werr;
 use crate::paths::RepoKey;
 use crate::repo::Repo;
-use crate::{Error, Result};
-use std::io::Write;
+use crate::Result;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, PartialEq, Eq)]
@@ -37,11 +37,7 @@ fn write_atomically(dest: &Path, data: &[u8]) -> Result<()> {
         .unwrap_or_default();
     tmp_name.push(".strata-tmp");
     let tmp: PathBuf = dest.with_file_name(tmp_name);
-    let werr = |source| Error::WriteFile {
-        path: dest.into(),
-        source,
-    };
-    let result = (|| {
+    let result = (|| -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         // A stale temporary (a crash) is unlinked, never followed; the new one is made exclusively.
         let _ = std::fs::remove_file(&tmp);
@@ -50,23 +46,18 @@ fn write_atomically(dest: &Path, data: &[u8]) -> Result<()> {
             .create_new(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
+            .open(&tmp)
+            .map_err(werr(dest))?;
+        crate::fsutil::write_synced(&mut f, data, dest)?;
         drop(f);
-        std::fs::rename(&tmp, dest)?;
-        if let Some(dir) = dest.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            std::fs::File::open(dir)?.sync_all()?;
+        std::fs::rename(&tmp, dest).map_err(werr(dest))?;
+        match dest.parent() {
+            Some(dir) => crate::fsutil::sync_dir(dir),
+            None => Ok(()),
         }
-        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(werr)
+    result
 }

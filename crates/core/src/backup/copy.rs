@@ -22,6 +22,7 @@ use super::incr::FileMode;
 use super::pages::{ChunkChecker, PageFailure};
 use super::walk::SourceFile;
 use crate::compress::CompressType;
+use crate::fsutil;
 use crate::manifest::{Directory, FileEntry, PageChecksumError, Piece, StoredObject};
 use crate::object;
 use crate::paths::RepoKeys;
@@ -32,7 +33,6 @@ use pgformat::lsn::Lsn;
 use std::fs::File;
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
 
 /// Large files are stored in objects of this much plaintext (a multiple of the page size).
 pub const CHUNK_SIZE: usize = 8 << 20;
@@ -99,58 +99,30 @@ pub fn copy_files(
         .bytes_total
         .store(files.iter().map(|(f, _)| f.size).sum(), Ordering::Relaxed);
     let next_object = AtomicU64::new(0);
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    let results: Mutex<Copied> = Mutex::new(Copied::default());
-    let threads = settings.process_max.max(1);
-    let (tx, rx) = crossbeam_channel::bounded::<(SourceFile, FileMode)>(threads * 2);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            let rx = rx.clone();
-            let (next_object, first_error, results) = (&next_object, &first_error, &results);
-            scope.spawn(move || {
-                let outcome = CopyThread::new(settings, next_object).and_then(|mut t| {
-                    for (file, mode) in rx.iter() {
-                        if cancel.load(Ordering::Relaxed) {
-                            return Err(cancelled());
-                        }
-                        t.copy_file(&file, &mode, progress, cancel)?;
-                        progress.files_done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    t.flush_bundle()?;
-                    Ok(t.done)
-                });
-                match outcome {
-                    Ok(done) => {
-                        let mut r = results.lock().unwrap_or_else(|p| p.into_inner());
-                        r.files.extend(done.files);
-                        r.objects.extend(done.objects);
-                        r.page_checksum_errors.extend(done.page_checksum_errors);
-                    }
-                    Err(e) => {
-                        cancel.store(true, Ordering::Relaxed);
-                        let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
-                        if slot.is_none() || matches!(slot.as_ref(), Some(Error::Cancelled)) {
-                            *slot = Some(e);
-                        }
-                    }
-                }
-            });
-        }
-        drop(rx);
-        for file in files {
-            if cancel.load(Ordering::Relaxed) || tx.send(file).is_err() {
-                break;
-            }
-        }
-        drop(tx);
-    });
-    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
+    let done = crate::parallel::run(
+        settings.process_max,
+        cancel,
+        files,
+        || CopyThread::new(settings, &next_object, progress, cancel),
+        |t, (file, mode)| {
+            t.copy_file(&file, &mode)?;
+            progress.files_done.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        },
+        |mut t| {
+            t.flush_bundle()?;
+            Ok(t.done)
+        },
+    )?;
     if cancel.load(Ordering::Relaxed) {
         return Err(cancelled());
     }
-    let mut copied = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut copied = Copied::default();
+    for d in done {
+        copied.files.extend(d.files);
+        copied.objects.extend(d.objects);
+        copied.page_checksum_errors.extend(d.page_checksum_errors);
+    }
     copied.files.sort_by(|a, b| a.path.cmp(&b.path));
     copied.objects.sort_by(|a, b| a.name.cmp(&b.name));
     copied
@@ -167,6 +139,9 @@ fn cancelled() -> Error {
 struct CopyThread<'a> {
     settings: &'a CopySettings<'a>,
     next_object: &'a AtomicU64,
+    progress: &'a CopyProgress,
+    /// Checked between chunks: a cancelled backup (or another thread's failure) stops mid-file.
+    cancel: &'a AtomicBool,
     buf: Vec<u8>,
     bundle: Vec<u8>,
     bundle_name: String,
@@ -175,10 +150,17 @@ struct CopyThread<'a> {
 }
 
 impl<'a> CopyThread<'a> {
-    fn new(settings: &'a CopySettings<'a>, next_object: &'a AtomicU64) -> Result<CopyThread<'a>> {
+    fn new(
+        settings: &'a CopySettings<'a>,
+        next_object: &'a AtomicU64,
+        progress: &'a CopyProgress,
+        cancel: &'a AtomicBool,
+    ) -> Result<CopyThread<'a>> {
         Ok(CopyThread {
             settings,
             next_object,
+            progress,
+            cancel,
             buf: vec![0u8; CHUNK_SIZE],
             bundle: Vec::new(),
             bundle_name: String::new(),
@@ -190,13 +172,7 @@ impl<'a> CopyThread<'a> {
         RepoKeys::backup_object_name(self.next_object.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn copy_file(
-        &mut self,
-        file: &SourceFile,
-        mode: &FileMode,
-        progress: &CopyProgress,
-        cancel: &AtomicBool,
-    ) -> Result<()> {
+    fn copy_file(&mut self, file: &SourceFile, mode: &FileMode) -> Result<()> {
         let f = match File::open(&file.source) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -210,16 +186,14 @@ impl<'a> CopyThread<'a> {
         // The read buffer is lent out so that storing pieces can borrow the thread mutably.
         let mut buf = std::mem::take(&mut self.buf);
         let result = match mode {
-            FileMode::Whole => self.copy_whole(file, f, &[], &mut buf, progress, cancel),
+            FileMode::Whole => self.copy_whole(file, f, &[], &mut buf),
             FileMode::CompareWithReference(reference) => {
-                self.copy_whole(file, f, reference, &mut buf, progress, cancel)
+                self.copy_whole(file, f, reference, &mut buf)
             }
             FileMode::Blocks { changed, all_from } => {
-                self.copy_blocks(file, f, changed, *all_from, &mut buf, progress, cancel)
+                self.copy_blocks(file, f, changed, *all_from, &mut buf)
             }
-            FileMode::PageLsn { since } => {
-                self.copy_page_lsn(file, f, *since, &mut buf, progress, cancel)
-            }
+            FileMode::PageLsn { since } => self.copy_page_lsn(file, f, *since, &mut buf),
         };
         self.buf = buf;
         result
@@ -242,15 +216,12 @@ impl<'a> CopyThread<'a> {
     }
 
     /// Copies a whole file; pieces equal to the `reference`'s piece at the same index are referenced.
-    #[allow(clippy::too_many_arguments)]
     fn copy_whole(
         &mut self,
         file: &SourceFile,
         mut f: File,
         reference: &[Piece],
         buf: &mut [u8],
-        progress: &CopyProgress,
-        cancel: &AtomicBool,
     ) -> Result<()> {
         let checker = self.checker(file);
         let mut piece_shas = Vec::new();
@@ -259,13 +230,11 @@ impl<'a> CopyThread<'a> {
         let mut offset = 0u64;
         let mut size = 0u64;
         loop {
-            if cancel.load(Ordering::Relaxed) {
+            if self.cancel.load(Ordering::Relaxed) {
                 return Err(cancelled());
             }
-            let n = read_full(&mut f, buf).map_err(|source| Error::ReadFile {
-                path: file.source.clone(),
-                source,
-            })?;
+            let n =
+                fsutil::fill(buf, |rest, _| f.read(rest)).map_err(fsutil::rerr(&file.source))?;
             if n == 0 {
                 break;
             }
@@ -288,6 +257,7 @@ impl<'a> CopyThread<'a> {
                 self.store_alone(chunk, chunk_sha)?
             };
             pieces.push(piece);
+            let progress = self.progress;
             progress.bytes_done.fetch_add(n as u64, Ordering::Relaxed);
             progress.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
             offset += n as u64;
@@ -379,20 +349,6 @@ impl<'a> CopyThread<'a> {
             ))),
         }
     }
-}
-
-/// Reads until `buf` is full or the file ends.
-fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match f.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 #[cfg(test)]

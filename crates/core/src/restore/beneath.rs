@@ -489,14 +489,12 @@ impl Root {
     pub fn symlink(&self, rel: &str, target: &Path) -> Result<()> {
         let (dir, name) = self.parent(rel, true)?;
         let c = c_name(name)?;
-        let werr = |source| Error::WriteFile {
-            path: self.full(rel),
-            source,
-        };
+        let full = self.full(rel);
+        let werr = crate::fsutil::werr(&full);
         let t = CString::new(target.as_os_str().as_bytes()).map_err(|_| {
             Error::TargetRefused(format!("{} contains a NUL byte", target.display()))
         })?;
-        remove_at(&dir, name).map_err(werr)?;
+        remove_at(&dir, name).map_err(&werr)?;
         // SAFETY: valid descriptor and NUL-terminated strings.
         if unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) } != 0 {
             return Err(werr(std::io::Error::last_os_error()));
@@ -523,12 +521,7 @@ impl Root {
     /// fsyncs directory `rel`.
     pub fn sync_dir(&self, rel: &str) -> Result<()> {
         let dir = self.dir(rel, false)?;
-        File::from(dir)
-            .sync_all()
-            .map_err(|source| Error::WriteFile {
-                path: self.full(rel),
-                source,
-            })
+        crate::fsutil::sync(&File::from(dir), &self.full(rel))
     }
 }
 

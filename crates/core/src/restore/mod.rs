@@ -243,15 +243,14 @@ fn write_everything(
     abort: &AtomicBool,
 ) -> Result<write::Written> {
     let removed = write::prepare_tree(plan, roots, opts.delta)?;
-    let mut written = write::write_files(
-        plan,
-        repo,
+    let settings = write::WriteSettings {
         roots,
-        opts.delta,
-        opts.process_max,
+        delta: opts.delta,
+        process_max: opts.process_max,
         progress,
         abort,
-    )?;
+    };
+    let mut written = write::write_files(plan, repo, &settings)?;
     if abort.load(Ordering::Relaxed) {
         return Err(Error::Internal(
             "the restore stopped without a reason from the object check".into(),

@@ -18,8 +18,7 @@ use pgformat::lsn::{segment_file_name, WalFileName};
 use pgformat::wal::PageHeader;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 
 /// Where a tablespace is restored: `dir` is its final place (the link and tablespace_map point
 /// there), `write_dir` where the files are written (a staging sibling of `dir` until the rename).
@@ -55,6 +54,22 @@ impl Plan {
         let m = self.older.get(k)?;
         let i = *self.older_files.get(k)?.get(path)?;
         Some((m.label.as_str(), &m.files[i]))
+    }
+
+    /// A plan over a loaded chain (newest first after `target`) with no target directories: for
+    /// tests of what is planned and written.
+    #[cfg(test)]
+    pub(crate) fn for_chain(manifest: Manifest, older: Vec<Manifest>) -> Result<Plan> {
+        let older_files = check_references(&manifest, &older)?;
+        Ok(Plan {
+            manifest,
+            older,
+            older_files,
+            tablespaces: vec![],
+            targets: vec![],
+            wal_link: None,
+            recovery_timeline: None,
+        })
     }
 
     /// Every data object of the chain, with the backup holding it.
@@ -390,69 +405,219 @@ pub fn check_objects(
     threads: usize,
     abort: &std::sync::atomic::AtomicBool,
 ) -> Result<()> {
-    let objects = plan.all_objects();
     let target = &plan.manifest.label;
-    let next = AtomicUsize::new(0);
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
-            s.spawn(|| {
-                let run = || -> Result<()> {
-                    let storage = repo.storage();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((label, o)) = objects.get(i) else {
-                            return Ok(());
-                        };
-                        if abort.load(Ordering::Relaxed)
-                            || failure.lock().map(|f| f.is_some()).unwrap_or(true)
-                        {
-                            return Ok(());
-                        }
-                        let key = repo.keys().backup_object(label, &o.name)?;
-                        let corrupt = |reason: String| Error::CorruptObject {
-                            key: key.to_string(),
-                            reason: format!(
-                                "{reason}; backup {target} cannot be restored, choose another with \
-                                 --set"
-                            ),
-                        };
-                        // One request, and nothing past the recorded size is read.
-                        let bytes = storage
-                            .get_limited(&key, o.size)
-                            .map_err(|e| match e {
-                                Error::CorruptObject { .. } => {
-                                    corrupt(format!("larger than the {} bytes recorded", o.size))
-                                }
-                                e => e,
-                            })?
-                            .ok_or_else(|| corrupt("the object is missing".into()))?;
-                        if bytes.len() as u64 != o.size {
-                            return Err(corrupt(format!(
-                                "{} bytes, the manifest recorded {}",
-                                bytes.len(),
-                                o.size
-                            )));
-                        }
-                        let crc = crc32c::crc32c(&bytes);
-                        if crc != o.crc32c {
-                            return Err(corrupt(format!(
-                                "CRC-32C mismatch (expected {:08x}, found {crc:08x})",
-                                o.crc32c
-                            )));
-                        }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    crate::parallel::run(
+        threads,
+        &stop,
+        plan.all_objects(),
+        || Ok(()),
+        |_, (label, o)| {
+            if abort.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let key = repo.keys().backup_object(label, &o.name)?;
+            let corrupt = |reason: String| Error::CorruptObject {
+                key: key.to_string(),
+                reason: format!(
+                    "{reason}; backup {target} cannot be restored, choose another with --set"
+                ),
+            };
+            // One request, and nothing past the recorded size is read.
+            let bytes = repo
+                .storage()
+                .get_limited(&key, o.size)
+                .map_err(|e| match e {
+                    Error::CorruptObject { .. } => {
+                        corrupt(format!("larger than the {} bytes recorded", o.size))
                     }
-                };
-                if let Err(e) = run() {
-                    if let Ok(mut f) = failure.lock() {
-                        f.get_or_insert(e);
-                    }
-                }
-            });
+                    e => e,
+                })?
+                .ok_or_else(|| corrupt("the object is missing".into()))?;
+            if bytes.len() as u64 != o.size {
+                return Err(corrupt(format!(
+                    "{} bytes, the manifest recorded {}",
+                    bytes.len(),
+                    o.size
+                )));
+            }
+            let crc = crc32c::crc32c(&bytes);
+            if crc != o.crc32c {
+                return Err(corrupt(format!(
+                    "CRC-32C mismatch (expected {:08x}, found {crc:08x})",
+                    o.crc32c
+                )));
+            }
+            Ok(())
+        },
+        |_| Ok(()),
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RepoUrl;
+    use crate::manifest::{BackupKind, Piece};
+    use pgformat::lsn::Lsn;
+
+    const FULL: &str = "20261123-020000F";
+    const INCR: &str = "20261123-020000F_20261124-020000I";
+    const FULL2: &str = "20261125-020000F";
+
+    fn backup(label: &str, prior: Option<&str>, stop_time: &str, stop_lsn: u64) -> Manifest {
+        let mut m = crate::manifest::tests::sample();
+        m.label = label.into();
+        if let Some(p) = prior {
+            m.kind = BackupKind::Incr;
+            m.prior = Some(p.into());
+            m.references = vec![p.into()];
         }
-    });
-    match failure.into_inner() {
-        Ok(Some(e)) => Err(e),
-        _ => Ok(()),
+        // All in the sample's WAL segment (validation checks the LSNs against the file names).
+        m.stop_time = stop_time.into();
+        m.stop_lsn = Lsn(stop_lsn);
+        m
+    }
+
+    /// A full and an incr on it; the incr's PG_VERSION is referenced from the full, and it has a
+    /// relation file in incremental form over the full's copy.
+    fn chain() -> (Manifest, Vec<Manifest>) {
+        let mut full = backup(FULL, None, "2026-11-23T02:00:05Z", 0x200_0100);
+        let mut incr = backup(INCR, Some(FULL), "2026-11-24T02:00:05Z", 0x200_0200);
+        incr.files[0].pieces[0].backup = Some(FULL.into());
+        incr.objects.clear();
+        let mut rel = full.files[0].clone();
+        rel.path = "base/5/16384".into();
+        full.files.push(rel.clone());
+        rel.incremental = Some(1);
+        rel.size = 8192;
+        rel.sha256 = None;
+        incr.files.push(rel);
+        incr.objects = full.objects.clone();
+        (incr, vec![full])
+    }
+
+    #[test]
+    fn a_sound_chain_is_indexed() {
+        let (incr, older) = chain();
+        let index = check_references(&incr, &older).unwrap();
+        assert_eq!(index.len(), 1);
+        assert_eq!(index[0]["base/5/16384"], 1);
+        let plan = Plan::for_chain(incr, older).unwrap();
+        let (label, entry) = plan.older_entry(0, "base/5/16384").unwrap();
+        assert_eq!((label, entry.incremental), (FULL, None));
+        assert!(plan.older_entry(1, "base/5/16384").is_none());
+        assert_eq!(plan.all_objects().len(), 2);
+    }
+
+    #[test]
+    fn broken_references_are_refused_before_writing() {
+        let refused = |change: &dyn Fn(&mut Manifest, &mut Vec<Manifest>), why: &str| {
+            let (mut incr, mut older) = chain();
+            change(&mut incr, &mut older);
+            let e = check_references(&incr, &older).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains("--set"), "{why}: {e}");
+        };
+        refused(
+            &|i, _| i.files[0].pieces[0].backup = Some(FULL2.into()),
+            "which is not in its chain",
+        );
+        // An older backup can never refer to a newer one.
+        refused(
+            &|_, o| o[0].files[0].pieces[0].backup = Some(INCR.into()),
+            "which is not in its chain",
+        );
+        refused(
+            &|i, _| i.files[0].pieces[0].object = "data/00000009".into(),
+            "which that backup does not hold",
+        );
+        refused(
+            &|i, _| i.files[0].pieces[0].offset = 1,
+            "which that backup does not hold",
+        );
+        refused(
+            &|_, o| o[0].files.retain(|f| f.path != "base/5/16384"),
+            "has no copy of it",
+        );
+        let (mut incr, older) = chain();
+        incr.files[1].pieces = vec![Piece {
+            backup: Some(FULL.into()),
+            ..incr.files[1].pieces[0].clone()
+        }];
+        assert!(check_references(&incr, &older).is_ok());
+    }
+
+    fn options(set: Option<&str>, target: RecoveryTarget) -> RestoreOptions {
+        RestoreOptions {
+            pgdata: "/nonexistent".into(),
+            set: set.map(String::from),
+            target,
+            target_action: None,
+            target_timeline: None,
+            delta: false,
+            process_max: 1,
+            tablespace_map: vec![],
+            restore_command: String::new(),
+            force: false,
+            archive_mode: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_backup_is_the_one_named_or_the_newest_before_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::open(&RepoUrl::Local(dir.path().into()), "st").unwrap();
+        let chosen = |set: Option<&str>, target: RecoveryTarget| {
+            choose_backup(&repo, &options(set, target)).map(|m| m.label)
+        };
+        let e = chosen(None, RecoveryTarget::Default)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no backup in") && e.contains("backup_start"),
+            "{e}"
+        );
+        let (incr, older) = chain();
+        let full2 = backup(FULL2, None, "2026-11-25T02:00:05Z", 0x200_0300);
+        for m in [&older[0], &incr, &full2] {
+            repo.storage()
+                .put_new(&repo.keys().backup_manifest(&m.label).unwrap(), m.to_json())
+                .unwrap();
+        }
+        assert_eq!(chosen(Some(INCR), RecoveryTarget::Default).unwrap(), INCR);
+        assert_eq!(
+            chosen(Some("latest"), RecoveryTarget::Default).unwrap(),
+            FULL2
+        );
+        assert_eq!(chosen(None, RecoveryTarget::Immediate).unwrap(), FULL2);
+        let time = |t: &str| RecoveryTarget::Time(chrono::DateTime::parse_from_rfc3339(t).unwrap());
+        // The newest that ended strictly before the target time, or at or before the target LSN.
+        assert_eq!(chosen(None, time("2026-11-24T12:00:00Z")).unwrap(), INCR);
+        assert_eq!(chosen(None, time("2026-11-24T02:00:05Z")).unwrap(), FULL);
+        assert_eq!(
+            chosen(None, RecoveryTarget::Lsn(Lsn(0x200_0200))).unwrap(),
+            INCR
+        );
+        assert_eq!(
+            chosen(None, RecoveryTarget::Lsn(Lsn(0x200_01ff))).unwrap(),
+            FULL
+        );
+        // --set wins over the target (the target is checked against it later).
+        assert_eq!(
+            chosen(Some(FULL2), time("2026-11-24T12:00:00Z")).unwrap(),
+            FULL2
+        );
+        let e = chosen(None, time("2026-11-01T00:00:00Z"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no backup ended before") && e.contains(FULL),
+            "{e}"
+        );
+        let e = chosen(Some("20261130-020000F"), RecoveryTarget::Default)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not found"), "{e}");
     }
 }

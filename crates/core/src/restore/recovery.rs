@@ -7,20 +7,15 @@ use super::plan::Plan;
 use super::target::TargetAction;
 use super::write::Roots;
 use super::{ArchiveMode, RestoreOptions};
-use crate::{Error, Result};
-use std::io::{Read, Write};
+use crate::Result;
+use std::io::Read;
 
 /// Writes a file of the data directory (a link in its place is replaced, never followed), given to
 /// the cluster's owner when run as root.
 fn write_synced(roots: &Roots, name: &str, text: &str) -> Result<()> {
     let pgdata = &roots.pgdata;
-    let werr = |source| Error::WriteFile {
-        path: pgdata.path().join(name),
-        source,
-    };
     let mut f = pgdata.create_file(name, 0o600)?;
-    f.write_all(text.as_bytes()).map_err(werr)?;
-    f.sync_all().map_err(werr)?;
+    crate::fsutil::write_synced(&mut f, text.as_bytes(), &pgdata.path().join(name))?;
     super::write::give(pgdata, name, roots.owner)
 }
 

@@ -2,8 +2,8 @@
 //! `process_max` threads over a bounded queue), each streamed piece by piece with every piece and the
 //! whole file checked against the manifest's SHA-256, then modes, times and fsyncs.
 //!
-//! A file in incremental form is rebuilt over its copies in the older backups of the chain (see
-//! `FileWriter::write_incremental`).
+//! A file in incremental form is rebuilt from its copies in the older backups of the chain by a
+//! per-block plan, each block written once (see `FileWriter::write_incremental`).
 //!
 //! `global/pg_control` is not written here: the caller writes it last, so that a restore interrupted at
 //! any point leaves a directory PostgreSQL refuses to start. With `--delta`, a file whose size and
@@ -12,7 +12,8 @@
 use super::beneath::{Kind, Root};
 use super::plan::Plan;
 use super::RestoreProgress;
-use crate::incremental::Incremental;
+use crate::fsutil::{self, werr};
+use crate::incremental::{Incremental, RebuildPlan};
 use crate::manifest::{FileEntry, Piece};
 use crate::object;
 use crate::repo::Repo;
@@ -24,7 +25,6 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
 
 pub const PG_CONTROL: &str = "global/pg_control";
 
@@ -35,13 +35,6 @@ pub struct Written {
     pub files_kept: u64,
     pub entries_removed: u64,
     pub bytes_written: u64,
-}
-
-fn werr(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |source| Error::WriteFile {
-        path: path.into(),
-        source,
-    }
 }
 
 /// The directories a restore writes into, opened once (see `targets`): the data directory and each
@@ -211,17 +204,26 @@ fn clean_linked_pg_wal(wal: &Path, wal_segment_size: u32) -> Result<u64> {
     Ok(removed)
 }
 
+/// How the files are written: where, with how many threads, and what stops them.
+pub struct WriteSettings<'a> {
+    pub roots: &'a Roots,
+    /// Keep a file whose size and content already match (`--delta`).
+    pub delta: bool,
+    pub process_max: usize,
+    pub progress: &'a RestoreProgress,
+    /// Set when another part of the restore failed: the writers stop.
+    pub abort: &'a AtomicBool,
+}
+
 /// Writes every file except pg_control, in parallel.
-#[allow(clippy::too_many_arguments)]
-pub fn write_files(
-    plan: &Plan,
-    repo: &Repo,
-    roots: &Roots,
-    delta: bool,
-    process_max: usize,
-    progress: &RestoreProgress,
-    abort: &AtomicBool,
-) -> Result<Written> {
+pub fn write_files(plan: &Plan, repo: &Repo, settings: &WriteSettings) -> Result<Written> {
+    let WriteSettings {
+        roots,
+        delta,
+        process_max,
+        progress,
+        abort,
+    } = *settings;
     let mut files: Vec<&FileEntry> = plan
         .manifest
         .files
@@ -235,65 +237,43 @@ pub fn write_files(
     progress
         .files_total
         .store(plan.manifest.files.len() as u64, Ordering::Relaxed);
-    let stop = AtomicBool::new(false);
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
     let written = AtomicU64::new(0);
     let kept = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
-    let threads = process_max.max(1);
-    let (tx, rx) = crossbeam_channel::bounded::<&FileEntry>(threads * 4);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            let rx = rx.clone();
-            let (stop, failure, written, kept, bytes) = (&stop, &failure, &written, &kept, &bytes);
-            s.spawn(move || {
-                let run = || -> Result<()> {
-                    let mut writer = FileWriter {
-                        repo,
-                        plan,
-                        fsync: false,
-                        owner: roots.owner,
-                    };
-                    for f in rx.iter() {
-                        if stop.load(Ordering::Relaxed) || abort.load(Ordering::Relaxed) {
-                            return Ok(());
-                        }
-                        let (root, rel) = roots.locate(plan, &f.path);
-                        let existing = if delta { root.open_existing(rel) } else { None };
-                        if let Some(file) = existing.filter(|file| matches_manifest(file, f)) {
-                            let dest = root.path().join(rel);
-                            set_mode_and_time(&file, f, &dest)?;
-                            give_file(&file, roots.owner, &dest)?;
-                            kept.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            writer.write(f, root, rel)?;
-                            written.fetch_add(1, Ordering::Relaxed);
-                            bytes.fetch_add(f.size, Ordering::Relaxed);
-                        }
-                        progress.files_done.fetch_add(1, Ordering::Relaxed);
-                        progress.bytes_done.fetch_add(f.size, Ordering::Relaxed);
-                    }
-                    Ok(())
-                };
-                if let Err(e) = run() {
-                    stop.store(true, Ordering::Relaxed);
-                    if let Ok(mut f) = failure.lock() {
-                        f.get_or_insert(e);
-                    }
-                }
-            });
-        }
-        drop(rx);
-        for f in files {
-            if stop.load(Ordering::Relaxed) || tx.send(f).is_err() {
-                break;
+    let stop = AtomicBool::new(false);
+    crate::parallel::run(
+        process_max,
+        &stop,
+        files,
+        || Ok(()),
+        |_, f| {
+            if abort.load(Ordering::Relaxed) {
+                return Ok(());
             }
-        }
-        drop(tx);
-    });
-    if let Ok(Some(e)) = failure.into_inner() {
-        return Err(e);
-    }
+            let mut writer = FileWriter {
+                repo,
+                plan,
+                fsync: false,
+                owner: roots.owner,
+            };
+            let (root, rel) = roots.locate(plan, &f.path);
+            let existing = if delta { root.open_existing(rel) } else { None };
+            if let Some(file) = existing.filter(|file| matches_manifest(file, f)) {
+                let dest = root.path().join(rel);
+                set_mode_and_time(&file, f, &dest)?;
+                give_file(&file, roots.owner, &dest)?;
+                kept.fetch_add(1, Ordering::Relaxed);
+            } else {
+                writer.write(f, root, rel)?;
+                written.fetch_add(1, Ordering::Relaxed);
+                bytes.fetch_add(f.size, Ordering::Relaxed);
+            }
+            progress.files_done.fetch_add(1, Ordering::Relaxed);
+            progress.bytes_done.fetch_add(f.size, Ordering::Relaxed);
+            Ok(())
+        },
+        |_| Ok(()),
+    )?;
     Ok(Written {
         files_written: written.into_inner(),
         files_kept: kept.into_inner(),
@@ -370,7 +350,7 @@ impl FileWriter<'_> {
             self.write_whole(f, label, &mut out, dest)?;
         }
         if self.fsync {
-            out.sync_all().map_err(werr(dest))?;
+            fsutil::sync(&out, dest)?;
         } else {
             start_writeback(&out);
         }
@@ -419,15 +399,50 @@ impl FileWriter<'_> {
         Ok(())
     }
 
-    /// A relation file in incremental form, rebuilt with the rule of `incremental::rebuild_plan`: the
-    /// newest copy of each block, never from behind a backup whose length did not reach it. The base
-    /// (the newest whole copy in the chain) is written first, cut to the smallest length any later
-    /// incremental had; then the incrementals from oldest to newest, each cut to the smallest length
-    /// of the ones after it. What nothing covers stays a hole (zeroes). One piece in memory at a time.
+    /// A relation file in incremental form, rebuilt by its per-block plan (`incremental::RebuildPlan`):
+    /// the layers are read newest first, each block written (at its offset) when the plan takes it
+    /// from there, then the base (the newest whole copy in the chain) gives what is left below every
+    /// later length. Every block is written once and every piece read at most once; what nothing
+    /// covers stays a hole (zeroes). One piece in memory at a time, plus the plan.
     fn write_incremental(&self, f: &FileEntry, out: &File, dest: &Path) -> Result<()> {
+        let (layers, base) = self.layers(f)?;
+        let truncations: Vec<u32> = layers
+            .iter()
+            .map(|(_, e)| e.incremental.unwrap_or(0))
+            .collect();
+        // The plan holds an entry per block: a length no relation segment can have (as
+        // pg_combinebackup, past RELSEG_SIZE) is a damaged manifest, not an allocation to attempt.
+        if let Some(((label, e), _)) = layers
+            .iter()
+            .zip(&truncations)
+            .find(|(_, t)| **t > pgformat::relfile::RELSEG_SIZE)
+        {
+            return Err(Error::CorruptObject {
+                key: format!("manifest of backup {label}"),
+                reason: format!(
+                    "file {} is in incremental form with {} blocks, more than a relation segment \
+                     has ({}): the manifest is damaged",
+                    e.path,
+                    e.incremental.unwrap_or(0),
+                    pgformat::relfile::RELSEG_SIZE
+                ),
+            });
+        }
+        let mut plan = RebuildPlan::new(&truncations);
+        out.set_len(plan.length() as u64 * BLOCK)
+            .map_err(werr(dest))?;
+        for (k, (label, entry)) in layers.iter().enumerate() {
+            self.apply_layer(&mut plan, k, label, entry, out, dest)?;
+        }
+        self.apply_base(&mut plan, base, out, dest)
+    }
+
+    /// The incremental layers of `f`, newest first (`f` itself, then its copies in the older backups
+    /// as long as they are incremental too), and the base with the label of the backup holding it.
+    fn layers<'p>(&'p self, f: &'p FileEntry) -> Result<(Vec<Layer<'p>>, Layer<'p>)> {
         let plan = self.plan;
         let mut layers: Vec<(&str, &FileEntry)> = vec![(plan.manifest.label.as_str(), f)];
-        let base = loop {
+        loop {
             let k = layers.len() - 1;
             let (label, entry) = plan.older_entry(k, &f.path).ok_or_else(|| {
                 Error::ChainBroken {
@@ -441,73 +456,129 @@ impl FileWriter<'_> {
             if entry.incremental.is_some() {
                 layers.push((label, entry));
             } else {
-                break (label, entry);
+                return Ok((layers, (label, entry)));
             }
-        };
-        let length = f.incremental.unwrap_or(0);
-        out.set_len(length as u64 * BLOCK).map_err(werr(dest))?;
-        // cutoffs[k]: blocks of layer k (0 newest) are used only below this.
-        let mut cutoffs = Vec::with_capacity(layers.len());
-        let mut cut = length;
-        for (_, e) in &layers {
-            cutoffs.push(cut);
-            cut = cut.min(e.incremental.unwrap_or(0));
         }
-        let base_limit = cut as u64 * BLOCK;
-        let mut offset = 0u64;
-        let mut shas = Vec::with_capacity(base.1.pieces.len());
-        for p in &base.1.pieces {
-            if offset >= base_limit {
-                break;
-            }
-            let (header, plain) = self.piece(FileEntry::piece_backup(p, base.0), p)?;
-            shas.push(header.sha256);
-            let keep = (base_limit - offset).min(plain.len() as u64) as usize;
-            out.write_all_at(&plain[..keep], offset)
-                .map_err(werr(dest))?;
-            offset += plain.len() as u64;
-        }
-        if offset >= base.1.size && base.1.sha256.is_some() {
-            // The whole base was read: its digest can be checked too.
-            let found = hex::encode(object::content_digest(&shas));
-            if base.1.sha256.as_deref() != Some(found.as_str()) {
-                return Err(Error::ChecksumMismatch {
-                    key: format!("file {} of backup {}", base.1.path, base.0),
-                    expected: base.1.sha256.clone().unwrap_or_default(),
-                    found,
+    }
+
+    /// Reads layer `k`'s pieces and writes the blocks the plan takes from it, consecutive ones in one
+    /// write.
+    fn apply_layer(
+        &self,
+        plan: &mut RebuildPlan,
+        k: usize,
+        label: &str,
+        entry: &FileEntry,
+        out: &File,
+        dest: &Path,
+    ) -> Result<()> {
+        let mut nth = 0u32;
+        for p in &entry.pieces {
+            let holder = FileEntry::piece_backup(p, label);
+            let (_, plain) = self.piece(holder, p)?;
+            let what = self
+                .repo
+                .keys()
+                .backup_object(holder, &p.object)?
+                .to_string();
+            let inc = Incremental::parse(&what, &plain)?;
+            if inc.truncation_blocks != entry.incremental.unwrap_or(0) {
+                return Err(Error::CorruptObject {
+                    key: what,
+                    reason: format!(
+                        "incremental piece of {} says {} blocks, the manifest {:?}",
+                        entry.path, inc.truncation_blocks, entry.incremental
+                    ),
                 });
             }
-        }
-        for (k, (label, entry)) in layers.iter().enumerate().rev() {
-            let cutoff = cutoffs[k];
-            for p in &entry.pieces {
-                let holder = FileEntry::piece_backup(p, label);
-                let (_, plain) = self.piece(holder, p)?;
-                let what = self
-                    .repo
-                    .keys()
-                    .backup_object(holder, &p.object)?
-                    .to_string();
-                let inc = Incremental::parse(&what, &plain)?;
-                if inc.truncation_blocks != entry.incremental.unwrap_or(0) {
-                    return Err(Error::CorruptObject {
-                        key: what,
-                        reason: format!(
-                            "incremental piece of {} says {} blocks, the manifest {:?}",
-                            entry.path, inc.truncation_blocks, entry.incremental
-                        ),
-                    });
+            // (first stored index, first block, count) of the run being gathered.
+            let mut run: Option<(usize, u32, u32)> = None;
+            for (i, &b) in inc.block_numbers.iter().enumerate() {
+                let taken = plan.offer(k, nth, b);
+                nth += 1;
+                if !taken {
+                    continue;
                 }
-                for (i, &b) in inc.block_numbers.iter().enumerate() {
-                    if b < cutoff {
-                        out.write_all_at(inc.block(i), b as u64 * BLOCK)
-                            .map_err(werr(dest))?;
+                match &mut run {
+                    Some((_, first, count)) if *first + *count == b => *count += 1,
+                    _ => {
+                        if let Some(r) = run.replace((i, b, 1)) {
+                            write_run(&inc, r, out, dest)?;
+                        }
                     }
                 }
+            }
+            if let Some(r) = run {
+                write_run(&inc, r, out, dest)?;
             }
         }
         Ok(())
     }
+
+    /// Writes the blocks the plan takes from the base, reading only its pieces that hold some; when
+    /// every piece was read, the base's digest is checked too.
+    fn apply_base(
+        &self,
+        plan: &mut RebuildPlan,
+        (label, base): (&str, &FileEntry),
+        out: &File,
+        dest: &Path,
+    ) -> Result<()> {
+        let base_blocks = base.size.div_ceil(BLOCK).min(u32::MAX as u64) as u32;
+        if plan.take_base(base_blocks) == 0 && base.pieces.is_empty() {
+            return Ok(());
+        }
+        let limit = plan.base_limit() as u64 * BLOCK;
+        let mut offset = 0u64;
+        let mut shas = Vec::with_capacity(base.pieces.len());
+        let mut read_all = true;
+        for p in &base.pieces {
+            let (start, end) = (offset, offset + p.size);
+            offset = end;
+            let runs = if start < limit {
+                plan.base_runs((start / BLOCK) as u32..end.div_ceil(BLOCK) as u32)
+            } else {
+                Vec::new()
+            };
+            if runs.is_empty() {
+                read_all = false;
+                continue;
+            }
+            let (header, plain) = self.piece(FileEntry::piece_backup(p, label), p)?;
+            shas.push(header.sha256);
+            for (first, count) in runs {
+                // The run's bytes that lie in this piece (a block never straddles two pieces of a
+                // relation file, but nothing here relies on it).
+                let from = (first as u64 * BLOCK).max(start);
+                let to = ((first + count) as u64 * BLOCK).min(end);
+                let bytes = &plain[(from - start) as usize..(to - start) as usize];
+                out.write_all_at(bytes, from).map_err(werr(dest))?;
+            }
+        }
+        if read_all && base.sha256.is_some() {
+            let found = hex::encode(object::content_digest(&shas));
+            if base.sha256.as_deref() != Some(found.as_str()) {
+                return Err(Error::ChecksumMismatch {
+                    key: format!("file {} of backup {label}", base.path),
+                    expected: base.sha256.clone().unwrap_or_default(),
+                    found,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A copy of a file in one backup of the chain, with that backup's label.
+type Layer<'a> = (&'a str, &'a FileEntry);
+
+/// Writes a run of consecutive blocks of an incremental piece: (first stored index, first block,
+/// count); the stored blocks of a run are consecutive too (block numbers ascend strictly).
+fn write_run(inc: &Incremental, run: (usize, u32, u32), out: &File, dest: &Path) -> Result<()> {
+    let (i, first, count) = run;
+    let bytes = inc.blocks(i, count as usize);
+    out.write_all_at(bytes, first as u64 * BLOCK)
+        .map_err(werr(dest))
 }
 
 const BLOCK: u64 = pgformat::relfile::BLCKSZ as u64;
@@ -562,5 +633,251 @@ pub fn remove_contents(dir: &Path) {
         for name in root.list("").unwrap_or_default() {
             let _ = root.remove(&name);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::CompressType;
+    use crate::config::RepoUrl;
+    use crate::manifest::{BackupKind, Manifest, StoredObject};
+
+    const B: usize = BLOCK as usize;
+    const FULL: &str = "20261123-020000F";
+    const I1: &str = "20261123-020000F_20261124-020000I";
+    const I2: &str = "20261123-020000F_20261125-020000I";
+
+    /// A block whose every byte says where it came from.
+    fn page(tag: u8) -> Vec<u8> {
+        vec![tag; B]
+    }
+
+    /// A chain of fabricated backups in a temporary repository, objects stored as the copy stores them.
+    struct Chain {
+        _dir: tempfile::TempDir,
+        repo: Repo,
+        manifests: Vec<Manifest>,
+    }
+
+    impl Chain {
+        fn new() -> Chain {
+            let dir = tempfile::tempdir().unwrap();
+            let repo = Repo::open(&RepoUrl::Local(dir.path().into()), "st").unwrap();
+            let mut manifests = Vec::new();
+            for (i, label) in [FULL, I1, I2].iter().enumerate() {
+                let mut m = crate::manifest::tests::sample();
+                m.label = label.to_string();
+                m.files.clear();
+                m.objects.clear();
+                if i > 0 {
+                    m.kind = BackupKind::Incr;
+                    m.prior = Some([FULL, I1][i - 1].into());
+                    m.references = [FULL, I1][..i].iter().map(|l| l.to_string()).collect();
+                }
+                manifests.push(m);
+            }
+            Chain {
+                _dir: dir,
+                repo,
+                manifests,
+            }
+        }
+
+        fn store(&mut self, backup: usize, plain: &[u8]) -> Piece {
+            let m = &mut self.manifests[backup];
+            let name = crate::paths::RepoKeys::backup_object_name(m.objects.len() as u64);
+            let sha = object::sha256(plain);
+            let stored = object::encode_with_hash(plain, sha, CompressType::Zstd, 1).unwrap();
+            m.objects.push(StoredObject {
+                name: name.clone(),
+                size: stored.len() as u64,
+                crc32c: crc32c::crc32c(&stored),
+            });
+            let piece = Piece {
+                backup: None,
+                object: name.clone(),
+                offset: 0,
+                length: stored.len() as u64,
+                size: plain.len() as u64,
+                sha256: Some(hex::encode(sha)),
+            };
+            let key = self.repo.keys().backup_object(&m.label, &name).unwrap();
+            self.repo.storage().put_new(&key, stored).unwrap();
+            piece
+        }
+
+        /// A whole copy of `content` in backup `backup`, in pieces of `piece_blocks` blocks.
+        fn whole(&mut self, backup: usize, path: &str, content: &[u8], piece_blocks: usize) {
+            let pieces: Vec<Piece> = content
+                .chunks(piece_blocks * B)
+                .map(|c| self.store(backup, c))
+                .collect();
+            let shas: Vec<[u8; 32]> = content
+                .chunks(piece_blocks * B)
+                .map(object::sha256)
+                .collect();
+            self.manifests[backup].files.push(FileEntry {
+                path: path.into(),
+                size: content.len() as u64,
+                mode: 0o600,
+                mtime: 1_795_000_000,
+                sha256: Some(hex::encode(object::content_digest(&shas))),
+                incremental: None,
+                pieces,
+            });
+        }
+
+        /// `path` in incremental form in backup `backup`: `length` blocks, the `blocks` (number, tag)
+        /// stored, `piece_blocks` to a piece.
+        fn incr(
+            &mut self,
+            backup: usize,
+            path: &str,
+            length: u32,
+            blocks: &[(u32, u8)],
+            piece_blocks: usize,
+        ) {
+            let mut pieces = Vec::new();
+            for group in blocks.chunks(piece_blocks) {
+                let pages: Vec<(u32, Vec<u8>)> = group.iter().map(|&(n, t)| (n, page(t))).collect();
+                let refs: Vec<(u32, &[u8])> =
+                    pages.iter().map(|(n, p)| (*n, p.as_slice())).collect();
+                let plain = crate::incremental::encode(length, &refs).unwrap();
+                pieces.push(self.store(backup, &plain));
+            }
+            self.manifests[backup].files.push(FileEntry {
+                path: path.into(),
+                size: length as u64 * BLOCK,
+                mode: 0o600,
+                mtime: 1_795_000_000,
+                sha256: None,
+                incremental: Some(length),
+                pieces,
+            });
+        }
+
+        /// Restores `path` of the newest backup into a temporary directory and returns its bytes.
+        fn restore(&self, path: &str) -> Result<Vec<u8>> {
+            self.restore_into(path, tempfile::tempdir().unwrap().path())
+        }
+
+        fn restore_into(&self, path: &str, out: &Path) -> Result<Vec<u8>> {
+            let mut chain: Vec<Manifest> = self.manifests.iter().rev().cloned().collect();
+            let target = chain.remove(0);
+            let plan = Plan::for_chain(target, chain)?;
+            std::fs::create_dir_all(out.join(path).parent().unwrap()).unwrap();
+            let root = Root::open(out)?;
+            let f = plan.manifest.files.iter().find(|f| f.path == path).unwrap();
+            let mut writer = FileWriter {
+                repo: &self.repo,
+                plan: &plan,
+                fsync: false,
+                owner: None,
+            };
+            writer.write(f, &root, path)?;
+            Ok(std::fs::read(out.join(path)).unwrap())
+        }
+    }
+
+    fn pages(tags: &[u8]) -> Vec<u8> {
+        tags.iter().flat_map(|&t| page(t)).collect()
+    }
+
+    #[test]
+    fn a_relation_that_shrank_keeps_no_stale_block() {
+        let mut c = Chain::new();
+        let p = "base/5/16384";
+        c.whole(0, p, &pages(&[10, 11, 12, 13, 14, 15]), 2);
+        // Cut to 3 blocks, block 1 changed; then grown back to 5, blocks 3 and 4 new.
+        c.incr(1, p, 3, &[(1, 21)], 8);
+        c.incr(2, p, 5, &[(3, 33), (4, 34)], 8);
+        assert_eq!(c.restore(p).unwrap(), pages(&[10, 21, 12, 33, 34]));
+        // Cut again in the newest backup: nothing past its length, whatever the older ones had.
+        let mut c = Chain::new();
+        c.whole(0, p, &pages(&[10, 11, 12, 13, 14, 15]), 2);
+        c.incr(1, p, 6, &[(1, 21), (5, 25)], 8);
+        c.incr(2, p, 2, &[], 8);
+        assert_eq!(c.restore(p).unwrap(), pages(&[10, 21]));
+    }
+
+    #[test]
+    fn a_relation_extended_past_the_base_gets_its_new_blocks_and_holes() {
+        let mut c = Chain::new();
+        let p = "base/5/16385";
+        c.whole(0, p, &pages(&[10, 11]), 8);
+        // Grown to 5 (block 3 never written: a hole), then to 7 (block 5 never written either).
+        c.incr(1, p, 5, &[(2, 22), (4, 24)], 8);
+        c.incr(2, p, 7, &[(6, 36)], 8);
+        let got = c.restore(p).unwrap();
+        assert_eq!(got, pages(&[10, 11, 22, 0, 24, 0, 36]));
+        // Blocks never written stay holes: a 100 MB file of two stored blocks takes no 100 MB.
+        let mut c = Chain::new();
+        let p = "base/5/16389";
+        c.whole(0, p, &pages(&[10]), 8);
+        c.incr(1, p, 12_800, &[(12_799, 29)], 8);
+        c.incr(2, p, 12_800, &[], 8);
+        let restored = tempfile::tempdir().unwrap();
+        let got = c.restore_into(p, restored.path()).unwrap();
+        assert_eq!(got.len(), 12_800 * B);
+        assert_eq!(&got[..B], &page(10)[..]);
+        assert_eq!(&got[12_799 * B..], &page(29)[..]);
+        assert!(got[B..12_799 * B].iter().all(|&b| b == 0));
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(restored.path().join(p)).unwrap();
+        assert!(
+            meta.blocks() * 512 < 1 << 20,
+            "{} bytes allocated",
+            meta.blocks() * 512
+        );
+    }
+
+    #[test]
+    fn a_block_changed_in_several_layers_comes_from_the_newest() {
+        let mut c = Chain::new();
+        let p = "base/5/16386";
+        c.whole(0, p, &pages(&[10, 11, 12, 13]), 8);
+        // Blocks spread over several pieces per layer, consecutive ones written as runs.
+        c.incr(1, p, 4, &[(0, 20), (1, 21), (2, 22)], 2);
+        c.incr(2, p, 4, &[(1, 31), (2, 32)], 1);
+        assert_eq!(c.restore(p).unwrap(), pages(&[20, 31, 32, 13]));
+    }
+
+    #[test]
+    fn an_unchanged_file_comes_whole_from_the_full_and_its_digest_is_checked() {
+        let mut c = Chain::new();
+        let p = "base/5/16387";
+        let content = pages(&[10, 11, 12, 13, 14]);
+        c.whole(0, p, &content, 2);
+        c.incr(1, p, 5, &[], 8);
+        c.incr(2, p, 5, &[], 8);
+        assert_eq!(c.restore(p).unwrap(), content);
+        // Every piece of the base read: a base that does not match its digest is refused.
+        c.manifests[0].files[0].sha256 = Some("00".repeat(32));
+        let e = c.restore(p).unwrap_err();
+        assert!(matches!(e, Error::ChecksumMismatch { .. }), "{e}");
+        // A base piece whose blocks all changed later is not read (nor its digest checked).
+        let mut c2 = Chain::new();
+        c2.whole(0, p, &content, 2);
+        c2.manifests[0].files[0].sha256 = Some("00".repeat(32));
+        c2.incr(1, p, 5, &[(2, 22), (3, 23)], 8);
+        c2.incr(2, p, 5, &[], 8);
+        assert_eq!(c2.restore(p).unwrap(), pages(&[10, 11, 22, 23, 14]));
+    }
+
+    #[test]
+    fn an_incremental_piece_disagreeing_with_the_manifest_is_refused() {
+        let mut c = Chain::new();
+        let p = "base/5/16388";
+        c.whole(0, p, &pages(&[10]), 8);
+        c.incr(1, p, 1, &[], 8);
+        c.incr(2, p, 3, &[(2, 32)], 8);
+        c.manifests[2].files[0].incremental = Some(4);
+        let e = c.restore(p).unwrap_err().to_string();
+        assert!(e.contains("says 3 blocks"), "{e}");
+        // A length no segment can have is refused before anything is planned.
+        c.manifests[2].files[0].incremental = Some(pgformat::relfile::RELSEG_SIZE + 1);
+        let e = c.restore(p).unwrap_err().to_string();
+        assert!(e.contains("more than a relation segment"), "{e}");
     }
 }

@@ -4,17 +4,18 @@
 //! are stored as `incremental` pieces of at most `INCREMENTAL_PIECE_BLOCKS` blocks, bundled when small,
 //! with the file's length in blocks; page checksums are verified as for whole files.
 
-use super::{cancelled, CopyProgress, CopyThread, BUNDLE_LIMIT, CHUNK_SIZE};
+use super::{cancelled, CopyThread, BUNDLE_LIMIT, CHUNK_SIZE};
 use crate::backup::pages::PageFailure;
 use crate::backup::walk::SourceFile;
+use crate::fsutil;
 use crate::manifest::{FileEntry, Piece};
 use crate::object;
-use crate::{Error, Result};
+use crate::Result;
 use pgformat::lsn::Lsn;
 use pgformat::relfile::BLCKSZ;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 /// Blocks per incremental piece (so that a piece is about one chunk).
 pub const INCREMENTAL_PIECE_BLOCKS: usize = CHUNK_SIZE / BLCKSZ as usize;
@@ -23,7 +24,6 @@ const PAGE: usize = BLCKSZ as usize;
 impl CopyThread<'_> {
     /// Copies a relation file in incremental form: the `changed` blocks and every block from
     /// `all_from` up, read where they are (the rest of the file is not read at all).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn copy_blocks(
         &mut self,
         file: &SourceFile,
@@ -31,8 +31,6 @@ impl CopyThread<'_> {
         changed: &[u32],
         all_from: u32,
         buf: &mut [u8],
-        progress: &CopyProgress,
-        cancel: &AtomicBool,
     ) -> Result<()> {
         let nblocks = blocks_in(&f, file)?;
         let wanted = changed
@@ -46,20 +44,17 @@ impl CopyThread<'_> {
             f: &f,
             nblocks,
         };
-        self.copy_incremental(&copy, runs, |_| true, buf, progress, cancel)
+        self.copy_incremental(&copy, runs, |_| true, buf)
     }
 
     /// Copies a relation file in incremental form by page LSN: every page is read, those with an LSN at
     /// or after `since` (or new, all zero) are kept.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn copy_page_lsn(
         &mut self,
         file: &SourceFile,
         f: File,
         since: Lsn,
         buf: &mut [u8],
-        progress: &CopyProgress,
-        cancel: &AtomicBool,
     ) -> Result<()> {
         let nblocks = blocks_in(&f, file)?;
         let max_run = (buf.len() / PAGE) as u32;
@@ -74,7 +69,7 @@ impl CopyThread<'_> {
             f: &f,
             nblocks,
         };
-        self.copy_incremental(&copy, runs, keep, buf, progress, cancel)
+        self.copy_incremental(&copy, runs, keep, buf)
     }
 
     /// Reads the `runs` (first block, count) of a relation file, verifies their page checksums, and
@@ -85,20 +80,18 @@ impl CopyThread<'_> {
         runs: impl Iterator<Item = (u32, u32)>,
         keep: impl Fn(&[u8]) -> bool,
         buf: &mut [u8],
-        progress: &CopyProgress,
-        cancel: &AtomicBool,
     ) -> Result<()> {
         let checker = self.checker(copy.file);
         let mut out = IncrementalPieces::new(copy.nblocks);
         let mut failures = Vec::new();
         for (start, len) in runs {
-            if cancel.load(Ordering::Relaxed) {
+            if self.cancel.load(Ordering::Relaxed) {
                 return Err(cancelled());
             }
             let bytes = &mut buf[..len as usize * PAGE];
             let offset = start as u64 * PAGE as u64;
             read_at_zero_padded(copy.f, bytes, offset, copy.file)?;
-            progress
+            self.progress
                 .bytes_read
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             if let Some(c) = &checker {
@@ -116,7 +109,7 @@ impl CopyThread<'_> {
                 }
             }
         }
-        self.finish_incremental(copy.file, out, failures, progress)
+        self.finish_incremental(copy.file, out, failures)
     }
 
     fn finish_incremental(
@@ -124,7 +117,6 @@ impl CopyThread<'_> {
         file: &SourceFile,
         mut out: IncrementalPieces,
         failures: Vec<PageFailure>,
-        progress: &CopyProgress,
     ) -> Result<()> {
         if !out.numbers.is_empty() {
             let piece = out.take_piece()?;
@@ -141,7 +133,9 @@ impl CopyThread<'_> {
             incremental: Some(out.nblocks),
             pieces: out.pieces,
         });
-        progress.bytes_done.fetch_add(file.size, Ordering::Relaxed);
+        self.progress
+            .bytes_done
+            .fetch_add(file.size, Ordering::Relaxed);
         Ok(())
     }
 
@@ -159,32 +153,14 @@ impl CopyThread<'_> {
 /// A relation file's length in blocks now (a partial last block counts: it is read zero-padded and WAL
 /// replay rewrites it).
 fn blocks_in(f: &File, file: &SourceFile) -> Result<u32> {
-    let len = f
-        .metadata()
-        .map_err(|source| Error::ReadFile {
-            path: file.source.clone(),
-            source,
-        })?
-        .len();
+    let len = f.metadata().map_err(fsutil::rerr(&file.source))?.len();
     Ok(len.div_ceil(PAGE as u64).min(u32::MAX as u64) as u32)
 }
 
 /// Reads `buf` at `offset`; what lies past the end of the file (truncated meanwhile) reads as zeroes.
 fn read_at_zero_padded(f: &File, buf: &mut [u8], offset: u64, file: &SourceFile) -> Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match f.read_at(&mut buf[filled..], offset + filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(source) => {
-                return Err(Error::ReadFile {
-                    path: file.source.clone(),
-                    source,
-                })
-            }
-        }
-    }
+    let filled = fsutil::fill(buf, |rest, at| f.read_at(rest, offset + at as u64))
+        .map_err(fsutil::rerr(&file.source))?;
     buf[filled..].fill(0);
     Ok(())
 }
