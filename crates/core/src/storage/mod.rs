@@ -157,17 +157,9 @@ impl Storage {
     /// Reads a whole object unless it is larger than `limit` bytes, in one request: `None` when it does
     /// not exist, `Err(CorruptObject)` when it is too large (nothing past the limit is read).
     pub fn get_limited(&self, key: &RepoKey, limit: u64) -> Result<Option<Bytes>> {
-        // Ask for one byte more than allowed: a reply that long proves the object too large.
-        let range = Some((0..limit + 1).into());
-        // A range past the end is cut to the object's length (as HTTP range requests are).
-        let got = self.get_with(
-            key,
-            object_store::GetOptions {
-                range,
-                ..Default::default()
-            },
-        )?;
-        match got {
+        // Ask for one byte more than allowed: a reply that long proves the object too large. A range
+        // past the end is cut to the object's length (as HTTP range requests are).
+        match self.get_bytes(key, 0..limit + 1)? {
             Some(b) if b.len() as u64 > limit => Err(Error::CorruptObject {
                 key: key.to_string(),
                 reason: format!(
@@ -180,27 +172,12 @@ impl Storage {
 
     /// Reads the first `len` bytes of an object; `None` when it does not exist.
     pub fn get_prefix(&self, key: &RepoKey, len: u64) -> Result<Option<Bytes>> {
-        let range = Some((0..len).into());
-        self.get_with(
-            key,
-            object_store::GetOptions {
-                range,
-                ..Default::default()
-            },
-        )
+        self.get_bytes(key, 0..len)
     }
 
     /// Reads `len` bytes at `offset` of an object (a piece of a bundle); `None` when it does not exist.
     pub fn get_range(&self, key: &RepoKey, offset: u64, len: u64) -> Result<Option<Bytes>> {
-        let range = Some((offset..offset + len).into());
-        let got = self.get_with(
-            key,
-            object_store::GetOptions {
-                range,
-                ..Default::default()
-            },
-        )?;
-        match got {
+        match self.get_bytes(key, offset..offset + len)? {
             Some(b) if b.len() as u64 != len => Err(Error::CorruptObject {
                 key: key.to_string(),
                 reason: format!(
@@ -210,6 +187,14 @@ impl Storage {
             }),
             other => Ok(other),
         }
+    }
+
+    fn get_bytes(&self, key: &RepoKey, range: std::ops::Range<u64>) -> Result<Option<Bytes>> {
+        let opts = object_store::GetOptions {
+            range: Some(range.into()),
+            ..Default::default()
+        };
+        self.get_with(key, opts)
     }
 
     fn get_with(&self, key: &RepoKey, opts: object_store::GetOptions) -> Result<Option<Bytes>> {
