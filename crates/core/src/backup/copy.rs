@@ -457,7 +457,12 @@ mod tests {
         let url = RepoUrl::Local(repo.path().to_path_buf());
         let paths = RepoPaths::new("st");
         let settings = settings(&url, &paths, CompressType::Zstd, 2);
-        let found = walk::walk(pgdata.path(), &[]).unwrap();
+        let found = walk::walk(
+            pgdata.path(),
+            &[],
+            pgformat::relfile::TABLESPACE_VERSION_DIRECTORY,
+        )
+        .unwrap();
         let progress = CopyProgress::default();
         let copied = copy_files(
             &settings,
@@ -517,7 +522,12 @@ mod tests {
         let url = RepoUrl::Local(repo.path().to_path_buf());
         let paths = RepoPaths::new("st");
         let settings = settings(&url, &paths, CompressType::None, 1);
-        let found = walk::walk(pgdata.path(), &[]).unwrap();
+        let found = walk::walk(
+            pgdata.path(),
+            &[],
+            pgformat::relfile::TABLESPACE_VERSION_DIRECTORY,
+        )
+        .unwrap();
         let e = copy_files(
             &settings,
             whole(found.files),

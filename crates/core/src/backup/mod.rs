@@ -223,7 +223,14 @@ impl BackupRun {
                 self.facts.timeline
             )));
         }
-        let found = walk::walk(&self.facts.pgdata, &self.facts.tablespaces)?;
+        let major = self.facts.pg_version_num / 10000;
+        let version_dir =
+            pgformat::relfile::tablespace_version_directory(major).ok_or_else(|| {
+                Error::Other(format!(
+                    "PostgreSQL {major} is not supported: pg_strata reads PostgreSQL 15's formats"
+                ))
+            })?;
+        let found = walk::walk(&self.facts.pgdata, &self.facts.tablespaces, version_dir)?;
         let plan = match &self.reference {
             None => None,
             Some(reference) => Some(self.incremental_plan(reference, start_lsn, &found.files)?),
