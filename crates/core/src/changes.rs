@@ -130,6 +130,7 @@ mod tests {
     use super::*;
     use crate::config::RepoUrl;
     use crate::summary::ForkKey;
+    use pgformat::relfile::{ForkNumber, RelFileNode};
 
     const SEG: u64 = 16 << 20;
 
@@ -145,12 +146,7 @@ mod tests {
 
     #[test]
     fn a_map_too_large_copies_more_never_less() {
-        let key = |rel| ForkKey {
-            spc: 1663,
-            db: 5,
-            rel,
-            fork: 0,
-        };
+        let key = |rel| ForkKey::new(RelFileNode::new(1663, 5, rel), ForkNumber::Main);
         let mut s = Summary::new(1, seg(1), seg(2));
         for b in [10, 20, 30, 40] {
             s.mark_modified(key(1), b);
@@ -173,12 +169,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(&RepoUrl::Local(dir.path().into())).unwrap();
         let paths = RepoPaths::new("st");
-        let key = ForkKey {
-            spc: 1663,
-            db: 5,
-            rel: 16384,
-            fork: 0,
-        };
+        let key = ForkKey::new(RelFileNode::new(1663, 5, 16384), ForkNumber::Main);
         let mut s1 = Summary::new(1, seg(1), seg(2));
         s1.mark_modified(key, 3);
         let mut s2 = Summary::new(1, seg(2), seg(3));
