@@ -22,7 +22,7 @@ use super::incr::FileMode;
 use super::pages::{ChunkChecker, PageFailure};
 use super::walk::SourceFile;
 use crate::compress::CompressType;
-use crate::manifest::{Directory, FileEntry, PageChecksumError, Piece, StoredObject};
+use crate::manifest::{Directory, FileEntry, PageChecksumError, Piece, Sha256Sum, StoredObject};
 use crate::object;
 use crate::paths::RepoPaths;
 use crate::storage::{PutOutcome, Storage};
@@ -276,10 +276,9 @@ impl<'a> CopyThread<'a> {
             let chunk = &buf[..n];
             let chunk_sha = object::sha256(chunk);
             piece_shas.push(chunk_sha);
-            let sha_hex = hex::encode(chunk_sha);
             let unchanged = reference
                 .get(pieces.len())
-                .filter(|r| r.size == n as u64 && r.sha256.as_deref() == Some(sha_hex.as_str()));
+                .filter(|r| r.size == n as u64 && r.sha256 == Some(Sha256Sum(chunk_sha)));
             let whole_file_in_one = n < CHUNK_SIZE && pieces.is_empty();
             let piece = if let Some(r) = unchanged {
                 r.clone()
@@ -303,7 +302,7 @@ impl<'a> CopyThread<'a> {
             size,
             mode: file.mode,
             mtime: file.mtime,
-            sha256: Some(hex::encode(object::content_digest(&piece_shas))),
+            sha256: Some(Sha256Sum(object::content_digest(&piece_shas))),
             incremental: None,
             pieces,
         });
@@ -323,7 +322,7 @@ impl<'a> CopyThread<'a> {
             offset: 0,
             length: stored.len() as u64,
             size: chunk.len() as u64,
-            sha256: Some(hex::encode(sha)),
+            sha256: Some(Sha256Sum(sha)),
         };
         self.put(name, stored)?;
         Ok(piece)
@@ -340,7 +339,7 @@ impl<'a> CopyThread<'a> {
             offset: self.bundle.len() as u64,
             length: stored.len() as u64,
             size: chunk.len() as u64,
-            sha256: Some(hex::encode(sha)),
+            sha256: Some(Sha256Sum(sha)),
         };
         self.bundle.extend_from_slice(&stored);
         if self.bundle.len() >= BUNDLE_SIZE {
@@ -493,7 +492,7 @@ mod tests {
                 entry.path
             );
             if entry.pieces.len() <= 1 {
-                assert_eq!(entry.sha256, Some(hex::encode(object::sha256(&original))));
+                assert_eq!(entry.sha256, Some(Sha256Sum(object::sha256(&original))));
             }
         }
         let big_entry = copied

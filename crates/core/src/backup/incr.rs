@@ -202,7 +202,7 @@ mod tests {
 
     fn reference(paths: &[&str]) -> Manifest {
         let mut m = crate::manifest::tests::sample();
-        m.label = "20260101-000000F".into();
+        m.label = "20260101-000000F".parse().unwrap();
         m.start_lsn = Lsn(0x100_0000);
         let template = m.files[0].clone();
         m.files = paths

@@ -12,7 +12,7 @@ use super::RestoreOptions;
 use crate::catalog;
 use crate::chain;
 use crate::identity;
-use crate::manifest::{FileEntry, Manifest, StoredObject};
+use crate::manifest::{FileEntry, Manifest, ManifestHead, StoredObject};
 use crate::paths::RepoPaths;
 use crate::storage::Storage;
 use crate::{Error, Result};
@@ -233,6 +233,7 @@ fn choose_backup(storage: &Storage, paths: &RepoPaths, opts: &RestoreOptions) ->
         Some(label) if label != "latest" => return catalog::load(storage, paths, label),
         _ => {}
     }
+    // Chosen from the heads; the chosen backup's whole manifest is then read and checked.
     let all = catalog::list_backups(storage, paths)?;
     let Some(newest) = all.last() else {
         return Err(Error::Other(format!(
@@ -242,22 +243,23 @@ fn choose_backup(storage: &Storage, paths: &RepoPaths, opts: &RestoreOptions) ->
         )));
     };
     if opts.set.is_some() {
-        return Ok(newest.clone());
+        return catalog::load(storage, paths, &newest.label);
     }
-    let fits = |m: &Manifest| match &opts.target {
-        RecoveryTarget::Time(t) => chrono::DateTime::parse_from_rfc3339(&m.stop_time)
-            .map(|stop| stop < *t)
-            .unwrap_or(false),
+    let fits = |m: &ManifestHead| match &opts.target {
+        RecoveryTarget::Time(t) => m.stop_time < *t,
         RecoveryTarget::Lsn(l) => m.stop_lsn <= *l,
         _ => true,
     };
-    all.iter().rev().find(|m| fits(m)).cloned().ok_or_else(|| {
+    let chosen = all.iter().rev().find(|m| fits(m)).ok_or_else(|| {
         Error::Other(format!(
             "no backup ended before the recovery target (the oldest, {}, ended at {} / {}); choose \
              a later target",
-            all[0].label, all[0].stop_time, all[0].stop_lsn
+            all[0].label,
+            crate::manifest::time_text(all[0].stop_time),
+            all[0].stop_lsn
         ))
-    })
+    })?;
+    catalog::load(storage, paths, &chosen.label)
 }
 
 fn tablespace_targets(m: &Manifest, remap: &[(String, PathBuf)]) -> Result<Vec<TablespaceTarget>> {

@@ -13,7 +13,7 @@ use super::beneath::{Kind, Root};
 use super::plan::Plan;
 use super::RestoreProgress;
 use crate::incremental::Incremental;
-use crate::manifest::{FileEntry, Piece};
+use crate::manifest::{FileEntry, Piece, Sha256Sum};
 use crate::object;
 use crate::paths::RepoPaths;
 use crate::storage::Storage;
@@ -328,7 +328,7 @@ fn matches_manifest(mut file: &File, f: &FileEntry) -> bool {
         }
         shas.push(object::sha256(&buf));
     }
-    &hex::encode(object::content_digest(&shas)) == digest
+    object::content_digest(&shas) == digest.0
 }
 
 /// Gives a file the restore wrote (or kept) to the cluster's owner, through its descriptor.
@@ -412,12 +412,12 @@ impl FileWriter<'_> {
             shas.push(header.sha256);
             out.write_all(&plain).map_err(werr(dest))?;
         }
-        let found = hex::encode(object::content_digest(&shas));
-        if f.sha256.as_deref() != Some(found.as_str()) {
+        let found = Sha256Sum(object::content_digest(&shas));
+        if f.sha256 != Some(found) {
             return Err(Error::ChecksumMismatch {
                 key: format!("{} (file {} of backup {label})", dest.display(), f.path),
-                expected: f.sha256.clone().unwrap_or_default(),
-                found,
+                expected: f.sha256.map(|d| d.to_hex()).unwrap_or_default(),
+                found: found.to_hex(),
             });
         }
         Ok(())
@@ -470,12 +470,12 @@ impl FileWriter<'_> {
         }
         if offset >= base.1.size && base.1.sha256.is_some() {
             // The whole base was read: its digest can be checked too.
-            let found = hex::encode(object::content_digest(&shas));
-            if base.1.sha256.as_deref() != Some(found.as_str()) {
+            let found = Sha256Sum(object::content_digest(&shas));
+            if base.1.sha256 != Some(found) {
                 return Err(Error::ChecksumMismatch {
                     key: format!("file {} of backup {}", base.1.path, base.0),
-                    expected: base.1.sha256.clone().unwrap_or_default(),
-                    found,
+                    expected: base.1.sha256.map(|d| d.to_hex()).unwrap_or_default(),
+                    found: found.to_hex(),
                 });
             }
         }
