@@ -246,7 +246,8 @@ fn a_chain_of_incrementals_and_a_differential_restores_every_backup_and_pitr_mat
 fn stored_blocks(a: &Archiving, label: &str) -> (BTreeMap<String, Vec<u32>>, Vec<String>) {
     let paths = strata_core::paths::RepoPaths::new("main");
     let key = paths.backup_manifest(label);
-    let m = Manifest::from_json(&key, &std::fs::read(a.repo.path().join(&key)).unwrap()).unwrap();
+    let bytes = std::fs::read(a.repo.path().join(&key)).unwrap();
+    let m = Manifest::from_bytes(&key, label, &bytes).unwrap();
     let mut blocks = BTreeMap::new();
     let mut whole = Vec::new();
     for f in &m.files {

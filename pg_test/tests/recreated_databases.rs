@@ -91,7 +91,7 @@ fn recreate(c: &Cluster, db: &str, oid: u32, options: &str) {
 fn manifest(a: &Archiving, label: &str) -> Manifest {
     let key = RepoPaths::new("main").backup_manifest(label);
     let bytes = std::fs::read(a.repo.path().join(&key)).expect("read the manifest");
-    Manifest::from_json(&key, &bytes).expect("parse the manifest")
+    Manifest::from_bytes(&key, label, &bytes).expect("parse the manifest")
 }
 
 /// Takes an incr and checks its method; restores it and compares it with the source (dump, amcheck,
