@@ -1,5 +1,6 @@
-//! Which blocks changed on a timeline between two LSNs, from the archived block-change summaries
-//! (groundwork for block-level incremental backups; not used by backups yet).
+//! Which blocks changed on a timeline between two LSNs, from the archived block-change summaries: what
+//! a diff or incr backup copies of the relation files (`backup::changed` follows a timeline's history
+//! with it).
 //!
 //! The map is the union of every summary whose range overlaps `[from, to)`: summaries cover whole
 //! segments, so the union may include changes just outside the range, which is safe (a block copied for
