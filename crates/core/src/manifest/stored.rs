@@ -93,6 +93,14 @@ fn corrupt(key: &str, reason: String) -> Error {
     }
 }
 
+/// What is wrong with a manifest whose checksums match: a hand-made one, or this code's bug.
+fn refused(key: &str, reason: String) -> Error {
+    corrupt(
+        key,
+        format!("{reason}; the backup is refused (its manifest was damaged or tampered with)"),
+    )
+}
+
 fn modified(key: &str, label: &str, what: &str) -> Error {
     corrupt(
         key,
@@ -162,7 +170,7 @@ fn parse_head_line(
         ));
     }
     let stored: StoredHead = serde_json::from_slice(head_bytes)
-        .map_err(|e| corrupt(key, format!("invalid manifest head: {e}")))?;
+        .map_err(|e| refused(key, format!("invalid manifest head: {e}")))?;
     if stored.backup.label != label {
         return Err(corrupt(
             key,
@@ -174,12 +182,10 @@ fn parse_head_line(
     }
     // A manifest is untrusted input (whoever can write the repository wrote it): nothing in it is
     // used before everything in it has been checked.
-    stored.backup.validate().map_err(|reason| {
-        corrupt(
-            key,
-            format!("{reason}; the backup is refused (its manifest was damaged or tampered with)"),
-        )
-    })?;
+    stored
+        .backup
+        .validate()
+        .map_err(|reason| refused(key, reason))?;
     Ok((stored.backup, stored.body_size, stored.body_sha256))
 }
 
@@ -223,7 +229,7 @@ impl Manifest {
             ));
         }
         let b: Body = serde_json::from_slice(body)
-            .map_err(|e| corrupt(key, format!("invalid manifest: {e}")))?;
+            .map_err(|e| refused(key, format!("invalid manifest: {e}")))?;
         let m = Manifest {
             head,
             backup_label: b.backup_label,
@@ -235,14 +241,7 @@ impl Manifest {
             page_checksum_errors: b.page_checksum_errors,
             owner: b.owner,
         };
-        m.validate().map_err(|reason| {
-            corrupt(
-                key,
-                format!(
-                    "{reason}; the backup is refused (its manifest was damaged or tampered with)"
-                ),
-            )
-        })?;
+        m.validate().map_err(|reason| refused(key, reason))?;
         Ok(m)
     }
 
