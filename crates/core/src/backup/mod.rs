@@ -142,15 +142,27 @@ impl BackupRun {
                     history.as_ref(),
                     facts.timeline,
                 ) {
-                    // The reference's whole manifest is needed (its files); one whose body turns out
-                    // damaged is set aside like the others, and the choice made again.
-                    Ok(head) => match catalog::load(&storage, &paths, &head.label) {
-                        Ok(m) => break Some(m),
-                        Err(e) => {
-                            notices.push(damaged_notice(&head.label, &e.to_string()));
-                            listing.set_damaged(&head.label, e.to_string());
+                    // The reference's whole manifest is needed (its files), and those of its chain
+                    // must read too (a backup built on a damaged one could not be restored): the
+                    // listing checked only heads. One that does not read is set aside like the
+                    // others, with the backups built on it, and the choice made again.
+                    Ok(head) => {
+                        let mut loaded = None;
+                        for label in head.references.iter().chain([&head.label]) {
+                            match catalog::load(&storage, &paths, label) {
+                                Ok(m) => loaded = Some(m),
+                                Err(e) => {
+                                    notices.push(damaged_notice(label, &e.to_string()));
+                                    listing.set_damaged(label, e.to_string());
+                                    loaded = None;
+                                    break;
+                                }
+                            }
                         }
-                    },
+                        if let Some(m) = loaded {
+                            break Some(m);
+                        }
+                    }
                     Err(why) => {
                         notices.push(format!(
                             "{why}: taking a full backup instead of the requested {requested_kind}"

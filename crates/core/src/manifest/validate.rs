@@ -387,7 +387,10 @@ mod tests {
             "\"object\": \"data/00000000\"",
             "\"backup\": \"../other\", \"object\": \"data/00000000\"",
         );
-        assert!(e.contains("not a backup label") && e.contains("refused"), "{e}");
+        assert!(
+            e.contains("not a backup label") && e.contains("refused"),
+            "{e}"
+        );
         let e = refused_text("\"prior\":null", "\"prior\":\"..\"");
         assert!(e.contains("not a backup label"), "{e}");
         let e = refused_text("2026-11-23T02:00:05Z", "\\u001b[2J");
