@@ -256,6 +256,15 @@ mod tests {
         assert_eq!(sound, vec![incr.label.as_str(), other.label.as_str()]);
         let usable: Vec<_> = listing.usable().into_iter().map(|m| m.label).collect();
         assert_eq!(usable, vec![other.label.clone()]);
+
+        // A body found damaged later (only heads were listed): set apart the same way.
+        let mut listing = list_backups_tolerant(&s, &p).unwrap();
+        listing.set_damaged(&other.label, "its body is damaged".into());
+        assert!(listing.usable().is_empty());
+        assert_eq!(
+            listing.damaged[1],
+            (other.label.to_string(), "its body is damaged".into())
+        );
     }
 
     #[test]
