@@ -297,36 +297,34 @@ fn backup_list() -> TableIterator<
         .sound
         .into_iter()
         .map(|m| {
-            let errors = m.page_checksum_error_count() as i64;
+            let errors = m.page_checksum_error_count as i64;
             (
-                m.label,
+                m.label.to_string(),
                 Some(m.kind.name().to_string()),
                 Some(m.requested_kind.name().to_string()),
-                m.prior,
-                rfc3339_to_pg(&m.start_time),
-                rfc3339_to_pg(&m.stop_time),
+                m.prior.map(String::from),
+                time_to_pg(m.start_time),
+                time_to_pg(m.stop_time),
                 Some(m.start_lsn.to_string()),
                 Some(m.stop_lsn.to_string()),
                 Some(m.timeline as i64),
                 Some(m.database_size as i64),
                 Some(m.stored_size as i64),
-                Some(m.files.len() as i64),
+                Some(m.file_count as i64),
                 Some(errors),
                 Some(m.method.name().to_string()),
                 m.method_reason,
-                Some(m.references),
+                Some(m.references.into_iter().map(String::from).collect()),
                 Some(m.read_size as i64),
                 None,
             )
         })
         .collect();
     for (label, why) in listing.damaged {
-        let kind = match label.chars().last() {
-            Some('F') => Some("full".to_string()),
-            Some('D') => Some("diff".to_string()),
-            Some('I') => Some("incr".to_string()),
-            _ => None,
-        };
+        let kind = label
+            .parse::<strata_core::manifest::Label>()
+            .ok()
+            .map(|l| l.kind().name().to_string());
         rows.push((
             label,
             kind,
@@ -354,9 +352,8 @@ fn backup_list() -> TableIterator<
 }
 
 /// RFC 3339 text to a PostgreSQL timestamptz (microseconds since 2000-01-01 UTC).
-fn rfc3339_to_pg(text: &str) -> Option<TimestampWithTimeZone> {
+fn time_to_pg(t: chrono::DateTime<chrono::Utc>) -> Option<TimestampWithTimeZone> {
     const PG_EPOCH_UNIX_SECS: i64 = 946_684_800;
-    let t = chrono::DateTime::parse_from_rfc3339(text).ok()?;
     let micros =
         (t.timestamp() - PG_EPOCH_UNIX_SECS) * 1_000_000 + i64::from(t.timestamp_subsec_micros());
     TimestampWithTimeZone::try_from(micros).ok()

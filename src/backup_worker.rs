@@ -83,7 +83,7 @@ fn take_backup(generation: u64, requested: BackupKind) -> Result<String, Raised>
     let result = copy_between_start_and_stop(generation, &run);
     match result {
         Ok((copied, stop)) => {
-            let label = run.label.clone();
+            let label = run.label.to_string();
             let mut notices = run.notices.clone();
             let manifest = run.complete(copied, stop)?;
             if let Some(reason) = &manifest.method_reason {
@@ -107,12 +107,12 @@ fn take_backup(generation: u64, requested: BackupKind) -> Result<String, Raised>
                 manifest.stored_size,
                 begun.elapsed().as_secs_f64(),
                 peak_memory_mb(),
-                checksum_summary(manifest.page_checksum_error_count())
+                checksum_summary(manifest.page_checksum_error_count)
             );
-            if manifest.page_checksum_error_count() > 0 {
+            if manifest.page_checksum_error_count > 0 {
                 let warning = format!(
                     "backup {label}: {} data pages failed their checksum twice (corrupt on disk): {}",
-                    manifest.page_checksum_error_count(),
+                    manifest.page_checksum_error_count,
                     manifest
                         .page_checksum_errors
                         .iter()

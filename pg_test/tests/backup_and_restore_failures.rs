@@ -234,7 +234,7 @@ fn delta_restore_rewrites_only_what_differs_and_corruption_is_refused_before_wri
     std::fs::write(victim, &bytes).unwrap();
 
     // A missing WAL segment the backup needs: refused, naming the segment.
-    let manifest: serde_json::Value = serde_json::from_slice(
+    let manifest = strata_core::manifest::to_plain_json(
         &std::fs::read(
             a.repo
                 .path()

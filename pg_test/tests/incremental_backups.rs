@@ -246,7 +246,7 @@ fn a_chain_of_incrementals_and_a_differential_restores_every_backup_and_pitr_mat
 fn stored_blocks(a: &Archiving, label: &str) -> (BTreeMap<String, Vec<u32>>, Vec<String>) {
     let keys = strata_core::paths::RepoKeys::new("main").unwrap();
     let (path, key) = a.manifest_object(label);
-    let m = Manifest::from_json(&key, &std::fs::read(path).unwrap()).unwrap();
+    let m = Manifest::from_bytes(&key, label, &std::fs::read(path).unwrap()).unwrap();
     let mut blocks = BTreeMap::new();
     let mut whole = Vec::new();
     for f in &m.files {

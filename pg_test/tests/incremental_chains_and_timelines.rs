@@ -86,10 +86,14 @@ fn a_broken_chain_is_refused_before_anything_is_written() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), ours.join("data").join(entry.file_name())).unwrap();
     }
-    let text = std::fs::read_to_string(theirs.join("manifest.json"))
+    // Relabelled with the checksums recomputed (a relabelled copy alone is refused as modified).
+    let theirs_manifest = std::fs::read(theirs.join("manifest.json")).unwrap();
+    let plain = strata_core::manifest::to_plain_json(&theirs_manifest).unwrap();
+    let text = serde_json::to_string(&plain)
         .unwrap()
         .replace(&other_full, &full);
-    std::fs::write(ours.join("manifest.json"), text).unwrap();
+    let relabelled = strata_core::manifest::from_plain_json(&serde_json::from_str(&text).unwrap());
+    std::fs::write(ours.join("manifest.json"), relabelled).unwrap();
     assert_refused(&a, &incr2, &["belongs to cluster", &full]);
     std::fs::remove_dir_all(&ours).unwrap();
     std::fs::rename(&ours_aside, &ours).unwrap();

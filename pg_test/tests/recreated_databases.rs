@@ -90,7 +90,7 @@ fn recreate(c: &Cluster, db: &str, oid: u32, options: &str) {
 fn manifest(a: &Archiving, label: &str) -> Manifest {
     let (path, key) = a.manifest_object(label);
     let bytes = std::fs::read(path).expect("read the manifest");
-    Manifest::from_json(&key, &bytes).expect("parse the manifest")
+    Manifest::from_bytes(&key, label, &bytes).expect("parse the manifest")
 }
 
 /// Takes an incr and checks its method; restores it and compares it with the source (dump, amcheck,

@@ -165,7 +165,7 @@ fn a_backup_of_timeline_1_restores_when_a_forked_timeline_2_shares_the_stanza() 
     r.stop();
 
     // Targets that recovery from this backup could never reach.
-    let m: serde_json::Value = serde_json::from_slice(
+    let m = strata_core::manifest::to_plain_json(
         &std::fs::read(
             a.repo
                 .path()

@@ -31,14 +31,17 @@ fn manifest_path(a: &Archiving, label: &str) -> PathBuf {
         .join("manifest.json")
 }
 
+/// The manifest as one JSON object, to edit by hand.
 fn read_manifest(a: &Archiving, label: &str) -> Value {
-    serde_json::from_slice(&std::fs::read(manifest_path(a, label)).unwrap()).unwrap()
+    strata_core::manifest::to_plain_json(&std::fs::read(manifest_path(a, label)).unwrap()).unwrap()
 }
 
+/// Writes an edited manifest with its checksums recomputed, as someone who can write the repository
+/// could: what the checksums do not catch, validation must.
 fn write_manifest(a: &Archiving, label: &str, m: &Value) {
     std::fs::write(
         manifest_path(a, label),
-        serde_json::to_vec_pretty(m).unwrap(),
+        strata_core::manifest::from_plain_json(m),
     )
     .unwrap();
 }

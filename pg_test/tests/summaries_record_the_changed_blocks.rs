@@ -4,6 +4,7 @@
 
 use pg_test::Archiving;
 use pgformat::lsn::{WalFileName, DEFAULT_WAL_SEGMENT_SIZE as SEG};
+use pgformat::relfile::{ForkNumber, RelFileNode};
 use std::collections::BTreeSet;
 use strata_core::summary::{DbEvent, ForkKey, Summary};
 
@@ -39,12 +40,10 @@ impl Lab {
     }
 
     fn key(&self, rel: u32, fork: u8) -> ForkKey {
-        ForkKey {
-            spc: 1663,
-            db: self.db,
-            rel,
-            fork,
-        }
+        ForkKey::new(
+            RelFileNode::new(1663, self.db, rel),
+            ForkNumber::from_u8(fork).unwrap(),
+        )
     }
 
     /// Runs `sql` in WAL segments of its own and returns the union of their summaries.
@@ -82,7 +81,7 @@ impl Lab {
 fn user_forks(s: &Summary) -> Vec<(ForkKey, Option<u32>, Vec<u32>)> {
     s.forks
         .iter()
-        .filter(|(k, _)| k.rel >= FIRST_NORMAL_OID)
+        .filter(|(k, _)| k.rel.rel_node >= FIRST_NORMAL_OID)
         .map(|(k, f)| (*k, f.limit, f.blocks.iter().copied().collect()))
         .collect()
 }
@@ -175,7 +174,7 @@ fn summaries_hold_exactly_the_expected_blocks_and_limits() {
             "fork {fork} of {old}: {forks:?}"
         );
     }
-    let touched: BTreeSet<u32> = forks.iter().map(|(k, _, _)| k.rel).collect();
+    let touched: BTreeSet<u32> = forks.iter().map(|(k, _, _)| k.rel.rel_node).collect();
     assert_eq!(
         touched,
         [old.min(new), old.max(new)].into_iter().collect(),

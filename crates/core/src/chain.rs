@@ -7,7 +7,7 @@
 //! differ). The branch points come from the archived timeline history files (`0000000T.history`).
 
 use crate::catalog;
-use crate::manifest::{BackupKind, Manifest};
+use crate::manifest::{BackupKind, Label, Manifest, ManifestHead};
 use crate::repo::Repo;
 use crate::{Error, Result};
 use pgformat::lsn::{Lsn, TimeLineId};
@@ -90,12 +90,12 @@ impl TimelineHistory {
 /// backup of any kind (incr) that is part of the timeline's history. None when there is none (the
 /// caller takes a full), with the reason.
 pub fn choose_reference(
-    backups: &[Manifest],
+    backups: &[ManifestHead],
     kind: BackupKind,
     history: Option<&TimelineHistory>,
     timeline: TimeLineId,
-) -> std::result::Result<Manifest, String> {
-    let fits_kind = |m: &&Manifest| kind == BackupKind::Incr || m.kind == BackupKind::Full;
+) -> std::result::Result<ManifestHead, String> {
+    let fits_kind = |m: &&ManifestHead| kind == BackupKind::Incr || m.kind == BackupKind::Full;
     let mut newest_any = backups.iter().filter(fits_kind).collect::<Vec<_>>();
     newest_any.sort_by(|a, b| a.stop_lsn.cmp(&b.stop_lsn).then(a.label.cmp(&b.label)));
     let Some(newest) = newest_any.last() else {
@@ -108,7 +108,7 @@ pub fn choose_reference(
             }
         ));
     };
-    let on_history = |m: &Manifest| {
+    let on_history = |m: &ManifestHead| {
         m.timeline == timeline || history.is_some_and(|h| h.contains_backup(m.timeline, m.stop_lsn))
     };
     newest_any
@@ -158,7 +158,7 @@ pub fn load_chain(repo: &Repo, target: Manifest) -> Result<Vec<Manifest>> {
         chain.push(prior);
     }
     let target = &chain[0];
-    let labels: Vec<String> = chain
+    let labels: Vec<Label> = chain
         .iter()
         .skip(1)
         .rev()
@@ -184,7 +184,7 @@ pub fn load_chain(repo: &Repo, target: Manifest) -> Result<Vec<Manifest>> {
 
 fn chain_error(target: &Manifest, reason: String) -> Error {
     Error::ChainBroken {
-        label: target.label.clone(),
+        label: target.label.to_string(),
         reason,
     }
 }
@@ -275,9 +275,9 @@ mod tests {
         );
     }
 
-    fn backup(label: &str, kind: BackupKind, tli: u32, stop: u64) -> Manifest {
-        let mut m = crate::manifest::tests::sample();
-        m.label = label.into();
+    fn backup(label: &str, kind: BackupKind, tli: u32, stop: u64) -> ManifestHead {
+        let mut m = crate::manifest::tests::sample().head;
+        m.label = label.parse().unwrap();
         m.kind = kind;
         m.timeline = tli;
         m.start_lsn = Lsn(stop - 0x100);

@@ -1,5 +1,6 @@
-//! Which blocks changed on a timeline between two LSNs, from the archived block-change summaries
-//! (groundwork for block-level incremental backups; not used by backups yet).
+//! Which blocks changed on a timeline between two LSNs, from the archived block-change summaries: what
+//! a diff or incr backup copies of the relation files (`backup::changed` follows a timeline's history
+//! with it).
 //!
 //! The map is the union of every summary whose range overlaps `[from, to)`: summaries cover whole
 //! segments, so the union may include changes just outside the range, which is safe (a block copied for
@@ -125,6 +126,7 @@ mod tests {
     use super::*;
     use crate::config::RepoUrl;
     use crate::summary::ForkKey;
+    use pgformat::relfile::{ForkNumber, RelFileNode};
 
     const SEG: u64 = 16 << 20;
 
@@ -140,12 +142,7 @@ mod tests {
 
     #[test]
     fn a_map_too_large_copies_more_never_less() {
-        let key = |rel| ForkKey {
-            spc: 1663,
-            db: 5,
-            rel,
-            fork: 0,
-        };
+        let key = |rel| ForkKey::new(RelFileNode::new(1663, 5, rel), ForkNumber::Main);
         let mut s = Summary::new(1, seg(1), seg(2));
         for b in [10, 20, 30, 40] {
             s.mark_modified(key(1), b);
@@ -167,12 +164,7 @@ mod tests {
     fn unions_overlapping_summaries_and_reports_gaps() {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repo::open(&RepoUrl::Local(dir.path().into()), "st").unwrap();
-        let key = ForkKey {
-            spc: 1663,
-            db: 5,
-            rel: 16384,
-            fork: 0,
-        };
+        let key = ForkKey::new(RelFileNode::new(1663, 5, 16384), ForkNumber::Main);
         let mut s1 = Summary::new(1, seg(1), seg(2));
         s1.mark_modified(key, 3);
         let mut s2 = Summary::new(1, seg(2), seg(3));

@@ -1,5 +1,6 @@
-//! The incremental form of a relation segment file (diff and incr backups): the file's length in blocks at backup time (its truncation length) and only
-//! the blocks that changed since the reference backup. It is the plaintext of a stored object, so the
+//! The incremental form of a relation segment file, as diff and incr backups store it (written by
+//! `backup::copy`, rebuilt by `restore::write`): the file's length in blocks at backup time (its
+//! truncation length) and only the blocks that changed since the reference backup. It is the plaintext of a stored object, so the
 //! object header's SHA-256 protects it; its own header makes it self-describing.
 //!
 //! ```text

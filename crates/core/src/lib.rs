@@ -1,6 +1,15 @@
-//! pg_strata's repository and engines, in plain Rust shared by the extension and the `strata` binary:
-//! storage over object_store, the stored-object format (hash, then compress), repository identity and
-//! paths, WAL push and get, and block-change summaries. Nothing here links PostgreSQL.
+//! pg_strata's repository and engines, in plain Rust shared by the extension and the `strata` binary.
+//! Nothing here links PostgreSQL.
+//!
+//! - the repository: storage over object_store (`storage`), its settings (`config`), key layout
+//!   (`paths`), identity and stanza guard (`identity`), the stored-object format (`object`:
+//!   hash, then compress, `compress`);
+//! - WAL: archive push and get (`archive`), block-change summaries of archived WAL (`summary`) and the
+//!   changed-block maps made of them (`changes`);
+//! - backups: manifests and their validation (`manifest`), the catalog of a stanza's backups and WAL
+//!   (`catalog`), chains and timeline histories (`chain`), the incremental file format
+//!   (`incremental`), taking a backup (`backup`) and restoring one (`restore`, `owner`);
+//! - errors (`error`).
 
 pub mod archive;
 pub mod backup;

@@ -1,6 +1,7 @@
-//! The stored-object format: every object pg_strata stores for file content (WAL now, backup files
-//! later) is a fixed header followed by the payload, so that an object alone says how to read and
-//! check it.
+//! The stored-object format: every object pg_strata stores for file content (archived WAL segments and
+//! history files, and each piece of a backup's files: chunks, bundled small files, incremental pieces)
+//! is a fixed header followed by the payload, so that an object alone says how to read and check it.
+//! (Manifests, claims, summaries and the identity file have formats of their own.)
 //!
 //! ```text
 //! offset size

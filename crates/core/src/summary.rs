@@ -37,23 +37,17 @@ pub const VERSION: u16 = 1;
 const FLAG_MISSING: u16 = 1;
 const NO_LIMIT: u32 = u32::MAX;
 
-/// One relation fork: (tablespace, database, relfilenode, fork number).
+/// One relation fork: the relation's (tablespace, database, relfilenode) and the fork. Ordered by
+/// tablespace, database, relfilenode, then fork number (the order of the stored format).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ForkKey {
-    pub spc: u32,
-    pub db: u32,
-    pub rel: u32,
-    pub fork: u8,
+    pub rel: RelFileNode,
+    pub fork: ForkNumber,
 }
 
 impl ForkKey {
     pub fn new(rel: RelFileNode, fork: ForkNumber) -> ForkKey {
-        ForkKey {
-            spc: rel.spc_node,
-            db: rel.db_node,
-            rel: rel.rel_node,
-            fork: fork as u8,
-        }
+        ForkKey { rel, fork }
     }
 }
 
@@ -109,14 +103,14 @@ impl Summary {
     }
 
     pub fn mark_modified(&mut self, key: ForkKey, block: u32) {
-        if key.fork == ForkNumber::Fsm as u8 {
+        if key.fork == ForkNumber::Fsm {
             return;
         }
         self.forks.entry(key).or_default().blocks.insert(block);
     }
 
     pub fn set_limit(&mut self, key: ForkKey, limit: u32) {
-        if key.fork == ForkNumber::Fsm as u8 {
+        if key.fork == ForkNumber::Fsm {
             return;
         }
         let e = self.forks.entry(key).or_default();
@@ -237,10 +231,10 @@ impl Summary {
         }
         out.extend_from_slice(&(self.forks.len() as u32).to_le_bytes());
         for (k, f) in &self.forks {
-            out.extend_from_slice(&k.spc.to_le_bytes());
-            out.extend_from_slice(&k.db.to_le_bytes());
-            out.extend_from_slice(&k.rel.to_le_bytes());
-            out.push(k.fork);
+            out.extend_from_slice(&k.rel.spc_node.to_le_bytes());
+            out.extend_from_slice(&k.rel.db_node.to_le_bytes());
+            out.extend_from_slice(&k.rel.rel_node.to_le_bytes());
+            out.push(k.fork as u8);
             out.extend_from_slice(&f.limit.unwrap_or(NO_LIMIT).to_le_bytes());
             let runs = runs_of(&f.blocks);
             out.extend_from_slice(&(runs.len() as u32).to_le_bytes());
@@ -300,12 +294,15 @@ impl Summary {
         }
         let n_forks = r.u32().ok_or_else(short)?;
         for _ in 0..n_forks {
-            let key = ForkKey {
-                spc: r.u32().ok_or_else(short)?,
-                db: r.u32().ok_or_else(short)?,
-                rel: r.u32().ok_or_else(short)?,
-                fork: r.u8().ok_or_else(short)?,
+            let rel = RelFileNode {
+                spc_node: r.u32().ok_or_else(short)?,
+                db_node: r.u32().ok_or_else(short)?,
+                rel_node: r.u32().ok_or_else(short)?,
             };
+            let fork = r.u8().ok_or_else(short)?;
+            let fork = ForkNumber::from_u8(fork)
+                .ok_or_else(|| err(&format!("unknown fork number {fork}")))?;
+            let key = ForkKey::new(rel, fork);
             let limit = r.u32().ok_or_else(short)?;
             let n_runs = r.u32().ok_or_else(short)?;
             let mut f = ForkChanges {
@@ -354,12 +351,14 @@ mod tests {
     use super::*;
 
     fn key(rel: u32, fork: u8) -> ForkKey {
-        ForkKey {
-            spc: 1663,
-            db: 5,
-            rel,
-            fork,
-        }
+        ForkKey::new(
+            RelFileNode {
+                spc_node: 1663,
+                db_node: 5,
+                rel_node: rel,
+            },
+            ForkNumber::from_u8(fork).unwrap(),
+        )
     }
 
     #[test]

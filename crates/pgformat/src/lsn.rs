@@ -41,7 +41,8 @@ impl Lsn {
     }
 
     pub fn from_sortable_hex(s: &str) -> Option<Lsn> {
-        if s.len() != 16 {
+        // from_str_radix alone would take a leading '+'.
+        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         u64::from_str_radix(s, 16).ok().map(Lsn)
@@ -63,7 +64,8 @@ impl FromStr for Lsn {
     fn from_str(s: &str) -> Result<Lsn, ParseLsnError> {
         let err = || ParseLsnError(s.to_string());
         let (hi, lo) = s.split_once('/').ok_or_else(err)?;
-        if hi.is_empty() || lo.is_empty() || hi.len() > 8 || lo.len() > 8 {
+        let hex = |h: &str| (1..=8).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex(hi) || !hex(lo) {
             return Err(err());
         }
         let hi = u32::from_str_radix(hi, 16).map_err(|_| err())?;
@@ -104,7 +106,8 @@ fn parse_hex8(s: &str) -> Option<u32> {
 }
 
 fn parse_segment_part(s: &str, wal_segment_size: u32) -> Option<(TimeLineId, u64)> {
-    if s.len() != 24 {
+    // ASCII first: 24 bytes of multi-byte characters would make the slices below panic.
+    if s.len() != 24 || !s.is_ascii() {
         return None;
     }
     let tli = parse_hex8(&s[0..8])?;
@@ -234,6 +237,27 @@ mod tests {
         assert_eq!(WalFileName::parse("00000001000000000000000a", sz), None);
         assert_eq!(WalFileName::parse("0000000100000000000001", sz), None);
         assert_eq!(WalFileName::parse("pg_wal", sz), None);
+    }
+
+    #[test]
+    fn names_of_multi_byte_characters_are_refused_not_panicked_on() {
+        let sz = DEFAULT_WAL_SEGMENT_SIZE;
+        // Names of 24 bytes that are not 24 characters; in the second, byte 8 falls inside an 'é'
+        // (slicing there used to panic).
+        let names = [
+            "€€€€€€€€".to_string(),
+            format!("0000000{}0", "é".repeat(8)),
+            format!("{}.partial", "é".repeat(12)),
+            format!("{}.00000028.backup", "ü".repeat(12)),
+        ];
+        for name in &names {
+            assert_eq!(WalFileName::parse(name, sz), None, "{name}");
+        }
+        assert_eq!(names[1].len(), 24);
+        assert!("+/1".parse::<Lsn>().is_err());
+        assert!("0/+1".parse::<Lsn>().is_err());
+        assert_eq!(Lsn::from_sortable_hex("+000000000000001"), None);
+        assert_eq!(Lsn::from_sortable_hex("0000000000000001"), Some(Lsn(1)));
     }
 
     #[test]

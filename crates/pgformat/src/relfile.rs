@@ -28,6 +28,12 @@ pub const GLOBALTABLESPACE_OID: u32 = 1664;
 /// The directory PG 15 creates inside each tablespace (catalog version 202209061).
 pub const TABLESPACE_VERSION_DIRECTORY: &str = "PG_15_202209061";
 
+/// The directory a server of major version `pg_major` creates inside each tablespace
+/// (`PG_<major>_<catalog version>`), for the versions whose formats this crate reads.
+pub fn tablespace_version_directory(pg_major: u32) -> Option<&'static str> {
+    (pg_major == 15).then_some(TABLESPACE_VERSION_DIRECTORY)
+}
+
 /// RelFileNode: where a relation's files are.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RelFileNode {
@@ -37,6 +43,14 @@ pub struct RelFileNode {
 }
 
 impl RelFileNode {
+    pub fn new(spc_node: u32, db_node: u32, rel_node: u32) -> RelFileNode {
+        RelFileNode {
+            spc_node,
+            db_node,
+            rel_node,
+        }
+    }
+
     /// Decodes the 12-byte on-disk/WAL form (three little-endian OIDs).
     pub fn from_le_bytes(b: &[u8; 12]) -> RelFileNode {
         let u = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
@@ -123,6 +137,20 @@ pub fn parse_relation_path(path: &str) -> Option<(RelFileNode, ForkNumber, u32)>
         }
         _ => return None,
     };
+    let (rel_node, fork, segno) = parse_relation_file_name(file)?;
+    Some((
+        RelFileNode {
+            spc_node: spc,
+            db_node: db,
+            rel_node,
+        },
+        fork,
+        segno,
+    ))
+}
+
+/// Parses a relation file's name, `REL[_fsm|_vm|_init][.N]`, into (relfilenode, fork, segment number).
+pub fn parse_relation_file_name(file: &str) -> Option<(u32, ForkNumber, u32)> {
     let (name, segno) = match file.split_once('.') {
         Some((n, s)) => (n, parse_oid(s).filter(|&s| s > 0)?),
         None => (file, 0),
@@ -134,15 +162,7 @@ pub fn parse_relation_path(path: &str) -> Option<(RelFileNode, ForkNumber, u32)>
         Some(_) => return None,
         None => (name, ForkNumber::Main),
     };
-    Some((
-        RelFileNode {
-            spc_node: spc,
-            db_node: db,
-            rel_node: parse_oid(rel)?,
-        },
-        fork,
-        segno,
-    ))
+    Some((parse_oid(rel)?, fork, segno))
 }
 
 fn parse_oid(s: &str) -> Option<u32> {
@@ -241,6 +261,31 @@ mod tests {
                 0
             ))
         );
+    }
+
+    #[test]
+    fn file_names_and_version_directories() {
+        assert_eq!(
+            parse_relation_file_name("16384_vm.3"),
+            Some((16384, ForkNumber::VisibilityMap, 3))
+        );
+        assert_eq!(
+            parse_relation_file_name("1259"),
+            Some((1259, ForkNumber::Main, 0))
+        );
+        for bad in [
+            "pg_filenode.map",
+            "16384_x",
+            "016384",
+            "16384.",
+            "",
+            "t3_16384",
+            "é",
+        ] {
+            assert_eq!(parse_relation_file_name(bad), None, "{bad}");
+        }
+        assert_eq!(tablespace_version_directory(15), Some("PG_15_202209061"));
+        assert_eq!(tablespace_version_directory(16), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::repo_args::RepoArgs;
 use anyhow::{bail, Result};
 use serde_json::json;
 use strata_core::catalog;
+use strata_core::manifest::time_text;
 use strata_core::Repo;
 
 #[derive(clap::Args)]
@@ -67,8 +68,8 @@ pub fn run(args: Args) -> Result<i32> {
                 "timeline": m.timeline,
                 "database_size": m.database_size,
                 "stored_size": m.stored_size,
-                "file_count": m.files.len(),
-                "page_checksum_errors": m.page_checksum_error_count(),
+                "file_count": m.file_count,
+                "page_checksum_errors": m.page_checksum_error_count,
                 "compress": {"type": m.compress_type, "level": m.compress_level},
             })).collect::<Vec<_>>(),
             "backup_damaged": damaged.iter().map(|(label, why)| json!({
@@ -113,7 +114,8 @@ pub fn run(args: Args) -> Result<i32> {
             println!("        prior: {p}");
         }
         if !m.references.is_empty() {
-            println!("        references: {}", m.references.join(", "));
+            let refs: Vec<&str> = m.references.iter().map(|l| l.as_str()).collect();
+            println!("        references: {}", refs.join(", "));
         }
         match &m.method_reason {
             Some(why) => println!("        method: {} ({why})", m.method.name()),
@@ -121,7 +123,8 @@ pub fn run(args: Args) -> Result<i32> {
         }
         println!(
             "        timestamp start/stop: {} / {}",
-            m.start_time, m.stop_time
+            time_text(m.start_time),
+            time_text(m.stop_time)
         );
         println!(
             "        lsn start/stop: {} / {}, timeline {}",
@@ -136,11 +139,11 @@ pub fn run(args: Args) -> Result<i32> {
             size(m.database_size),
             size(m.read_size),
             size(m.stored_size),
-            m.files.len(),
-            m.compress_type,
+            m.file_count,
+            m.compress_type.name(),
             m.compress_level
         );
-        let errors = m.page_checksum_error_count();
+        let errors = m.page_checksum_error_count;
         if errors > 0 {
             println!("        page checksum errors: {errors}");
         }

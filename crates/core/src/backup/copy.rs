@@ -23,7 +23,7 @@ use super::pages::{ChunkChecker, PageFailure};
 use super::walk::SourceFile;
 use crate::compress::CompressType;
 use crate::fsutil;
-use crate::manifest::{Directory, FileEntry, PageChecksumError, Piece, StoredObject};
+use crate::manifest::{Directory, FileEntry, PageChecksumError, Piece, Sha256Sum, StoredObject};
 use crate::object;
 use crate::paths::RepoKeys;
 use crate::repo::Repo;
@@ -244,10 +244,9 @@ impl<'a> CopyThread<'a> {
             let chunk = &buf[..n];
             let chunk_sha = object::sha256(chunk);
             piece_shas.push(chunk_sha);
-            let sha_hex = hex::encode(chunk_sha);
             let unchanged = reference
                 .get(pieces.len())
-                .filter(|r| r.size == n as u64 && r.sha256.as_deref() == Some(sha_hex.as_str()));
+                .filter(|r| r.size == n as u64 && r.sha256 == Some(Sha256Sum(chunk_sha)));
             let whole_file_in_one = n < CHUNK_SIZE && pieces.is_empty();
             let piece = if let Some(r) = unchanged {
                 r.clone()
@@ -272,7 +271,7 @@ impl<'a> CopyThread<'a> {
             size,
             mode: file.mode,
             mtime: file.mtime,
-            sha256: Some(hex::encode(object::content_digest(&piece_shas))),
+            sha256: Some(Sha256Sum(object::content_digest(&piece_shas))),
             incremental: None,
             pieces,
         });
@@ -292,7 +291,7 @@ impl<'a> CopyThread<'a> {
             offset: 0,
             length: stored.len() as u64,
             size: chunk.len() as u64,
-            sha256: Some(hex::encode(sha)),
+            sha256: Some(Sha256Sum(sha)),
         };
         self.put(name, stored)?;
         Ok(piece)
@@ -309,7 +308,7 @@ impl<'a> CopyThread<'a> {
             offset: self.bundle.len() as u64,
             length: stored.len() as u64,
             size: chunk.len() as u64,
-            sha256: Some(hex::encode(sha)),
+            sha256: Some(Sha256Sum(sha)),
         };
         self.bundle.extend_from_slice(&stored);
         if self.bundle.len() >= BUNDLE_SIZE {
@@ -410,7 +409,12 @@ mod tests {
         std::fs::write(pgdata.path().join("empty"), b"").unwrap();
         let repo = Repo::open(&RepoUrl::Local(repo.path().to_path_buf()), "st").unwrap();
         let settings = settings(&repo, CompressType::Zstd, 2);
-        let found = walk::walk(pgdata.path(), &[]).unwrap();
+        let found = walk::walk(
+            pgdata.path(),
+            &[],
+            pgformat::relfile::TABLESPACE_VERSION_DIRECTORY,
+        )
+        .unwrap();
         let progress = CopyProgress::default();
         let copied = copy_files(
             &settings,
@@ -440,7 +444,7 @@ mod tests {
                 entry.path
             );
             if entry.pieces.len() <= 1 {
-                assert_eq!(entry.sha256, Some(hex::encode(object::sha256(&original))));
+                assert_eq!(entry.sha256, Some(Sha256Sum(object::sha256(&original))));
             }
         }
         let big_entry = copied
@@ -466,7 +470,12 @@ mod tests {
         std::fs::write(pgdata.path().join("f"), vec![1u8; 100]).unwrap();
         let repo = Repo::open(&RepoUrl::Local(repo.path().to_path_buf()), "st").unwrap();
         let settings = settings(&repo, CompressType::None, 1);
-        let found = walk::walk(pgdata.path(), &[]).unwrap();
+        let found = walk::walk(
+            pgdata.path(),
+            &[],
+            pgformat::relfile::TABLESPACE_VERSION_DIRECTORY,
+        )
+        .unwrap();
         let e = copy_files(
             &settings,
             whole(found.files),

@@ -187,6 +187,7 @@ mod tests {
     use super::*;
     use crate::changes::Gap;
     use crate::summary::Summary;
+    use pgformat::relfile::RelFileNode;
 
     fn source(path: &str) -> SourceFile {
         SourceFile {
@@ -201,7 +202,7 @@ mod tests {
 
     fn reference(paths: &[&str]) -> Manifest {
         let mut m = crate::manifest::tests::sample();
-        m.label = "20260101-000000F".into();
+        m.label = "20260101-000000F".parse().unwrap();
         m.start_lsn = Lsn(0x100_0000);
         let template = m.files[0].clone();
         m.files = paths
@@ -230,11 +231,11 @@ mod tests {
             "base/8/PG_VERSION",
             "base/8/16500",
         ]);
-        let key = |rel, fork| ForkKey {
-            spc: 1663,
-            db: 5,
-            rel,
-            fork,
+        let key = |rel, fork| {
+            ForkKey::new(
+                RelFileNode::new(1663, 5, rel),
+                ForkNumber::from_u8(fork).unwrap(),
+            )
         };
         let mut s = Summary::new(1, Lsn(0x100_0000), Lsn(0x300_0000));
         s.mark_modified(key(16384, 0), 3);

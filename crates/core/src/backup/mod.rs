@@ -28,10 +28,11 @@ use crate::catalog;
 use crate::chain;
 use crate::config::RepoConfig;
 use crate::identity;
-use crate::manifest::{self, BackupKind, Manifest, Tablespace, MANIFEST_FORMAT_VERSION};
+use crate::manifest::{BackupKind, Label, Manifest, ManifestHead, Tablespace};
 use crate::repo::Repo;
 use crate::storage::PutOutcome;
 use crate::{Error, Result};
+use chrono::SubsecRound;
 use copy::{Copied, CopyProgress, CopySettings};
 use incr::{FileMode, IncrementalPlan};
 use pgformat::lsn::{segment_file_name, Lsn, TimeLineId, WalFileName};
@@ -64,6 +65,12 @@ pub struct StopFacts {
     pub tablespace_map: Option<String>,
 }
 
+fn damaged_notice(label: &str, why: &str) -> String {
+    format!(
+        "backup {label} is damaged and is not used as a reference (nor any backup built on it): {why}"
+    )
+}
+
 /// One backup in progress.
 pub struct BackupRun {
     config: RepoConfig,
@@ -71,10 +78,10 @@ pub struct BackupRun {
     /// Re-checks the stanza's identity before each write (a repository unmounted mid-backup).
     guard: std::sync::Mutex<identity::StanzaGuard>,
     facts: ClusterFacts,
-    pub label: String,
+    pub label: Label,
     pub kind: BackupKind,
     pub requested_kind: BackupKind,
-    pub prior: Option<String>,
+    pub prior: Option<Label>,
     /// The backup a diff or incr is built on.
     reference: Option<Manifest>,
     /// The current timeline's ancestry, read once (None: its history file is not in the archive).
@@ -121,27 +128,45 @@ impl BackupRun {
             None
         } else {
             // A damaged manifest must not block every diff and incr: choose among the backups whose
-            // whole chain reads, and say which were left out.
-            let listing = catalog::list_backups_tolerant(&repo)?;
+            // whole chain reads (from their heads), and say which were left out.
+            let mut listing = catalog::list_backups_tolerant(&repo)?;
             for (label, why) in &listing.damaged {
-                notices.push(format!(
-                    "backup {label} is damaged and is not used as a reference (nor any backup built on \
-                     it): {why}"
-                ));
+                notices.push(damaged_notice(label, why));
             }
-            let backups = listing.usable();
-            match chain::choose_reference(
-                &backups,
-                requested_kind,
-                history.as_ref(),
-                facts.timeline,
-            ) {
-                Ok(r) => Some(r),
-                Err(why) => {
-                    notices.push(format!(
-                        "{why}: taking a full backup instead of the requested {requested_kind}"
-                    ));
-                    None
+            loop {
+                match chain::choose_reference(
+                    &listing.usable(),
+                    requested_kind,
+                    history.as_ref(),
+                    facts.timeline,
+                ) {
+                    // The reference's whole manifest is needed (its files), and those of its chain
+                    // must read too (a backup built on a damaged one could not be restored): the
+                    // listing checked only heads. One that does not read is set aside like the
+                    // others, with the backups built on it, and the choice made again.
+                    Ok(head) => {
+                        let mut loaded = None;
+                        for label in head.references.iter().chain([&head.label]) {
+                            match catalog::load(&repo, label) {
+                                Ok(m) => loaded = Some(m),
+                                Err(e) => {
+                                    notices.push(damaged_notice(label, &e.to_string()));
+                                    listing.set_damaged(label, e.to_string());
+                                    loaded = None;
+                                    break;
+                                }
+                            }
+                        }
+                        if let Some(m) = loaded {
+                            break Some(m);
+                        }
+                    }
+                    Err(why) => {
+                        notices.push(format!(
+                            "{why}: taking a full backup instead of the requested {requested_kind}"
+                        ));
+                        break None;
+                    }
                 }
             }
         };
@@ -150,21 +175,19 @@ impl BackupRun {
         } else {
             BackupKind::Full
         };
-        let full_label = reference.as_ref().map(|r| r.label.as_str());
+        let full_label = reference.as_ref().map(|r| &r.label);
         // Labels have one-second resolution: never reuse one (two backups within a second, here or by
         // another server writing this stanza: the claim decides), and the time in the label comes after
         // that of every committed backup. Times, not whole labels, are compared: an incr built on an
         // older full (the newest is damaged, or on another timeline) has a label that sorts before the
         // newer full's whatever its time.
-        let newest_time = labels.iter().map(|l| manifest::label_time(l)).max();
+        let newest_time = labels.iter().map(|l| crate::manifest::label_time(l)).max();
         let mut base = chrono::Utc::now();
-        while newest_time.is_some_and(|t| {
-            t >= manifest::label_time(&manifest::new_label(kind, full_label, base))
-        }) {
+        while newest_time.is_some_and(|t| t >= Label::new(kind, full_label, base).time()) {
             base += chrono::TimeDelta::seconds(1);
         }
         let at = |offset: i64| base + chrono::TimeDelta::seconds(offset);
-        let label_at = |offset: i64| manifest::new_label(kind, full_label, at(offset));
+        let label_at = |offset: i64| Label::new(kind, full_label, at(offset)).to_string();
         let (claim, taken) = claim::claim_label(&repo, label_at, |label| claim::Claim {
             format_version: claim::CLAIM_FORMAT_VERSION,
             label: label.to_string(),
@@ -182,7 +205,7 @@ impl BackupRun {
                 claim.label
             ));
         }
-        let label = claim.label.clone();
+        let label: Label = claim.label.parse()?;
         // The label's time is the backup's start time (each label found taken was one second on).
         let start_time = at(taken.len() as i64);
         Ok(BackupRun {
@@ -219,7 +242,14 @@ impl BackupRun {
                 self.facts.timeline
             )));
         }
-        let found = walk::walk(&self.facts.pgdata, &self.facts.tablespaces)?;
+        let major = self.facts.pg_version_num / 10000;
+        let version_dir =
+            pgformat::relfile::tablespace_version_directory(major).ok_or_else(|| {
+                Error::BadInput(format!(
+                    "PostgreSQL {major} is not supported: pg_strata reads PostgreSQL 15's formats"
+                ))
+            })?;
+        let found = walk::walk(&self.facts.pgdata, &self.facts.tablespaces, version_dir)?;
         let plan = match &self.reference {
             None => None,
             Some(reference) => Some(self.incremental_plan(reference, start_lsn, &found.files)?),
@@ -315,55 +345,62 @@ impl BackupRun {
         let timeline = label_facts.start_timeline;
         // The last WAL byte the backup needs is just before the stop LSN.
         let stop_segno = Lsn(stop.stop_lsn.0.saturating_sub(1)).segment_number(seg);
+        let files = copied.files;
+        let page_checksum_errors = copied.page_checksum_errors;
         let m = Manifest {
-            format_version: MANIFEST_FORMAT_VERSION,
-            label: self.label.clone(),
-            kind: self.kind,
-            requested_kind: self.requested_kind,
-            prior: self.prior.clone(),
-            references: self
-                .reference
-                .as_ref()
-                .map(|r| {
-                    let mut chain = r.references.clone();
-                    chain.push(r.label.clone());
-                    chain
-                })
-                .unwrap_or_default(),
-            method: copied.method,
-            method_reason: copied.method_reason.clone(),
-            read_size: copied.bytes_read,
-            system_identifier: self.facts.system_identifier,
-            pg_version: self.facts.pg_version_num / 10000,
-            pg_version_num: self.facts.pg_version_num,
-            wal_segment_size: seg,
-            timeline,
-            start_lsn: label_facts.start_lsn,
-            stop_lsn: stop.stop_lsn,
-            start_wal_file: label_facts.start_wal_file.clone(),
-            stop_wal_file: segment_file_name(timeline, stop_segno, seg),
-            start_time: self
-                .start_time
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            stop_time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            data_checksums: self.facts.data_checksums,
-            compress_type: self.config.compress_type.name().to_string(),
-            compress_level: self.config.compress_level,
+            head: ManifestHead {
+                label: self.label.clone(),
+                kind: self.kind,
+                requested_kind: self.requested_kind,
+                prior: self.prior.clone(),
+                references: self
+                    .reference
+                    .as_ref()
+                    .map(|r| {
+                        let mut chain = r.references.clone();
+                        chain.push(r.label.clone());
+                        chain
+                    })
+                    .unwrap_or_default(),
+                method: copied.method,
+                method_reason: copied.method_reason.clone(),
+                read_size: copied.bytes_read,
+                system_identifier: self.facts.system_identifier,
+                pg_version: self.facts.pg_version_num / 10000,
+                pg_version_num: self.facts.pg_version_num,
+                wal_segment_size: seg,
+                timeline,
+                start_lsn: label_facts.start_lsn,
+                stop_lsn: stop.stop_lsn,
+                start_wal_file: label_facts.start_wal_file.clone(),
+                stop_wal_file: segment_file_name(timeline, stop_segno, seg),
+                // Whole seconds, like the label.
+                start_time: self.start_time.trunc_subsecs(0),
+                stop_time: chrono::Utc::now().trunc_subsecs(0),
+                data_checksums: self.facts.data_checksums,
+                compress_type: self.config.compress_type,
+                compress_level: self.config.compress_level,
+                database_size: files.iter().map(|f| f.size).sum(),
+                stored_size: copied.objects.iter().map(|o| o.size).sum(),
+                file_count: files.len() as u64,
+                page_checksum_error_count: page_checksum_errors
+                    .iter()
+                    .map(|e| e.blocks.len() as u64)
+                    .sum(),
+            },
             backup_label: stop.backup_label,
             tablespace_map: stop.tablespace_map.filter(|m| !m.is_empty()),
             tablespaces: self.facts.tablespaces.clone(),
-            database_size: copied.files.iter().map(|f| f.size).sum(),
-            stored_size: copied.objects.iter().map(|o| o.size).sum(),
             directories: copied.directories,
-            files: copied.files,
+            files,
             objects: copied.objects,
-            page_checksum_errors: copied.page_checksum_errors,
+            page_checksum_errors,
             owner: crate::owner::owner_of(&self.facts.pgdata),
         };
         let key = self.repo.keys().backup_manifest(&self.label)?;
         self.check_stanza()?;
         self.check_claim()?;
-        match self.repo.storage().put_new(&key, m.to_json())? {
+        match self.repo.storage().put_new(&key, m.to_bytes())? {
             PutOutcome::Written => Ok(m),
             PutOutcome::AlreadyExists => Err(Error::Busy(format!(
                 "manifest {key} already exists: refusing to replace a committed backup"

@@ -37,9 +37,7 @@ pub const CLOCK_MARGIN_SECS: i64 = 60;
 /// The OIDs of the databases, among those with relation files in `files` (the data directory now),
 /// whose relation files the page-LSN method must not trust against `reference`.
 pub fn possibly_recreated(reference: &Manifest, files: &[SourceFile]) -> BTreeSet<u32> {
-    let start = chrono::DateTime::parse_from_rfc3339(&reference.start_time)
-        .ok()
-        .map(|t| t.timestamp());
+    let start = reference.start_time.timestamp();
     let held: HashMap<&str, (u64, i64)> = reference
         .files
         .iter()
@@ -52,12 +50,9 @@ pub fn possibly_recreated(reference: &Manifest, files: &[SourceFile]) -> BTreeSe
         let Some(db) = database_of_pg_version(&f.path) else {
             continue;
         };
-        let same = match (start, held.get(f.path.as_str())) {
-            (Some(start), Some(&(size, mtime))) => {
-                size == f.size && mtime == f.mtime && mtime < start - CLOCK_MARGIN_SECS
-            }
-            _ => false,
-        };
+        let same = held.get(f.path.as_str()).is_some_and(|&(size, mtime)| {
+            size == f.size && mtime == f.mtime && mtime < start - CLOCK_MARGIN_SECS
+        });
         *trusted.entry(db).or_insert(true) &= same;
     }
     files
@@ -103,12 +98,7 @@ mod tests {
 
     fn reference(files: &[(&str, i64)]) -> Manifest {
         let mut m = crate::manifest::tests::sample();
-        assert_eq!(
-            chrono::DateTime::parse_from_rfc3339(&m.start_time)
-                .unwrap()
-                .timestamp(),
-            START
-        );
+        assert_eq!(m.start_time.timestamp(), START);
         let template = m.files[0].clone();
         m.files = files
             .iter()
@@ -159,14 +149,6 @@ mod tests {
         ];
         let got = possibly_recreated(&m, &now);
         assert_eq!(got, BTreeSet::from([5, 7, 8, 10]));
-
-        // Without a readable start time nothing is trusted.
-        let mut m = m;
-        m.start_time = "yesterday".into();
-        assert_eq!(
-            possibly_recreated(&m, &now),
-            BTreeSet::from([1, 5, 7, 8, 9, 10])
-        );
     }
 
     #[test]

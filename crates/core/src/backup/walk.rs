@@ -9,12 +9,14 @@
 //! relations from their init forks).
 //!
 //! Tablespaces are walked through their location, under `pg_tblspc/<oid>/` in the backup's paths, and only
-//! their `PG_15_*` directory (other versions' directories there belong to other clusters). Files may vanish
-//! while we walk: that is normal during an online backup and such files are simply not listed.
+//! the server's own version directory there (`PG_<major>_<catalog version>`, given by the caller from the
+//! server's version: other versions' directories belong to other clusters; one of the same major version
+//! but another catalog version is refused). Relation file names are read by `pgformat::relfile`. Files
+//! may vanish while we walk: that is normal during an online backup and such files are simply not listed.
 
 use crate::manifest::{Directory, Tablespace};
 use crate::{Error, Result};
-use pgformat::relfile::{parse_relation_path, ForkNumber};
+use pgformat::relfile::{parse_relation_file_name, parse_relation_path, ForkNumber};
 use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -64,22 +66,35 @@ pub struct Walk {
     pub files: Vec<SourceFile>,
 }
 
-/// Lists the directories and files a backup of `pgdata` (with `tablespaces`) copies.
-pub fn walk(pgdata: &Path, tablespaces: &[Tablespace]) -> Result<Walk> {
+/// Lists the directories and files a backup of `pgdata` (with `tablespaces`) copies; `version_dir` is
+/// the directory the server makes in each tablespace (`pgformat::relfile::tablespace_version_directory`).
+pub fn walk(pgdata: &Path, tablespaces: &[Tablespace], version_dir: &str) -> Result<Walk> {
     let mut out = Walk::default();
     walk_dir(pgdata, "", &mut out, true)?;
+    // "PG_15_" of "PG_15_202209061": the directories of this major version.
+    let major_prefix = match version_dir.rfind('_') {
+        Some(i) => &version_dir[..=i],
+        None => version_dir,
+    };
     for ts in tablespaces {
         let location = Path::new(&ts.location);
         let rel = format!("pg_tblspc/{}", ts.oid);
         for entry in read_dir(location)? {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("PG_15_") {
+            if name == version_dir {
                 walk_dir(
                     &location.join(&name),
                     &format!("{rel}/{name}"),
                     &mut out,
                     false,
                 )?;
+            } else if name.starts_with(major_prefix) {
+                return Err(Error::BadInput(format!(
+                    "tablespace {} ({}) holds {name}, not {version_dir}: it was made by a server of \
+                     another catalog version, whose files this backup cannot read",
+                    ts.name,
+                    location.display()
+                )));
             }
         }
     }
@@ -168,7 +183,7 @@ fn walk_dir(dir: &Path, rel: &str, out: &mut Walk, is_pgdata_root: bool) -> Resu
     Ok(())
 }
 
-fn is_excluded(name: &str, top: bool, unlogged: &HashSet<String>) -> bool {
+fn is_excluded(name: &str, top: bool, unlogged: &HashSet<u32>) -> bool {
     if top && EXCLUDED_TOP_FILES.contains(&name) {
         return true;
     }
@@ -179,34 +194,18 @@ fn is_excluded(name: &str, top: bool, unlogged: &HashSet<String>) -> bool {
         return true;
     }
     // An unlogged relation keeps only its init fork.
-    let (stem, fork) = split_relation_name(name);
-    stem.is_some_and(|s| unlogged.contains(s) && fork != Some(ForkNumber::Init))
+    parse_relation_file_name(name)
+        .is_some_and(|(rel, fork, _)| unlogged.contains(&rel) && fork != ForkNumber::Init)
 }
 
 /// Relfilenodes that have an init fork in this directory, i.e. unlogged relations.
-fn unlogged_relations(names: &[String]) -> HashSet<String> {
+fn unlogged_relations(names: &[String]) -> HashSet<u32> {
     names
         .iter()
-        .filter_map(|n| n.strip_suffix("_init").filter(|s| is_oid(s)))
-        .map(str::to_string)
+        .filter_map(|n| parse_relation_file_name(n))
+        .filter(|(_, fork, _)| *fork == ForkNumber::Init)
+        .map(|(rel, _, _)| rel)
         .collect()
-}
-
-/// Splits `12345_vm.3` into ("12345", Some(VisibilityMap)); non-relation names give (None, None).
-fn split_relation_name(name: &str) -> (Option<&str>, Option<ForkNumber>) {
-    let base = name.split('.').next().unwrap_or(name);
-    let (stem, fork) = match base.split_once('_') {
-        Some((s, "fsm")) => (s, ForkNumber::Fsm),
-        Some((s, "vm")) => (s, ForkNumber::VisibilityMap),
-        Some((s, "init")) => (s, ForkNumber::Init),
-        Some(_) => return (None, None),
-        None => (base, ForkNumber::Main),
-    };
-    if is_oid(stem) {
-        (Some(stem), Some(fork))
-    } else {
-        (None, None)
-    }
 }
 
 /// Temporary relations are `t<backend id>_<relfilenode>[_fork][.segment]`.
@@ -217,11 +216,9 @@ fn is_temp_relation(name: &str) -> bool {
     let Some((backend, rel)) = rest.split_once('_') else {
         return false;
     };
-    is_oid(backend) && split_relation_name(rel).0.is_some()
-}
-
-fn is_oid(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit())
+    !backend.is_empty()
+        && backend.bytes().all(|b| b.is_ascii_digit())
+        && parse_relation_file_name(rel).is_some()
 }
 
 #[cfg(test)]
@@ -262,7 +259,7 @@ mod tests {
         ] {
             std::fs::write(p.join(f), b"x").unwrap();
         }
-        let w = walk(p, &[]).unwrap();
+        let w = walk(p, &[], "PG_15_202209061").unwrap();
         let files: Vec<&str> = w.files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(
             files,
@@ -314,9 +311,18 @@ mod tests {
             name: "t".into(),
             location: loc.display().to_string(),
         };
-        let w = walk(&pgdata, &[ts]).unwrap();
+        let w = walk(&pgdata, std::slice::from_ref(&ts), "PG_15_202209061").unwrap();
         let files: Vec<&str> = w.files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(files, vec!["pg_tblspc/16499/PG_15_202209061/5/16500.2"]);
         assert_eq!(w.files[0].first_block, Some(2 * 131072));
+        // A directory of the same major version but another catalog version: refused, not skipped.
+        std::fs::create_dir_all(loc.join("PG_15_202209999")).unwrap();
+        let e = walk(&pgdata, &[ts], "PG_15_202209061")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("PG_15_202209999") && e.contains("catalog version"),
+            "{e}"
+        );
     }
 }

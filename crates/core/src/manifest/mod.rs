@@ -2,6 +2,12 @@
 //! backup, and its commit point. It is written last, after every object it references is durable, so
 //! a backup without a manifest does not exist (it is garbage a later backup deletes).
 //!
+//! A manifest is a head (`ManifestHead`: what listings show and what choosing a reference needs: label,
+//! kind, chain, LSNs, times, sizes, method...) and a body (the files, directories, objects and the rest
+//! a restore needs). They are stored apart so that a listing reads only the heads (see `stored` for the
+//! stored form: a checksummed head line, then the body, whose checksum the head holds). `Manifest`
+//! holds both and reads as its head (`m.label` is `m.head.label`).
+//!
 //! A file's content is a list of pieces; each piece is one stored object (header + compressed payload,
 //! see `object`) found in a data object of the backup at an offset. Large files are cut into chunks
 //! stored as their own objects; small files are packed one after another into bundle objects. A piece
@@ -13,20 +19,24 @@
 //! changed blocks, rebuilt at restore over the same file of the prior backups).
 //!
 //! Versioned JSON with `deny_unknown_fields`: a reader never guesses at a manifest it does not know.
-//! Version 2 added the fields above (and `method`, `references`); version 1 manifests read as fulls.
+//! Version 3 (head line, checksums, typed labels, times and digests) reads only version 3.
 
+use crate::compress::CompressType;
 use crate::{Error, Result};
+use chrono::{DateTime, Utc};
 use pgformat::lsn::Lsn;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+mod stored;
+mod types;
 mod validate;
+pub use stored::{from_plain_json, to_plain_json, HEAD_READ_SIZE, MAX_HEAD_SIZE};
+pub use types::{is_label, label_time, Label, Sha256Sum};
 pub use validate::check_path;
 
-pub const MANIFEST_FORMAT_VERSION: u32 = 2;
-/// Oldest format this version reads.
-const OLDEST_READABLE_VERSION: u32 = 1;
+pub const MANIFEST_FORMAT_VERSION: u32 = 3;
 
 /// What a backup copied, relative to which reference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,21 +128,25 @@ mod lsn_text {
     }
 }
 
+/// A manifest time as text: RFC 3339, UTC, like the JSON (`2026-11-23T02:00:05Z`).
+pub fn time_text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// What a listing of backups shows and what choosing a reference needs: stored at the start of the
+/// manifest, readable without the rest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Manifest {
-    pub format_version: u32,
-    pub label: String,
+pub struct ManifestHead {
+    pub label: Label,
     pub kind: BackupKind,
     /// The kind the caller asked for (an incr with no prior full becomes a full).
     pub requested_kind: BackupKind,
     /// The backup this one is relative to (none for a full).
-    pub prior: Option<String>,
+    pub prior: Option<Label>,
     /// Every backup this one needs to be restored, oldest (the full) first; empty for a full.
-    #[serde(default)]
-    pub references: Vec<String>,
+    pub references: Vec<Label>,
     /// How the relation files' changes were found.
-    #[serde(default)]
     pub method: BackupMethod,
     /// Why the method is not the best one (the gap in the summaries), if it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,24 +163,34 @@ pub struct Manifest {
     pub stop_lsn: Lsn,
     pub start_wal_file: String,
     pub stop_wal_file: String,
-    /// RFC 3339 times, UTC.
-    pub start_time: String,
-    pub stop_time: String,
+    /// RFC 3339 in the JSON.
+    pub start_time: DateTime<Utc>,
+    pub stop_time: DateTime<Utc>,
     /// Whether the cluster has data page checksums (then they were verified while copying).
     pub data_checksums: bool,
-    pub compress_type: String,
+    pub compress_type: CompressType,
     pub compress_level: i32,
-    /// Contents PostgreSQL's pg_backup_stop returned, written into the restored directory.
-    pub backup_label: String,
-    pub tablespace_map: Option<String>,
-    pub tablespaces: Vec<Tablespace>,
     /// Sum of the sizes of the files copied (the database as the backup saw it).
     pub database_size: u64,
     /// Sum of the sizes of the objects stored.
     pub stored_size: u64,
     /// Bytes read from the data directory (an incremental reads only the changed blocks).
-    #[serde(default)]
     pub read_size: u64,
+    /// Number of files in the body (filled in from the body when the manifest is written, checked
+    /// against it when it is read).
+    pub file_count: u64,
+    /// Number of pages whose checksum failed (filled in and checked like `file_count`).
+    pub page_checksum_error_count: u64,
+}
+
+/// One backup's manifest: its head and the body a restore needs. Reads as its head (`Deref`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub head: ManifestHead,
+    /// Contents PostgreSQL's pg_backup_stop returned, written into the restored directory.
+    pub backup_label: String,
+    pub tablespace_map: Option<String>,
+    pub tablespaces: Vec<Tablespace>,
     /// Directories to create (relative to PGDATA), parents first.
     pub directories: Vec<Directory>,
     pub files: Vec<FileEntry>,
@@ -176,6 +200,19 @@ pub struct Manifest {
     pub page_checksum_errors: Vec<PageChecksumError>,
     /// User and group owning the data directory (a restore run as root gives the files to them).
     pub owner: Option<Owner>,
+}
+
+impl std::ops::Deref for Manifest {
+    type Target = ManifestHead;
+    fn deref(&self) -> &ManifestHead {
+        &self.head
+    }
+}
+
+impl std::ops::DerefMut for Manifest {
+    fn deref_mut(&mut self) -> &mut ManifestHead {
+        &mut self.head
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,10 +247,10 @@ pub struct FileEntry {
     pub mode: u32,
     /// Modification time, seconds since the epoch.
     pub mtime: i64,
-    /// Content digest, hex (`object::content_digest`): the SHA-256 of the content for a file of one
+    /// Content digest (`object::content_digest`): the SHA-256 of the content for a file of one
     /// piece, the SHA-256 of its pieces' SHA-256s for a larger one. None for a file in incremental form
     /// (the backup did not read all of it); each of its pieces is still checked.
-    pub sha256: Option<String>,
+    pub sha256: Option<Sha256Sum>,
     /// Set for a relation file in incremental form: its length in blocks. Its pieces are then
     /// `incremental` objects (changed blocks only), applied over the same file of the prior backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -224,7 +261,7 @@ pub struct FileEntry {
 impl FileEntry {
     /// The backup holding a piece's object (`this` when the piece is the entry's own backup's).
     pub fn piece_backup<'a>(piece: &'a Piece, this: &'a str) -> &'a str {
-        piece.backup.as_deref().unwrap_or(this)
+        piece.backup.as_ref().map_or(this, Label::as_str)
     }
 }
 
@@ -235,7 +272,7 @@ pub struct Piece {
     /// The older backup of the chain holding the object, when it is not this backup (an unchanged
     /// file is referenced, not stored again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup: Option<String>,
+    pub backup: Option<Label>,
     /// Name of the data object within the backup (`data/NNNNNNNN`).
     pub object: String,
     pub offset: u64,
@@ -243,10 +280,10 @@ pub struct Piece {
     pub length: u64,
     /// Plaintext length.
     pub size: u64,
-    /// SHA-256 of the plaintext, hex (also in the object's header): lets a later backup recognize an
+    /// SHA-256 of the plaintext (also in the object's header): lets a later backup recognize an
     /// unchanged piece without storing it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
+    pub sha256: Option<Sha256Sum>,
 }
 
 impl Piece {
@@ -275,128 +312,54 @@ pub struct PageChecksumError {
     pub blocks: Vec<u32>,
 }
 
-impl Manifest {
-    /// Parses a manifest; `key` names it in errors.
-    pub fn from_json(key: &str, bytes: &[u8]) -> Result<Manifest> {
-        #[derive(Deserialize)]
-        struct VersionOnly {
-            format_version: u32,
-        }
-        let corrupt = |reason: String| Error::CorruptObject {
-            key: key.to_string(),
-            reason,
-        };
-        let v: VersionOnly = serde_json::from_slice(bytes)
-            .map_err(|e| corrupt(format!("not a pg_strata manifest: {e}")))?;
-        if !(OLDEST_READABLE_VERSION..=MANIFEST_FORMAT_VERSION).contains(&v.format_version) {
-            return Err(corrupt(format!(
-                "manifest format version {}, this pg_strata reads versions {OLDEST_READABLE_VERSION} \
-                 to {MANIFEST_FORMAT_VERSION}",
-                v.format_version
-            )));
-        }
-        let m: Manifest =
-            serde_json::from_slice(bytes).map_err(|e| corrupt(format!("invalid manifest: {e}")))?;
-        // A manifest is untrusted input (whoever can write the repository wrote it): nothing in it is
-        // used before every path, name and size in it has been checked.
-        m.validate().map_err(|reason| {
-            corrupt(format!(
-                "{reason}; the backup is refused (its manifest was damaged or tampered with)"
-            ))
-        })?;
-        Ok(m)
-    }
-
-    pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec_pretty(self).expect("a manifest always serializes")
-    }
-
-    /// Number of pages whose checksum failed.
-    pub fn page_checksum_error_count(&self) -> u64 {
-        self.page_checksum_errors
-            .iter()
-            .map(|e| e.blocks.len() as u64)
-            .sum()
-    }
-}
-
-/// A new backup label: `YYYYMMDD-HHMMSSF` for a full, `<full label>_YYYYMMDD-HHMMSS<D|I>` otherwise,
-/// so that labels sort by time and show the chain.
-pub fn new_label(
-    kind: BackupKind,
-    full_label: Option<&str>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> String {
-    let stamp = now.format("%Y%m%d-%H%M%S");
-    match (kind, full_label) {
-        (BackupKind::Full, _) | (_, None) => format!("{stamp}F"),
-        (k, Some(full)) => {
-            let full = full.split('_').next().unwrap_or(full);
-            format!("{full}_{stamp}{}", k.letter())
-        }
-    }
-}
-
-/// The time part of a label (`20261124-020000` of `20261123-020000F_20261124-020000I`): labels of one
-/// chain sort by it, and so do all of a stanza's backups.
-pub fn label_time(label: &str) -> &str {
-    let own = label.rsplit('_').next().unwrap_or(label);
-    own.get(..15).unwrap_or(own)
-}
-
-/// Whether a string has the shape of a backup label (used to refuse junk before touching storage).
-pub fn is_label(s: &str) -> bool {
-    let one = |p: &str| {
-        let b = p.as_bytes();
-        b.len() == 16
-            && b[..8].iter().all(u8::is_ascii_digit)
-            && b[8] == b'-'
-            && b[9..15].iter().all(u8::is_ascii_digit)
-            && matches!(b[15], b'F' | b'D' | b'I')
-    };
-    let parts: Vec<&str> = s.split('_').collect();
-    match parts.as_slice() {
-        [full] => one(full) && full.ends_with('F'),
-        [full, other] => one(full) && full.ends_with('F') && one(other) && !other.ends_with('F'),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use chrono::TimeZone;
+
+    /// A label from a literal.
+    pub fn label(s: &str) -> Label {
+        s.parse().unwrap()
+    }
+
+    /// An RFC 3339 time from a literal.
+    pub fn time(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
 
     pub fn sample() -> Manifest {
+        let sha = Sha256Sum([0xab; 32]);
         Manifest {
-            format_version: MANIFEST_FORMAT_VERSION,
-            label: "20261123-020000F".into(),
-            kind: BackupKind::Full,
-            requested_kind: BackupKind::Incr,
-            prior: None,
-            references: vec![],
-            method: BackupMethod::Full,
-            method_reason: None,
-            system_identifier: 7_300_000_000_000_000_001,
-            pg_version: 15,
-            pg_version_num: 150020,
-            wal_segment_size: 16 << 20,
-            timeline: 1,
-            start_lsn: Lsn(0x0200_0028),
-            stop_lsn: Lsn(0x0200_0100),
-            start_wal_file: "000000010000000000000002".into(),
-            stop_wal_file: "000000010000000000000002".into(),
-            start_time: "2026-11-23T02:00:00Z".into(),
-            stop_time: "2026-11-23T02:00:05Z".into(),
-            data_checksums: true,
-            compress_type: "zstd".into(),
-            compress_level: 3,
+            head: ManifestHead {
+                label: label("20261123-020000F"),
+                kind: BackupKind::Full,
+                requested_kind: BackupKind::Incr,
+                prior: None,
+                references: vec![],
+                method: BackupMethod::Full,
+                method_reason: None,
+                system_identifier: 7_300_000_000_000_000_001,
+                pg_version: 15,
+                pg_version_num: 150020,
+                wal_segment_size: 16 << 20,
+                timeline: 1,
+                start_lsn: Lsn(0x0200_0028),
+                stop_lsn: Lsn(0x0200_0100),
+                start_wal_file: "000000010000000000000002".into(),
+                stop_wal_file: "000000010000000000000002".into(),
+                start_time: time("2026-11-23T02:00:00Z"),
+                stop_time: time("2026-11-23T02:00:05Z"),
+                data_checksums: true,
+                compress_type: CompressType::Zstd,
+                compress_level: 3,
+                database_size: 3,
+                stored_size: 59,
+                read_size: 3,
+                file_count: 1,
+                page_checksum_error_count: 0,
+            },
             backup_label: "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n".into(),
             tablespace_map: None,
             tablespaces: vec![],
-            database_size: 3,
-            stored_size: 59,
-            read_size: 3,
             directories: vec![Directory {
                 path: "base".into(),
                 mode: 0o700,
@@ -406,7 +369,7 @@ pub(crate) mod tests {
                 size: 3,
                 mode: 0o600,
                 mtime: 1_795_000_000,
-                sha256: Some("ab".repeat(32)),
+                sha256: Some(sha),
                 incremental: None,
                 pieces: vec![Piece {
                     backup: None,
@@ -414,7 +377,7 @@ pub(crate) mod tests {
                     offset: 0,
                     length: 59,
                     size: 3,
-                    sha256: Some("ab".repeat(32)),
+                    sha256: Some(sha),
                 }],
             }],
             objects: vec![StoredObject {
@@ -430,60 +393,166 @@ pub(crate) mod tests {
         }
     }
 
+    /// An incr of `sample()`'s chain with `label`, built on `prior` (whose references it extends).
+    pub fn sample_incr(prior: &Manifest, own: &str) -> Manifest {
+        let mut m = prior.clone();
+        m.label = label(own);
+        m.kind = BackupKind::Incr;
+        m.prior = Some(prior.label.clone());
+        m.references = prior.references.clone();
+        m.references.push(prior.label.clone());
+        m
+    }
+
+    /// Recomputes the checksums of stored manifest text after an edit, as someone who knows the
+    /// format would: what the checksums do not catch, validation must.
+    pub fn reseal(bytes: &[u8]) -> Vec<u8> {
+        let text = std::str::from_utf8(bytes).unwrap();
+        let (line, body) = text.split_once('\n').unwrap();
+        let mut line: serde_json::Value = serde_json::from_str(line).unwrap();
+        let head = &mut line["head"];
+        head["body_size"] = body.len().into();
+        head["body_sha256"] = Sha256Sum::of(body.as_bytes()).to_hex().into();
+        let head_json = serde_json::to_string(head).unwrap();
+        let out = format!(
+            "{{\"head\":{head_json},\"head_sha256\":\"{}\"}}\n{body}",
+            Sha256Sum::of(head_json.as_bytes())
+        );
+        out.into_bytes()
+    }
+
+    fn read(bytes: &[u8]) -> Result<Manifest> {
+        Manifest::from_bytes("m/k", "20261123-020000F", bytes)
+    }
+
     #[test]
-    fn round_trips_and_writes_lsns_as_postgresql_does() {
+    fn round_trips_and_writes_lsns_times_and_digests_as_text() {
         let m = sample();
-        let json = m.to_json();
-        let text = String::from_utf8(json.clone()).unwrap();
-        assert!(text.contains("\"start_lsn\": \"0/2000028\""), "{text}");
-        assert!(text.contains("\"kind\": \"full\""), "{text}");
-        assert_eq!(Manifest::from_json("k", &json).unwrap(), m);
+        let bytes = m.to_bytes();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let (line, body) = text.split_once('\n').unwrap();
+        assert!(line.contains("\"start_lsn\":\"0/2000028\""), "{line}");
+        assert!(line.contains("\"kind\":\"full\""), "{line}");
+        assert!(
+            line.contains("\"start_time\":\"2026-11-23T02:00:00Z\""),
+            "{line}"
+        );
+        assert!(line.contains("\"compress_type\":\"zstd\""), "{line}");
+        assert!(line.contains("\"format_version\":3"), "{line}");
+        assert!(
+            body.contains(&format!("\"sha256\": \"{}\"", "ab".repeat(32))),
+            "{body}"
+        );
+        assert!(
+            !body.contains("start_lsn"),
+            "the head is not repeated in the body"
+        );
+        assert_eq!(read(&bytes).unwrap(), m);
+        // The head alone, from the first bytes (or all of them).
+        for (prefix, whole) in [(line.len() + 1, false), (bytes.len(), true)] {
+            let head = ManifestHead::from_prefix("m/k", &m.label, &bytes[..prefix], whole);
+            assert_eq!(head.unwrap(), Some(m.head.clone()));
+        }
+        assert_eq!(
+            ManifestHead::from_prefix("m/k", &m.label, &bytes[..line.len() - 1], false).unwrap(),
+            None,
+            "a cut head line asks for more"
+        );
+        // The head's counts come from the body.
+        let mut m2 = m.clone();
+        m2.page_checksum_errors.push(PageChecksumError {
+            path: "PG_VERSION".into(),
+            blocks: vec![1, 2],
+        });
+        let back = read(&m2.to_bytes()).unwrap();
+        assert_eq!((back.file_count, back.page_checksum_error_count), (1, 2));
+    }
+
+    #[test]
+    fn a_manifest_edited_or_damaged_is_refused_naming_its_backup() {
+        let bytes = sample().to_bytes();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let (line, _) = text.split_once('\n').unwrap();
+        // An edit of the head, of the body, a flipped byte anywhere, a cut: all refused.
+        let mut edits = vec![
+            text.replacen("\"timeline\":1", "\"timeline\":2", 1),
+            text.replacen("\"mode\": 384", "\"mode\": 2541", 1),
+            text.replacen("postgres", "root", 1),
+            text[..text.len() - 2].to_string(),
+            format!("{text} "),
+        ];
+        for at in [10, line.len() / 2, line.len() + 20, text.len() - 10] {
+            let mut b = bytes.clone();
+            b[at] ^= 0x01;
+            edits.push(String::from_utf8_lossy(&b).into_owned());
+        }
+        for (i, edited) in edits.iter().enumerate() {
+            assert_ne!(edited.as_bytes(), &bytes[..], "edit {i} changed nothing");
+            let e = read(edited.as_bytes()).unwrap_err().to_string();
+            assert!(
+                e.contains("m/k")
+                    && e.contains("20261123-020000F")
+                    && e.contains("modified or damaged"),
+                "edit {i}: {e}"
+            );
+        }
+        // The same edits with the checksums recomputed: the head and body still read (validation,
+        // not the checksums, refuses what is wrong with them).
+        let resealed = reseal(text.replacen("postgres", "root", 1).as_bytes());
+        assert_eq!(read(&resealed).unwrap().owner.unwrap().user, "root");
+        // Another backup's manifest copied into this one's place.
+        let mut other = sample();
+        other.label = label("20261124-020000F");
+        let e = read(&other.to_bytes()).unwrap_err().to_string();
+        assert!(e.contains("belongs to backup 20261124-020000F"), "{e}");
+    }
+
+    #[test]
+    fn plain_json_is_for_editing_by_hand() {
+        let m = sample();
+        let plain = to_plain_json(&m.to_bytes()).unwrap();
+        assert_eq!(plain["label"], "20261123-020000F");
+        assert_eq!(plain["files"][0]["path"], "PG_VERSION");
+        assert_eq!(read(&from_plain_json(&plain)).unwrap(), m);
+        let mut edited = plain.clone();
+        edited["files"][0]["path"] = "../x".into();
+        let e = read(&from_plain_json(&edited)).unwrap_err().to_string();
+        assert!(e.contains("\"../x\" has a '.' or '..' component"), "{e}");
     }
 
     #[test]
     fn refuses_unknown_fields_and_versions() {
-        let text = String::from_utf8(sample().to_json()).unwrap();
-        let extra = text.replacen('{', "{\"surprise\": 1,", 1);
-        let e = Manifest::from_json("m/k", extra.as_bytes())
-            .unwrap_err()
-            .to_string();
+        let text = String::from_utf8(sample().to_bytes()).unwrap();
+        let extra = reseal(
+            text.replacen("{\n", "{\n  \"surprise\": 1,\n", 1)
+                .as_bytes(),
+        );
+        let e = read(&extra).unwrap_err().to_string();
         assert!(e.contains("m/k") && e.contains("surprise"), "{e}");
-        let v9 = text.replace("\"format_version\": 2", "\"format_version\": 9");
-        let e = Manifest::from_json("m/k", v9.as_bytes())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("version 9"), "{e}");
-    }
-
-    #[test]
-    fn labels_sort_by_time_and_show_the_chain() {
-        let t = chrono::Utc.with_ymd_and_hms(2026, 11, 24, 2, 0, 0).unwrap();
-        assert_eq!(new_label(BackupKind::Full, None, t), "20261124-020000F");
-        assert_eq!(
-            new_label(
-                BackupKind::Incr,
-                Some("20261123-020000F_20261123-120000I"),
-                t
-            ),
-            "20261123-020000F_20261124-020000I"
+        let extra = reseal(
+            text.replacen("\"backup\":{", "\"backup\":{\"surprise\":1,", 1)
+                .as_bytes(),
         );
-        assert_eq!(label_time("20261123-020000F"), "20261123-020000");
-        assert_eq!(
-            label_time("20261123-020000F_20261124-020000I"),
-            "20261124-020000"
-        );
-        // An incr built on an older full sorts before a newer full by label, not by time.
-        assert!("20261123-020000F_20261125-020000I" < "20261124-020000F");
-        assert!(label_time("20261123-020000F_20261125-020000I") > label_time("20261124-020000F"));
-        assert!(is_label("20261123-020000F"));
-        assert!(is_label("20261123-020000F_20261124-020000D"));
-        assert!(!is_label("20261123-020000I"));
-        assert!(!is_label("../x"));
-        assert!("Full".parse::<BackupKind>().is_ok());
-        let e = "weekly".parse::<BackupKind>().unwrap_err().to_string();
+        let e = read(&extra).unwrap_err().to_string();
+        assert!(e.contains("surprise"), "{e}");
+        let v9 = text.replace("\"format_version\":3", "\"format_version\":9");
+        let e = read(v9.as_bytes()).unwrap_err().to_string();
         assert!(
-            e.contains("weekly") && e.contains("full, diff or incr"),
+            e.contains("version 9") && e.contains("reads only version 3"),
             "{e}"
         );
+        // A manifest of version 2 (one pretty-printed JSON document), whole or its first bytes only.
+        let v2 = b"{\n  \"format_version\": 2,\n  \"label\": \"20261123-020000F\"\n}";
+        let e = read(v2).unwrap_err().to_string();
+        assert!(
+            e.contains("version 2") && e.contains("reads only version 3"),
+            "{e}"
+        );
+        let e = ManifestHead::from_prefix("m/k", "20261123-020000F", &v2[..], true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("version 2"), "{e}");
+        let e = read(b"").unwrap_err().to_string();
+        assert!(e.contains("modified or damaged"), "{e}");
     }
 }

@@ -10,12 +10,21 @@
 //! - no path is listed twice, and no file shares a path with a directory;
 //! - modes are permission bits only: no set-user-id or set-group-id file;
 //! - tablespace locations are absolute and normal (and not `/`), OIDs are unique;
-//! - labels (`prior`, `references`, a piece's `backup`) are backup labels, object names are
-//!   `data/<number>`: a key built from them stays inside the backup directories of the stanza;
+//! - object names are `data/<number>`: a key built from them stays inside the backup directory (labels
+//!   — `prior`, `references`, a piece's `backup` — are `Label`s, which only a label-shaped string
+//!   becomes);
+//! - the chain is consistent: a full has no prior, a diff or incr has its prior as its last reference,
+//!   the chain starts with the full its label names, and the label's letter is the kind;
+//! - the WAL range is what the LSNs say, the segment size a power of two, the timeline not 0;
+//! - text shown to operators (method reason, tablespace, user and group names) holds no control
+//!   characters (times, compression and digests are typed: they cannot hold any);
 //! - sizes add up: a whole file's size is the sum of its pieces' sizes, a file in incremental form is
-//!   its length in blocks, and a piece of this backup lies inside one of its listed objects.
+//!   its length in blocks, a piece of this backup lies inside one of its listed objects, and the head's
+//!   counts are the body's.
+//!
+//! The head alone (`ManifestHead::validate`) is checked when a listing reads only heads.
 
-use super::{is_label, Manifest};
+use super::{BackupKind, Manifest, ManifestHead};
 use pgformat::lsn::{segment_file_name, Lsn};
 
 /// The largest piece a backup makes is one 8 MB chunk (or 1024 blocks of an incremental file) plus
@@ -67,16 +76,39 @@ fn is_object_name(name: &str) -> bool {
         .is_some_and(|n| (1..=20).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-impl Manifest {
-    /// Checks everything a restore will turn into a path, a key or a length (see the module comment).
+impl ManifestHead {
+    /// Checks what a listing shows and what choosing a reference relies on.
     pub fn validate(&self) -> Result<(), String> {
-        if !is_label(&self.label) {
-            return Err(format!("label {:?} is not a backup label", self.label));
+        if self.label.kind() != self.kind {
+            return Err(format!(
+                "label {} says the kind is {}, the manifest says {}",
+                self.label,
+                self.label.kind(),
+                self.kind
+            ));
         }
-        for l in self.prior.iter().chain(self.references.iter()) {
-            if !is_label(l) {
-                return Err(format!("prior/reference {l:?} is not a backup label"));
+        let chain_ok = match self.kind {
+            BackupKind::Full => self.prior.is_none() && self.references.is_empty(),
+            _ => {
+                self.prior.is_some()
+                    && self.references.last() == self.prior.as_ref()
+                    && self
+                        .references
+                        .first()
+                        .is_some_and(|f| *f == self.label.full_part())
             }
+        };
+        if !chain_ok {
+            return Err(format!(
+                "{} backup {} has prior {:?} and references {:?}, which do not make a chain",
+                self.kind,
+                self.label,
+                self.prior.as_ref().map(|l| l.as_str()),
+                self.references
+                    .iter()
+                    .map(|l| l.as_str())
+                    .collect::<Vec<_>>()
+            ));
         }
         if !self.wal_segment_size.is_power_of_two()
             || !(1 << 20..=1 << 30).contains(&self.wal_segment_size)
@@ -112,31 +144,35 @@ impl Manifest {
             ));
         }
         // Text shown to operators (strata info, errors) holds no terminal control sequences.
-        for (what, text) in [
-            ("start time", self.start_time.as_str()),
-            ("stop time", self.stop_time.as_str()),
-        ] {
-            if chrono::DateTime::parse_from_rfc3339(text).is_err() {
-                return Err(format!("{what} {text:?} is not an RFC 3339 time"));
+        if let Some(text) = &self.method_reason {
+            if text.chars().any(|c| c.is_control()) {
+                return Err(format!("{text:?} contains a control character"));
             }
         }
-        if self
-            .compress_type
-            .parse::<crate::compress::CompressType>()
-            .is_err()
+        Ok(())
+    }
+}
+
+impl Manifest {
+    /// Checks everything a restore will turn into a path, a key or a length (see the module comment).
+    pub fn validate(&self) -> Result<(), String> {
+        self.head.validate()?;
+        if self.file_count != self.files.len() as u64
+            || self.page_checksum_error_count != self.counted_page_checksum_errors()
         {
-            return Err(format!("compression {:?} is unknown", self.compress_type));
+            return Err(format!(
+                "the head counts {} files and {} page checksum errors, the body {} and {}",
+                self.file_count,
+                self.page_checksum_error_count,
+                self.files.len(),
+                self.counted_page_checksum_errors()
+            ));
         }
-        let names = self
-            .tablespaces
-            .iter()
-            .map(|t| t.name.as_str())
-            .chain(self.method_reason.as_deref())
-            .chain(
-                self.owner
-                    .iter()
-                    .flat_map(|o| [o.user.as_str(), o.group.as_str()]),
-            );
+        let names = self.tablespaces.iter().map(|t| t.name.as_str()).chain(
+            self.owner
+                .iter()
+                .flat_map(|o| [o.user.as_str(), o.group.as_str()]),
+        );
         for text in names {
             if text.chars().any(|c| c.is_control()) {
                 return Err(format!("{text:?} contains a control character"));
@@ -263,12 +299,6 @@ impl Manifest {
                     ));
                 }
                 match &p.backup {
-                    Some(b) if !is_label(b) => {
-                        return Err(format!(
-                            "file {:?} refers to backup {b:?}, which is not a backup label",
-                            f.path
-                        ))
-                    }
                     Some(_) => {}
                     None => {
                         let size = objects.get(p.object.as_str()).copied();
@@ -299,14 +329,23 @@ impl Manifest {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::sample;
+    use super::super::tests::{label, reseal, sample, sample_incr, time};
     use super::*;
 
     fn refused(edit: impl FnOnce(&mut Manifest)) -> String {
         let mut m = sample();
         edit(&mut m);
-        let json = m.to_json();
-        Manifest::from_json("stanza/backup/x/manifest.json", &json)
+        Manifest::from_bytes("stanza/backup/x/manifest.json", &m.label, &m.to_bytes())
+            .expect_err("a bad manifest must be refused")
+            .to_string()
+    }
+
+    /// Refused when written by hand (checksums recomputed): `from` replaced by `to` in the stored text.
+    fn refused_text(from: &str, to: &str) -> String {
+        let text = String::from_utf8(sample().to_bytes()).unwrap();
+        assert!(text.contains(from), "{from} not in {text}");
+        let edited = reseal(text.replacen(from, to, 1).as_bytes());
+        Manifest::from_bytes("stanza/backup/x/manifest.json", "20261123-020000F", &edited)
             .expect_err("a bad manifest must be refused")
             .to_string()
     }
@@ -337,10 +376,23 @@ mod tests {
         assert!(e.contains("data/<number>"), "{e}");
         let e = refused(|m| m.objects[0].name = "data/../../x".into());
         assert!(e.contains("data/<number>"), "{e}");
-        let e = refused(|m| m.files[0].pieces[0].backup = Some("../other".into()));
+        // Labels, times and digests are typed: junk in them does not even parse.
+        let e = refused_text(
+            "\"object\": \"data/00000000\"",
+            "\"backup\": \"../other\", \"object\": \"data/00000000\"",
+        );
+        assert!(
+            e.contains("not a backup label") && e.contains("refused"),
+            "{e}"
+        );
+        let e = refused_text("\"prior\":null", "\"prior\":\"..\"");
         assert!(e.contains("not a backup label"), "{e}");
-        let e = refused(|m| m.prior = Some("..".into()));
-        assert!(e.contains("not a backup label"), "{e}");
+        let e = refused_text("2026-11-23T02:00:05Z", "\\u001b[2J");
+        assert!(e.contains("invalid manifest head"), "{e}");
+        let e = refused_text("\"zstd\"", "\"zstd9\"");
+        assert!(e.contains("invalid manifest head"), "{e}");
+        let e = refused_text(&"ab".repeat(32), &"AB".repeat(32));
+        assert!(e.contains("SHA-256"), "{e}");
         let e = refused(|m| m.files[0].size = 4);
         assert!(e.contains("add up to 3"), "{e}");
         let e = refused(|m| m.files[0].pieces[0].length = 60);
@@ -353,12 +405,41 @@ mod tests {
         assert!(e.contains("at most"), "{e}");
         let e = refused(|m| m.stop_wal_file = "0000000100000000000FFFFF".into());
         assert!(e.contains("WAL range"), "{e}");
-        let e = refused(|m| m.stop_time = "\u{1b}[2J".into());
-        assert!(e.contains("RFC 3339"), "{e}");
+        // The start time is the label's, which may be ahead of the clock (a label is never reused):
+        // a stop time before it is written by backups and read back.
+        let mut m = sample();
+        m.stop_time = time("2026-11-23T01:59:59Z");
+        Manifest::from_bytes("k", &m.label, &m.to_bytes()).unwrap();
         let e = refused(|m| m.method_reason = Some("x\u{1b}]0;owned\u{7}".into()));
         assert!(e.contains("control character"), "{e}");
         let e = refused(|m| m.directories[0].path = "pg_wal/etc".into());
         assert!(e.contains("inside pg_wal"), "{e}");
+        let e = refused_text("\"file_count\":1", "\"file_count\":2");
+        assert!(e.contains("counts 2 files"), "{e}");
+    }
+
+    #[test]
+    fn the_chain_a_head_names_is_consistent() {
+        let full = sample();
+        let incr = sample_incr(&full, "20261123-020000F_20261124-020000I");
+        incr.validate().unwrap();
+        let incr2 = sample_incr(&incr, "20261123-020000F_20261125-020000I");
+        incr2.validate().unwrap();
+        let bad = |edit: &dyn Fn(&mut Manifest)| {
+            let mut m = incr2.clone();
+            edit(&mut m);
+            m.validate().unwrap_err()
+        };
+        let e = bad(&|m| m.kind = BackupKind::Diff);
+        assert!(e.contains("says the kind is incr"), "{e}");
+        let e = bad(&|m| m.prior = None);
+        assert!(e.contains("do not make a chain"), "{e}");
+        let e = bad(&|m| m.references.reverse());
+        assert!(e.contains("do not make a chain"), "{e}");
+        let e = bad(&|m| m.references[0] = label("20261122-020000F"));
+        assert!(e.contains("do not make a chain"), "{e}");
+        let e = refused(|m| m.prior = Some(label("20261122-020000F")));
+        assert!(e.contains("do not make a chain"), "{e}");
     }
 
     #[test]

@@ -225,7 +225,7 @@ pub fn restore(
     let w = result?;
     cleanup.armed = false;
     Ok(RestoreReport {
-        label: plan.manifest.label.clone(),
+        label: plan.manifest.label.to_string(),
         files_written: w.files_written + 1,
         files_kept: w.files_kept,
         entries_removed: w.entries_removed,

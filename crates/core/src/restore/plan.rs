@@ -11,7 +11,7 @@ use super::targets::{self, Target};
 use super::RestoreOptions;
 use crate::catalog;
 use crate::chain;
-use crate::manifest::{FileEntry, Manifest, StoredObject};
+use crate::manifest::{FileEntry, Manifest, ManifestHead, StoredObject};
 use crate::repo::Repo;
 use crate::{Error, Result};
 use pgformat::lsn::{segment_file_name, WalFileName};
@@ -109,7 +109,7 @@ pub fn prepare(repo: &Repo, opts: &RestoreOptions) -> Result<Plan> {
     let older_files = check_references(&manifest, &older)?;
     if id.system_identifier != manifest.system_identifier {
         return Err(Error::ChainBroken {
-            label: manifest.label.clone(),
+            label: manifest.label.to_string(),
             reason: format!(
                 "it belongs to cluster {}, but stanza '{}' holds cluster {}: the repository is \
                  inconsistent",
@@ -205,7 +205,7 @@ fn check_references(target: &Manifest, older: &[Manifest]) -> Result<Vec<HashMap
                 let holder = FileEntry::piece_backup(p, &m.label);
                 if !reachable.contains(holder) {
                     return Err(Error::ChainBroken {
-                        label: target.label.clone(),
+                        label: target.label.to_string(),
                         reason: format!(
                             "file {} of {} refers to backup {holder}, which is not in its chain",
                             f.path, m.label
@@ -218,7 +218,7 @@ fn check_references(target: &Manifest, older: &[Manifest]) -> Result<Vec<HashMap
                     .is_some_and(|&size| p.lies_within(size));
                 if !held {
                     return Err(Error::ChainBroken {
-                        label: target.label.clone(),
+                        label: target.label.to_string(),
                         reason: format!(
                             "file {} of {} refers to {}+{} of object {} of backup {holder}, which \
                              that backup does not hold",
@@ -229,7 +229,7 @@ fn check_references(target: &Manifest, older: &[Manifest]) -> Result<Vec<HashMap
             }
             if f.incremental.is_some() && !index.get(k).is_some_and(|i| i.contains_key(&f.path)) {
                 return Err(Error::ChainBroken {
-                    label: target.label.clone(),
+                    label: target.label.to_string(),
                     reason: format!(
                         "file {} of {} is incremental but the backup it is built on has no copy of it",
                         f.path, m.label
@@ -246,6 +246,7 @@ fn choose_backup(repo: &Repo, opts: &RestoreOptions) -> Result<Manifest> {
         Some(label) if label != "latest" => return catalog::load(repo, label),
         _ => {}
     }
+    // Chosen from the heads; the chosen backup's whole manifest is then read and checked.
     let all = catalog::list_backups(repo)?;
     let Some(newest) = all.last() else {
         return Err(Error::NoBackup(format!(
@@ -255,22 +256,23 @@ fn choose_backup(repo: &Repo, opts: &RestoreOptions) -> Result<Manifest> {
         )));
     };
     if opts.set.is_some() {
-        return Ok(newest.clone());
+        return catalog::load(repo, &newest.label);
     }
-    let fits = |m: &Manifest| match &opts.target {
-        RecoveryTarget::Time(t) => chrono::DateTime::parse_from_rfc3339(&m.stop_time)
-            .map(|stop| stop < *t)
-            .unwrap_or(false),
+    let fits = |m: &ManifestHead| match &opts.target {
+        RecoveryTarget::Time(t) => m.stop_time < *t,
         RecoveryTarget::Lsn(l) => m.stop_lsn <= *l,
         _ => true,
     };
-    all.iter().rev().find(|m| fits(m)).cloned().ok_or_else(|| {
+    let chosen = all.iter().rev().find(|m| fits(m)).ok_or_else(|| {
         Error::NoBackup(format!(
             "no backup ended before the recovery target (the oldest, {}, ended at {} / {}); choose \
              a later target",
-            all[0].label, all[0].stop_time, all[0].stop_lsn
+            all[0].label,
+            crate::manifest::time_text(all[0].stop_time),
+            all[0].stop_lsn
         ))
-    })
+    })?;
+    catalog::load(repo, &chosen.label)
 }
 
 fn tablespace_targets(m: &Manifest, remap: &[(String, PathBuf)]) -> Result<Vec<TablespaceTarget>> {
@@ -390,7 +392,7 @@ fn check_wal(repo: &Repo, m: &Manifest) -> Result<()> {
 fn wal_missing(repo: &Repo, m: &Manifest, file: &str, how: String) -> Error {
     Error::WalMissing {
         file: file.to_string(),
-        label: m.label.clone(),
+        label: m.label.to_string(),
         how,
         repo: repo.describe(),
         stanza: repo.stanza().to_string(),
@@ -468,14 +470,16 @@ mod tests {
 
     fn backup(label: &str, prior: Option<&str>, stop_time: &str, stop_lsn: u64) -> Manifest {
         let mut m = crate::manifest::tests::sample();
-        m.label = label.into();
+        m.label = crate::manifest::tests::label(label);
         if let Some(p) = prior {
             m.kind = BackupKind::Incr;
-            m.prior = Some(p.into());
-            m.references = vec![p.into()];
+            m.prior = Some(crate::manifest::tests::label(p));
+            m.references = vec![crate::manifest::tests::label(p)];
         }
         // All in the sample's WAL segment (validation checks the LSNs against the file names).
-        m.stop_time = stop_time.into();
+        m.stop_time = chrono::DateTime::parse_from_rfc3339(stop_time)
+            .unwrap()
+            .to_utc();
         m.stop_lsn = Lsn(stop_lsn);
         m
     }
@@ -485,7 +489,7 @@ mod tests {
     fn chain() -> (Manifest, Vec<Manifest>) {
         let mut full = backup(FULL, None, "2026-11-23T02:00:05Z", 0x200_0100);
         let mut incr = backup(INCR, Some(FULL), "2026-11-24T02:00:05Z", 0x200_0200);
-        incr.files[0].pieces[0].backup = Some(FULL.into());
+        incr.files[0].pieces[0].backup = Some(crate::manifest::tests::label(FULL));
         incr.objects.clear();
         let mut rel = full.files[0].clone();
         rel.path = "base/5/16384".into();
@@ -520,12 +524,12 @@ mod tests {
             assert!(e.contains(why) && e.contains("--set"), "{why}: {e}");
         };
         refused(
-            &|i, _| i.files[0].pieces[0].backup = Some(FULL2.into()),
+            &|i, _| i.files[0].pieces[0].backup = Some(crate::manifest::tests::label(FULL2)),
             "which is not in its chain",
         );
         // An older backup can never refer to a newer one.
         refused(
-            &|_, o| o[0].files[0].pieces[0].backup = Some(INCR.into()),
+            &|_, o| o[0].files[0].pieces[0].backup = Some(crate::manifest::tests::label(INCR)),
             "which is not in its chain",
         );
         refused(
@@ -542,7 +546,7 @@ mod tests {
         );
         let (mut incr, older) = chain();
         incr.files[1].pieces = vec![Piece {
-            backup: Some(FULL.into()),
+            backup: Some(crate::manifest::tests::label(FULL)),
             ..incr.files[1].pieces[0].clone()
         }];
         assert!(check_references(&incr, &older).is_ok());
@@ -569,7 +573,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repo::open(&RepoUrl::Local(dir.path().into()), "st").unwrap();
         let chosen = |set: Option<&str>, target: RecoveryTarget| {
-            choose_backup(&repo, &options(set, target)).map(|m| m.label)
+            choose_backup(&repo, &options(set, target)).map(|m| m.label.to_string())
         };
         let e = chosen(None, RecoveryTarget::Default)
             .unwrap_err()
@@ -582,7 +586,10 @@ mod tests {
         let full2 = backup(FULL2, None, "2026-11-25T02:00:05Z", 0x200_0300);
         for m in [&older[0], &incr, &full2] {
             repo.storage()
-                .put_new(&repo.keys().backup_manifest(&m.label).unwrap(), m.to_json())
+                .put_new(
+                    &repo.keys().backup_manifest(&m.label).unwrap(),
+                    m.to_bytes(),
+                )
                 .unwrap();
         }
         assert_eq!(chosen(Some(INCR), RecoveryTarget::Default).unwrap(), INCR);

@@ -175,19 +175,16 @@ pub fn check_against_backup(target: &RecoveryTarget, m: &crate::manifest::Manife
                 m.label, m.stop_lsn
             ),
         )),
-        RecoveryTarget::Time(t)
-            if DateTime::parse_from_rfc3339(&m.stop_time).is_ok_and(|stop| *t < stop) =>
-        {
-            Err(bad(
-                "--target",
-                &t.to_rfc3339(),
-                &format!(
-                    "backup {} ended at {}: choose a later time, or an older backup with --set (or \
+        RecoveryTarget::Time(t) if *t < m.stop_time => Err(bad(
+            "--target",
+            &t.to_rfc3339(),
+            &format!(
+                "backup {} ended at {}: choose a later time, or an older backup with --set (or \
                      leave --set out to pick one)",
-                    m.label, m.stop_time
-                ),
-            ))
-        }
+                m.label,
+                crate::manifest::time_text(m.stop_time)
+            ),
+        )),
         _ => Ok(()),
     }
 }

@@ -14,7 +14,7 @@ use super::plan::Plan;
 use super::RestoreProgress;
 use crate::fsutil::{self, werr};
 use crate::incremental::{Incremental, RebuildPlan};
-use crate::manifest::{FileEntry, Piece};
+use crate::manifest::{FileEntry, Piece, Sha256Sum};
 use crate::object;
 use crate::repo::Repo;
 use crate::{Error, Result};
@@ -304,7 +304,7 @@ fn matches_manifest(mut file: &File, f: &FileEntry) -> bool {
         }
         shas.push(object::sha256(&buf));
     }
-    &hex::encode(object::content_digest(&shas)) == digest
+    object::content_digest(&shas) == digest.0
 }
 
 /// Gives a file the restore wrote (or kept) to the cluster's owner, through its descriptor.
@@ -388,12 +388,12 @@ impl FileWriter<'_> {
             shas.push(header.sha256);
             out.write_all(&plain).map_err(werr(dest))?;
         }
-        let found = hex::encode(object::content_digest(&shas));
-        if f.sha256.as_deref() != Some(found.as_str()) {
+        let found = Sha256Sum(object::content_digest(&shas));
+        if f.sha256 != Some(found) {
             return Err(Error::ChecksumMismatch {
                 key: format!("{} (file {} of backup {label})", dest.display(), f.path),
-                expected: f.sha256.clone().unwrap_or_default(),
-                found,
+                expected: f.sha256.map(|d| d.to_hex()).unwrap_or_default(),
+                found: found.to_hex(),
             });
         }
         Ok(())
@@ -446,7 +446,7 @@ impl FileWriter<'_> {
             let k = layers.len() - 1;
             let (label, entry) = plan.older_entry(k, &f.path).ok_or_else(|| {
                 Error::ChainBroken {
-                    label: plan.manifest.label.clone(),
+                    label: plan.manifest.label.to_string(),
                     reason: format!(
                         "file {} is incremental in {} but the backup it is built on has no copy of it",
                         f.path, layers[k].0
@@ -556,12 +556,12 @@ impl FileWriter<'_> {
             }
         }
         if read_all && base.sha256.is_some() {
-            let found = hex::encode(object::content_digest(&shas));
-            if base.sha256.as_deref() != Some(found.as_str()) {
+            let found = Sha256Sum(object::content_digest(&shas));
+            if base.sha256 != Some(found) {
                 return Err(Error::ChecksumMismatch {
                     key: format!("file {} of backup {label}", base.path),
-                    expected: base.sha256.clone().unwrap_or_default(),
-                    found,
+                    expected: base.sha256.map(|d| d.to_hex()).unwrap_or_default(),
+                    found: found.to_hex(),
                 });
             }
         }
@@ -667,13 +667,16 @@ mod tests {
             let mut manifests = Vec::new();
             for (i, label) in [FULL, I1, I2].iter().enumerate() {
                 let mut m = crate::manifest::tests::sample();
-                m.label = label.to_string();
+                m.label = crate::manifest::tests::label(label);
                 m.files.clear();
                 m.objects.clear();
                 if i > 0 {
                     m.kind = BackupKind::Incr;
-                    m.prior = Some([FULL, I1][i - 1].into());
-                    m.references = [FULL, I1][..i].iter().map(|l| l.to_string()).collect();
+                    m.prior = Some(crate::manifest::tests::label([FULL, I1][i - 1]));
+                    m.references = [FULL, I1][..i]
+                        .iter()
+                        .map(|l| crate::manifest::tests::label(l))
+                        .collect();
                 }
                 manifests.push(m);
             }
@@ -700,7 +703,7 @@ mod tests {
                 offset: 0,
                 length: stored.len() as u64,
                 size: plain.len() as u64,
-                sha256: Some(hex::encode(sha)),
+                sha256: Some(Sha256Sum(sha)),
             };
             let key = self.repo.keys().backup_object(&m.label, &name).unwrap();
             self.repo.storage().put_new(&key, stored).unwrap();
@@ -722,7 +725,7 @@ mod tests {
                 size: content.len() as u64,
                 mode: 0o600,
                 mtime: 1_795_000_000,
-                sha256: Some(hex::encode(object::content_digest(&shas))),
+                sha256: Some(Sha256Sum(object::content_digest(&shas))),
                 incremental: None,
                 pieces,
             });
@@ -853,13 +856,13 @@ mod tests {
         c.incr(2, p, 5, &[], 8);
         assert_eq!(c.restore(p).unwrap(), content);
         // Every piece of the base read: a base that does not match its digest is refused.
-        c.manifests[0].files[0].sha256 = Some("00".repeat(32));
+        c.manifests[0].files[0].sha256 = Some(Sha256Sum([0; 32]));
         let e = c.restore(p).unwrap_err();
         assert!(matches!(e, Error::ChecksumMismatch { .. }), "{e}");
         // A base piece whose blocks all changed later is not read (nor its digest checked).
         let mut c2 = Chain::new();
         c2.whole(0, p, &content, 2);
-        c2.manifests[0].files[0].sha256 = Some("00".repeat(32));
+        c2.manifests[0].files[0].sha256 = Some(Sha256Sum([0; 32]));
         c2.incr(1, p, 5, &[(2, 22), (3, 23)], 8);
         c2.incr(2, p, 5, &[], 8);
         assert_eq!(c2.restore(p).unwrap(), pages(&[10, 11, 22, 23, 14]));
