@@ -49,7 +49,12 @@ fn backup_start(
         }
     };
     if !status::available() {
-        error!("backup_start() needs pg_strata in shared_preload_libraries: add it there and restart the server");
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "backup_start() needs pg_strata in shared_preload_libraries",
+            "Add pg_strata to shared_preload_libraries and restart the server."
+        );
     }
     if let Err(e) = gucs::repo_config() {
         crate::errors::raise("cannot take a backup", e);
@@ -59,7 +64,12 @@ fn backup_start(
         .flatten()
         .unwrap_or_default();
     if archive_mode == "off" {
-        error!("cannot take a backup: archive_mode is off, and a backup is only usable with its WAL archived; set archive_mode = on and archive_library = 'pg_strata', then restart");
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "cannot take a backup: archive_mode is off, and a backup is only usable with its WAL archived",
+            "Set archive_mode = on and archive_library = 'pg_strata', then restart."
+        );
     }
     let generation = claim_slot(kind);
     let worker = launch_worker(generation);
@@ -103,7 +113,7 @@ fn claim_slot(kind: BackupKind) -> u64 {
     s.bytes_total = 0;
     s.bytes_done = 0;
     s.set_label("");
-    s.set_message("");
+    s.clear_failure();
     s.set_notice("");
     s.generation
 }
@@ -124,7 +134,12 @@ fn launch_worker(generation: u64) -> DynamicBackgroundWorker {
         Ok(w) => w,
         Err(e) => {
             fail(generation, "could not start the backup worker");
-            error!("could not start the backup worker ({e:?}): raise max_worker_processes")
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+                format!("could not start the backup worker ({e:?})"),
+                "Raise max_worker_processes (a restart is needed)."
+            );
         }
     }
 }
@@ -161,7 +176,11 @@ fn wait_for_worker(generation: u64, worker: &DynamicBackgroundWorker, wait: bool
         check_for_interrupts!();
         let s = backup_state::snapshot();
         if s.generation != generation {
-            error!("the backup slot was taken over by another backup");
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+                "the backup slot was taken over by another backup"
+            );
         }
         match s.phase() {
             Phase::Done => {
@@ -235,7 +254,12 @@ fn backup_progress() -> TableIterator<
     ),
 > {
     if !status::available() {
-        error!("backup_progress() needs pg_strata in shared_preload_libraries");
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "backup_progress() needs pg_strata in shared_preload_libraries",
+            "Add pg_strata to shared_preload_libraries and restart the server."
+        );
     }
     let s = backup_state::snapshot();
     if s.generation == 0 {

@@ -123,11 +123,18 @@ impl BackupShared {
     pub fn set_message(&mut self, s: &str) {
         crate::status::put_text(&mut self.message, s);
     }
+    /// Forgets the previous backup's failure (message, SQLSTATE, hint).
+    pub fn clear_failure(&mut self) {
+        self.set_message("");
+        self.sqlstate = [0; 5];
+        crate::status::put_text(&mut self.hint, "");
+    }
     /// Records a failure: phase, message, SQLSTATE and hint.
     pub fn set_failure(&mut self, e: &crate::errors::Raised) {
         self.set_phase(Phase::Failed);
         self.set_message(&e.message);
         let code = e.sqlstate.as_bytes();
+        self.sqlstate = [0; 5];
         if code.len() == 5 {
             self.sqlstate.copy_from_slice(code);
         }

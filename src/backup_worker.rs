@@ -41,7 +41,7 @@ pub extern "C-unwind" fn pg_strata_backup_worker_main(arg: pg_sys::Datum) {
         _ => BackupKind::Full,
     };
     let outcome = std::panic::catch_unwind(|| take_backup(generation, kind))
-        .unwrap_or_else(|payload| Err(Error::Internal(panic_message(payload)).into()));
+        .unwrap_or_else(|payload| Err(caught_error(payload)));
     let mut s = BACKUP.exclusive();
     if s.generation == generation {
         match &outcome {
@@ -323,16 +323,15 @@ fn cluster_facts() -> Result<ClusterFacts, Raised> {
     })
 }
 
-/// The timeline of a WAL file name.
+/// The timeline of a WAL file name the server gave.
 fn timeline_of(wal_file: &str) -> Result<u32, Raised> {
     // SAFETY: a plain read of a server setting on the main thread.
     let seg_size = unsafe { pg_sys::wal_segment_size } as u32;
     match pgformat::lsn::WalFileName::parse(wal_file, seg_size) {
         Some(pgformat::lsn::WalFileName::Segment { timeline, .. }) => Ok(timeline),
-        _ => Err(Error::BadWalFileName {
-            what: wal_file.to_string(),
-        }
-        .into()),
+        _ => Err(internal(&format!(
+            "the server named WAL file '{wal_file}', not a segment"
+        ))),
     }
 }
 
@@ -353,19 +352,25 @@ fn set_progress(generation: u64, f: impl FnOnce(&mut backup_state::BackupShared)
 }
 
 /// The message of a caught PostgreSQL error or Rust panic.
-pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+/// A caught PostgreSQL ERROR keeps its SQLSTATE and hint (an ERROR of pg_backup_start, say); a Rust
+/// panic is an internal error.
+pub fn caught_error(payload: Box<dyn std::any::Any + Send>) -> Raised {
     use pgrx::pg_sys::panic::CaughtError;
     if let Some(e) = payload.downcast_ref::<CaughtError>() {
         return match e {
-            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_string(),
-            CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => Raised {
+                sqlstate: crate::errors::sqlstate_text(r.sql_error_code()),
+                message: r.message().to_string(),
+                hint: r.hint().map(str::to_string),
+            },
+            CaughtError::RustPanic { ereport, .. } => internal(ereport.message()),
         };
     }
     if let Some(s) = payload.downcast_ref::<String>() {
-        return s.clone();
+        return internal(s);
     }
     if let Some(s) = payload.downcast_ref::<&str>() {
-        return s.to_string();
+        return internal(s);
     }
-    "the backup worker panicked".into()
+    internal("the backup worker panicked")
 }

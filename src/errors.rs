@@ -44,6 +44,14 @@ fn error_code(sqlstate: &str) -> PgSqlErrorCode {
     PgSqlErrorCode::from(code)
 }
 
+/// The five characters of PostgreSQL's packed SQLSTATE code (the inverse of `error_code`).
+pub fn sqlstate_text(code: PgSqlErrorCode) -> String {
+    let packed = code as isize as i64;
+    (0..5)
+        .map(|i| (((packed >> (6 * i)) & 0x3F) as u8 + b'0') as char)
+        .collect()
+}
+
 /// Raises `e` as an ERROR, its message prefixed by `context` ("cannot list backups").
 pub fn raise(context: &str, e: impl Into<Raised>) -> ! {
     let r: Raised = e.into();
@@ -75,5 +83,10 @@ mod tests {
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
         );
         assert_eq!(error_code("bad"), PgSqlErrorCode::ERRCODE_INTERNAL_ERROR);
+        assert_eq!(
+            sqlstate_text(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED),
+            "XX001"
+        );
+        assert_eq!(sqlstate_text(error_code("58P01")), "58P01");
     }
 }

@@ -162,7 +162,12 @@ fn archive_status() -> TableIterator<
     ),
 > {
     if !available() {
-        error!("archive_status() needs pg_strata in shared_preload_libraries: add it there and restart the server");
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "archive_status() needs pg_strata in shared_preload_libraries",
+            "Add pg_strata to shared_preload_libraries and restart the server."
+        );
     }
     let s = *STATS.share();
     TableIterator::once((

@@ -540,7 +540,12 @@ impl Archiving {
 
     pub fn archived_segment_names(&self) -> Vec<String> {
         let mut names = self.archived_files();
-        names.retain(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()));
+        names.retain(|n| {
+            matches!(
+                pgformat::lsn::WalFileName::parse(n, 16 << 20),
+                Some(pgformat::lsn::WalFileName::Segment { .. })
+            )
+        });
         names
     }
 }

@@ -9,7 +9,7 @@
 use crate::catalog;
 use crate::manifest::{BackupKind, Label, Manifest, ManifestHead};
 use crate::repo::Repo;
-use crate::{Error, Result};
+use crate::{Error, ErrorClass, Result};
 use pgformat::lsn::{Lsn, TimeLineId};
 
 /// A timeline's ancestry: each ancestor with the LSN where the next timeline branched off it, oldest
@@ -145,14 +145,23 @@ pub fn load_chain(repo: &Repo, target: Manifest) -> Result<Vec<Manifest>> {
         if chain.len() > 10_000 || chain.iter().any(|m| m.label == prior_label) {
             return Err(chain_error(&chain[0], "its chain loops".into()));
         }
-        let prior = catalog::load(repo, &prior_label).map_err(|_| {
-            chain_error(
+        let prior = catalog::load(repo, &prior_label).map_err(|e| match e.class() {
+            ErrorClass::NotFound => chain_error(
                 &chain[0],
                 format!(
                     "backup {prior_label}, on which {} is built, is missing from the repository",
                     newer.label
                 ),
-            )
+            ),
+            ErrorClass::Corrupt => chain_error(
+                &chain[0],
+                format!(
+                    "backup {prior_label}, on which {} is built, is damaged: {e}",
+                    newer.label
+                ),
+            ),
+            // A storage error (perhaps transient) says nothing about the chain.
+            _ => e,
         })?;
         check_link(repo, &chain[0], newer, &prior)?;
         chain.push(prior);

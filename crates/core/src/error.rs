@@ -174,6 +174,11 @@ pub enum Error {
     #[error("{0}")]
     BadInput(String),
 
+    /// Something pg_strata does not handle (another PostgreSQL major version, another catalog
+    /// version's tablespace directory).
+    #[error("{0}")]
+    Unsupported(String),
+
     /// A defect of pg_strata (a thread panicked, a library failed where it cannot): report it.
     #[error("internal error: {0}")]
     Internal(String),
@@ -210,9 +215,7 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         use Error::*;
         match self {
-            BadSetting { .. } | BadWalFileName { .. } | BadKey { .. } => {
-                ErrorClass::InvalidArgument
-            }
+            BadSetting { .. } | BadWalFileName { .. } | BadInput(_) => ErrorClass::InvalidArgument,
             RepoRootMissing { .. } | StanzaMissing { .. } | BackupNotFound { .. } | NoBackup(_) => {
                 ErrorClass::NotFound
             }
@@ -223,12 +226,13 @@ impl Error {
             | StanzaIdentityMissing { .. }
             | ChainBroken { .. }
             | WalMissing { .. }
-            | BadInput(_) => ErrorClass::Corrupt,
+            // Keys come from the repository (users' keys are checked as settings or labels first).
+            | BadKey { .. } => ErrorClass::Corrupt,
             Storage { .. } | ReadFile { .. } | WriteFile { .. } | Io { .. } => ErrorClass::Io,
             Busy(_) | StateChanged(_) | ServerRunning(_) => ErrorClass::Busy,
             TargetNotEmpty { .. } | TargetRefused(_) => ErrorClass::TargetRefused,
             Cancelled => ErrorClass::Cancelled,
-            UnsupportedRepoFormat { .. } => ErrorClass::Unsupported,
+            UnsupportedRepoFormat { .. } | Unsupported(_) => ErrorClass::Unsupported,
             Internal(_) => ErrorClass::Internal,
         }
     }
@@ -255,6 +259,18 @@ impl Error {
 
     /// What to do about it, where the message itself does not already say.
     pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Error::WrongCluster { .. } => {
+                return Some("each cluster needs a stanza of its own: set strata.stanza to a new name")
+            }
+            Error::StanzaIdentityMissing { .. } => {
+                return Some(
+                    "put the repository back (mount it) if it was moved; archiving catches up by itself",
+                )
+            }
+            Error::StateChanged(_) => return Some("fix the cause named in the message, then run it again"),
+            _ => {}
+        }
         match self.class() {
             ErrorClass::Corrupt => Some(
                 "the repository is damaged or inconsistent: run `strata info`, and take a new full \

@@ -37,17 +37,26 @@ pub fn read(repo: &Repo) -> Result<Option<RepoIdentity>> {
     let Some(bytes) = repo.storage().get(&key)? else {
         return Ok(None);
     };
-    let id: RepoIdentity = serde_json::from_slice(&bytes).map_err(|e| Error::CorruptObject {
+    let corrupt = |e: serde_json::Error| Error::CorruptObject {
         key: key.to_string(),
         reason: format!("not a valid identity: {e}"),
-    })?;
-    if id.format_version != REPO_FORMAT_VERSION {
+    };
+    // The version first: another version's identity may have other fields.
+    #[derive(Deserialize)]
+    struct Version {
+        format_version: u32,
+    }
+    let found = serde_json::from_slice::<Version>(&bytes)
+        .map_err(corrupt)?
+        .format_version;
+    if found != REPO_FORMAT_VERSION {
         return Err(Error::UnsupportedRepoFormat {
             key: key.to_string(),
-            found: id.format_version,
+            found,
             supported: REPO_FORMAT_VERSION,
         });
     }
+    let id: RepoIdentity = serde_json::from_slice(&bytes).map_err(corrupt)?;
     Ok(Some(id))
 }
 

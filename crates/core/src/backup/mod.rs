@@ -149,6 +149,8 @@ impl BackupRun {
                         for label in head.references.iter().chain([&head.label]) {
                             match catalog::load(&repo, label) {
                                 Ok(m) => loaded = Some(m),
+                                // A storage error is not damage: fail rather than take a full.
+                                Err(e) if e.class() == crate::ErrorClass::Io => return Err(e),
                                 Err(e) => {
                                     notices.push(damaged_notice(label, &e.to_string()));
                                     listing.set_damaged(label, e.to_string());
@@ -245,7 +247,7 @@ impl BackupRun {
         let major = self.facts.pg_version_num / 10000;
         let version_dir =
             pgformat::relfile::tablespace_version_directory(major).ok_or_else(|| {
-                Error::BadInput(format!(
+                Error::Unsupported(format!(
                     "PostgreSQL {major} is not supported: pg_strata reads PostgreSQL 15's formats"
                 ))
             })?;
@@ -315,9 +317,9 @@ impl BackupRun {
         let tli = match WalFileName::parse(start_wal_file, seg) {
             Some(WalFileName::Segment { timeline, .. }) => timeline,
             _ => {
-                return Err(Error::BadWalFileName {
-                    what: start_wal_file.to_string(),
-                })
+                return Err(Error::Internal(format!(
+                    "the server's backup_label names {start_wal_file}, not a WAL segment"
+                )))
             }
         };
         let last = segment_file_name(
@@ -398,6 +400,13 @@ impl BackupRun {
             owner: crate::owner::owner_of(&self.facts.pgdata),
         };
         let key = self.repo.keys().backup_manifest(&self.label)?;
+        // Never commit a manifest that a restore would refuse.
+        m.validate().map_err(|why| {
+            Error::Internal(format!(
+                "backup {} made a manifest it cannot read: {why}",
+                self.label
+            ))
+        })?;
         self.check_stanza()?;
         self.check_claim()?;
         match self.repo.storage().put_new(&key, m.to_bytes())? {

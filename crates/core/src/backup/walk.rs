@@ -89,7 +89,7 @@ pub fn walk(pgdata: &Path, tablespaces: &[Tablespace], version_dir: &str) -> Res
                     false,
                 )?;
             } else if name.starts_with(major_prefix) {
-                return Err(Error::BadInput(format!(
+                return Err(Error::Unsupported(format!(
                     "tablespace {} ({}) holds {name}, not {version_dir}: it was made by a server of \
                      another catalog version, whose files this backup cannot read",
                     ts.name,

@@ -13,7 +13,7 @@ use crate::catalog;
 use crate::chain;
 use crate::manifest::{FileEntry, Manifest, ManifestHead, StoredObject};
 use crate::repo::Repo;
-use crate::{Error, Result};
+use crate::{Error, ErrorClass, Result};
 use pgformat::lsn::{segment_file_name, WalFileName};
 use pgformat::wal::PageHeader;
 use std::collections::{HashMap, HashSet};
@@ -367,9 +367,11 @@ fn check_wal(repo: &Repo, m: &Manifest) -> Result<()> {
     for n in segno(&m.start_wal_file)?..=segno(&m.stop_wal_file)? {
         let name = segment_file_name(m.timeline, n, seg);
         let damaged = |why: String| wal_missing(repo, m, &name, format!("damaged ({why})"));
-        let fetched = repo
-            .fetch_wal(&name, seg)
-            .map_err(|e| damaged(e.to_string()))?;
+        // Damage is reported as such; a storage error (perhaps transient) is passed on as it is.
+        let fetched = repo.fetch_wal(&name, seg).map_err(|e| match e.class() {
+            ErrorClass::Corrupt | ErrorClass::NotFound => damaged(e.to_string()),
+            _ => e,
+        })?;
         let Some((_, wal)) = fetched else {
             return Err(damaged("it disappeared during the check".into()));
         };
