@@ -285,14 +285,7 @@ impl<'a> CopyThread<'a> {
     fn store_alone(&mut self, chunk: &[u8], sha: [u8; 32]) -> Result<Piece> {
         let stored = self.encode(chunk, sha)?;
         let name = self.new_object_name();
-        let piece = Piece {
-            backup: None,
-            object: name.clone(),
-            offset: 0,
-            length: stored.len() as u64,
-            size: chunk.len() as u64,
-            sha256: Some(Sha256Sum(sha)),
-        };
+        let piece = Piece::whole_object(name.clone(), stored.len() as u64, chunk.len() as u64, sha);
         self.put(name, stored)?;
         Ok(piece)
     }

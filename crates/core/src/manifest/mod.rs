@@ -287,6 +287,19 @@ pub struct Piece {
 }
 
 impl Piece {
+    /// A piece that is a whole object of this backup: `stored` bytes holding `plain` bytes of
+    /// plaintext whose SHA-256 is `sha`.
+    pub fn whole_object(object: String, stored: u64, plain: u64, sha: [u8; 32]) -> Piece {
+        Piece {
+            backup: None,
+            object,
+            offset: 0,
+            length: stored,
+            size: plain,
+            sha256: Some(Sha256Sum(sha)),
+        }
+    }
+
     /// Whether the piece lies inside an object of `object_size` stored bytes.
     pub fn lies_within(&self, object_size: u64) -> bool {
         self.offset

@@ -697,14 +697,8 @@ mod tests {
                 size: stored.len() as u64,
                 crc32c: crc32c::crc32c(&stored),
             });
-            let piece = Piece {
-                backup: None,
-                object: name.clone(),
-                offset: 0,
-                length: stored.len() as u64,
-                size: plain.len() as u64,
-                sha256: Some(Sha256Sum(sha)),
-            };
+            let piece =
+                Piece::whole_object(name.clone(), stored.len() as u64, plain.len() as u64, sha);
             let key = self.repo.keys().backup_object(&m.label, &name).unwrap();
             self.repo.storage().put_new(&key, stored).unwrap();
             piece
