@@ -33,6 +33,8 @@ enum Command {
     /// Archive WAL files from a path (the extension's archiver does this inside the server; this command
     /// is for archive_command set-ups and benchmarks).
     ArchivePush(commands::archive_push::Args),
+    /// Remove the backups the retention policy does not keep, and the WAL no kept backup needs.
+    Expire(commands::expire::Args),
     /// Show the stanza's cluster, WAL archive and backups.
     Info(commands::info::Args),
     /// Restore a backup into a data directory (server down), ready for point-in-time recovery.
@@ -46,6 +48,7 @@ fn main() {
     let result = match cli.command {
         Command::ArchiveGet(args) => commands::archive_get::run(args),
         Command::ArchivePush(args) => commands::archive_push::run(args),
+        Command::Expire(args) => commands::expire::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Restore(args) => commands::restore::run(args),
     };

@@ -24,14 +24,19 @@ pub struct RepoArgs {
 }
 
 impl RepoArgs {
-    /// Resolves the repository configuration.
-    pub fn resolve(&self) -> Result<RepoConfig> {
-        let file = match &self.config {
+    /// The `strata.*` settings of `--config` (none without it).
+    pub fn settings(&self) -> Result<std::collections::BTreeMap<String, String>> {
+        Ok(match &self.config {
             Some(p) => {
                 read_conf_file(p).with_context(|| format!("reading --config {}", p.display()))?
             }
             None => Default::default(),
-        };
+        })
+    }
+
+    /// Resolves the repository configuration.
+    pub fn resolve(&self) -> Result<RepoConfig> {
+        let file = self.settings()?;
         if self.cipher_pass_file.is_some() {
             bail!(
                 "--cipher-pass-file: encrypted repositories are not supported by this version yet"

@@ -31,6 +31,7 @@ pub mod parallel;
 pub mod paths;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod storage;
 pub mod summary;
 

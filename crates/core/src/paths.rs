@@ -8,6 +8,7 @@
 //! backup/<label>/claim.json                     a backup's claim on its label: its first object
 //! backup/<label>/manifest.json                  a backup's manifest: its commit point, written last
 //! backup/<label>/data/<NNNNNNNN>                file contents: chunks of large files, bundles of small ones
+//! backup/<label>/expiring                       the mark of a backup being expired (see `retention`)
 //! ```
 //! An archived WAL file's key is its name alone: the compression is recorded in the object's header,
 //! so finding a segment is one request whatever it was compressed with (repository format 2; format 1
@@ -149,6 +150,11 @@ impl RepoKeys {
         ))
     }
 
+    /// Prefix holding every summary of the stanza.
+    pub fn summary_root(&self) -> RepoKey {
+        self.under("summary")
+    }
+
     /// Prefix holding all summaries of a timeline.
     pub fn summary_dir(&self, timeline: TimeLineId) -> RepoKey {
         self.under(&format!("summary/{timeline:08X}"))
@@ -191,6 +197,11 @@ impl RepoKeys {
     /// Key of a backup's manifest.
     pub fn backup_manifest(&self, label: &str) -> Result<RepoKey> {
         self.backup_dir(label)?.join("manifest.json")
+    }
+
+    /// Key of the mark an expiry puts on a backup before removing it (see `retention`).
+    pub fn backup_expiring(&self, label: &str) -> Result<RepoKey> {
+        self.backup_dir(label)?.join("expiring")
     }
 
     /// Key of a backup's claim on its label, its first object (see `backup::claim`).

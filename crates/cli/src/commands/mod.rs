@@ -2,5 +2,6 @@
 
 pub mod archive_get;
 pub mod archive_push;
+pub mod expire;
 pub mod info;
 pub mod restore;

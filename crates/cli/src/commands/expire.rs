@@ -1,0 +1,87 @@
+//! `strata expire`: removes the backups the retention policy does not keep, then the archived WAL and
+//! summaries no kept backup needs (see `strata_core::retention`). The policy comes from the
+//! `strata.retention_*` lines of `--config` (the server's postgresql.conf), overridden by the flags.
+
+use crate::repo_args::RepoArgs;
+use anyhow::{bail, Result};
+use strata_core::retention::{self, Policy};
+use strata_core::Repo;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Say what would be removed, remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep this many full backups (or, with --retention-full-type time, the fulls of this many days)
+    #[arg(long, value_name = "N")]
+    pub retention_full: Option<String>,
+    /// How --retention-full counts: count or time
+    #[arg(long, value_name = "count|time")]
+    pub retention_full_type: Option<String>,
+    /// Keep this many differential backups (a full counts as one)
+    #[arg(long, value_name = "N")]
+    pub retention_diff: Option<String>,
+    /// Keep every backup needed to restore to any point of this interval, e.g. '7 days'
+    #[arg(long, value_name = "INTERVAL")]
+    pub retention_window: Option<String>,
+    /// Never keep fewer full backups than this
+    #[arg(long, value_name = "N")]
+    pub retention_min_full: Option<String>,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    let config = args.repo.resolve()?;
+    let file = args.repo.settings()?;
+    let flags = [
+        ("strata.retention_full", &args.retention_full),
+        ("strata.retention_full_type", &args.retention_full_type),
+        ("strata.retention_diff", &args.retention_diff),
+        ("strata.retention_window", &args.retention_window),
+        ("strata.retention_min_full", &args.retention_min_full),
+    ];
+    let policy = Policy::from_settings(|name| {
+        flags
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| (*v).clone())
+            .or_else(|| file.get(name).cloned())
+    })?;
+    if !policy.is_set() {
+        bail!(
+            "no retention policy is set: nothing would be expired; set strata.retention_full, \
+             strata.retention_diff or strata.retention_window (in --config or as flags)"
+        );
+    }
+    let repo = Repo::open_config(&config)?;
+    let report = retention::expire_now(&repo, &policy, args.dry_run)?;
+    let verb = if report.dry_run {
+        "would expire"
+    } else {
+        "expired"
+    };
+    println!("retention: {}", report.policy);
+    for label in &report.leftovers {
+        println!("removed the rest of backup {label}, whose expiry was interrupted");
+    }
+    for (label, why) in &report.backups {
+        println!("{verb} backup {label}: {why}");
+    }
+    match (&report.wal_note, report.wal_kept_from) {
+        (Some(note), _) => println!("archive: {note}"),
+        (None, Some(from)) => println!(
+            "archive: {verb} {} WAL files and {} summaries before {from} (the start of the oldest kept backup)",
+            report.wal_files, report.summaries
+        ),
+        (None, None) => {}
+    }
+    println!(
+        "{verb} {} backups, {} WAL files, {} summaries: {:.1} MB",
+        report.backups.len(),
+        report.wal_files,
+        report.summaries,
+        report.bytes as f64 / 1e6
+    );
+    Ok(0)
+}

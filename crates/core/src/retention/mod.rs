@@ -1,0 +1,186 @@
+//! Expiry: removing what the retention policy (`policy`) does not keep — backups, then the archived
+//! WAL and block-change summaries that no kept backup needs.
+//!
+//! Crash-safe order. A backup is first marked (`backup/<label>/expiring`), then made invisible by
+//! deleting its manifest (one atomic delete: from then on it is not listed and cannot be restored),
+//! then its other objects are deleted. A crash anywhere leaves either a whole backup (still listed,
+//! expired by the next run) or a directory without manifest carrying the mark, which the next expiry
+//! removes first. Dependents go before what they are built on, so a listed backup's chain is always
+//! whole. WAL and summaries go last, oldest first, and only below the start of the oldest kept backup:
+//! every kept backup keeps the WAL from its start onwards (its consistency and its PITR range).
+//!
+//! Never racing a backup: while a backup of the stanza is unfinished (a directory without manifest
+//! and without the mark), WAL and summaries are not expired (its reference's summaries and its WAL are
+//! in use); backups are, since a running backup builds on the newest backup, which every policy keeps.
+
+pub mod policy;
+
+use crate::catalog;
+use crate::manifest::Label;
+use crate::paths::{RepoKey, RepoKeys};
+use crate::repo::Repo;
+use crate::Result;
+use chrono::{DateTime, Utc};
+use pgformat::lsn::{Lsn, WalFileName};
+pub use policy::{decide, Decision, Keep, Policy};
+
+/// What an expiry removed (or, in a dry run, would remove).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExpiryReport {
+    pub dry_run: bool,
+    pub policy: String,
+    /// Backups expired, newest first, with why.
+    pub backups: Vec<(Label, String)>,
+    /// Directories of backups whose earlier expiry was interrupted, removed now.
+    pub leftovers: Vec<String>,
+    /// Archived WAL files and summaries expired.
+    pub wal_files: u64,
+    pub summaries: u64,
+    pub bytes: u64,
+    /// The oldest LSN from which WAL is kept (the start of the oldest kept backup), if any was.
+    pub wal_kept_from: Option<Lsn>,
+    /// Why WAL was not expired, when it was not.
+    pub wal_note: Option<String>,
+}
+
+/// Expires what `policy` does not keep now (see `expire`).
+pub fn expire_now(repo: &Repo, policy: &Policy, dry_run: bool) -> Result<ExpiryReport> {
+    expire(repo, policy, Utc::now(), dry_run)
+}
+
+/// Expires what `policy` does not keep at `now`; with `dry_run` nothing is removed and the report says
+/// what would be.
+pub fn expire(
+    repo: &Repo,
+    policy: &Policy,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<ExpiryReport> {
+    let seg = repo.identity()?.wal_segment_size;
+    let mut report = ExpiryReport {
+        dry_run,
+        policy: policy.describe(),
+        ..Default::default()
+    };
+    if !policy.is_set() {
+        report.wal_note = Some("no retention policy: nothing is expired".into());
+        return Ok(report);
+    }
+    let storage = repo.storage();
+    let keys = repo.keys();
+
+    // Interrupted expiries first; other unfinished backups are left to the backups' own clean-up.
+    let (_, unfinished) = catalog::backup_labels(repo)?;
+    let mut running = Vec::new();
+    for label in unfinished {
+        if storage.exists(&keys.backup_expiring(&label)?)? {
+            if !dry_run {
+                report.bytes += size_of(repo, &keys.backup_dir(&label)?)?;
+                storage.delete_prefix(&keys.backup_dir(&label)?)?;
+            }
+            report.leftovers.push(label);
+        } else {
+            running.push(label);
+        }
+    }
+
+    let listing = catalog::list_backups_tolerant(repo)?;
+    let decision = decide(&listing.sound, policy, now);
+    for (label, why) in &decision.expire {
+        let dir = keys.backup_dir(label)?;
+        report.bytes += size_of(repo, &dir)?;
+        if !dry_run {
+            storage.put_replace(&keys.backup_expiring(label)?, why.clone().into_bytes())?;
+            storage.delete(&keys.backup_manifest(label)?)?;
+            storage.delete_prefix(&dir)?;
+        }
+        report.backups.push((label.clone(), why.clone()));
+    }
+
+    // WAL and summaries below the start of the oldest kept backup. While a backup is damaged nothing
+    // of the archive is expired: it cannot be judged, and a repair may need its WAL.
+    let kept_from = listing
+        .sound
+        .iter()
+        .filter(|m| decision.keep.contains_key(&m.label))
+        .map(|m| m.start_lsn)
+        .min();
+    report.wal_kept_from = kept_from;
+    let Some(kept_from) = kept_from else {
+        report.wal_note = Some("no backup is kept: the archive is left as it is".into());
+        return Ok(report);
+    };
+    if !listing.damaged.is_empty() {
+        report.wal_note = Some(format!(
+            "backup {} is damaged: the archive is left as it is until it is removed or repaired",
+            listing.damaged[0].0
+        ));
+        return Ok(report);
+    }
+    if !running.is_empty() {
+        report.wal_note = Some(format!(
+            "backup {} is unfinished (running, or abandoned and not yet cleaned up): the archive is \
+             left as it is",
+            running[0]
+        ));
+        return Ok(report);
+    }
+    let mut doomed: Vec<(RepoKey, u64)> = Vec::new();
+    for (key, size) in storage.list(&keys.archive_root())? {
+        let end = match RepoKeys::parse_archive_key(&key, seg) {
+            Some(WalFileName::Segment { segno, .. } | WalFileName::Partial { segno, .. }) => {
+                Lsn((segno + 1) * u64::from(seg))
+            }
+            Some(WalFileName::BackupHistory { segno, .. }) => Lsn((segno + 1) * u64::from(seg)),
+            // Timeline histories are tiny and every later timeline's history names its ancestors.
+            Some(WalFileName::History { .. }) | None => continue,
+        };
+        if end <= kept_from {
+            doomed.push((key, size));
+            report.wal_files += 1;
+        }
+    }
+    for (key, size) in storage.list(&keys.summary_root())? {
+        if let Some((_, _, end)) = RepoKeys::parse_summary_key(&key) {
+            if end <= kept_from {
+                doomed.push((key, size));
+                report.summaries += 1;
+            }
+        }
+    }
+    // Oldest first, so that an interrupted expiry leaves the archive without a hole.
+    doomed.sort_by_key(|(key, _)| archive_order(key, seg));
+    for (key, size) in doomed {
+        report.bytes += size;
+        if !dry_run {
+            storage.delete(&key)?;
+        }
+    }
+    Ok(report)
+}
+
+/// Sort key of an archive or summary object: its LSN.
+fn archive_order(key: &RepoKey, seg: u32) -> Lsn {
+    match RepoKeys::parse_archive_key(key, seg) {
+        Some(
+            WalFileName::Segment { segno, .. }
+            | WalFileName::Partial { segno, .. }
+            | WalFileName::BackupHistory { segno, .. },
+        ) => Lsn(segno * u64::from(seg)),
+        _ => RepoKeys::parse_summary_key(key)
+            .map(|(_, start, _)| start)
+            .unwrap_or(Lsn(0)),
+    }
+}
+
+fn size_of(repo: &Repo, prefix: &RepoKey) -> Result<u64> {
+    Ok(repo
+        .storage()
+        .list(prefix)?
+        .iter()
+        .map(|(_, size)| size)
+        .sum())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,214 @@
+//! Expiry on a fabricated repository: manifests written as backups write them, WAL objects and
+//! summaries at their keys; what is removed is compared with what the policy says, and an interrupted
+//! expiry is finished by the next one.
+
+use super::*;
+use crate::config::RepoUrl;
+use crate::manifest::tests::sample;
+use crate::manifest::{BackupKind, Manifest};
+use pgformat::lsn::segment_file_name;
+
+const SEG: u32 = 16 << 20;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    repo: Repo,
+    backups: Vec<Manifest>,
+}
+
+fn time(day: u32) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(&format!("2026-11-{day:02}T02:00:00Z"))
+        .unwrap()
+        .to_utc()
+}
+
+/// A backup of `kind` on day `day` starting in segment `segno`, built on `chain` (oldest first).
+fn backup(day: u32, segno: u64, kind: BackupKind, chain: &[&Manifest]) -> Manifest {
+    let mut m = sample();
+    m.label = Label::new(kind, chain.first().map(|f| &f.label), time(day));
+    m.kind = kind;
+    m.references = chain.iter().map(|b| b.label.clone()).collect();
+    m.prior = chain.last().map(|b| b.label.clone());
+    m.start_time = time(day);
+    m.stop_time = time(day) + chrono::Duration::minutes(1);
+    m.start_lsn = Lsn(segno * u64::from(SEG) + 0x28);
+    m.stop_lsn = Lsn(segno * u64::from(SEG) + 0x100);
+    m.start_wal_file = segment_file_name(1, segno, SEG);
+    m.stop_wal_file = segment_file_name(1, segno, SEG);
+    m
+}
+
+/// Fulls on days 1, 5, 9, 13 (segments 2, 10, 18, 26), each with an incr two days later (segment + 4);
+/// WAL segments 1..=32 archived, each with its summary.
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::open(&RepoUrl::Local(dir.path().into()), "main").unwrap();
+    crate::identity::ensure(&repo, 7_300_000_000_000_000_001, 15, SEG).unwrap();
+    let mut backups = Vec::new();
+    for (i, day) in [1u32, 5, 9, 13].into_iter().enumerate() {
+        let segno = 2 + 8 * i as u64;
+        let full = backup(day, segno, BackupKind::Full, &[]);
+        let incr = backup(day + 2, segno + 4, BackupKind::Incr, &[&full]);
+        backups.push(full);
+        backups.push(incr);
+    }
+    let (storage, keys) = (repo.storage(), repo.keys());
+    for m in &backups {
+        storage
+            .put_new(&keys.backup_manifest(&m.label).unwrap(), m.to_bytes())
+            .unwrap();
+        let object = keys.backup_object(&m.label, "data/00000000").unwrap();
+        storage.put_new(&object, vec![7; 59]).unwrap();
+    }
+    for segno in 1..=32u64 {
+        let name = segment_file_name(1, segno, SEG);
+        storage
+            .put_new(&keys.archive_file(&name, SEG).unwrap(), vec![1; 100])
+            .unwrap();
+        let start = Lsn(segno * u64::from(SEG));
+        let end = Lsn((segno + 1) * u64::from(SEG));
+        storage
+            .put_new(&keys.summary(1, start, end), vec![2; 10])
+            .unwrap();
+    }
+    Fixture {
+        _dir: dir,
+        repo,
+        backups,
+    }
+}
+
+fn listed(f: &Fixture) -> Vec<String> {
+    catalog::list_backups(&f.repo)
+        .unwrap()
+        .iter()
+        .map(|m| m.label.to_string())
+        .collect()
+}
+
+fn archived(f: &Fixture) -> Vec<String> {
+    let keys = f.repo.keys();
+    f.repo
+        .storage()
+        .list(&keys.archive_root())
+        .unwrap()
+        .iter()
+        .map(|(k, _)| k.file_name().to_string())
+        .collect()
+}
+
+#[test]
+fn count_retention_expires_old_backups_then_the_wal_below_the_oldest_kept_start() {
+    let f = fixture();
+    let policy = Policy {
+        full: Some(2),
+        ..Default::default()
+    };
+    let all_before = f.repo.storage().list(f.repo.keys().stanza_root()).unwrap();
+
+    // A dry run says what the real run then does, and removes nothing.
+    let dry = expire(&f.repo, &policy, time(20), true).unwrap();
+    assert_eq!(
+        f.repo.storage().list(f.repo.keys().stanza_root()).unwrap(),
+        all_before
+    );
+    let real = expire(&f.repo, &policy, time(20), false).unwrap();
+    assert_eq!(dry.backups, real.backups);
+    assert_eq!(
+        (dry.wal_files, dry.summaries, dry.bytes),
+        (real.wal_files, real.summaries, real.bytes)
+    );
+    assert!(!real.dry_run && dry.dry_run);
+
+    // The two older fulls and their incrs are gone, newest first; the rest still lists and loads.
+    let b = &f.backups;
+    let gone: Vec<String> = real.backups.iter().map(|(l, _)| l.to_string()).collect();
+    assert_eq!(
+        gone,
+        vec![
+            b[3].label.to_string(),
+            b[2].label.to_string(),
+            b[1].label.to_string(),
+            b[0].label.to_string()
+        ]
+    );
+    let kept: Vec<String> = b[4..].iter().map(|m| m.label.to_string()).collect();
+    assert_eq!(listed(&f), kept);
+    for m in &b[4..] {
+        catalog::load(&f.repo, &m.label).unwrap();
+    }
+    let e = catalog::load(&f.repo, &b[0].label).unwrap_err();
+    assert!(matches!(e, crate::Error::BackupNotFound { .. }), "{e}");
+    assert!(f
+        .repo
+        .storage()
+        .list(&f.repo.keys().backup_dir(&b[0].label).unwrap())
+        .unwrap()
+        .is_empty());
+
+    // WAL and summaries below the third full's start (segment 18) are gone; from it on, all is kept.
+    assert_eq!(real.wal_kept_from, Some(b[4].start_lsn));
+    let wal = archived(&f);
+    assert_eq!(wal.first().unwrap(), &segment_file_name(1, 18, SEG));
+    assert_eq!(wal.len(), 32 - 17);
+    assert_eq!(real.wal_files, 17);
+    assert_eq!(real.summaries, 17);
+
+    // Again: nothing more to do.
+    let again = expire(&f.repo, &policy, time(20), false).unwrap();
+    assert!(again.backups.is_empty() && again.wal_files == 0 && again.summaries == 0);
+}
+
+#[test]
+fn an_interrupted_expiry_is_finished_by_the_next_and_an_unfinished_backup_keeps_the_wal() {
+    let f = fixture();
+    let (storage, keys) = (f.repo.storage(), f.repo.keys());
+    let b = &f.backups;
+    // A crash after the mark and the manifest's deletion: the backup is no longer listed ...
+    let victim = &b[1].label;
+    storage
+        .put_replace(&keys.backup_expiring(victim).unwrap(), b"expired".to_vec())
+        .unwrap();
+    storage
+        .delete(&keys.backup_manifest(victim).unwrap())
+        .unwrap();
+    assert!(!listed(&f).contains(&victim.to_string()));
+    // ... and a backup of the stanza is running (a directory with only its claim).
+    let running = Label::new(BackupKind::Full, None, time(19));
+    storage
+        .put_new(&keys.backup_claim(&running).unwrap(), b"{}".to_vec())
+        .unwrap();
+
+    let policy = Policy {
+        full: Some(3),
+        ..Default::default()
+    };
+    let r = expire(&f.repo, &policy, time(20), false).unwrap();
+    assert_eq!(r.leftovers, vec![victim.to_string()]);
+    assert!(storage
+        .list(&keys.backup_dir(victim).unwrap())
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        r.backups.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(),
+        vec![b[0].label.clone()]
+    );
+    // The running backup is left alone, and so is the archive while it runs.
+    assert!(storage
+        .exists(&keys.backup_claim(&running).unwrap())
+        .unwrap());
+    assert_eq!(r.wal_files, 0);
+    assert!(r.wal_note.unwrap().contains(running.as_str()));
+    assert_eq!(archived(&f).len(), 32);
+}
+
+#[test]
+fn without_a_policy_nothing_is_removed() {
+    let f = fixture();
+    let before = f.repo.storage().list(f.repo.keys().stanza_root()).unwrap();
+    let r = expire(&f.repo, &Policy::default(), time(20), false).unwrap();
+    assert!(r.backups.is_empty());
+    assert!(r.policy.contains("grows without limit"));
+    let after = f.repo.storage().list(f.repo.keys().stanza_root()).unwrap();
+    assert_eq!(before, after);
+}

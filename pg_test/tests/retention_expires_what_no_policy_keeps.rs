@@ -1,0 +1,126 @@
+//! Retention on a real cluster: `strata expire` with a count policy removes the oldest fulls with the
+//! backups built on them and the WAL below the oldest kept backup's start; a dry run says exactly what
+//! the real run then does; every remaining backup restores to its source's dump, and an expired one is
+//! refused naming it.
+
+use pg_test::Archiving;
+use std::collections::BTreeMap;
+use strata_core::manifest::Manifest;
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn manifest(a: &Archiving, label: &str) -> Manifest {
+    let (path, key) = a.manifest_object(label);
+    Manifest::from_bytes(&key, label, &std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn count_retention_keeps_the_newest_fulls_their_chains_and_their_wal() {
+    let a = Archiving::new("retention", "");
+    let c = &a.cluster;
+    c.psql(
+        "postgres",
+        "CREATE TABLE t AS SELECT g AS id, 'start' AS v FROM generate_series(1, 2000) g",
+    );
+    let mut dumps = BTreeMap::new();
+    let mut labels = Vec::new();
+    for round in 0..4 {
+        c.psql(
+            "postgres",
+            &format!("UPDATE t SET v = 'full {round}' WHERE id % 7 = {round}"),
+        );
+        let full = a.backup("full");
+        dumps.insert(full.clone(), c.dumpall());
+        c.psql(
+            "postgres",
+            &format!("UPDATE t SET v = 'incr {round}' WHERE id % 11 = {round}"),
+        );
+        let incr = a.backup("incr");
+        assert!(incr.starts_with(&format!("{full}_")), "{incr} on {full}");
+        dumps.insert(incr.clone(), c.dumpall());
+        labels.push(full);
+        labels.push(incr);
+        let wal = a.switch_wal();
+        a.wait_archived(&wal);
+    }
+    let (expired, kept) = labels.split_at(4);
+
+    // Nothing without a policy.
+    let o = a.strata(&["expire"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no retention policy"), "{}", stderr(&o));
+    let o = a.strata(&["expire", "--retention-full=-1"]);
+    assert!(
+        stderr(&o).contains("strata.retention_full"),
+        "{}",
+        stderr(&o)
+    );
+
+    // The dry run names what the real run then removes, and removes nothing.
+    let files_before = a.archived_files();
+    let o = a.strata(&["expire", "--dry-run", "--retention-full", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dry = stdout(&o);
+    assert_eq!(a.archived_files(), files_before);
+    assert_eq!(
+        c.psql("postgres", "SELECT count(*) FROM backup_list()"),
+        "8"
+    );
+    let o = a.strata(&["expire", "--retention-full", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let real = stdout(&o);
+    assert_eq!(
+        dry.replace("would expire", "expired"),
+        real,
+        "dry run:\n{dry}\nreal:\n{real}"
+    );
+    for label in expired {
+        assert!(real.contains(&format!("expired backup {label}:")), "{real}");
+    }
+
+    // The listing holds exactly the kept backups.
+    let listed = c.psql(
+        "postgres",
+        "SELECT string_agg(label, ',' ORDER BY label) FROM backup_list()",
+    );
+    assert_eq!(listed, kept.join(","));
+
+    // The archive starts at the oldest kept backup's first segment.
+    let oldest_kept = manifest(&a, &kept[0]);
+    let segments = a.archived_segment_names();
+    assert_eq!(
+        segments.first(),
+        Some(&oldest_kept.start_wal_file),
+        "{segments:?}"
+    );
+
+    // Every kept backup restores to its source's dump; an expired one is refused naming it.
+    for label in kept {
+        let r = a.restore_new(
+            &format!("retention-{}", &label[label.len() - 8..]),
+            &["--set", label, "--type", "immediate"],
+        );
+        r.start();
+        r.wait_recovered(true);
+        pg_test::assert_same_dump(&r.dumpall(), &dumps[label], label);
+        r.stop();
+    }
+    let target = pg_test::PgDir::new("strata-retention-expired-");
+    let o = a.restore_into(&target.path().join("data"), &["--set", &expired[0]]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&expired[0]), "{}", stderr(&o));
+
+    // Again: nothing left to expire.
+    let o = a.strata(&["expire", "--retention-full", "2"]);
+    assert!(
+        stdout(&o).contains("expired 0 backups, 0 WAL files"),
+        "{}",
+        stdout(&o)
+    );
+}
