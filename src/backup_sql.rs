@@ -375,6 +375,103 @@ fn backup_list() -> TableIterator<
     TableIterator::new(rows)
 }
 
+/// Removes the backups the retention policy (`strata.retention_*`) does not keep, then the archived
+/// WAL and summaries no kept backup needs; with `dry_run`, only says what it would remove. One row per
+/// expired backup, then one for the archive. Refused while a backup runs (it expires by itself when it
+/// ends).
+#[pg_extern(volatile)]
+fn backup_expire(
+    dry_run: default!(bool, false),
+) -> TableIterator<
+    'static,
+    (
+        name!(object, String),
+        name!(name, String),
+        name!(detail, String),
+    ),
+> {
+    if !status::available() {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "backup_expire() needs pg_strata in shared_preload_libraries",
+            "Add pg_strata to shared_preload_libraries and restart the server."
+        );
+    }
+    let s = backup_state::snapshot();
+    if s.phase().running() {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+            format!(
+                "a backup is running ({}): it expires what the policy does not keep when it ends",
+                s.label().unwrap_or_else(|| "starting".into())
+            ),
+            "Run backup_expire() after it, or let the backup do it."
+        );
+    }
+    let report = (|| {
+        let policy = gucs::retention_policy()?;
+        let repo = strata_core::Repo::open_config(&gucs::repo_config()?)?;
+        strata_core::retention::expire_now(&repo, &policy, dry_run)
+    })()
+    .unwrap_or_else(|e| crate::errors::raise("cannot expire", e));
+    if !dry_run {
+        log_expiry(&report);
+    }
+    let mut rows = Vec::new();
+    for label in &report.leftovers {
+        rows.push((
+            "backup".to_string(),
+            label.clone(),
+            "the rest of an interrupted expiry".to_string(),
+        ));
+    }
+    for (label, why) in &report.backups {
+        rows.push(("backup".to_string(), label.to_string(), why.clone()));
+    }
+    let archive = match (&report.wal_note, report.wal_kept_from) {
+        (Some(note), _) => note.clone(),
+        (None, Some(from)) => format!(
+            "{} WAL files and {} summaries before {from}, the start of the oldest kept backup",
+            report.wal_files, report.summaries
+        ),
+        (None, None) => String::new(),
+    };
+    rows.push((
+        "archive".to_string(),
+        format!("{} bytes in all", report.bytes),
+        archive,
+    ));
+    TableIterator::new(rows)
+}
+
+/// One log line per expired backup and a summary.
+pub fn log_expiry(report: &strata_core::retention::ExpiryReport) {
+    for label in &report.leftovers {
+        log!("pg_strata: removed the rest of backup {label}, whose expiry was interrupted");
+    }
+    for (label, why) in &report.backups {
+        log!("pg_strata: expired backup {label}: {why}");
+    }
+    if report.backups.is_empty() && report.wal_files == 0 && report.summaries == 0 {
+        return;
+    }
+    log!(
+        "pg_strata: expiry ({}): {} backups, {} WAL files, {} summaries, {} bytes freed{}",
+        report.policy,
+        report.backups.len(),
+        report.wal_files,
+        report.summaries,
+        report.bytes,
+        report
+            .wal_note
+            .as_deref()
+            .map(|n| format!("; archive: {n}"))
+            .unwrap_or_default()
+    );
+}
+
 /// RFC 3339 text to a PostgreSQL timestamptz (microseconds since 2000-01-01 UTC).
 fn time_to_pg(t: chrono::DateTime<chrono::Utc>) -> Option<TimestampWithTimeZone> {
     const PG_EPOCH_UNIX_SECS: i64 = 946_684_800;

@@ -124,12 +124,31 @@ fn take_backup(generation: u64, requested: BackupKind) -> Result<String, Raised>
                 // backup_start() repeats it to its caller.
                 set_progress(generation, |s| s.set_message(&warning));
             }
+            expire_after_backup(&label);
             Ok(label)
         }
         Err(e) => {
             run.abandon();
             Err(e)
         }
+    }
+}
+
+/// Runs expiry after a successful backup, while this worker still holds the backup slot (so no other
+/// backup of this server runs). A failure is a WARNING: the backup itself succeeded.
+fn expire_after_backup(label: &str) {
+    let run = || -> strata_core::Result<Option<strata_core::retention::ExpiryReport>> {
+        let policy = gucs::retention_policy()?;
+        if !policy.is_set() {
+            return Ok(None);
+        }
+        let repo = strata_core::Repo::open_config(&gucs::repo_config()?)?;
+        strata_core::retention::expire_now(&repo, &policy, false).map(Some)
+    };
+    match run() {
+        Ok(Some(report)) => crate::backup_sql::log_expiry(&report),
+        Ok(None) => {}
+        Err(e) => warning!("pg_strata: backup {label} succeeded, but expiry failed: {e}"),
     }
 }
 

@@ -42,6 +42,21 @@ pub static COMPRESS_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(3);
 pub static PROCESS_MAX: GucSetting<i32> = GucSetting::<i32>::new(2);
 pub static BACKUP_ARCHIVE_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(600);
 
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RetentionFullTypeGuc {
+    #[name = c"count"]
+    Count,
+    #[name = c"time"]
+    Time,
+}
+
+pub static RETENTION_FULL: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static RETENTION_FULL_TYPE: GucSetting<RetentionFullTypeGuc> =
+    GucSetting::<RetentionFullTypeGuc>::new(RetentionFullTypeGuc::Count);
+pub static RETENTION_DIFF: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static RETENTION_WINDOW: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static RETENTION_MIN_FULL: GucSetting<i32> = GucSetting::<i32>::new(0);
+
 /// True while `register` defines the settings: the configured values are applied then (see the module
 /// comment).
 static DEFINING: AtomicBool = AtomicBool::new(false);
@@ -113,6 +128,90 @@ pub fn register() {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_int_guc(
+        c"strata.retention_full",
+        c"Full backups to keep (a number of days with retention_full_type = 'time'); 0: no limit.",
+        c"Everything built on a kept full is kept with it.",
+        &RETENTION_FULL,
+        0,
+        9_999_999,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"strata.retention_full_type",
+        c"How strata.retention_full counts: count or time (days).",
+        c"",
+        &RETENTION_FULL_TYPE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"strata.retention_diff",
+        c"Differential backups to keep (a full counts as one); 0: no limit.",
+        c"",
+        &RETENTION_DIFF,
+        0,
+        9_999_999,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    // SAFETY: the hook is a pg_guard'ed extern function that only reads its arguments.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"strata.retention_window",
+            c"Keep every backup needed to restore to any point of this interval, e.g. '7 days'.",
+            c"Empty: no recovery window.",
+            &RETENTION_WINDOW,
+            GucContext::Sighup,
+            GucFlags::default(),
+            Some(check_retention_window),
+            None,
+            None,
+        );
+    }
+    GucRegistry::define_int_guc(
+        c"strata.retention_min_full",
+        c"Never keep fewer full backups than this, whatever the policy.",
+        c"",
+        &RETENTION_MIN_FULL,
+        0,
+        9_999_999,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_retention_window(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    let value = hook_value(newval).unwrap_or("");
+    match strata_core::retention::policy::parse_interval("strata.retention_window", value) {
+        Ok(_) => true,
+        Err(e) => refuse(&e.to_string()),
+    }
+}
+
+/// The retention policy of the current settings.
+pub fn retention_policy() -> strata_core::Result<strata_core::retention::Policy> {
+    let positive = |v: i32| (v > 0).then_some(v as u32);
+    let window = RETENTION_WINDOW
+        .get()
+        .and_then(|c| c.into_string().ok())
+        .unwrap_or_default();
+    Ok(strata_core::retention::Policy {
+        full: positive(RETENTION_FULL.get()),
+        full_type: match RETENTION_FULL_TYPE.get() {
+            RetentionFullTypeGuc::Count => strata_core::retention::policy::FullType::Count,
+            RetentionFullTypeGuc::Time => strata_core::retention::policy::FullType::Time,
+        },
+        diff: positive(RETENTION_DIFF.get()),
+        window: strata_core::retention::policy::parse_interval("strata.retention_window", &window)?,
+        min_full: positive(RETENTION_MIN_FULL.get()).unwrap_or(0),
+    })
 }
 
 /// Refuses a bad value — or, while the settings are being defined (no old value to keep), keeps it with

@@ -54,6 +54,12 @@ mod tests {
         assert_eq!(get("strata.stanza").as_deref(), Some("main"));
         assert_eq!(get("strata.process_max").as_deref(), Some("2"));
         assert_eq!(get("strata.repo1").as_deref(), Some(""));
+        // No retention policy by default: nothing is ever expired.
+        assert_eq!(get("strata.retention_full").as_deref(), Some("0"));
+        assert_eq!(get("strata.retention_full_type").as_deref(), Some("count"));
+        assert_eq!(get("strata.retention_diff").as_deref(), Some("0"));
+        assert_eq!(get("strata.retention_window").as_deref(), Some(""));
+        assert_eq!(get("strata.retention_min_full").as_deref(), Some("0"));
     }
 
     #[pg_test]

@@ -124,3 +124,60 @@ fn count_retention_keeps_the_newest_fulls_their_chains_and_their_wal() {
         stdout(&o)
     );
 }
+
+#[test]
+fn the_worker_expires_after_each_backup_and_backup_expire_reports_in_sql() {
+    let a = Archiving::new("retention-auto", "strata.retention_full = 1");
+    let c = &a.cluster;
+    c.psql(
+        "postgres",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 500) g",
+    );
+    let first = a.backup("full");
+    c.psql("postgres", "UPDATE t SET g = g + 1");
+    let incr = a.backup("incr");
+    assert_eq!(
+        c.psql("postgres", "SELECT count(*) FROM backup_list()"),
+        "2"
+    );
+    let second = a.backup("full");
+    // The new full replaced the old one and the incr built on it, at the end of its own backup.
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT string_agg(label, ',') FROM backup_list()"
+        ),
+        second
+    );
+    let log = c.log();
+    for label in [&first, &incr] {
+        assert!(log.contains(&format!("expired backup {label}")), "{log}");
+    }
+    // Nothing more to expire; the dry run in SQL says so and names the archive's state.
+    let rows = c.psql(
+        "postgres",
+        "SELECT object || ':' || name FROM backup_expire(dry_run => true) ORDER BY 1",
+    );
+    assert!(rows.starts_with("archive:"), "{rows}");
+    assert!(!rows.contains("backup:"), "{rows}");
+
+    // Bad settings are refused naming the setting; the policy in force stays.
+    let e = c
+        .try_psql(
+            "postgres",
+            "ALTER SYSTEM SET strata.retention_window = 'soon'",
+        )
+        .unwrap_err();
+    assert!(e.contains("strata.retention_window"), "{e}");
+    let e = c
+        .try_psql("postgres", "ALTER SYSTEM SET strata.retention_full = -1")
+        .unwrap_err();
+    assert!(e.contains("strata.retention_full"), "{e}");
+    let e = c
+        .try_psql(
+            "postgres",
+            "ALTER SYSTEM SET strata.retention_full_type = 'weekly'",
+        )
+        .unwrap_err();
+    assert!(e.contains("strata.retention_full_type"), "{e}");
+}
