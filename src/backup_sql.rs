@@ -310,11 +310,20 @@ fn backup_list() -> TableIterator<
         name!(references, Option<Vec<String>>),
         name!(read_size, Option<i64>),
         name!(error, Option<String>),
+        name!(pinned, Option<bool>),
+        name!(note, Option<String>),
     ),
 > {
-    let listing = (|| {
+    let (listing, annotations) = (|| {
         let repo = strata_core::Repo::open_config(&gucs::repo_config()?)?;
-        strata_core::catalog::list_backups_tolerant(&repo)
+        let listing = strata_core::catalog::list_backups_tolerant(&repo)?;
+        let mut annotations = std::collections::BTreeMap::new();
+        for m in &listing.sound {
+            if let Some(a) = strata_core::retention::pin::read(&repo, &m.label)? {
+                annotations.insert(m.label.to_string(), a);
+            }
+        }
+        Ok::<_, strata_core::Error>((listing, annotations))
     })()
     .unwrap_or_else(|e| crate::errors::raise("cannot list backups", e));
     let mut rows: Vec<_> = listing
@@ -322,6 +331,11 @@ fn backup_list() -> TableIterator<
         .into_iter()
         .map(|m| {
             let errors = m.page_checksum_error_count as i64;
+            let annotation = annotations.get(m.label.as_str());
+            let (pinned, note) = (
+                Some(annotation.is_some_and(|a| a.keep)),
+                annotation.and_then(|a| a.note.clone()),
+            );
             (
                 m.label.to_string(),
                 Some(m.kind.name().to_string()),
@@ -341,6 +355,8 @@ fn backup_list() -> TableIterator<
                 Some(m.references.into_iter().map(String::from).collect()),
                 Some(m.read_size as i64),
                 None,
+                pinned,
+                note,
             )
         })
         .collect();
@@ -368,6 +384,8 @@ fn backup_list() -> TableIterator<
             None,
             None,
             Some(format!("damaged: {why}")),
+            None,
+            None,
         ));
     }
     // Labels sort by time.
@@ -446,6 +464,18 @@ fn backup_expire(
     TableIterator::new(rows)
 }
 
+/// Pins a backup (`keep`: no retention policy expires it, nor its chain or the WAL from its start) or
+/// unpins it, with an optional note (NULL keeps the note it has). Returns `keep`.
+#[pg_extern(volatile)]
+fn backup_keep(label: &str, keep: bool, note: default!(Option<&str>, "NULL")) -> bool {
+    (|| {
+        let repo = strata_core::Repo::open_config(&gucs::repo_config()?)?;
+        strata_core::retention::pin::set(&repo, label, keep, note)
+    })()
+    .map(|a| a.keep)
+    .unwrap_or_else(|e| crate::errors::raise(&format!("cannot annotate backup {label}"), e))
+}
+
 /// One log line per expired backup and a summary.
 pub fn log_expiry(report: &strata_core::retention::ExpiryReport) {
     for label in &report.leftovers {
@@ -494,7 +524,7 @@ CREATE VIEW strata_backups AS
     SELECT label, kind, requested_kind, prior, start_time, stop_time,
            start_lsn::pg_lsn AS start_lsn, stop_lsn::pg_lsn AS stop_lsn, timeline,
            database_size, stored_size, file_count, page_checksum_errors,
-           method, method_reason, "references", read_size, error
+           method, method_reason, "references", read_size, error, pinned, note
     FROM backup_list();
 CREATE VIEW strata_backup_progress AS SELECT * FROM backup_progress();
 "#,

@@ -133,26 +133,57 @@ fn the_worker_expires_after_each_backup_and_backup_expire_reports_in_sql() {
         "postgres",
         "CREATE TABLE t AS SELECT g FROM generate_series(1, 500) g",
     );
-    let first = a.backup("full");
+    let pinned = a.backup("full");
+    let pinned_dump = c.dumpall();
     c.psql("postgres", "UPDATE t SET g = g + 1");
-    let incr = a.backup("incr");
-    assert_eq!(
-        c.psql("postgres", "SELECT count(*) FROM backup_list()"),
-        "2"
-    );
-    let second = a.backup("full");
-    // The new full replaced the old one and the incr built on it, at the end of its own backup.
+    let pinned_incr = a.backup("incr");
     assert_eq!(
         c.psql(
             "postgres",
-            "SELECT string_agg(label, ',') FROM backup_list()"
+            &format!("SELECT backup_keep('{pinned}', true, 'end of year audit')")
         ),
-        second
+        "t"
+    );
+    c.psql("postgres", "UPDATE t SET g = g + 1");
+    let first = a.backup("full");
+    c.psql("postgres", "UPDATE t SET g = g + 1");
+    let incr = a.backup("incr");
+    let second = a.backup("full");
+    // The new full replaced the old one and the incrs, at the end of its own backup; the pinned
+    // full stays (its incr, not pinned, goes).
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT string_agg(label || ':' || pinned || ':' || coalesce(note, ''), ',' ORDER BY label) \
+             FROM backup_list()"
+        ),
+        format!("{pinned}:true:end of year audit,{second}:false:")
     );
     let log = c.log();
-    for label in [&first, &incr] {
+    for label in [&pinned_incr, &first, &incr] {
         assert!(log.contains(&format!("expired backup {label}")), "{log}");
     }
+    let info = stdout(&a.strata(&["info"]));
+    assert!(info.contains("note: end of year audit"), "{info}");
+    // The pinned backup keeps the WAL from its start: it restores.
+    let r = a.restore_new(
+        "retention-pinned",
+        &["--set", &pinned, "--type", "immediate"],
+    );
+    r.start();
+    r.wait_recovered(true);
+    pg_test::assert_same_dump(&r.dumpall(), &pinned_dump, "the pinned full");
+    r.stop();
+    // Unpinned, it goes at the next expiry.
+    c.psql(
+        "postgres",
+        &format!("SELECT backup_keep('{pinned}', false)"),
+    );
+    let rows = c.psql(
+        "postgres",
+        "SELECT object || ':' || name FROM backup_expire() WHERE object = 'backup'",
+    );
+    assert_eq!(rows, format!("backup:{pinned}"));
     // Nothing more to expire; the dry run in SQL says so and names the archive's state.
     let rows = c.psql(
         "postgres",

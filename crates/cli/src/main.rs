@@ -28,6 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Pin a backup (kept whatever the retention policy says) or unpin it, with a note.
+    Annotate(commands::annotate::Args),
     /// Fetch an archived WAL file into DESTPATH (for restore_command). Exit 1 when it is not archived.
     ArchiveGet(commands::archive_get::Args),
     /// Archive WAL files from a path (the extension's archiver does this inside the server; this command
@@ -46,6 +48,7 @@ fn main() {
     // restore_command's contract: 0 restored, 1 not archived, anything else an error.
     let fixed_error_code = matches!(cli.command, Command::ArchiveGet(_));
     let result = match cli.command {
+        Command::Annotate(args) => commands::annotate::run(args),
         Command::ArchiveGet(args) => commands::archive_get::run(args),
         Command::ArchivePush(args) => commands::archive_push::run(args),
         Command::Expire(args) => commands::expire::run(args),

@@ -34,6 +34,21 @@ impl RepoArgs {
         })
     }
 
+    /// The retention policy: `overrides` (setting name, flag value) first, then `--config`'s lines.
+    pub fn retention_policy(
+        &self,
+        overrides: &[(&str, Option<String>)],
+    ) -> Result<strata_core::retention::Policy> {
+        let file = self.settings()?;
+        Ok(strata_core::retention::Policy::from_settings(|name| {
+            overrides
+                .iter()
+                .find(|(n, _)| *n == name)
+                .and_then(|(_, v)| v.clone())
+                .or_else(|| file.get(name).cloned())
+        })?)
+    }
+
     /// Resolves the repository configuration.
     pub fn resolve(&self) -> Result<RepoConfig> {
         let file = self.settings()?;

@@ -8,6 +8,7 @@
 //! backup/<label>/claim.json                     a backup's claim on its label: its first object
 //! backup/<label>/manifest.json                  a backup's manifest: its commit point, written last
 //! backup/<label>/data/<NNNNNNNN>                file contents: chunks of large files, bundles of small ones
+//! backup/<label>/annotation.json                a backup's pin and note (the only object that changes)
 //! backup/<label>/expiring                       the mark of a backup being expired (see `retention`)
 //! ```
 //! An archived WAL file's key is its name alone: the compression is recorded in the object's header,
@@ -197,6 +198,12 @@ impl RepoKeys {
     /// Key of a backup's manifest.
     pub fn backup_manifest(&self, label: &str) -> Result<RepoKey> {
         self.backup_dir(label)?.join("manifest.json")
+    }
+
+    /// Key of a backup's annotation: its pin and note (see `retention::pin`), the one object of a
+    /// backup that changes after it is committed.
+    pub fn backup_annotation(&self, label: &str) -> Result<RepoKey> {
+        self.backup_dir(label)?.join("annotation.json")
     }
 
     /// Key of the mark an expiry puts on a backup before removing it (see `retention`).

@@ -4,7 +4,7 @@
 
 use crate::repo_args::RepoArgs;
 use anyhow::{bail, Result};
-use strata_core::retention::{self, Policy};
+use strata_core::retention;
 use strata_core::Repo;
 
 #[derive(clap::Args)]
@@ -33,21 +33,13 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<i32> {
     let config = args.repo.resolve()?;
-    let file = args.repo.settings()?;
-    let flags = [
-        ("strata.retention_full", &args.retention_full),
-        ("strata.retention_full_type", &args.retention_full_type),
-        ("strata.retention_diff", &args.retention_diff),
-        ("strata.retention_window", &args.retention_window),
-        ("strata.retention_min_full", &args.retention_min_full),
-    ];
-    let policy = Policy::from_settings(|name| {
-        flags
-            .iter()
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, v)| (*v).clone())
-            .or_else(|| file.get(name).cloned())
-    })?;
+    let policy = args.repo.retention_policy(&[
+        ("strata.retention_full", args.retention_full),
+        ("strata.retention_full_type", args.retention_full_type),
+        ("strata.retention_diff", args.retention_diff),
+        ("strata.retention_window", args.retention_window),
+        ("strata.retention_min_full", args.retention_min_full),
+    ])?;
     if !policy.is_set() {
         bail!(
             "no retention policy is set: nothing would be expired; set strata.retention_full, \

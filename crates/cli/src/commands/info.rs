@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use serde_json::json;
 use strata_core::catalog;
 use strata_core::manifest::time_text;
+use strata_core::retention::{self, pin, Keep};
 use strata_core::Repo;
 
 #[derive(clap::Args)]
@@ -43,6 +44,26 @@ pub fn run(args: Args) -> Result<i32> {
     let archive = catalog::archive_ranges(&repo, id.wal_segment_size)?;
     let listing = catalog::list_backups_tolerant(&repo)?;
     let (backups, damaged) = (&listing.sound, &listing.damaged);
+    // What the policy of --config keeps, and why (the same decision `strata expire` takes now).
+    let policy = args.repo.retention_policy(&[])?;
+    let mut annotations = std::collections::BTreeMap::new();
+    for m in backups {
+        if let Some(a) = pin::read(&repo, &m.label)? {
+            annotations.insert(m.label.clone(), a);
+        }
+    }
+    let pinned: Vec<_> = annotations
+        .iter()
+        .filter(|(_, a)| a.keep)
+        .map(|(l, _)| l.clone())
+        .collect();
+    let decision = retention::decide_now(backups, &policy, &pinned);
+    let retention_of = |label: &strata_core::manifest::Label| match decision.keep.get(label) {
+        Some(Keep::Pinned) => "kept: pinned".to_string(),
+        Some(Keep::Policy(why)) => format!("kept: {why}"),
+        Some(Keep::Base(by)) => format!("kept: {by} is built on it"),
+        None => "expires at the next expiry".to_string(),
+    };
     if args.output == "json" {
         let doc = json!([{
             "name": config.stanza,
@@ -50,6 +71,7 @@ pub fn run(args: Args) -> Result<i32> {
             "system_identifier": id.system_identifier,
             "pg_version": id.pg_version,
             "wal_segment_size": id.wal_segment_size,
+            "retention": policy.describe(),
             "archive": archive.iter().map(|r| json!({
                 "timeline": r.timeline, "min": r.first, "max": r.last, "segments": r.segments,
             })).collect::<Vec<_>>(),
@@ -71,6 +93,9 @@ pub fn run(args: Args) -> Result<i32> {
                 "file_count": m.file_count,
                 "page_checksum_errors": m.page_checksum_error_count,
                 "compress": {"type": m.compress_type, "level": m.compress_level},
+                "retention": retention_of(&m.label),
+                "pinned": annotations.get(&m.label).is_some_and(|a| a.keep),
+                "note": annotations.get(&m.label).and_then(|a| a.note.clone()),
             })).collect::<Vec<_>>(),
             "backup_damaged": damaged.iter().map(|(label, why)| json!({
                 "label": label, "error": why,
@@ -85,6 +110,7 @@ pub fn run(args: Args) -> Result<i32> {
         "    cluster: system identifier {}, PostgreSQL {}",
         id.system_identifier, id.pg_version
     );
+    println!("    retention: {}", policy.describe());
     if archive.is_empty() {
         println!("    wal archive: empty");
     }
@@ -146,6 +172,10 @@ pub fn run(args: Args) -> Result<i32> {
         let errors = m.page_checksum_error_count;
         if errors > 0 {
             println!("        page checksum errors: {errors}");
+        }
+        println!("        retention: {}", retention_of(&m.label));
+        if let Some(note) = annotations.get(&m.label).and_then(|a| a.note.as_deref()) {
+            println!("        note: {note}");
         }
     }
     Ok(0)

@@ -1,5 +1,6 @@
 //! One module per `strata` command.
 
+pub mod annotate;
 pub mod archive_get;
 pub mod archive_push;
 pub mod expire;

@@ -13,6 +13,7 @@
 //! and without the mark), WAL and summaries are not expired (its reference's summaries and its WAL are
 //! in use); backups are, since a running backup builds on the newest backup, which every policy keeps.
 
+pub mod pin;
 pub mod policy;
 
 use crate::catalog;
@@ -41,6 +42,15 @@ pub struct ExpiryReport {
     pub wal_kept_from: Option<Lsn>,
     /// Why WAL was not expired, when it was not.
     pub wal_note: Option<String>,
+}
+
+/// What `policy` keeps now (see `decide`).
+pub fn decide_now(
+    backups: &[crate::manifest::ManifestHead],
+    policy: &Policy,
+    pinned: &[Label],
+) -> Decision {
+    decide(backups, policy, pinned, Utc::now())
 }
 
 /// Expires what `policy` does not keep now (see `expire`).
@@ -85,7 +95,9 @@ pub fn expire(
     }
 
     let listing = catalog::list_backups_tolerant(repo)?;
-    let decision = decide(&listing.sound, policy, now);
+    let labels: Vec<&Label> = listing.sound.iter().map(|m| &m.label).collect();
+    let pins = pin::pinned(repo, &labels)?;
+    let decision = decide(&listing.sound, policy, &pins, now);
     for (label, why) in &decision.expire {
         let dir = keys.backup_dir(label)?;
         report.bytes += size_of(repo, &dir)?;

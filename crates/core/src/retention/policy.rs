@@ -176,6 +176,8 @@ fn describe_duration(d: Duration) -> String {
 /// Why a backup is kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Keep {
+    /// Pinned (`backup_keep`, `strata annotate --keep`).
+    Pinned,
     /// A policy keeps it (which one).
     Policy(String),
     /// Another kept backup is built on it.
@@ -190,8 +192,14 @@ pub struct Decision {
     pub expire: Vec<(Label, String)>,
 }
 
-/// Decides what `policy` keeps of `backups` (heads, any order) at `now`.
-pub fn decide(backups: &[ManifestHead], policy: &Policy, now: DateTime<Utc>) -> Decision {
+/// Decides what `policy` keeps of `backups` (heads, any order) at `now`; `pinned` backups are kept
+/// whatever the policy.
+pub fn decide(
+    backups: &[ManifestHead],
+    policy: &Policy,
+    pinned: &[Label],
+    now: DateTime<Utc>,
+) -> Decision {
     let mut sorted: Vec<&ManifestHead> = backups.iter().collect();
     sorted.sort_by(|a, b| {
         a.stop_time
@@ -200,6 +208,11 @@ pub fn decide(backups: &[ManifestHead], policy: &Policy, now: DateTime<Utc>) -> 
             .then(a.label.cmp(&b.label))
     });
     let mut keep: BTreeMap<Label, Keep> = BTreeMap::new();
+    for m in &sorted {
+        if pinned.contains(&m.label) {
+            keep.insert(m.label.clone(), Keep::Pinned);
+        }
+    }
     let mut kept_by = |m: &ManifestHead, why: &str| {
         keep.entry(m.label.clone())
             .or_insert_with(|| Keep::Policy(why.to_string()));
@@ -382,7 +395,7 @@ mod tests {
     #[test]
     fn without_a_policy_nothing_expires() {
         let all = history();
-        let d = decide(&all, &Policy::default(), t(30));
+        let d = decide(&all, &Policy::default(), &[], t(30));
         assert!(d.expire.is_empty());
         assert_eq!(d.keep.len(), all.len());
         assert!(Policy::default().describe().contains("grows without limit"));
@@ -395,7 +408,7 @@ mod tests {
             full: Some(2),
             ..Default::default()
         };
-        let d = decide(&all, &policy, t(30));
+        let d = decide(&all, &policy, &[], t(30));
         // Fulls of days 1 and 8 and their incrs go, newest first; the rest stays.
         assert_eq!(
             expired_days(&d),
@@ -417,6 +430,7 @@ mod tests {
                 min_full: 3,
                 ..Default::default()
             },
+            &[],
             t(30),
         );
         assert_eq!(d.expire.len(), 2);
@@ -432,6 +446,7 @@ mod tests {
                 diff: Some(1),
                 ..Default::default()
             },
+            &[],
             t(30),
         );
         // The diff is the newest of diffs and fulls: kept, with its incr and its full.
@@ -443,6 +458,7 @@ mod tests {
                 diff: Some(1),
                 ..Default::default()
             },
+            &[],
             t(30),
         );
         let kept_labels: Vec<String> = d.keep.keys().map(|l| l.to_string()).collect();
@@ -467,7 +483,7 @@ mod tests {
             ..Default::default()
         };
         // Now day 30, 10 days: fulls of days 22 (inside) and 15 (the newest before day 20) stay.
-        let d = decide(&all, &policy, t(30));
+        let d = decide(&all, &policy, &[], t(30));
         assert!(kept(&d, &all[4]) && kept(&d, &all[6]));
         assert!(!kept(&d, &all[2]) && !kept(&d, &all[0]));
         assert_eq!(d.expire.len(), 4);
@@ -482,7 +498,7 @@ mod tests {
         };
         // Now day 26: the window starts on day 21; the newest backup ended before it is the incr of
         // day 16, kept with its full (day 15); everything older goes.
-        let d = decide(&all, &policy, t(26));
+        let d = decide(&all, &policy, &[], t(26));
         assert!(kept(&d, &all[5]), "the base for the window's start");
         assert!(matches!(d.keep.get(&all[4].label), Some(Keep::Base(_))));
         for m in &all[..4] {
@@ -495,10 +511,25 @@ mod tests {
                 full: Some(3),
                 ..policy.clone()
             },
+            &[],
             t(26),
         );
         assert!(kept(&d, &all[2]) && kept(&d, &all[3]));
         assert!(!kept(&d, &all[0]));
+    }
+
+    #[test]
+    fn a_pinned_backup_is_kept_with_its_chain_whatever_the_policy() {
+        let all = history();
+        let policy = Policy {
+            full: Some(1),
+            ..Default::default()
+        };
+        // The incr of day 2 pinned: it and its full stay; the full of day 8 and its incr go.
+        let d = decide(&all, &policy, &[all[1].label.clone()], t(30));
+        assert_eq!(d.keep.get(&all[1].label), Some(&Keep::Pinned));
+        assert!(matches!(d.keep.get(&all[0].label), Some(Keep::Base(_))));
+        assert!(!kept(&d, &all[2]) && !kept(&d, &all[3]));
     }
 
     #[test]

@@ -1,0 +1,72 @@
+//! Pins: a backup marked to be kept whatever the policy (Barman's `keep`, pgBackRest's `annotate`),
+//! with an optional note. Kept in `backup/<label>/annotation.json`, beside the manifest, because a
+//! manifest never changes once committed. A pinned backup keeps its chain and the WAL from its start.
+
+use crate::manifest::Label;
+use crate::repo::Repo;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// A backup's annotation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Annotation {
+    /// Kept whatever the retention policy says.
+    pub keep: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// When it was last set (RFC 3339).
+    pub updated: String,
+}
+
+const MAX_NOTE: usize = 1000;
+
+/// Reads a backup's annotation (none: not pinned, no note).
+pub fn read(repo: &Repo, label: &str) -> Result<Option<Annotation>> {
+    let key = repo.keys().backup_annotation(label)?;
+    let Some(bytes) = repo.storage().get_limited(&key, 64 * 1024)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::CorruptObject {
+            key: key.to_string(),
+            reason: format!("not a valid annotation: {e}"),
+        })
+}
+
+/// Pins or unpins a committed backup, with a note (None keeps the note it has).
+pub fn set(repo: &Repo, label: &str, keep: bool, note: Option<&str>) -> Result<Annotation> {
+    if let Some(n) = note {
+        if n.len() > MAX_NOTE || n.chars().any(char::is_control) {
+            return Err(Error::BadSetting {
+                name: "note".into(),
+                value: n.chars().take(60).collect(),
+                reason: format!("use at most {MAX_NOTE} bytes of text without control characters"),
+            });
+        }
+    }
+    // Only a committed backup can be pinned: its manifest must be there (and read).
+    crate::catalog::load_head(repo, label)?;
+    let old = read(repo, label)?.unwrap_or_default();
+    let annotation = Annotation {
+        keep,
+        note: note.map(str::to_string).or(old.note),
+        updated: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    let json = serde_json::to_vec_pretty(&annotation).expect("an annotation serializes");
+    repo.storage()
+        .put_replace(&repo.keys().backup_annotation(label)?, json)?;
+    Ok(annotation)
+}
+
+/// The pinned backups among `labels`.
+pub fn pinned(repo: &Repo, labels: &[&Label]) -> Result<Vec<Label>> {
+    let mut out = Vec::new();
+    for label in labels {
+        if read(repo, label)?.is_some_and(|a| a.keep) {
+            out.push((*label).clone());
+        }
+    }
+    Ok(out)
+}
