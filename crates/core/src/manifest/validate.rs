@@ -299,6 +299,14 @@ impl Manifest {
                     ));
                 }
                 match &p.backup {
+                    // A piece held in another backup must be held in this one's chain: what expiry
+                    // keeps with it (the references) is what restore reads.
+                    Some(holder) if !self.references.contains(holder) => {
+                        return Err(format!(
+                            "file {:?} refers to backup {holder}, which is not in its chain {:?}",
+                            f.path, self.references
+                        ));
+                    }
                     Some(_) => {}
                     None => {
                         let size = objects.get(p.object.as_str()).copied();

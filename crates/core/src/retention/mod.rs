@@ -79,13 +79,16 @@ pub fn expire(
     let storage = repo.storage();
     let keys = repo.keys();
 
-    // Interrupted expiries first; other unfinished backups are left to the backups' own clean-up.
+    // Interrupted expiries first: a directory without manifest that carries the mark, or holds no
+    // claim (a backup's first object; an annotation written after its backup was removed leaves such
+    // a directory). Other unfinished backups are left to the backups' own clean-up.
     let (_, unfinished) = catalog::backup_labels(repo)?;
     let mut running = Vec::new();
     for label in unfinished {
-        if storage.exists(&keys.backup_expiring(&label)?)? {
+        let marked = storage.exists(&keys.backup_expiring(&label)?)?;
+        if marked || !storage.exists(&keys.backup_claim(&label)?)? {
+            report.bytes += size_of(repo, &keys.backup_dir(&label)?)?;
             if !dry_run {
-                report.bytes += size_of(repo, &keys.backup_dir(&label)?)?;
                 storage.delete_prefix(&keys.backup_dir(&label)?)?;
             }
             report.leftovers.push(label);
@@ -95,22 +98,48 @@ pub fn expire(
     }
 
     let listing = catalog::list_backups_tolerant(repo)?;
+    // A backup whose manifest cannot be read (damaged, or a storage error) cannot say what it is built
+    // on: nothing is expired until it is repaired or removed.
+    if let Some((label, why)) = listing.damaged.first() {
+        report.wal_note = Some(format!(
+            "backup {label} cannot be read ({why}): nothing is expired until it is repaired or \
+             removed"
+        ));
+        return Ok(report);
+    }
     let labels: Vec<&Label> = listing.sound.iter().map(|m| &m.label).collect();
     let pins = pin::pinned(repo, &labels)?;
     let decision = decide(&listing.sound, policy, &pins, now);
+    // A mark left on a backup that is kept (a crash after marking, then the policy changed or a pin).
+    for label in decision.keep.keys() {
+        let mark = keys.backup_expiring(label)?;
+        if !dry_run && storage.exists(&mark)? {
+            storage.delete(&mark)?;
+        }
+    }
     for (label, why) in &decision.expire {
         let dir = keys.backup_dir(label)?;
+        // Pinned since the decision: kept.
+        if pin::read_or_pinned(repo, label).keep {
+            continue;
+        }
         report.bytes += size_of(repo, &dir)?;
         if !dry_run {
-            storage.put_replace(&keys.backup_expiring(label)?, why.clone().into_bytes())?;
+            let mark = keys.backup_expiring(label)?;
+            storage.put_replace(&mark, why.clone().into_bytes())?;
             storage.delete(&keys.backup_manifest(label)?)?;
+            // Everything but the mark, then the mark: whatever is left after a crash is marked.
+            for (key, _) in storage.list(&dir)? {
+                if key != mark {
+                    storage.delete(&key)?;
+                }
+            }
             storage.delete_prefix(&dir)?;
         }
         report.backups.push((label.clone(), why.clone()));
     }
 
-    // WAL and summaries below the start of the oldest kept backup. While a backup is damaged nothing
-    // of the archive is expired: it cannot be judged, and a repair may need its WAL.
+    // WAL and summaries below the start of the oldest kept backup.
     let kept_from = listing
         .sound
         .iter()
@@ -122,13 +151,6 @@ pub fn expire(
         report.wal_note = Some("no backup is kept: the archive is left as it is".into());
         return Ok(report);
     };
-    if !listing.damaged.is_empty() {
-        report.wal_note = Some(format!(
-            "backup {} is damaged: the archive is left as it is until it is removed or repaired",
-            listing.damaged[0].0
-        ));
-        return Ok(report);
-    }
     if !running.is_empty() {
         report.wal_note = Some(format!(
             "backup {} is unfinished (running, or abandoned and not yet cleaned up): the archive is \
@@ -140,10 +162,11 @@ pub fn expire(
     let mut doomed: Vec<(RepoKey, u64)> = Vec::new();
     for (key, size) in storage.list(&keys.archive_root())? {
         let end = match RepoKeys::parse_archive_key(&key, seg) {
-            Some(WalFileName::Segment { segno, .. } | WalFileName::Partial { segno, .. }) => {
-                Lsn((segno + 1) * u64::from(seg))
-            }
-            Some(WalFileName::BackupHistory { segno, .. }) => Lsn((segno + 1) * u64::from(seg)),
+            Some(
+                WalFileName::Segment { segno, .. }
+                | WalFileName::Partial { segno, .. }
+                | WalFileName::BackupHistory { segno, .. },
+            ) => Lsn((segno + 1).saturating_mul(u64::from(seg))),
             // Timeline histories are tiny and every later timeline's history names its ancestors.
             Some(WalFileName::History { .. }) | None => continue,
         };
@@ -178,7 +201,7 @@ fn archive_order(key: &RepoKey, seg: u32) -> Lsn {
             WalFileName::Segment { segno, .. }
             | WalFileName::Partial { segno, .. }
             | WalFileName::BackupHistory { segno, .. },
-        ) => Lsn(segno * u64::from(seg)),
+        ) => Lsn(segno.saturating_mul(u64::from(seg))),
         _ => RepoKeys::parse_summary_key(key)
             .map(|(_, start, _)| start)
             .unwrap_or(Lsn(0)),

@@ -55,18 +55,44 @@ pub fn set(repo: &Repo, label: &str, keep: bool, note: Option<&str>) -> Result<A
         updated: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     };
     let json = serde_json::to_vec_pretty(&annotation).expect("an annotation serializes");
-    repo.storage()
-        .put_replace(&repo.keys().backup_annotation(label)?, json)?;
+    let key = repo.keys().backup_annotation(label)?;
+    repo.storage().put_replace(&key, json)?;
+    // An expiry may have removed the backup meanwhile: then the pin did not take.
+    let gone = !repo
+        .storage()
+        .exists(&repo.keys().backup_manifest(label)?)?
+        || repo
+            .storage()
+            .exists(&repo.keys().backup_expiring(label)?)?;
+    if gone {
+        repo.storage().delete(&key)?;
+        return Err(Error::BackupNotFound {
+            label: label.to_string(),
+            repo: repo.describe(),
+            stanza: repo.stanza().to_string(),
+        });
+    }
     Ok(annotation)
 }
 
-/// The pinned backups among `labels`.
-pub fn pinned(repo: &Repo, labels: &[&Label]) -> Result<Vec<Label>> {
-    let mut out = Vec::new();
-    for label in labels {
-        if read(repo, label)?.is_some_and(|a| a.keep) {
-            out.push((*label).clone());
-        }
+/// A backup's annotation for deciding what to keep: an unreadable one counts as a pin (when in
+/// doubt, keep), with the reason as its note.
+pub fn read_or_pinned(repo: &Repo, label: &str) -> Annotation {
+    match read(repo, label) {
+        Ok(a) => a.unwrap_or_default(),
+        Err(e) => Annotation {
+            keep: true,
+            note: Some(format!("unreadable annotation, kept: {e}")),
+            updated: String::new(),
+        },
     }
-    Ok(out)
+}
+
+/// The pinned backups among `labels` (an unreadable annotation counts as a pin).
+pub fn pinned(repo: &Repo, labels: &[&Label]) -> Result<Vec<Label>> {
+    Ok(labels
+        .iter()
+        .filter(|l| read_or_pinned(repo, l).keep)
+        .map(|l| (*l).clone())
+        .collect())
 }

@@ -53,11 +53,8 @@ fn count(name: &str, value: &str) -> Result<Option<u32>> {
         return Ok(None);
     }
     match v.parse::<u32>() {
-        Ok(0) => Err(bad(
-            name,
-            value,
-            "use 1 or more, or leave it unset for no limit",
-        )),
+        // As the server reads it: 0 is no limit.
+        Ok(0) => Ok(None),
         Ok(n) if n <= 9_999_999 => Ok(Some(n)),
         _ => Err(bad(
             name,
@@ -81,10 +78,15 @@ pub fn parse_interval(name: &str, value: &str) -> Result<Option<Duration>> {
             "expected a number and a unit, like '7 days', '2 weeks', '1 month' or '36 hours'",
         )
     };
-    let mut words = v.split_whitespace();
-    let (Some(n), unit, None) = (words.next(), words.next(), words.next()) else {
+    // "7 days" or "7days", as PostgreSQL reads intervals.
+    let sign = usize::from(v.starts_with(['-', '+']));
+    let digits = sign + v[sign..].chars().take_while(char::is_ascii_digit).count();
+    let (n, unit) = v.split_at(digits);
+    let unit = unit.trim();
+    if unit.contains(char::is_whitespace) {
         return Err(malformed());
-    };
+    }
+    let unit = (!unit.is_empty()).then_some(unit);
     let n: i64 = n.parse().map_err(|_| malformed())?;
     if n <= 0 || n > 100_000 {
         return Err(bad(
@@ -93,7 +95,8 @@ pub fn parse_interval(name: &str, value: &str) -> Result<Option<Duration>> {
             "the interval must be positive (and under 100000 units)",
         ));
     }
-    let d = match unit.unwrap_or("days").trim_end_matches('s') {
+    let unit = unit.unwrap_or("days");
+    let d = match unit.strip_suffix('s').unwrap_or(unit) {
         "minute" | "min" => Duration::minutes(n),
         "hour" | "h" => Duration::hours(n),
         "day" | "d" => Duration::days(n),
@@ -109,7 +112,11 @@ impl Policy {
     /// Reads the policy from `strata.retention_*` settings (name → value; absent or empty: unset).
     pub fn from_settings(get: impl Fn(&str) -> Option<String>) -> Result<Policy> {
         let get = |n: &str| get(n).unwrap_or_default();
-        let full_type = match get("strata.retention_full_type").trim() {
+        let full_type = match get("strata.retention_full_type")
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "" | "count" => FullType::Count,
             "time" => FullType::Time,
             other => {
@@ -301,21 +308,35 @@ pub fn decide(
             }
         }
     }
-    // Whatever a kept backup is built on is kept: the references decide.
+    // Whatever a kept backup is built on is kept: the references decide (to a fixed point, not
+    // trusting any one manifest's list to be its whole chain).
     let by_label: BTreeMap<&Label, &ManifestHead> = sorted.iter().map(|m| (&m.label, *m)).collect();
-    let kept_now: Vec<Label> = keep.keys().cloned().collect();
-    for label in kept_now {
+    let mut todo: Vec<Label> = keep.keys().cloned().collect();
+    while let Some(label) = todo.pop() {
         if let Some(m) = by_label.get(&label) {
-            for r in &m.references {
-                keep.entry(r.clone())
-                    .or_insert_with(|| Keep::Base(label.clone()));
+            for r in m.references.iter().chain(&m.prior) {
+                if !keep.contains_key(r) {
+                    keep.insert(r.clone(), Keep::Base(label.clone()));
+                    todo.push(r.clone());
+                }
             }
         }
     }
-    let expire = sorted
+    // Dependents before what they are built on: a longer chain first (it grows along a chain, whatever
+    // the clocks said), then the newest.
+    let mut expiring: Vec<&&ManifestHead> = sorted
         .iter()
-        .rev()
         .filter(|m| !keep.contains_key(&m.label))
+        .collect();
+    expiring.sort_by(|a, b| {
+        b.references
+            .len()
+            .cmp(&a.references.len())
+            .then(b.stop_time.cmp(&a.stop_time))
+            .then(b.label.cmp(&a.label))
+    });
+    let expire = expiring
+        .into_iter()
         .map(|m| {
             (
                 m.label.clone(),
@@ -412,10 +433,11 @@ mod tests {
         // Fulls of days 1 and 8 and their incrs go, newest first; the rest stays.
         assert_eq!(
             expired_days(&d),
+            // Dependents (longer chains) first, then the fulls, newest first.
             vec![
                 all[3].label.to_string(),
-                all[2].label.to_string(),
                 all[1].label.to_string(),
+                all[2].label.to_string(),
                 all[0].label.to_string()
             ]
         );
@@ -547,9 +569,19 @@ mod tests {
         assert_eq!(p.full, Some(2));
         assert_eq!(p.window, Some(Duration::days(14)));
         assert!(p.describe().contains("2 full backups") && p.describe().contains("14 days"));
+        let p = conf(&[
+            ("retention_full", "0"),
+            ("retention_window", "7days"),
+            ("retention_full_type", "TIME"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (p.full, p.window, p.full_type),
+            (None, Some(Duration::days(7)), FullType::Time)
+        );
         for (name, value) in [
             ("retention_full", "-1"),
-            ("retention_full", "0"),
+            ("retention_window", "7 dayss"),
             ("retention_diff", "two"),
             ("retention_full_type", "weekly"),
             ("retention_window", "7 fortnights"),

@@ -127,8 +127,8 @@ fn count_retention_expires_old_backups_then_the_wal_below_the_oldest_kept_start(
         gone,
         vec![
             b[3].label.to_string(),
-            b[2].label.to_string(),
             b[1].label.to_string(),
+            b[2].label.to_string(),
             b[0].label.to_string()
         ]
     );
@@ -200,6 +200,63 @@ fn an_interrupted_expiry_is_finished_by_the_next_and_an_unfinished_backup_keeps_
     assert_eq!(r.wal_files, 0);
     assert!(r.wal_note.unwrap().contains(running.as_str()));
     assert_eq!(archived(&f).len(), 32);
+}
+
+#[test]
+fn nothing_is_expired_while_a_backup_cannot_be_read() {
+    let f = fixture();
+    let (storage, keys) = (f.repo.storage(), f.repo.keys());
+    let manifest = keys.backup_manifest(&f.backups[5].label).unwrap();
+    storage
+        .put_replace(&manifest, b"{ damaged".to_vec())
+        .unwrap();
+    // A directory holding only an annotation (a pin written as its backup was expired): a leftover.
+    let orphan = Label::new(BackupKind::Full, None, time(2));
+    storage
+        .put_replace(&keys.backup_annotation(&orphan).unwrap(), b"{}".to_vec())
+        .unwrap();
+    let before = storage.list(keys.stanza_root()).unwrap().len();
+    let policy = Policy {
+        full: Some(1),
+        ..Default::default()
+    };
+    let r = expire(&f.repo, &policy, time(20), false).unwrap();
+    assert!(r.backups.is_empty() && r.wal_files == 0, "{r:?}");
+    assert!(r.wal_note.unwrap().contains(f.backups[5].label.as_str()));
+    assert_eq!(r.leftovers, vec![orphan.to_string()]);
+    assert_eq!(storage.list(keys.stanza_root()).unwrap().len(), before - 1);
+}
+
+#[test]
+fn a_pinned_backup_keeps_its_chain_and_the_wal_from_its_start() {
+    let f = fixture();
+    let b = &f.backups;
+    pin::set(&f.repo, &b[1].label, true, Some("audit")).unwrap();
+    let policy = Policy {
+        full: Some(1),
+        ..Default::default()
+    };
+    let r = expire(&f.repo, &policy, time(20), false).unwrap();
+    let gone: Vec<String> = r.backups.iter().map(|(l, _)| l.to_string()).collect();
+    assert_eq!(gone.len(), 4, "{gone:?}");
+    assert!(!gone.contains(&b[1].label.to_string()) && !gone.contains(&b[0].label.to_string()));
+    assert_eq!(r.wal_kept_from, Some(b[0].start_lsn));
+    assert_eq!(
+        pin::read(&f.repo, &b[1].label)
+            .unwrap()
+            .unwrap()
+            .note
+            .as_deref(),
+        Some("audit")
+    );
+    // A pin on an expired backup is refused and leaves nothing behind.
+    let e = pin::set(&f.repo, &b[2].label, true, None).unwrap_err();
+    assert!(matches!(e, crate::Error::BackupNotFound { .. }), "{e}");
+    assert!(!f
+        .repo
+        .storage()
+        .exists(&f.repo.keys().backup_annotation(&b[2].label).unwrap())
+        .unwrap());
 }
 
 #[test]
