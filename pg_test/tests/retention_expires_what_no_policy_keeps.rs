@@ -123,6 +123,24 @@ fn count_retention_keeps_the_newest_fulls_their_chains_and_their_wal() {
         "{}",
         stdout(&o)
     );
+
+    // strata info: the oldest point restorable, the policy in force is none without --config.
+    let info = stdout(&a.strata(&["info"]));
+    assert!(
+        info.contains(&format!(
+            "recoverable on timeline 1 from: {}",
+            strata_core::manifest::time_text(oldest_kept.stop_time)
+        )),
+        "{info}"
+    );
+    // --set removes a backup with what is built on it (the newest full and its incr).
+    let o = a.strata(&["expire", "--set", &kept[2]]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listed = c.psql(
+        "postgres",
+        "SELECT string_agg(label, ',' ORDER BY label) FROM backup_list()",
+    );
+    assert_eq!(listed, kept[..2].join(","));
 }
 
 #[test]

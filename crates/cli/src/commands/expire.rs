@@ -12,6 +12,12 @@ pub struct Args {
     /// Say what would be removed, remove nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Remove this backup and every backup built on it, whatever the policy
+    #[arg(long, value_name = "LABEL")]
+    pub set: Option<String>,
+    /// With --set: remove it even when it (or a backup built on it) is pinned
+    #[arg(long, requires = "set")]
+    pub force: bool,
     /// Keep this many full backups (or, with --retention-full-type time, the fulls of this many days)
     #[arg(long, value_name = "N")]
     pub retention_full: Option<String>,
@@ -33,6 +39,12 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<i32> {
     let config = args.repo.resolve()?;
+    if let Some(label) = &args.set {
+        let repo = Repo::open_config(&config)?;
+        let report = retention::expire_set(&repo, label, args.force, args.dry_run)?;
+        print_report(&report);
+        return Ok(0);
+    }
     let policy = args.repo.retention_policy(&[
         ("strata.retention_full", args.retention_full),
         ("strata.retention_full_type", args.retention_full_type),
@@ -48,6 +60,11 @@ pub fn run(args: Args) -> Result<i32> {
     }
     let repo = Repo::open_config(&config)?;
     let report = retention::expire_now(&repo, &policy, args.dry_run)?;
+    print_report(&report);
+    Ok(0)
+}
+
+fn print_report(report: &retention::ExpiryReport) {
     let verb = if report.dry_run {
         "would expire"
     } else {
@@ -75,5 +92,4 @@ pub fn run(args: Args) -> Result<i32> {
         report.summaries,
         report.bytes as f64 / 1e6
     );
-    Ok(0)
 }

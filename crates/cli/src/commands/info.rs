@@ -72,6 +72,15 @@ pub fn run(args: Args) -> Result<i32> {
             "pg_version": id.pg_version,
             "wal_segment_size": id.wal_segment_size,
             "retention": policy.describe(),
+            "recoverable_from": backups.iter().fold(
+                std::collections::BTreeMap::<String, serde_json::Value>::new(),
+                |mut acc, m| {
+                    acc.entry(m.timeline.to_string()).or_insert_with(|| json!({
+                        "time": m.stop_time, "lsn": m.stop_lsn.to_string(), "backup": m.label,
+                    }));
+                    acc
+                },
+            ),
             "archive": archive.iter().map(|r| json!({
                 "timeline": r.timeline, "min": r.first, "max": r.last, "segments": r.segments,
             })).collect::<Vec<_>>(),
@@ -111,6 +120,20 @@ pub fn run(args: Args) -> Result<i32> {
         id.system_identifier, id.pg_version
     );
     println!("    retention: {}", policy.describe());
+    // The oldest point each timeline can be restored to: the end of its oldest backup.
+    let mut oldest: std::collections::BTreeMap<u32, &strata_core::manifest::ManifestHead> =
+        Default::default();
+    for m in backups {
+        oldest.entry(m.timeline).or_insert(m);
+    }
+    for (tli, m) in &oldest {
+        println!(
+            "    recoverable on timeline {tli} from: {} / {} (the end of backup {})",
+            time_text(m.stop_time),
+            m.stop_lsn,
+            m.label
+        );
+    }
     if archive.is_empty() {
         println!("    wal archive: empty");
     }

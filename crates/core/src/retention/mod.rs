@@ -125,16 +125,7 @@ pub fn expire(
         }
         report.bytes += size_of(repo, &dir)?;
         if !dry_run {
-            let mark = keys.backup_expiring(label)?;
-            storage.put_replace(&mark, why.clone().into_bytes())?;
-            storage.delete(&keys.backup_manifest(label)?)?;
-            // Everything but the mark, then the mark: whatever is left after a crash is marked.
-            for (key, _) in storage.list(&dir)? {
-                if key != mark {
-                    storage.delete(&key)?;
-                }
-            }
-            storage.delete_prefix(&dir)?;
+            remove_backup(repo, label, why)?;
         }
         report.backups.push((label.clone(), why.clone()));
     }
@@ -190,6 +181,75 @@ pub fn expire(
         if !dry_run {
             storage.delete(&key)?;
         }
+    }
+    Ok(report)
+}
+
+/// Removes one backup in the crash-safe order: mark, manifest (from then on it is not listed), the
+/// other objects, the mark last (whatever a crash leaves is marked, and the next expiry removes it).
+fn remove_backup(repo: &Repo, label: &str, why: &str) -> Result<()> {
+    let (storage, keys) = (repo.storage(), repo.keys());
+    let dir = keys.backup_dir(label)?;
+    let mark = keys.backup_expiring(label)?;
+    storage.put_replace(&mark, why.as_bytes().to_vec())?;
+    storage.delete(&keys.backup_manifest(label)?)?;
+    for (key, _) in storage.list(&dir)? {
+        if key != mark {
+            storage.delete(&key)?;
+        }
+    }
+    storage.delete_prefix(&dir)
+}
+
+/// Removes backup `label` and every backup built on it (`strata expire --set`), whatever the policy;
+/// refused for a pinned one unless `force`. The archive is left as it is (the policy's expiry trims
+/// it).
+pub fn expire_set(repo: &Repo, label: &str, force: bool, dry_run: bool) -> Result<ExpiryReport> {
+    let target = catalog::load_head(repo, label)?;
+    let listing = catalog::list_backups_tolerant(repo)?;
+    let mut doomed: Vec<&crate::manifest::ManifestHead> = listing
+        .sound
+        .iter()
+        .filter(|m| m.label == target.label || m.references.contains(&target.label))
+        .collect();
+    // A backup whose manifest cannot be read might be built on it: refuse rather than orphan it.
+    if let Some((damaged, why)) = listing.damaged.first() {
+        return Err(crate::Error::StateChanged(format!(
+            "backup {damaged} cannot be read ({why}) and may be built on {label}: repair or remove \
+             it first"
+        )));
+    }
+    if !force {
+        if let Some(m) = doomed
+            .iter()
+            .find(|m| pin::read_or_pinned(repo, &m.label).keep)
+        {
+            return Err(crate::Error::Busy(format!(
+                "backup {} is pinned (kept whatever the policy): unpin it with strata annotate --set \
+                 {} --no-keep, or add --force",
+                m.label, m.label
+            )));
+        }
+    }
+    // Dependents first.
+    doomed.sort_by_key(|m| std::cmp::Reverse(m.references.len()));
+    let mut report = ExpiryReport {
+        dry_run,
+        policy: format!("strata expire --set {label}"),
+        wal_note: Some("the archive is left as it is".into()),
+        ..Default::default()
+    };
+    for m in doomed {
+        let why = if m.label == target.label {
+            "named by --set".to_string()
+        } else {
+            format!("built on {label}")
+        };
+        report.bytes += size_of(repo, &repo.keys().backup_dir(&m.label)?)?;
+        if !dry_run {
+            remove_backup(repo, &m.label, &why)?;
+        }
+        report.backups.push((m.label.clone(), why));
     }
     Ok(report)
 }

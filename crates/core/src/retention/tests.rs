@@ -260,6 +260,24 @@ fn a_pinned_backup_keeps_its_chain_and_the_wal_from_its_start() {
 }
 
 #[test]
+fn expire_set_removes_a_backup_with_what_is_built_on_it_and_respects_pins() {
+    let f = fixture();
+    let b = &f.backups;
+    pin::set(&f.repo, &b[3].label, true, None).unwrap();
+    let e = expire_set(&f.repo, &b[2].label, false, false).unwrap_err();
+    assert!(e.to_string().contains("pinned"), "{e}");
+    assert_eq!(listed(&f).len(), 8);
+    let dry = expire_set(&f.repo, &b[2].label, true, true).unwrap();
+    assert_eq!(listed(&f).len(), 8);
+    let r = expire_set(&f.repo, &b[2].label, true, false).unwrap();
+    assert_eq!(dry.backups, r.backups);
+    let gone: Vec<String> = r.backups.iter().map(|(l, _)| l.to_string()).collect();
+    assert_eq!(gone, vec![b[3].label.to_string(), b[2].label.to_string()]);
+    assert_eq!(listed(&f).len(), 6);
+    assert_eq!(archived(&f).len(), 32);
+}
+
+#[test]
 fn without_a_policy_nothing_is_removed() {
     let f = fixture();
     let before = f.repo.storage().list(f.repo.keys().stanza_root()).unwrap();
