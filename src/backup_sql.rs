@@ -317,12 +317,8 @@ fn backup_list() -> TableIterator<
     let (listing, annotations) = (|| {
         let repo = strata_core::Repo::open_config(&gucs::repo_config()?)?;
         let listing = strata_core::catalog::list_backups_tolerant(&repo)?;
-        let mut annotations = std::collections::BTreeMap::new();
-        for m in &listing.sound {
-            if let Some(a) = strata_core::retention::pin::read(&repo, &m.label)? {
-                annotations.insert(m.label.to_string(), a);
-            }
-        }
+        let labels = listing.sound.iter().map(|m| &m.label);
+        let annotations = strata_core::retention::pin::annotations(&repo, labels);
         Ok::<_, strata_core::Error>((listing, annotations))
     })()
     .unwrap_or_else(|e| crate::errors::raise("cannot list backups", e));
@@ -331,7 +327,7 @@ fn backup_list() -> TableIterator<
         .into_iter()
         .map(|m| {
             let errors = m.page_checksum_error_count as i64;
-            let annotation = annotations.get(m.label.as_str());
+            let annotation = annotations.get(&m.label);
             let (pinned, note) = (
                 Some(annotation.is_some_and(|a| a.keep)),
                 annotation.and_then(|a| a.note.clone()),

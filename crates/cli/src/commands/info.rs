@@ -46,18 +46,8 @@ pub fn run(args: Args) -> Result<i32> {
     let (backups, damaged) = (&listing.sound, &listing.damaged);
     // What the policy of --config keeps, and why (the same decision `strata expire` takes now).
     let policy = args.repo.retention_policy(&[])?;
-    let mut annotations = std::collections::BTreeMap::new();
-    for m in backups {
-        if let Some(a) = pin::read(&repo, &m.label)? {
-            annotations.insert(m.label.clone(), a);
-        }
-    }
-    let pinned: Vec<_> = annotations
-        .iter()
-        .filter(|(_, a)| a.keep)
-        .map(|(l, _)| l.clone())
-        .collect();
-    let decision = retention::decide_now(backups, &policy, &pinned);
+    let annotations = pin::annotations(&repo, backups.iter().map(|m| &m.label));
+    let decision = retention::decide_now(backups, &policy, &pin::pinned(&annotations));
     let retention_of = |label: &strata_core::manifest::Label| match decision.keep.get(label) {
         Some(Keep::Pinned) => "kept: pinned".to_string(),
         Some(Keep::Policy(why)) => format!("kept: {why}"),

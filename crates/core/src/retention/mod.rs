@@ -107,8 +107,10 @@ pub fn expire(
         ));
         return Ok(report);
     }
-    let labels: Vec<&Label> = listing.sound.iter().map(|m| &m.label).collect();
-    let pins = pin::pinned(repo, &labels)?;
+    let pins = pin::pinned(&pin::annotations(
+        repo,
+        listing.sound.iter().map(|m| &m.label),
+    ));
     let decision = decide(&listing.sound, policy, &pins, now);
     // A mark left on a backup that is kept (a crash after marking, then the policy changed or a pin).
     for label in decision.keep.keys() {

@@ -6,6 +6,7 @@ use crate::manifest::Label;
 use crate::repo::Repo;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A backup's annotation.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,11 +89,24 @@ pub fn read_or_pinned(repo: &Repo, label: &str) -> Annotation {
     }
 }
 
-/// The pinned backups among `labels` (an unreadable annotation counts as a pin).
-pub fn pinned(repo: &Repo, labels: &[&Label]) -> Result<Vec<Label>> {
-    Ok(labels
+/// The annotations of `labels` (those that have one; an unreadable one counts as a pin, so that one
+/// bad object neither hides a listing nor lets its backup expire).
+pub fn annotations<'a>(
+    repo: &Repo,
+    labels: impl IntoIterator<Item = &'a Label>,
+) -> BTreeMap<Label, Annotation> {
+    labels
+        .into_iter()
+        .map(|l| (l.clone(), read_or_pinned(repo, l)))
+        .filter(|(_, a)| *a != Annotation::default())
+        .collect()
+}
+
+/// The pinned backups of a set of annotations.
+pub fn pinned(annotations: &BTreeMap<Label, Annotation>) -> Vec<Label> {
+    annotations
         .iter()
-        .filter(|l| read_or_pinned(repo, l).keep)
-        .map(|l| (*l).clone())
-        .collect())
+        .filter(|(_, a)| a.keep)
+        .map(|(l, _)| l.clone())
+        .collect()
 }

@@ -287,3 +287,28 @@ fn without_a_policy_nothing_is_removed() {
     let after = f.repo.storage().list(f.repo.keys().stanza_root()).unwrap();
     assert_eq!(before, after);
 }
+
+#[test]
+fn an_unreadable_annotation_counts_as_a_pin_and_hides_nothing() {
+    let f = fixture();
+    let b = &f.backups;
+    let key = f.repo.keys().backup_annotation(&b[0].label).unwrap();
+    f.repo
+        .storage()
+        .put_replace(&key, b"{ not json".to_vec())
+        .unwrap();
+    let all = pin::annotations(&f.repo, b.iter().map(|m| &m.label));
+    assert_eq!(all.len(), 1);
+    assert!(all[&b[0].label]
+        .note
+        .as_deref()
+        .unwrap()
+        .contains("unreadable"));
+    assert_eq!(pin::pinned(&all), vec![b[0].label.clone()]);
+    let policy = Policy {
+        full: Some(1),
+        ..Default::default()
+    };
+    let r = expire(&f.repo, &policy, time(20), false).unwrap();
+    assert!(!r.backups.iter().any(|(l, _)| l == &b[0].label), "{r:?}");
+}
