@@ -312,22 +312,54 @@ fn backup_list() -> TableIterator<
         name!(error, Option<String>),
         name!(pinned, Option<bool>),
         name!(note, Option<String>),
+        name!(retention, Option<String>),
+        name!(pitr, Option<bool>),
     ),
 > {
-    let (listing, annotations) = (|| {
+    let (listing, annotations, segments, seg) = (|| {
         let repo = strata_core::Repo::open_config(&gucs::repo_config()?)?;
         let listing = strata_core::catalog::list_backups_tolerant(&repo)?;
         let labels = listing.sound.iter().map(|m| &m.label);
         let annotations = strata_core::retention::pin::annotations(&repo, labels);
-        Ok::<_, strata_core::Error>((listing, annotations))
+        let seg = repo.identity()?.wal_segment_size;
+        let segments = strata_core::catalog::archived_segments(&repo, seg)?;
+        Ok::<_, strata_core::Error>((listing, annotations, segments, seg))
     })()
     .unwrap_or_else(|e| crate::errors::raise("cannot list backups", e));
+    // What the current policy keeps, and why (as `strata info` says it).
+    let retention_of = {
+        let decision = gucs::retention_policy().map(|policy| {
+            let pins = strata_core::retention::pin::pinned(&annotations);
+            strata_core::retention::decide_now(&listing.sound, &policy, &pins)
+        });
+        move |label: &strata_core::manifest::Label| {
+            use strata_core::retention::Keep;
+            match &decision {
+                Err(e) => format!("unknown: {e}"),
+                Ok(d) => match d.keep.get(label) {
+                    Some(Keep::Pinned) => "kept: pinned".to_string(),
+                    Some(Keep::Leased) => "kept: a restore holds a lease on it".to_string(),
+                    Some(Keep::Policy(why)) => format!("kept: {why}"),
+                    Some(Keep::Base(by)) => format!("kept: {by} is built on it"),
+                    None => "expires at the next expiry".to_string(),
+                },
+            }
+        }
+    };
+    // Whether the archive continues without a hole after the backup's end.
+    let pitr_of = |m: &strata_core::manifest::ManifestHead| {
+        let seg = u64::from(seg);
+        segments.get(&m.timeline).is_none_or(|s| {
+            strata_core::catalog::first_hole(s, m.stop_lsn.0 / seg + 1, None).is_none()
+        })
+    };
     let mut rows: Vec<_> = listing
         .sound
         .into_iter()
         .map(|m| {
             let errors = m.page_checksum_error_count as i64;
             let annotation = annotations.get(&m.label);
+            let (retention, pitr) = (Some(retention_of(&m.label)), Some(pitr_of(&m)));
             let (pinned, note) = (
                 Some(annotation.is_some_and(|a| a.keep)),
                 annotation.and_then(|a| a.note.clone()),
@@ -353,6 +385,8 @@ fn backup_list() -> TableIterator<
                 None,
                 pinned,
                 note,
+                retention,
+                pitr,
             )
         })
         .collect();
@@ -382,6 +416,8 @@ fn backup_list() -> TableIterator<
             Some(format!("damaged: {why}")),
             None,
             None,
+            None,
+            None,
         ));
     }
     // Labels sort by time.
@@ -389,117 +425,8 @@ fn backup_list() -> TableIterator<
     TableIterator::new(rows)
 }
 
-/// Removes the backups the retention policy (`strata.retention_*`) does not keep, then the archived
-/// WAL and summaries no kept backup needs; with `dry_run`, only says what it would remove. One row per
-/// expired backup, then one for the archive. Refused while a backup runs (it expires by itself when it
-/// ends).
-#[pg_extern(volatile)]
-fn backup_expire(
-    dry_run: default!(bool, false),
-) -> TableIterator<
-    'static,
-    (
-        name!(object, String),
-        name!(name, String),
-        name!(detail, String),
-    ),
-> {
-    if !status::available() {
-        ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            "backup_expire() needs pg_strata in shared_preload_libraries",
-            "Add pg_strata to shared_preload_libraries and restart the server."
-        );
-    }
-    let s = backup_state::snapshot();
-    if s.phase().running() {
-        ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
-            format!(
-                "a backup is running ({}): it expires what the policy does not keep when it ends",
-                s.label().unwrap_or_else(|| "starting".into())
-            ),
-            "Run backup_expire() after it, or let the backup do it."
-        );
-    }
-    let report = (|| {
-        let policy = gucs::retention_policy()?;
-        let repo = strata_core::Repo::open_config(&gucs::repo_config()?)?;
-        strata_core::retention::expire_now(&repo, &policy, dry_run)
-    })()
-    .unwrap_or_else(|e| crate::errors::raise("cannot expire", e));
-    if !dry_run {
-        log_expiry(&report);
-    }
-    let mut rows = Vec::new();
-    for label in &report.leftovers {
-        rows.push((
-            "backup".to_string(),
-            label.clone(),
-            "the rest of an interrupted expiry".to_string(),
-        ));
-    }
-    for (label, why) in &report.backups {
-        rows.push(("backup".to_string(), label.to_string(), why.clone()));
-    }
-    let archive = match (&report.wal_note, report.wal_kept_from) {
-        (Some(note), _) => note.clone(),
-        (None, Some(from)) => format!(
-            "{} WAL files and {} summaries before {from}, the start of the oldest kept backup",
-            report.wal_files, report.summaries
-        ),
-        (None, None) => String::new(),
-    };
-    rows.push((
-        "archive".to_string(),
-        format!("{} bytes in all", report.bytes),
-        archive,
-    ));
-    TableIterator::new(rows)
-}
-
-/// Pins a backup (`keep`: no retention policy expires it, nor its chain or the WAL from its start) or
-/// unpins it, with an optional note (NULL keeps the note it has). Returns `keep`.
-#[pg_extern(volatile)]
-fn backup_keep(label: &str, keep: bool, note: default!(Option<&str>, "NULL")) -> bool {
-    (|| {
-        let repo = strata_core::Repo::open_config(&gucs::repo_config()?)?;
-        strata_core::retention::pin::set(&repo, label, keep, note)
-    })()
-    .map(|a| a.keep)
-    .unwrap_or_else(|e| crate::errors::raise(&format!("cannot annotate backup {label}"), e))
-}
-
-/// One log line per expired backup and a summary.
-pub fn log_expiry(report: &strata_core::retention::ExpiryReport) {
-    for label in &report.leftovers {
-        log!("pg_strata: removed the rest of backup {label}, whose expiry was interrupted");
-    }
-    for (label, why) in &report.backups {
-        log!("pg_strata: expired backup {label}: {why}");
-    }
-    if report.backups.is_empty() && report.wal_files == 0 && report.summaries == 0 {
-        return;
-    }
-    log!(
-        "pg_strata: expiry ({}): {} backups, {} WAL files, {} summaries, {} bytes freed{}",
-        report.policy,
-        report.backups.len(),
-        report.wal_files,
-        report.summaries,
-        report.bytes,
-        report
-            .wal_note
-            .as_deref()
-            .map(|n| format!("; archive: {n}"))
-            .unwrap_or_default()
-    );
-}
-
 /// RFC 3339 text to a PostgreSQL timestamptz (microseconds since 2000-01-01 UTC).
-fn time_to_pg(t: chrono::DateTime<chrono::Utc>) -> Option<TimestampWithTimeZone> {
+pub(crate) fn time_to_pg(t: chrono::DateTime<chrono::Utc>) -> Option<TimestampWithTimeZone> {
     const PG_EPOCH_UNIX_SECS: i64 = 946_684_800;
     let micros =
         (t.timestamp() - PG_EPOCH_UNIX_SECS) * 1_000_000 + i64::from(t.timestamp_subsec_micros());
@@ -520,7 +447,8 @@ CREATE VIEW strata_backups AS
     SELECT label, kind, requested_kind, prior, start_time, stop_time,
            start_lsn::pg_lsn AS start_lsn, stop_lsn::pg_lsn AS stop_lsn, timeline,
            database_size, stored_size, file_count, page_checksum_errors,
-           method, method_reason, "references", read_size, error, pinned, note
+           method, method_reason, "references", read_size, error, pinned, note,
+           retention, pitr
     FROM backup_list();
 CREATE VIEW strata_backup_progress AS SELECT * FROM backup_progress();
 "#,

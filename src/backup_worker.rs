@@ -146,7 +146,7 @@ fn expire_after_backup(label: &str) {
         strata_core::retention::expire_now(&repo, &policy, false).map(Some)
     };
     match run() {
-        Ok(Some(report)) => crate::backup_sql::log_expiry(&report),
+        Ok(Some(report)) => crate::retention_sql::log_expiry(&report),
         Ok(None) => {}
         Err(e) => warning!("pg_strata: backup {label} succeeded, but expiry failed: {e}"),
     }

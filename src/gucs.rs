@@ -56,6 +56,20 @@ pub static RETENTION_FULL_TYPE: GucSetting<RetentionFullTypeGuc> =
 pub static RETENTION_DIFF: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static RETENTION_WINDOW: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static RETENTION_MIN_FULL: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static RETENTION_ARCHIVE: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static RETENTION_ARCHIVE_TYPE: GucSetting<RetentionArchiveTypeGuc> =
+    GucSetting::<RetentionArchiveTypeGuc>::new(RetentionArchiveTypeGuc::Full);
+
+/// `strata.retention_archive_type`: which backups `strata.retention_archive` counts.
+#[derive(Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
+pub enum RetentionArchiveTypeGuc {
+    #[name = c"full"]
+    Full,
+    #[name = c"diff"]
+    Diff,
+    #[name = c"incr"]
+    Incr,
+}
 
 /// True while `register` defines the settings: the configured values are applied then (see the module
 /// comment).
@@ -180,6 +194,25 @@ pub fn register() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"strata.retention_archive",
+        c"Keep the WAL for point-in-time recovery only after this many newest backups of \
+          strata.retention_archive_type; 0: after every kept backup.",
+        c"Older kept backups keep the WAL from their start to their stop: they restore to their end only.",
+        &RETENTION_ARCHIVE,
+        0,
+        9_999_999,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"strata.retention_archive_type",
+        c"Which backups strata.retention_archive counts: full, diff (fulls and diffs) or incr (all).",
+        c"",
+        &RETENTION_ARCHIVE_TYPE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
 }
 
 #[pg_guard]
@@ -211,6 +244,12 @@ pub fn retention_policy() -> strata_core::Result<strata_core::retention::Policy>
         diff: positive(RETENTION_DIFF.get()),
         window: strata_core::retention::policy::parse_interval("strata.retention_window", &window)?,
         min_full: positive(RETENTION_MIN_FULL.get()).unwrap_or(0),
+        archive: positive(RETENTION_ARCHIVE.get()),
+        archive_type: match RETENTION_ARCHIVE_TYPE.get() {
+            RetentionArchiveTypeGuc::Full => strata_core::manifest::BackupKind::Full,
+            RetentionArchiveTypeGuc::Diff => strata_core::manifest::BackupKind::Diff,
+            RetentionArchiveTypeGuc::Incr => strata_core::manifest::BackupKind::Incr,
+        },
     })
 }
 

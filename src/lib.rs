@@ -15,6 +15,7 @@ mod backup_worker;
 mod errors;
 mod gucs;
 mod permissions;
+mod retention_sql;
 mod status;
 
 #[pg_guard]

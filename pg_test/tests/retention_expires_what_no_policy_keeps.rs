@@ -104,7 +104,8 @@ fn count_retention_keeps_the_newest_fulls_their_chains_and_their_wal() {
     for label in kept {
         let r = a.restore_new(
             &format!("retention-{}", &label[label.len() - 8..]),
-            &["--set", label, "--type", "immediate"],
+            // Without a lease: a restore's lease keeps its chain for a day (see the lease test).
+            &["--set", label, "--type", "immediate", "--no-lease"],
         );
         r.start();
         r.wait_recovered(true);
@@ -186,7 +187,7 @@ fn the_worker_expires_after_each_backup_and_backup_expire_reports_in_sql() {
     // The pinned backup keeps the WAL from its start: it restores.
     let r = a.restore_new(
         "retention-pinned",
-        &["--set", &pinned, "--type", "immediate"],
+        &["--set", &pinned, "--type", "immediate", "--no-lease"],
     );
     r.start();
     r.wait_recovered(true);
@@ -209,6 +210,31 @@ fn the_worker_expires_after_each_backup_and_backup_expire_reports_in_sql() {
     );
     assert!(rows.starts_with("archive:"), "{rows}");
     assert!(!rows.contains("backup:"), "{rows}");
+
+    // NULL arguments are errors that change nothing.
+    for sql in [
+        "SELECT * FROM backup_expire(NULL)",
+        "SELECT backup_keep(NULL, true)",
+        &format!("SELECT backup_keep('{second}', NULL)"),
+    ] {
+        let e = c.try_psql("postgres", sql).expect_err(sql);
+        assert!(e.contains("must not be NULL"), "{sql}: {e}");
+    }
+    // The oldest restorable point per timeline, with the policy, and each backup's retention.
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT timeline || ':' || backup || ':' || policy FROM backup_recoverability()"
+        ),
+        format!("1:{second}:1 full backups")
+    );
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT retention || ':' || pitr FROM strata_backups"
+        ),
+        "kept: retention policy:true"
+    );
 
     // Bad settings are refused naming the setting; the policy in force stays.
     let e = c

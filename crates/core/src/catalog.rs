@@ -170,6 +170,44 @@ pub fn archive_ranges(repo: &Repo, wal_segment_size: u32) -> Result<Vec<WalRange
     Ok(by_tli.into_values().collect())
 }
 
+/// The archived segment numbers of each timeline (one listing of the archive).
+pub fn archived_segments(
+    repo: &Repo,
+    wal_segment_size: u32,
+) -> Result<BTreeMap<u32, std::collections::BTreeSet<u64>>> {
+    let mut by_tli: BTreeMap<u32, std::collections::BTreeSet<u64>> = BTreeMap::new();
+    for (key, _) in repo.storage().list(&repo.keys().archive_root())? {
+        if let Some(WalFileName::Segment { timeline, segno }) =
+            RepoKeys::parse_archive_key(&key, wal_segment_size)
+        {
+            by_tli.entry(timeline).or_default().insert(segno);
+        }
+    }
+    Ok(by_tli)
+}
+
+/// The first segment after `from` that is missing while a later one of the same timeline is archived
+/// (a hole that recovery cannot replay across), up to `upto` when given.
+pub fn first_hole(
+    segments: &std::collections::BTreeSet<u64>,
+    from: u64,
+    upto: Option<u64>,
+) -> Option<u64> {
+    let newest = *segments.last()?;
+    let end = upto.map_or(newest, |u| u.min(newest));
+    if from > end {
+        return None;
+    }
+    let mut expected = from;
+    for &n in segments.range(from..=end) {
+        if n != expected {
+            return Some(expected);
+        }
+        expected = n + 1;
+    }
+    (expected <= end).then_some(expected)
+}
+
 /// The WAL files of the range `first..=last` (segment names on one timeline), and the timeline's
 /// history file when `with_history`, that the archive does not hold. One request per file.
 pub fn missing_wal(

@@ -150,6 +150,19 @@ pub enum Error {
         stanza: String,
     },
 
+    #[error(
+        "WAL file {file}, needed to recover past the end of backup {label}, is missing from the \
+         archive ({repo} stanza '{stanza}') while later WAL is there: recovery would stop at it. \
+         This backup restores only to its end: use --type immediate, choose a target before it, or \
+         a newer backup with --set (strata.retention_archive expires the WAL after older backups)"
+    )]
+    WalGap {
+        file: String,
+        label: String,
+        repo: String,
+        stanza: String,
+    },
+
     #[error("{what} {path} is not empty: restore into an empty or new directory, or add --delta to rewrite only the files that differ")]
     TargetNotEmpty { what: String, path: PathBuf },
 
@@ -216,9 +229,11 @@ impl Error {
         use Error::*;
         match self {
             BadSetting { .. } | BadWalFileName { .. } | BadInput(_) => ErrorClass::InvalidArgument,
-            RepoRootMissing { .. } | StanzaMissing { .. } | BackupNotFound { .. } | NoBackup(_) => {
-                ErrorClass::NotFound
-            }
+            RepoRootMissing { .. }
+            | StanzaMissing { .. }
+            | BackupNotFound { .. }
+            | NoBackup(_)
+            | WalGap { .. } => ErrorClass::NotFound,
             CorruptObject { .. }
             | ChecksumMismatch { .. }
             | ArchiveMismatch { .. }
@@ -243,6 +258,7 @@ impl Error {
             Error::RepoRootMissing { .. } | Error::StanzaMissing { .. } => "58P01", // undefined_file
             Error::BackupNotFound { .. } => "42704", // undefined_object
             Error::NoBackup(_) | Error::StateChanged(_) => "55000", // object_not_in_prerequisite_state
+            Error::WalGap { .. } => "55000",
             Error::WrongCluster { .. } | Error::StanzaIdentityMissing { .. } => "55000",
             Error::Busy(_) | Error::ServerRunning(_) => "55006", // object_in_use
             Error::TargetNotEmpty { .. } | Error::TargetRefused(_) => "55000",

@@ -34,6 +34,7 @@ pub mod restore;
 pub mod retention;
 pub mod storage;
 pub mod summary;
+pub mod testhook;
 
 pub use error::{Error, ErrorClass, Result};
 pub use repo::Repo;

@@ -216,6 +216,27 @@ impl RepoKeys {
         self.backup_dir(label)?.join("claim.json")
     }
 
+    /// Key of one lease a restore holds on what it reads (see `retention::lease`):
+    /// `lease-<id>.json` directly in the stanza's directory, which the server's user owns (so that it
+    /// can delete a lease a root-run restore wrote), `id` of ASCII letters, digits and `-` only.
+    pub fn lease(&self, id: &str) -> Result<RepoKey> {
+        let sound = !id.is_empty()
+            && id.len() <= 128
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !sound {
+            return Err(Error::BadKey {
+                key: format!("lease-{id}.json"),
+            });
+        }
+        Ok(self.under(&format!("lease-{id}.json")))
+    }
+
+    /// Whether a key listed in the stanza's directory is a lease.
+    pub fn is_lease(key: &RepoKey) -> bool {
+        let name = key.file_name();
+        name.starts_with("lease-") && name.ends_with(".json")
+    }
+
     /// Name of a data object inside its backup, as manifests record it.
     pub fn backup_object_name(number: u64) -> String {
         format!("data/{number:08}")

@@ -33,6 +33,17 @@ pub struct Args {
     /// Never keep fewer full backups than this
     #[arg(long, value_name = "N")]
     pub retention_min_full: Option<String>,
+    /// Keep the WAL for point-in-time recovery only after this many newest backups of
+    /// --retention-archive-type (older kept backups then restore to their end only)
+    #[arg(long, value_name = "N")]
+    pub retention_archive: Option<String>,
+    /// Which backups --retention-archive counts: full, diff (fulls and diffs) or incr (all)
+    #[arg(long, value_name = "full|diff|incr")]
+    pub retention_archive_type: Option<String>,
+    /// Decide as if it were this time (RFC 3339, e.g. 2026-12-08T00:00:00Z): with --dry-run, what
+    /// an expiry will remove then [default: now]
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
     #[command(flatten)]
     pub repo: RepoArgs,
 }
@@ -51,7 +62,19 @@ pub fn run(args: Args) -> Result<i32> {
         ("strata.retention_diff", args.retention_diff),
         ("strata.retention_window", args.retention_window),
         ("strata.retention_min_full", args.retention_min_full),
+        ("strata.retention_archive", args.retention_archive),
+        ("strata.retention_archive_type", args.retention_archive_type),
     ])?;
+    let now = match &args.at {
+        None => chrono::Utc::now(),
+        Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "--at '{t}': expected an RFC 3339 time like 2026-12-08T00:00:00Z ({e})"
+                )
+            })?
+            .to_utc(),
+    };
     if !policy.is_set() {
         bail!(
             "no retention policy is set: nothing would be expired; set strata.retention_full, \
@@ -59,7 +82,7 @@ pub fn run(args: Args) -> Result<i32> {
         );
     }
     let repo = Repo::open_config(&config)?;
-    let report = retention::expire_now(&repo, &policy, args.dry_run)?;
+    let report = retention::expire(&repo, &policy, now, args.dry_run)?;
     print_report(&report);
     Ok(0)
 }
@@ -77,13 +100,26 @@ fn print_report(report: &retention::ExpiryReport) {
     for (label, why) in &report.backups {
         println!("{verb} backup {label}: {why}");
     }
+    for label in &report.leased {
+        println!("kept backup {label}: a restore holds a lease on it");
+    }
     match (&report.wal_note, report.wal_kept_from) {
         (Some(note), _) => println!("archive: {note}"),
         (None, Some(from)) => println!(
-            "archive: {verb} {} WAL files and {} summaries before {from} (the start of the oldest kept backup)",
+            "archive: {verb} {} WAL files and {} summaries no kept backup needs (all WAL is kept \
+             from {from})",
             report.wal_files, report.summaries
         ),
         (None, None) => {}
+    }
+    for label in &report.end_only {
+        println!(
+            "backup {label} restores to its end only: the WAL after it is not kept \
+             (strata.retention_archive)"
+        );
+    }
+    if report.leases_removed > 0 {
+        println!("removed {} lapsed restore leases", report.leases_removed);
     }
     println!(
         "{verb} {} backups, {} WAL files, {} summaries: {:.1} MB",

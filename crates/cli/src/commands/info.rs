@@ -42,7 +42,22 @@ pub fn run(args: Args) -> Result<i32> {
     let repo = Repo::open_config(&config)?;
     let id = repo.identity()?;
     let archive = catalog::archive_ranges(&repo, id.wal_segment_size)?;
+    let segments = catalog::archived_segments(&repo, id.wal_segment_size)?;
+    // How far past its end a backup can be recovered: to any later point, or (a hole in the archive
+    // after it, e.g. left by strata.retention_archive) only to its end.
+    let seg = u64::from(id.wal_segment_size);
+    let hole_after = |m: &strata_core::manifest::ManifestHead| {
+        segments
+            .get(&m.timeline)
+            .and_then(|s| catalog::first_hole(s, m.stop_lsn.0 / seg + 1, None))
+            .map(|n| pgformat::lsn::segment_file_name(m.timeline, n, id.wal_segment_size))
+    };
+    let recovery_of = |m: &strata_core::manifest::ManifestHead| match hole_after(m) {
+        Some(file) => format!("to its end only (WAL file {file} after it is not archived)"),
+        None => "to its end or any later point of the archive".to_string(),
+    };
     let listing = catalog::list_backups_tolerant(&repo)?;
+    let leases = retention::lease::read_all(&repo, chrono::Utc::now())?;
     let (backups, damaged) = (&listing.sound, &listing.damaged);
     // What the policy of --config keeps, and why (the same decision `strata expire` takes now).
     let policy = args.repo.retention_policy(&[])?;
@@ -50,6 +65,7 @@ pub fn run(args: Args) -> Result<i32> {
     let decision = retention::decide_now(backups, &policy, &pin::pinned(&annotations));
     let retention_of = |label: &strata_core::manifest::Label| match decision.keep.get(label) {
         Some(Keep::Pinned) => "kept: pinned".to_string(),
+        Some(Keep::Leased) => "kept: a restore holds a lease on it".to_string(),
         Some(Keep::Policy(why)) => format!("kept: {why}"),
         Some(Keep::Base(by)) => format!("kept: {by} is built on it"),
         None => "expires at the next expiry".to_string(),
@@ -62,6 +78,10 @@ pub fn run(args: Args) -> Result<i32> {
             "pg_version": id.pg_version,
             "wal_segment_size": id.wal_segment_size,
             "retention": policy.describe(),
+            "leases": leases.live.iter().map(|l| json!({
+                "holder": l.holder, "backups": l.backups, "wal_from": l.wal_from.to_string(),
+                "until": l.until,
+            })).collect::<Vec<_>>(),
             "recoverable_from": backups.iter().fold(
                 std::collections::BTreeMap::<String, serde_json::Value>::new(),
                 |mut acc, m| {
@@ -93,6 +113,8 @@ pub fn run(args: Args) -> Result<i32> {
                 "page_checksum_errors": m.page_checksum_error_count,
                 "compress": {"type": m.compress_type, "level": m.compress_level},
                 "retention": retention_of(&m.label),
+                "recovery": recovery_of(m),
+                "pitr": hole_after(m).is_none(),
                 "pinned": annotations.get(&m.label).is_some_and(|a| a.keep),
                 "note": annotations.get(&m.label).and_then(|a| a.note.clone()),
             })).collect::<Vec<_>>(),
@@ -122,6 +144,16 @@ pub fn run(args: Args) -> Result<i32> {
             time_text(m.stop_time),
             m.stop_lsn,
             m.label
+        );
+    }
+    for l in &leases.live {
+        let labels: Vec<&str> = l.backups.iter().map(|b| b.as_str()).collect();
+        println!(
+            "    lease: {} holds {} and the WAL from {} until {} (a restore; expiry keeps them)",
+            l.holder,
+            labels.join(", "),
+            l.wal_from,
+            time_text(l.until)
         );
     }
     if archive.is_empty() {
@@ -187,6 +219,7 @@ pub fn run(args: Args) -> Result<i32> {
             println!("        page checksum errors: {errors}");
         }
         println!("        retention: {}", retention_of(&m.label));
+        println!("        restorable: {}", recovery_of(m));
         if let Some(note) = annotations.get(&m.label).and_then(|a| a.note.as_deref()) {
             println!("        note: {note}");
         }

@@ -53,6 +53,10 @@ pub struct Args {
     /// archive into the repository it was restored from; preserve: keep the backup's setting
     #[arg(long, value_name = "off|preserve", default_value = "preserve")]
     pub archive_mode: String,
+    /// Do not hold a lease in the repository (for a repository this restore cannot write; an expiry
+    /// running meanwhile may then remove what the restore or its recovery reads)
+    #[arg(long)]
+    pub no_lease: bool,
     /// Restore only these databases (not supported yet)
     #[arg(long, value_name = "NAME")]
     pub db_include: Vec<String>,
@@ -124,6 +128,7 @@ pub fn run(args: Args) -> Result<i32> {
         restore_command,
         force: args.force,
         archive_mode,
+        lease: !args.no_lease,
     };
     let repo = Repo::open_config(&config)?;
     let progress = RestoreProgress::default();

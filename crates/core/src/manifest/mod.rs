@@ -39,9 +39,10 @@ pub use validate::check_path;
 pub const MANIFEST_FORMAT_VERSION: u32 = 3;
 
 /// What a backup copied, relative to which reference.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackupKind {
+    #[default]
     Full,
     Diff,
     Incr,
@@ -114,7 +115,7 @@ impl BackupMethod {
 }
 
 /// An LSN written as PostgreSQL writes it ("0/2000028") in the JSON.
-mod lsn_text {
+pub(crate) mod lsn_text {
     use pgformat::lsn::Lsn;
     use serde::{Deserialize, Deserializer, Serializer};
 

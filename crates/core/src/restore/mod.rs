@@ -42,6 +42,9 @@ pub struct RestoreOptions {
     pub force: bool,
     /// `--archive-mode`: what the restored server does about archiving.
     pub archive_mode: ArchiveMode,
+    /// Hold a lease in the repository on what is read (see `retention::lease`); `--no-lease` for a
+    /// repository this restore may not write.
+    pub lease: bool,
 }
 
 /// `--archive-mode`: `preserve` keeps the backup's setting; `off` writes `archive_mode = off` into
@@ -156,6 +159,18 @@ pub fn restore(
         });
     }
     let plan = plan::prepare(repo, opts)?;
+    // Before reading any data object: an expiry elsewhere keeps what a lease names from now on.
+    let lease = if opts.lease {
+        let mut chain = plan.manifest.references.clone();
+        chain.push(plan.manifest.label.clone());
+        Some(crate::retention::lease::take(
+            repo,
+            chain,
+            plan.manifest.start_lsn,
+        )?)
+    } else {
+        None
+    };
     on_planned(&plan.manifest.label);
     // Reading is I/O-bound: more readers than copy threads keep the disk busy.
     let readers = opts.process_max.max(4);
@@ -224,6 +239,11 @@ pub fn restore(
     });
     let w = result?;
     cleanup.armed = false;
+    if let Some(lease) = lease {
+        // The restored directory is complete; a lease that cannot be extended only shortens the
+        // protection of the recovery's WAL, which a kept backup's WAL has anyway.
+        let _ = lease.finish();
+    }
     Ok(RestoreReport {
         label: plan.manifest.label.to_string(),
         files_written: w.files_written + 1,

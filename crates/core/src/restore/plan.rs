@@ -162,6 +162,7 @@ pub fn prepare(repo: &Repo, opts: &RestoreOptions) -> Result<Plan> {
     super::target::check_against_backup(&opts.target, &manifest)?;
     let recovery_timeline = super::timeline::choose(repo, &manifest, opts)?;
     check_wal(repo, &manifest)?;
+    check_wal_after_stop(repo, &manifest, &opts.target)?;
     Ok(Plan {
         manifest,
         older,
@@ -387,6 +388,36 @@ fn check_wal(repo: &Repo, m: &Manifest) -> Result<()> {
                 m.system_identifier
             )));
         }
+    }
+    Ok(())
+}
+
+/// For a recovery past the backup's end (any target but `immediate`): the archive has no hole on the
+/// backup's timeline between its stop and the target (an LSN target) or the newest segment archived.
+/// Recovery would otherwise stop at the hole and, for a default recovery, promote there, silently
+/// leaving out everything after it. A hole is what `strata.retention_archive` leaves after the backups
+/// it keeps for consistency only.
+fn check_wal_after_stop(repo: &Repo, m: &Manifest, target: &RecoveryTarget) -> Result<()> {
+    if matches!(target, RecoveryTarget::Immediate) {
+        return Ok(());
+    }
+    let seg = u64::from(m.wal_segment_size);
+    let archived = catalog::archived_segments(repo, m.wal_segment_size)?;
+    let Some(segments) = archived.get(&m.timeline) else {
+        return Ok(());
+    };
+    let upto = match target {
+        RecoveryTarget::Lsn(l) => Some(l.0 / seg),
+        _ => None,
+    };
+    let stop_segno = m.stop_lsn.0 / seg;
+    if let Some(hole) = catalog::first_hole(segments, stop_segno + 1, upto) {
+        return Err(Error::WalGap {
+            file: segment_file_name(m.timeline, hole, m.wal_segment_size),
+            label: m.label.to_string(),
+            repo: repo.describe(),
+            stanza: repo.stanza().to_string(),
+        });
     }
     Ok(())
 }

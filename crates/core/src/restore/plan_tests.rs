@@ -106,6 +106,7 @@ fn options(set: Option<&str>, target: RecoveryTarget) -> RestoreOptions {
         restore_command: String::new(),
         force: false,
         archive_mode: Default::default(),
+        lease: true,
     }
 }
 

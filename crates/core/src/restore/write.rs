@@ -250,6 +250,7 @@ pub fn write_files(plan: &Plan, repo: &Repo, settings: &WriteSettings) -> Result
             if abort.load(Ordering::Relaxed) {
                 return Ok(());
             }
+            crate::testhook::pause(crate::testhook::RESTORE_PAUSE);
             let mut writer = FileWriter {
                 repo,
                 plan,

@@ -13,6 +13,7 @@
 //! and without the mark), WAL and summaries are not expired (its reference's summaries and its WAL are
 //! in use); backups are, since a running backup builds on the newest backup, which every policy keeps.
 
+pub mod lease;
 pub mod pin;
 pub mod policy;
 
@@ -23,7 +24,8 @@ use crate::repo::Repo;
 use crate::Result;
 use chrono::{DateTime, Utc};
 use pgformat::lsn::{Lsn, WalFileName};
-pub use policy::{decide, Decision, Keep, Policy};
+pub use policy::{decide, wal_need, Decision, Keep, Policy, WalNeed};
+use std::collections::BTreeSet;
 
 /// What an expiry removed (or, in a dry run, would remove).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,8 +40,15 @@ pub struct ExpiryReport {
     pub wal_files: u64,
     pub summaries: u64,
     pub bytes: u64,
-    /// The oldest LSN from which WAL is kept (the start of the oldest kept backup), if any was.
+    /// The oldest LSN from which all WAL is kept (the start of the oldest kept backup, or with
+    /// `retention_archive` of the oldest backup whose PITR WAL is kept), if any was.
     pub wal_kept_from: Option<Lsn>,
+    /// Kept backups whose WAL after their stop was expired (`retention_archive`): they restore to
+    /// their end only.
+    pub end_only: Vec<Label>,
+    /// Lapsed leases removed, and backups kept because a restore holds a lease on them.
+    pub leases_removed: u64,
+    pub leased: Vec<Label>,
     /// Why WAL was not expired, when it was not.
     pub wal_note: Option<String>,
 }
@@ -107,11 +116,34 @@ pub fn expire(
         ));
         return Ok(report);
     }
+    // Restores running elsewhere (see `lease`): what they read is kept.
+    let held = lease::read_all(repo, Utc::now())?;
+    if let Some((key, why)) = &held.unreadable {
+        report.wal_note = Some(format!(
+            "lease {key} cannot be read ({why}): nothing is expired until it is removed (it may be \
+             a running restore's; delete it once no restore runs)"
+        ));
+        return Ok(report);
+    }
     let pins = pin::pinned(&pin::annotations(
         repo,
         listing.sound.iter().map(|m| &m.label),
     ));
-    let decision = decide(&listing.sound, policy, &pins, now);
+    let mut holds = pins.clone();
+    holds.extend(
+        listing
+            .sound
+            .iter()
+            .filter(|m| held.holds_backup(&m.label) && !pins.contains(&m.label))
+            .map(|m| m.label.clone()),
+    );
+    let mut decision = decide(&listing.sound, policy, &holds, now);
+    for (label, why) in decision.keep.iter_mut() {
+        if *why == Keep::Pinned && !pins.contains(label) {
+            *why = Keep::Leased;
+            report.leased.push(label.clone());
+        }
+    }
     // A mark left on a backup that is kept (a crash after marking, then the policy changed or a pin).
     for label in decision.keep.keys() {
         let mark = keys.backup_expiring(label)?;
@@ -119,31 +151,48 @@ pub fn expire(
             storage.delete(&mark)?;
         }
     }
-    for (label, why) in &decision.expire {
-        let dir = keys.backup_dir(label)?;
-        // Pinned since the decision: kept.
-        if pin::read_or_pinned(repo, label).keep {
-            continue;
-        }
-        report.bytes += size_of(repo, &dir)?;
-        if !dry_run {
-            remove_backup(repo, label, why)?;
-        }
-        report.backups.push((label.clone(), why.clone()));
-    }
-
-    // WAL and summaries below the start of the oldest kept backup.
-    let kept_from = listing
+    let mut kept: Vec<&crate::manifest::ManifestHead> = listing
         .sound
         .iter()
         .filter(|m| decision.keep.contains_key(&m.label))
-        .map(|m| m.start_lsn)
-        .min();
-    report.wal_kept_from = kept_from;
-    let Some(kept_from) = kept_from else {
+        .collect();
+    // Backups kept after all (pinned or leased since the decision) with what they are built on.
+    let mut spared: BTreeSet<Label> = BTreeSet::new();
+    for (label, why) in &decision.expire {
+        let dir = keys.backup_dir(label)?;
+        if spared.contains(label) || pin::read_or_pinned(repo, label).keep {
+            keep_after_all(&listing.sound, label, &mut kept, &mut spared);
+            continue;
+        }
+        let bytes = size_of(repo, &dir)?;
+        if !dry_run && !remove_unless_leased(repo, label, why)? {
+            report.leased.push(label.clone());
+            keep_after_all(&listing.sound, label, &mut kept, &mut spared);
+            continue;
+        }
+        report.bytes += bytes;
+        report.backups.push((label.clone(), why.clone()));
+    }
+    if !dry_run {
+        for key in &held.lapsed {
+            storage.delete(key)?;
+            report.leases_removed += 1;
+        }
+    }
+
+    // WAL and summaries no kept backup (nor a lease) needs.
+    let Some(mut need) = wal_need(&kept, policy) else {
         report.wal_note = Some("no backup is kept: the archive is left as it is".into());
         return Ok(report);
     };
+    if let Some(from) = held.wal_from() {
+        need.pitr_from = need.pitr_from.min(from);
+        need.summaries_from = need.summaries_from.min(from);
+        need.consistency
+            .retain(|(_, start, _)| *start < need.pitr_from);
+    }
+    report.wal_kept_from = Some(need.pitr_from);
+    report.end_only = need.consistency.iter().map(|(l, _, _)| l.clone()).collect();
     if !running.is_empty() {
         report.wal_note = Some(format!(
             "backup {} is unfinished (running, or abandoned and not yet cleaned up): the archive is \
@@ -154,23 +203,25 @@ pub fn expire(
     }
     let mut doomed: Vec<(RepoKey, u64)> = Vec::new();
     for (key, size) in storage.list(&keys.archive_root())? {
-        let end = match RepoKeys::parse_archive_key(&key, seg) {
+        let segno = match RepoKeys::parse_archive_key(&key, seg) {
             Some(
                 WalFileName::Segment { segno, .. }
                 | WalFileName::Partial { segno, .. }
                 | WalFileName::BackupHistory { segno, .. },
-            ) => Lsn((segno + 1).saturating_mul(u64::from(seg))),
+            ) => segno,
             // Timeline histories are tiny and every later timeline's history names its ancestors.
             Some(WalFileName::History { .. }) | None => continue,
         };
-        if end <= kept_from {
+        let from = Lsn(segno.saturating_mul(u64::from(seg)));
+        let to = Lsn((segno + 1).saturating_mul(u64::from(seg)));
+        if !need.needs(from, to) {
             doomed.push((key, size));
             report.wal_files += 1;
         }
     }
     for (key, size) in storage.list(&keys.summary_root())? {
         if let Some((_, _, end)) = RepoKeys::parse_summary_key(&key) {
-            if end <= kept_from {
+            if end <= need.summaries_from {
                 doomed.push((key, size));
                 report.summaries += 1;
             }
@@ -181,22 +232,53 @@ pub fn expire(
     for (key, size) in doomed {
         report.bytes += size;
         if !dry_run {
+            crate::testhook::pause(crate::testhook::EXPIRE_PAUSE);
             storage.delete(&key)?;
         }
     }
     Ok(report)
 }
 
-/// Removes one backup in the crash-safe order: mark, manifest (from then on it is not listed), the
+/// A backup found pinned or leased while expiring is kept after all, with what it is built on: those
+/// come later in the expiry order (dependents first) and are spared when their turn comes.
+fn keep_after_all<'a>(
+    all: &'a [crate::manifest::ManifestHead],
+    label: &Label,
+    kept: &mut Vec<&'a crate::manifest::ManifestHead>,
+    spared: &mut BTreeSet<Label>,
+) {
+    for m in all.iter().filter(|m| &m.label == label) {
+        kept.push(m);
+        spared.extend(m.references.iter().chain(&m.prior).cloned());
+    }
+}
+
+/// Removes one backup unless a restore took a lease on it meanwhile: marks it, then reads the leases
+/// (see `lease` for why in this order). Returns whether it was removed.
+fn remove_unless_leased(repo: &Repo, label: &Label, why: &str) -> Result<bool> {
+    let (storage, keys) = (repo.storage(), repo.keys());
+    let mark = keys.backup_expiring(label)?;
+    storage.put_replace(&mark, why.as_bytes().to_vec())?;
+    let held = lease::read_all(repo, Utc::now())?;
+    if held.holds_backup(label) || held.unreadable.is_some() {
+        storage.delete(&mark)?;
+        return Ok(false);
+    }
+    remove_marked(repo, label)?;
+    Ok(true)
+}
+
+/// Removes a marked backup in the crash-safe order: manifest (from then on it is not listed), the
 /// other objects, the mark last (whatever a crash leaves is marked, and the next expiry removes it).
-fn remove_backup(repo: &Repo, label: &str, why: &str) -> Result<()> {
+fn remove_marked(repo: &Repo, label: &str) -> Result<()> {
     let (storage, keys) = (repo.storage(), repo.keys());
     let dir = keys.backup_dir(label)?;
     let mark = keys.backup_expiring(label)?;
-    storage.put_replace(&mark, why.as_bytes().to_vec())?;
+    crate::testhook::pause(crate::testhook::EXPIRE_PAUSE);
     storage.delete(&keys.backup_manifest(label)?)?;
     for (key, _) in storage.list(&dir)? {
         if key != mark {
+            crate::testhook::pause(crate::testhook::EXPIRE_PAUSE);
             storage.delete(&key)?;
         }
     }
@@ -247,10 +329,15 @@ pub fn expire_set(repo: &Repo, label: &str, force: bool, dry_run: bool) -> Resul
         } else {
             format!("built on {label}")
         };
-        report.bytes += size_of(repo, &repo.keys().backup_dir(&m.label)?)?;
-        if !dry_run {
-            remove_backup(repo, &m.label, &why)?;
+        let bytes = size_of(repo, &repo.keys().backup_dir(&m.label)?)?;
+        if !dry_run && !remove_unless_leased(repo, &m.label, &why)? {
+            return Err(crate::Error::Busy(format!(
+                "backup {} is being read by a restore (it holds a lease on it): try again once the \
+                 restore and its recovery are done",
+                m.label
+            )));
         }
+        report.bytes += bytes;
         report.backups.push((m.label.clone(), why));
     }
     Ok(report)

@@ -18,6 +18,7 @@
 use crate::manifest::{BackupKind, Label, ManifestHead};
 use crate::{Error, Result};
 use chrono::{DateTime, Duration, Utc};
+use pgformat::lsn::Lsn;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How `retention_full` counts.
@@ -37,6 +38,11 @@ pub struct Policy {
     pub diff: Option<u32>,
     pub window: Option<Duration>,
     pub min_full: u32,
+    /// `retention_archive`: keep the WAL for point-in-time recovery only from the start of the N newest
+    /// kept backups of `archive_type` (older kept backups keep the WAL from their start to their stop:
+    /// they restore to their end only). Unset: from the oldest kept backup's start.
+    pub archive: Option<u32>,
+    pub archive_type: BackupKind,
 }
 
 fn bad(name: &str, value: &str, reason: &str) -> Error {
@@ -132,7 +138,25 @@ impl Policy {
             &get("strata.retention_min_full"),
         )?
         .unwrap_or(0);
+        let archive_type = match get("strata.retention_archive_type")
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "" | "full" => BackupKind::Full,
+            "diff" => BackupKind::Diff,
+            "incr" => BackupKind::Incr,
+            other => {
+                return Err(bad(
+                    "strata.retention_archive_type",
+                    other,
+                    "expected 'full', 'diff' or 'incr'",
+                ))
+            }
+        };
         Ok(Policy {
+            archive: count("strata.retention_archive", &get("strata.retention_archive"))?,
+            archive_type,
             full: count("strata.retention_full", &get("strata.retention_full"))?,
             full_type,
             diff: count("strata.retention_diff", &get("strata.retention_diff"))?,
@@ -166,6 +190,16 @@ impl Policy {
         if self.min_full > 0 {
             parts.push(format!("at least {} full backups", self.min_full));
         }
+        if let Some(n) = self.archive {
+            let kinds = match self.archive_type {
+                BackupKind::Full => "full backups",
+                BackupKind::Diff => "full or differential backups",
+                BackupKind::Incr => "backups",
+            };
+            parts.push(format!(
+                "WAL for point-in-time recovery from the {n} newest {kinds} only"
+            ));
+        }
         parts.join(", ")
     }
 }
@@ -185,6 +219,8 @@ fn describe_duration(d: Duration) -> String {
 pub enum Keep {
     /// Pinned (`backup_keep`, `strata annotate --keep`).
     Pinned,
+    /// A restore running (or the recovery after it) holds a lease on it (see `lease`).
+    Leased,
     /// A policy keeps it (which one).
     Policy(String),
     /// Another kept backup is built on it.
@@ -347,6 +383,77 @@ pub fn decide(
     Decision { keep, expire }
 }
 
+/// Which archived WAL and summaries the kept backups need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalNeed {
+    /// Every segment from this LSN on is kept: point-in-time recovery from the backups started here
+    /// or later.
+    pub pitr_from: Lsn,
+    /// Summaries are kept from here: `pitr_from`, or the newest kept full's start if older (the next
+    /// differential is built on that full and reads the summaries from its start).
+    pub summaries_from: Lsn,
+    /// The kept backups older than `pitr_from`, each kept with the WAL from its start to its stop only
+    /// (it restores to its end, not to a point after): LSN ranges `[start, stop]`.
+    pub consistency: Vec<(Label, Lsn, Lsn)>,
+}
+
+impl WalNeed {
+    /// Whether WAL covering `[from, to)` is needed by a kept backup.
+    pub fn needs(&self, from: Lsn, to: Lsn) -> bool {
+        to > self.pitr_from
+            || self
+                .consistency
+                .iter()
+                .any(|(_, start, stop)| from <= *stop && to > *start)
+    }
+}
+
+/// The WAL the `kept` backups need under `policy` (`None` when nothing is kept). Without
+/// `retention_archive`, every segment from the oldest kept backup's start; with it, every segment from
+/// the start of the N newest kept backups of `archive_type` (a full counts as a diff, and both as an
+/// incr, as in pgBackRest), and the older kept backups' own start-to-stop WAL.
+pub fn wal_need(kept: &[&ManifestHead], policy: &Policy) -> Option<WalNeed> {
+    let oldest_start = kept.iter().map(|m| m.start_lsn).min()?;
+    let counts = |m: &ManifestHead| match policy.archive_type {
+        BackupKind::Full => m.kind == BackupKind::Full,
+        BackupKind::Diff => m.kind != BackupKind::Incr,
+        BackupKind::Incr => true,
+    };
+    let pitr_from = match policy.archive {
+        None => oldest_start,
+        Some(n) => {
+            let mut of_type: Vec<&&ManifestHead> = kept.iter().filter(|m| counts(m)).collect();
+            of_type.sort_by(|a, b| b.stop_lsn.cmp(&a.stop_lsn).then(b.label.cmp(&a.label)));
+            if of_type.len() <= n as usize {
+                oldest_start
+            } else {
+                of_type[..n as usize]
+                    .iter()
+                    .map(|m| m.start_lsn)
+                    .min()
+                    .unwrap_or(oldest_start)
+            }
+        }
+    };
+    let newest_full_start = kept
+        .iter()
+        .filter(|m| m.kind == BackupKind::Full)
+        .max_by_key(|m| m.stop_lsn)
+        .map(|m| m.start_lsn);
+    let summaries_from = newest_full_start.map_or(pitr_from, |s| s.min(pitr_from));
+    let mut consistency: Vec<(Label, Lsn, Lsn)> = kept
+        .iter()
+        .filter(|m| m.start_lsn < pitr_from)
+        .map(|m| (m.label.clone(), m.start_lsn, m.stop_lsn))
+        .collect();
+    consistency.sort_by_key(|c| c.1);
+    Some(WalNeed {
+        pitr_from,
+        summaries_from,
+        consistency,
+    })
+}
+
 /// The newest full or diff of a backup's chain (itself for a full or diff).
 fn nearest_base(m: &ManifestHead) -> Option<&Label> {
     match m.kind {
@@ -363,7 +470,6 @@ fn nearest_base(m: &ManifestHead) -> Option<&Label> {
 mod tests {
     use super::*;
     use crate::manifest::tests::sample;
-    use pgformat::lsn::Lsn;
 
     fn t(day: u32) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(&format!("2026-11-{day:02}T02:00:00Z"))

@@ -312,3 +312,141 @@ fn an_unreadable_annotation_counts_as_a_pin_and_hides_nothing() {
     let r = expire(&f.repo, &policy, time(20), false).unwrap();
     assert!(!r.backups.iter().any(|(l, _)| l == &b[0].label), "{r:?}");
 }
+
+#[test]
+fn archive_retention_keeps_older_backups_wal_from_start_to_stop_only() {
+    let f = fixture();
+    let b = &f.backups;
+    // Three fulls kept; PITR WAL only after the newest one (segment 26 on).
+    let policy = Policy {
+        full: Some(3),
+        archive: Some(1),
+        ..Default::default()
+    };
+    let r = expire(&f.repo, &policy, time(20), false).unwrap();
+    assert_eq!(r.backups.len(), 2, "{r:?}");
+    assert_eq!(r.wal_kept_from, Some(b[6].start_lsn));
+    let end_only: Vec<&Label> = r.end_only.iter().collect();
+    assert_eq!(
+        end_only,
+        vec![&b[2].label, &b[3].label, &b[4].label, &b[5].label]
+    );
+    // Each older kept backup keeps its own segment (start to stop); everything between is gone.
+    let expected: Vec<String> = [10u64, 14, 18, 22]
+        .into_iter()
+        .chain(26..=32)
+        .map(|n| segment_file_name(1, n, SEG))
+        .collect();
+    assert_eq!(archived(&f), expected);
+    // Summaries are kept from the newest full's start (the next diff reads them).
+    let summaries = f
+        .repo
+        .storage()
+        .list(&f.repo.keys().summary_root())
+        .unwrap();
+    assert_eq!(summaries.len(), 32 - 25);
+
+    // The archive type counts: with 'incr', the newest backup of any kind is the incr of day 15.
+    let policy = Policy {
+        full: Some(3),
+        archive: Some(1),
+        archive_type: BackupKind::Incr,
+        ..Default::default()
+    };
+    let r = expire(&f.repo, &policy, time(20), true).unwrap();
+    assert_eq!(r.wal_kept_from, Some(b[7].start_lsn));
+    assert_eq!(
+        r.wal_files, 3,
+        "segments 27 to 29 go, the full of day 13 keeps its own (26)"
+    );
+}
+
+#[test]
+fn a_first_hole_is_the_first_segment_missing_before_a_later_one() {
+    let set = |v: &[u64]| {
+        v.iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<u64>>()
+    };
+    assert_eq!(catalog::first_hole(&set(&[1, 2, 3]), 2, None), None);
+    assert_eq!(catalog::first_hole(&set(&[1, 2, 5, 6]), 2, None), Some(3));
+    assert_eq!(catalog::first_hole(&set(&[1, 2, 5, 6]), 2, Some(2)), None);
+    assert_eq!(
+        catalog::first_hole(&set(&[1, 2, 5, 6]), 3, Some(4)),
+        Some(3)
+    );
+    // Nothing archived after `from` is no hole (recovery ends there, as it always does).
+    assert_eq!(catalog::first_hole(&set(&[1, 2]), 3, None), None);
+    assert_eq!(catalog::first_hole(&set(&[]), 3, None), None);
+}
+
+#[test]
+fn a_restore_lease_keeps_its_chain_and_wal_until_it_lapses() {
+    let f = fixture();
+    let b = &f.backups;
+    let policy = Policy {
+        full: Some(1),
+        ..Default::default()
+    };
+    // A restore of the incr of day 3 (built on the full of day 1) holds a lease.
+    let guard = lease::take(
+        &f.repo,
+        vec![b[0].label.clone(), b[1].label.clone()],
+        b[1].start_lsn,
+    )
+    .unwrap();
+    let r = expire(&f.repo, &policy, time(20), false).unwrap();
+    let gone: Vec<&Label> = r.backups.iter().map(|(l, _)| l).collect();
+    assert_eq!(
+        gone,
+        vec![&b[5].label, &b[3].label, &b[4].label, &b[2].label]
+    );
+    assert!(r.leased.contains(&b[0].label) && r.leased.contains(&b[1].label));
+    // The chain is kept, so the WAL from its full's start is too.
+    assert_eq!(r.wal_kept_from, Some(b[0].start_lsn));
+    catalog::load(&f.repo, &b[1].label).unwrap();
+    // A restore finished: the lease lasts for its recovery; then it lapses and the next expiry removes
+    // it with what it held.
+    guard.finish().unwrap();
+    let later = Utc::now() + lease::AFTER_RESTORE + chrono::Duration::minutes(1);
+    let held = lease::read_all(&f.repo, later).unwrap();
+    assert_eq!((held.live.len(), held.lapsed.len()), (0, 1));
+    let held_now = lease::read_all(&f.repo, Utc::now()).unwrap();
+    assert!(held_now.holds_backup(&b[1].label));
+    // A failed restore (dropped guard) releases its lease at once.
+    let g2 = lease::take(&f.repo, vec![b[6].label.clone()], b[6].start_lsn).unwrap();
+    assert_eq!(lease::read_all(&f.repo, Utc::now()).unwrap().live.len(), 2);
+    drop(g2);
+    assert_eq!(lease::read_all(&f.repo, Utc::now()).unwrap().live.len(), 1);
+}
+
+#[test]
+fn a_lease_is_refused_on_a_backup_being_expired_and_an_unreadable_lease_stops_expiry() {
+    let f = fixture();
+    let b = &f.backups;
+    let (storage, keys) = (f.repo.storage(), f.repo.keys());
+    // An expiry marked the backup first: the restore's lease check sees it and refuses, releasing.
+    storage
+        .put_replace(&keys.backup_expiring(&b[0].label).unwrap(), b"x".to_vec())
+        .unwrap();
+    let e = lease::take(&f.repo, vec![b[0].label.clone()], b[0].start_lsn)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("being expired"), "{e}");
+    assert!(lease::read_all(&f.repo, Utc::now())
+        .unwrap()
+        .live
+        .is_empty());
+    // A lease object that cannot be read: nothing is expired.
+    storage
+        .put_new(&keys.lease("junk").unwrap(), b"{not json".to_vec())
+        .unwrap();
+    let policy = Policy {
+        full: Some(1),
+        ..Default::default()
+    };
+    let r = expire(&f.repo, &policy, time(20), false).unwrap();
+    assert!(r.backups.is_empty() && r.wal_files == 0, "{r:?}");
+    assert!(r.wal_note.unwrap().contains("lease"));
+    assert_eq!(listed(&f).len(), 8);
+}
