@@ -35,6 +35,7 @@ pub mod retention;
 pub mod storage;
 pub mod summary;
 pub mod testhook;
+pub mod verify;
 
 pub use error::{Error, ErrorClass, Result};
 pub use repo::Repo;

@@ -231,6 +231,11 @@ impl RepoKeys {
         Ok(self.under(&format!("lease-{id}.json")))
     }
 
+    /// Key of the stanza's last verification result (see `verify`).
+    pub fn last_verify(&self) -> RepoKey {
+        self.under("verify.json")
+    }
+
     /// Whether a key listed in the stanza's directory is a lease.
     pub fn is_lease(key: &RepoKey) -> bool {
         let name = key.file_name();
