@@ -17,6 +17,7 @@ mod gucs;
 mod permissions;
 mod retention_sql;
 mod status;
+mod verify_sql;
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -41,6 +41,9 @@ enum Command {
     Info(commands::info::Args),
     /// Restore a backup into a data directory (server down), ready for point-in-time recovery.
     Restore(commands::restore::Args),
+    /// Read back every object of the stanza (or one backup and its chain) and check it: exit 0 all
+    /// good, 1 warnings only, 2 errors found, 3 could not run.
+    Verify(commands::verify::Args),
 }
 
 fn main() {
@@ -54,6 +57,7 @@ fn main() {
         Command::Expire(args) => commands::expire::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Restore(args) => commands::restore::run(args),
+        Command::Verify(args) => commands::verify::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

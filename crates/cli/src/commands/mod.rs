@@ -6,3 +6,4 @@ pub mod archive_push;
 pub mod expire;
 pub mod info;
 pub mod restore;
+pub mod verify;
