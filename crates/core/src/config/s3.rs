@@ -53,7 +53,7 @@ pub struct S3Options {
     /// Retries of one request after a transient failure (5xx, 429/503 SlowDown, timeouts, resets).
     pub max_retries: usize,
     /// No retry starts later than this after a request's first attempt: a failure is reported within
-    /// about `retry_timeout + request_timeout`.
+    /// `retry_timeout + request_timeout` and one pause between attempts (at most 5 s).
     pub retry_timeout: Duration,
     /// One attempt of one request, body included.
     pub request_timeout: Duration,

@@ -508,6 +508,8 @@ fn backoff(n: usize) -> Duration {
 }
 
 #[cfg(test)]
+mod s3_fault_tests;
+#[cfg(test)]
 mod s3_tests;
 #[cfg(test)]
 mod tests;

@@ -20,6 +20,9 @@ use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, Re
 use std::path::Path;
 use std::sync::Arc;
 
+/// The longest pause between two attempts of a request.
+pub(super) const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct S3Backend {
     store: Arc<dyn ObjectStore>,
     /// The bucket without the prefix, for the root probe.
@@ -79,7 +82,10 @@ impl S3Backend {
             .with_bucket_name(bucket)
             .with_client_options(client)
             .with_retry(RetryConfig {
-                backoff: BackoffConfig::default(),
+                backoff: BackoffConfig {
+                    max_backoff: MAX_BACKOFF,
+                    ..BackoffConfig::default()
+                },
                 max_retries: o.max_retries,
                 retry_timeout: o.retry_timeout,
             })

@@ -400,3 +400,24 @@ fn moto_takes_multipart_uploads() {
     assert_eq!(got.len(), (5 << 20) + 10);
     assert!(got[..5 << 20] == part[..] && got[5 << 20..] == [4u8; 10]);
 }
+
+#[test]
+fn threads_share_one_store() {
+    // The archiver, backup and restore call one `Storage` from several threads at once.
+    let m = Moto::shared();
+    let s = fresh(&m);
+    std::thread::scope(|sc| {
+        for t in 0..4 {
+            let s = s.clone();
+            sc.spawn(move || {
+                for i in 0..15 {
+                    let key = k(&format!("st/{t}/{i}"));
+                    let data = vec![t as u8; 1000 + i];
+                    assert_eq!(s.put_new(&key, data.clone()).unwrap(), PutOutcome::Written);
+                    assert_eq!(s.get(&key).unwrap().unwrap().as_ref(), &data[..]);
+                }
+            });
+        }
+    });
+    assert_eq!(s.list(&k("st")).unwrap().len(), 60);
+}
