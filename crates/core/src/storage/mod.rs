@@ -339,7 +339,7 @@ impl Storage {
     pub fn put_new(&self, key: &RepoKey, data: Vec<u8>) -> Result<PutOutcome> {
         let data = Bytes::from(data);
         for _ in 0..3 {
-            match self.request(|| self.try_create(&key, &data)) {
+            match self.request(|| self.try_create(key, &data)) {
                 Ok(PutOutcome::Written) => return Ok(PutOutcome::Written),
                 Ok(PutOutcome::AlreadyExists) => match self.get(key)? {
                     Some(stored) if stored == data => return Ok(PutOutcome::Written),

@@ -106,25 +106,3 @@ fn missing_root_is_a_clear_error() {
         "{e}"
     );
 }
-
-#[test]
-#[ignore]
-fn bench_local_runtime() {
-    let (_d, s) = local();
-    let t = std::time::Instant::now();
-    std::thread::scope(|sc| {
-        for th in 0..4 {
-            let s = s.clone();
-            sc.spawn(move || {
-                for i in 0..500 {
-                    let key = k(&format!("st/{th}/{i}"));
-                    s.put_new(&key, vec![7u8; 8192]).unwrap();
-                    s.get(&key).unwrap();
-                    s.size(&key).unwrap();
-                }
-            });
-        }
-    });
-    s.list(&k("st")).unwrap();
-    eprintln!("BENCH {:?}", t.elapsed());
-}
