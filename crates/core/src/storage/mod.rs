@@ -17,6 +17,7 @@
 //! stored it (`Written`).
 
 mod local;
+mod retry;
 mod s3;
 
 use crate::config::RepoUrl;
@@ -26,10 +27,10 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+pub use retry::RetryBudget;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// Result of writing an object that must not be replaced.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,13 +59,6 @@ enum Stamp {
         e_tag: String,
         size: u64,
     },
-}
-
-/// How many times and for how long a remote backend retries a request.
-#[derive(Clone, Copy, Debug)]
-pub struct RetryBudget {
-    pub max_retries: usize,
-    pub retry_timeout: Duration,
 }
 
 /// What one kind of repository provides beyond the object store itself.
@@ -178,36 +172,19 @@ impl Storage {
         }
     }
 
+    /// Runs a future on the store's runtime (tests reach the store directly).
+    #[cfg(test)]
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.io().block_on(f)
     }
 
-    /// Runs one request; on a remote backend again after a transport failure that object_store does
-    /// not retry by itself (a reply lost after a create was sent, a body cut short), within the
-    /// backend's retry budget. A create tried again finds its own object: `put_new` reads it back.
-    fn request<T, F, Fut>(&self, mut attempt: F) -> Result<T, object_store::Error>
+    /// Runs one request, retried as `retry::run` says.
+    fn request<T, F, Fut>(&self, attempt: F) -> Result<T, object_store::Error>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, object_store::Error>>,
     {
-        let budget = self.shared.backend.retry_budget();
-        let start = Instant::now();
-        let mut retries = 0;
-        loop {
-            match self.block_on(attempt()) {
-                Err(e)
-                    if budget.is_some_and(|b| {
-                        retries < b.max_retries
-                            && start.elapsed() < b.retry_timeout
-                            && transport_failure_after_send(&e)
-                    }) =>
-                {
-                    retries += 1;
-                    std::thread::sleep(backoff(retries));
-                }
-                r => return r,
-            }
-        }
+        retry::run(self.shared.backend.retry_budget(), &self.io(), attempt)
     }
 
     fn err(&self, key: &str, e: &object_store::Error) -> Error {
@@ -485,26 +462,6 @@ impl Storage {
             Err(e) => self.absent(key.as_str(), e).map(|_: Option<()>| ()),
         }
     }
-}
-
-/// Whether a request failed in transport after it was sent (a timeout, a connection reset, a body cut
-/// short): object_store does not retry those for a request that is not idempotent, nor a response body
-/// cut short. A connection never made was retried by object_store already.
-fn transport_failure_after_send(e: &object_store::Error) -> bool {
-    use object_store::client::{HttpError, HttpErrorKind};
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cur {
-        if let Some(h) = c.downcast_ref::<HttpError>() {
-            return !matches!(h.kind(), HttpErrorKind::Connect);
-        }
-        cur = c.source();
-    }
-    false
-}
-
-/// The pause before the n-th retry of a create (n >= 1): 100 ms doubling, at most 5 s.
-fn backoff(n: usize) -> Duration {
-    Duration::from_millis(100u64 << n.min(6).saturating_sub(1)).min(Duration::from_secs(5))
 }
 
 #[cfg(test)]

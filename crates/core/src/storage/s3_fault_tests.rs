@@ -12,6 +12,7 @@ use super::s3_tests::{free_port, options, url, Moto};
 use super::tests::k;
 use super::*;
 use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

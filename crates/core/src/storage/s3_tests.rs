@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Mutex, Weak};
+use std::time::{Duration, Instant};
 
 pub(super) const TEST_KEY: &str = "AKIDSTRATATESTKEY";
 pub(super) const TEST_SECRET: &str = "strata-test-secret-value-0123456789";
