@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 #! Sets up a fresh Debian 12 machine (as root) for pg_strata and installs it:
 #! apt packages, cargo-pgrx 0.18.1, `cargo pgrx init` on the system PostgreSQL 15,
+#! moto's S3 server for the tests (a venv in /opt/strata-moto),
 #! the extension into PostgreSQL 15 and the `strata` binary into /usr/local/bin.
 #! Every step is skipped when it is already done, so reruns are fast.
 set -euo pipefail
@@ -8,7 +9,10 @@ cd "$(dirname "$0")/.."
 
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 PGRX_VERSION=0.18.1
-APT_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-contrib build-essential libclang-dev pkg-config sudo"
+APT_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-contrib build-essential libclang-dev pkg-config sudo python3-venv"
+# The S3 server the tests run against (crates/core/src/storage/s3_tests.rs looks for it here).
+MOTO_VENV=/opt/strata-moto
+MOTO_VERSION=5.2.1
 
 log() { printf '\n== %s\n' "$*"; }
 # Runs a command with its output kept in a log, shown only if it fails.
@@ -51,6 +55,14 @@ fi
 if ! grep -qs "pg15" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
     log "cargo pgrx init on the system PostgreSQL 15"
     cargo pgrx init --pg15 "$PG_CONFIG"
+fi
+
+# Debian's python3 is "externally managed": moto goes into a venv of its own.
+if ! "$MOTO_VENV/bin/python" -c "import moto, flask; assert moto.__version__ == '$MOTO_VERSION'" 2>/dev/null; then
+    log "installing moto[server] $MOTO_VERSION (the tests' S3 server) into $MOTO_VENV"
+    rm -rf "$MOTO_VENV"
+    /usr/bin/python3 -m venv "$MOTO_VENV"
+    quiet "$MOTO_VENV/bin/pip" install --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 fi
 
 if [ "${STRATA_SKIP_INSTALL:-}" != "1" ]; then
