@@ -12,6 +12,7 @@ mod archiver;
 mod backup_sql;
 mod backup_state;
 mod backup_worker;
+mod check_sql;
 mod errors;
 mod gucs;
 mod permissions;

@@ -186,3 +186,18 @@ fn archive_status() -> TableIterator<
         get_text(&s.last_summary_missing),
     ))
 }
+
+/// A copy of the archiving statistics (for `strata_check()`).
+pub fn snapshot() -> ArchiveStats {
+    *STATS.share()
+}
+
+impl ArchiveStats {
+    pub fn last_error_text(&self) -> Option<String> {
+        get_text(&self.last_error)
+    }
+
+    pub fn last_failed_wal_name(&self) -> Option<String> {
+        get_text(&self.last_failed_wal)
+    }
+}

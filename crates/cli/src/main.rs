@@ -35,6 +35,9 @@ enum Command {
     /// Archive WAL files from a path (the extension's archiver does this inside the server; this command
     /// is for archive_command set-ups and benchmarks).
     ArchivePush(commands::archive_push::Args),
+    /// Check the repository's health: reachable and writable, the stanza, backup ages, usage, the last
+    /// verification. Exit 0 all ok, 1 warnings, 2 errors.
+    Check(commands::check::Args),
     /// Remove the backups the retention policy does not keep, and the WAL no kept backup needs.
     Expire(commands::expire::Args),
     /// Show the stanza's cluster, WAL archive and backups.
@@ -54,6 +57,7 @@ fn main() {
         Command::Annotate(args) => commands::annotate::run(args),
         Command::ArchiveGet(args) => commands::archive_get::run(args),
         Command::ArchivePush(args) => commands::archive_push::run(args),
+        Command::Check(args) => commands::check::run(args),
         Command::Expire(args) => commands::expire::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Restore(args) => commands::restore::run(args),

@@ -3,6 +3,7 @@
 pub mod annotate;
 pub mod archive_get;
 pub mod archive_push;
+pub mod check;
 pub mod expire;
 pub mod info;
 pub mod restore;
