@@ -6,7 +6,8 @@
 #!     strata restore --process-max N
 #!   - pgbackrest backup --type=full / pgbackrest restore (Debian's pgbackrest 2.45)
 #!   - pg_basebackup -Ft --compress=client-zstd / tar extraction
-#! and prints the ratios pg_strata / pgbackrest.
+#! and prints the ratios pg_strata / pgbackrest; then strata verify of one full (against its restore
+#! time) and of the whole repository, side by side with pgbackrest verify.
 #!
 #! Each measurement runs RUNS times (default 3, tools interleaved); medians are printed.
 #!
@@ -54,6 +55,15 @@ for run in $(seq 1 "$RUNS"); do
     drop_caches
     b_restores+=("$(measure runuser -u postgres -- tar -I zstd -xf "$B/basebackup/base.tar.zst" -C "$B/restore-base")")
 done
+# Verification: one full backup (pg_strata --set, against its restore time) and the whole repository
+# (every backup and the archive) side by side with pgbackrest verify.
+s_label=$(ls "$B/strata-repo/bench/backup" | tail -1)
+drop_caches
+s_verify_one=$(measure runuser -u postgres -- strata verify --set "$s_label" --process-max "$PROCS" --repo "file://$B/strata-repo" --stanza bench)
+drop_caches
+s_verify_all=$(measure runuser -u postgres -- strata verify --process-max "$PROCS" --repo "file://$B/strata-repo" --stanza bench)
+drop_caches
+p_verify_all=$(measure runuser -u postgres -- pgbackrest --config="$B/pgbackrest.conf" --stanza=bench verify)
 rm -rf "$B/restore-strata2"
 s_peak_restore=$( { /usr/bin/time -f '%M' runuser -u postgres -- strata restore --pgdata "$B/restore-strata2" --process-max "$PROCS" --repo "file://$B/strata-repo" --stanza bench >/dev/null; } 2>&1 | tail -1 )
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
@@ -61,7 +71,7 @@ echo "runs (s): pg_strata backup ${s_backups[*]} restore ${s_restores[*]}; pgbac
 s_backup=$(median "${s_backups[@]}"); p_backup=$(median "${p_backups[@]}"); b_backup=$(median "${b_backups[@]}")
 s_restore=$(median "${s_restores[@]}"); p_restore=$(median "${p_restores[@]}"); b_restore=$(median "${b_restores[@]}")
 
-python3 - "$db_bytes" "$s_backup" "$p_backup" "$b_backup" "$s_restore" "$p_restore" "$b_restore" "$s_stored" "$p_stored" "$b_stored" "$s_peak" "$s_peak_restore" <<'PY'
+python3 - "$db_bytes" "$s_backup" "$p_backup" "$b_backup" "$s_restore" "$p_restore" "$b_restore" "$s_stored" "$p_stored" "$b_stored" "$s_peak" "$s_peak_restore" "$s_verify_one" "$s_verify_all" "$p_verify_all" <<'PY'
 import sys
 db = int(sys.argv[1]) / 1e6
 sb, pb, bb, sr, pr, br = map(float, sys.argv[2:8])
@@ -74,4 +84,7 @@ for name, b, s, r in (("pg_strata", sb, ss, sr), ("pgbackrest", pb, ps, pr), ("p
 print(f"pg_strata / pgbackrest wall time: backup {sb / pb:.2f}x, restore {sr / pr:.2f}x (target <= 0.80x)")
 print(f"pg_strata / pg_basebackup wall time: backup {sb / bb:.2f}x, restore {sr / br:.2f}x")
 print(f"peak memory: backup worker {peak} MB, strata restore {int(peak_r) / 1024:.0f} MB")
+v1, va, pv = map(float, sys.argv[13:16])
+print(f"verify one full: pg_strata {v1:.2f} s (its restore: {sr:.2f} s, {v1 / sr:.2f}x)")
+print(f"verify the whole repository: pg_strata {va:.2f} s, pgbackrest {pv:.2f} s ({va / pv:.2f}x)")
 PY

@@ -321,8 +321,14 @@ fn backup_list() -> TableIterator<
         let listing = strata_core::catalog::list_backups_tolerant(&repo)?;
         let labels = listing.sound.iter().map(|m| &m.label);
         let annotations = strata_core::retention::pin::annotations(&repo, labels);
-        let seg = repo.identity()?.wal_segment_size;
-        let segments = strata_core::catalog::archived_segments(&repo, seg)?;
+        // A stanza not created yet has no archive (and no backups).
+        let (segments, seg) = match repo.identity() {
+            Ok(id) => {
+                let seg = id.wal_segment_size;
+                (strata_core::catalog::archived_segments(&repo, seg)?, seg)
+            }
+            Err(_) => (Default::default(), pgformat::lsn::DEFAULT_WAL_SEGMENT_SIZE),
+        };
         Ok::<_, strata_core::Error>((listing, annotations, segments, seg))
     })()
     .unwrap_or_else(|e| crate::errors::raise("cannot list backups", e));

@@ -324,6 +324,24 @@ fn cluster_facts() -> Result<ClusterFacts, Raised> {
         Ok::<_, pgrx::spi::Error>(out)
     })
     .map_err(spi_error)?;
+    let databases = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT oid::int8, datname::text FROM pg_database ORDER BY oid",
+            None,
+            &[],
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let oid: Option<i64> = row.get(1)?;
+            let name: Option<String> = row.get(2)?;
+            out.push(strata_core::manifest::Database {
+                oid: oid.unwrap_or_default() as u32,
+                name: name.unwrap_or_default(),
+            });
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    })
+    .map_err(spi_error)?;
     Ok(ClusterFacts {
         system_identifier: sysid
             .parse::<i64>()
@@ -334,6 +352,7 @@ fn cluster_facts() -> Result<ClusterFacts, Raised> {
         data_checksums: get("SELECT current_setting('data_checksums')")? == "on",
         pgdata: get("SELECT current_setting('data_directory')")?.into(),
         tablespaces,
+        databases,
         timeline: timeline_of(&get("SELECT pg_walfile_name(pg_current_wal_lsn())")?)?,
         // SAFETY: plain reads of globals on the main thread.
         postmaster_pid: unsafe { pg_sys::PostmasterPid },

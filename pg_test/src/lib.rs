@@ -297,6 +297,22 @@ impl Cluster {
             .collect()
     }
 
+    /// pg_dump of one database (plain SQL), for comparing one restored database with its source.
+    pub fn dump_db(&self, db: &str) -> String {
+        let dump = run_ok(
+            Command::new(pg_bin("pg_dump"))
+                .arg("-h")
+                .arg(self.socket_dir())
+                .arg("-p")
+                .arg(self.port.to_string())
+                .args(["-U", "postgres", db]),
+        );
+        dump.lines()
+            .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
     /// A cluster over a data directory written by `strata restore` in `root`: its own port and socket
     /// (appended to postgresql.conf, later lines win), not started.
     pub fn restored(name: &str, root: PgDir, datadir: PathBuf) -> Cluster {

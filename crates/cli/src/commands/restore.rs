@@ -57,9 +57,14 @@ pub struct Args {
     /// running meanwhile may then remove what the restore or its recovery reads)
     #[arg(long)]
     pub no_lease: bool,
-    /// Restore only these databases (not supported yet)
+    /// Restore only this user database (repeatable): the others' relation files are written as zeros
+    /// (sparse), to be dropped once the server is up; template0, template1 and postgres are always
+    /// restored
     #[arg(long, value_name = "NAME")]
     pub db_include: Vec<String>,
+    /// Restore every database but this one (repeatable): its relation files are written as zeros
+    #[arg(long, value_name = "NAME", conflicts_with = "db_include")]
+    pub db_exclude: Vec<String>,
     #[command(flatten)]
     pub repo: RepoArgs,
 }
@@ -70,9 +75,6 @@ fn shell_quote(s: &str) -> String {
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    if !args.db_include.is_empty() {
-        bail!("--db-include is not supported yet: restore the whole cluster");
-    }
     let target = RecoveryTarget::parse(&args.recovery_type, args.target.as_deref())?;
     let target_action = args
         .target_action
@@ -129,6 +131,8 @@ pub fn run(args: Args) -> Result<i32> {
         force: args.force,
         archive_mode,
         lease: !args.no_lease,
+        db_include: args.db_include,
+        db_exclude: args.db_exclude,
     };
     let repo = Repo::open_config(&config)?;
     let progress = RestoreProgress::default();
@@ -157,6 +161,19 @@ pub fn run(args: Args) -> Result<i32> {
         "start the server with: pg_ctl -D {} start (recovery fetches WAL with strata archive-get)",
         pgdata.display()
     );
+    if !report.left_out.is_empty() {
+        let drops: Vec<String> = report
+            .left_out
+            .iter()
+            .map(|n| format!("DROP DATABASE \"{}\";", n.replace('"', "\"\"")))
+            .collect();
+        println!(
+            "left out (their relation files are zeros; do not connect to them): {}; once the server \
+             is up: {}",
+            report.left_out.join(", "),
+            drops.join(" ")
+        );
+    }
     Ok(0)
 }
 

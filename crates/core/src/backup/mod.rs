@@ -49,6 +49,8 @@ pub struct ClusterFacts {
     pub data_checksums: bool,
     pub pgdata: PathBuf,
     pub tablespaces: Vec<Tablespace>,
+    /// The databases (`pg_database`), for restores of some of them.
+    pub databases: Vec<crate::manifest::Database>,
     /// The timeline WAL is written on now.
     pub timeline: TimeLineId,
     /// The server instance and the backup worker, recorded in the label's claim (see `claim`).
@@ -398,6 +400,7 @@ impl BackupRun {
             objects: copied.objects,
             page_checksum_errors,
             owner: crate::owner::owner_of(&self.facts.pgdata),
+            databases: self.facts.databases.clone(),
         };
         let key = self.repo.keys().backup_manifest(&self.label)?;
         // Never commit a manifest that a restore would refuse.

@@ -201,6 +201,17 @@ pub struct Manifest {
     pub page_checksum_errors: Vec<PageChecksumError>,
     /// User and group owning the data directory (a restore run as root gives the files to them).
     pub owner: Option<Owner>,
+    /// The databases when the backup started (`pg_database`): what `--db-include`/`--db-exclude`
+    /// resolve names with. Empty in manifests written before they were recorded.
+    pub databases: Vec<Database>,
+}
+
+/// A database of the cluster, by OID and name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    pub oid: u32,
+    pub name: String,
 }
 
 impl std::ops::Deref for Manifest {
@@ -404,6 +415,16 @@ pub(crate) mod tests {
                 user: "postgres".into(),
                 group: "postgres".into(),
             }),
+            databases: vec![
+                Database {
+                    oid: 5,
+                    name: "postgres".into(),
+                },
+                Database {
+                    oid: 16384,
+                    name: "app".into(),
+                },
+            ],
         }
     }
 

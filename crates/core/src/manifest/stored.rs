@@ -16,7 +16,7 @@
 //! manifest says is still validated (`validate`) before it is used.
 
 use super::{
-    Directory, FileEntry, Manifest, ManifestHead, Owner, PageChecksumError, Sha256Sum,
+    Database, Directory, FileEntry, Manifest, ManifestHead, Owner, PageChecksumError, Sha256Sum,
     StoredObject, Tablespace, MANIFEST_FORMAT_VERSION,
 };
 use crate::{Error, Result};
@@ -71,6 +71,7 @@ struct BodyRef<'a> {
     objects: &'a Vec<StoredObject>,
     page_checksum_errors: &'a Vec<PageChecksumError>,
     owner: &'a Option<Owner>,
+    databases: &'a Vec<Database>,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +85,9 @@ struct Body {
     objects: Vec<StoredObject>,
     page_checksum_errors: Vec<PageChecksumError>,
     owner: Option<Owner>,
+    /// Absent from manifests written before databases were recorded.
+    #[serde(default)]
+    databases: Vec<Database>,
 }
 
 fn corrupt(key: &str, reason: String) -> Error {
@@ -240,6 +244,7 @@ impl Manifest {
             objects: b.objects,
             page_checksum_errors: b.page_checksum_errors,
             owner: b.owner,
+            databases: b.databases,
         };
         m.validate().map_err(|reason| refused(key, reason))?;
         Ok(m)
@@ -256,6 +261,7 @@ impl Manifest {
             objects: &self.objects,
             page_checksum_errors: &self.page_checksum_errors,
             owner: &self.owner,
+            databases: &self.databases,
         })
         .expect("a manifest body always serializes");
         body.push(b'\n');

@@ -11,6 +11,7 @@
 //! directory removes what it wrote.
 
 pub mod beneath;
+pub mod databases;
 pub mod plan;
 pub mod recovery;
 pub mod safety;
@@ -42,6 +43,10 @@ pub struct RestoreOptions {
     pub force: bool,
     /// `--archive-mode`: what the restored server does about archiving.
     pub archive_mode: ArchiveMode,
+    /// `--db-include NAME`: restore only these user databases (the others' relation files as zeros).
+    pub db_include: Vec<String>,
+    /// `--db-exclude NAME`: restore every database but these (their relation files as zeros).
+    pub db_exclude: Vec<String>,
     /// Hold a lease in the repository on what is read (see `retention::lease`); `--no-lease` for a
     /// repository this restore may not write.
     pub lease: bool,
@@ -85,6 +90,8 @@ pub struct RestoreProgress {
 
 #[derive(Debug)]
 pub struct RestoreReport {
+    /// Databases left out (`--db-include`/`--db-exclude`): their relation files are zeros.
+    pub left_out: Vec<String>,
     pub label: String,
     pub files_written: u64,
     pub files_kept: u64,
@@ -250,6 +257,13 @@ pub fn restore(
         files_kept: w.files_kept,
         entries_removed: w.entries_removed,
         bytes_written: w.bytes_written,
+        left_out: plan
+            .manifest
+            .databases
+            .iter()
+            .filter(|d| plan.zeroed_databases.contains(&d.oid))
+            .map(|d| d.name.clone())
+            .collect(),
     })
 }
 

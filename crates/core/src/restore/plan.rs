@@ -46,6 +46,8 @@ pub struct Plan {
     pub wal_link: Option<PathBuf>,
     /// The `recovery_target_timeline` to write, when one must be (see `timeline::choose`).
     pub recovery_timeline: Option<String>,
+    /// Databases whose relation files are written as zeros (`--db-include`/`--db-exclude`).
+    pub zeroed_databases: std::collections::BTreeSet<u32>,
 }
 
 impl Plan {
@@ -69,6 +71,7 @@ impl Plan {
             targets: vec![],
             wal_link: None,
             recovery_timeline: None,
+            zeroed_databases: Default::default(),
         })
     }
 
@@ -104,6 +107,7 @@ impl Plan {
 pub fn prepare(repo: &Repo, opts: &RestoreOptions) -> Result<Plan> {
     let id = repo.identity()?;
     let manifest = choose_backup(repo, opts)?;
+    let zeroed_databases = super::databases::zeroed(&manifest, &opts.db_include, &opts.db_exclude)?;
     let mut older = chain::load_chain(repo, manifest)?;
     let manifest = older.remove(0);
     let older_files = check_references(&manifest, &older)?;
@@ -171,6 +175,7 @@ pub fn prepare(repo: &Repo, opts: &RestoreOptions) -> Result<Plan> {
         targets,
         wal_link,
         recovery_timeline,
+        zeroed_databases,
     })
 }
 

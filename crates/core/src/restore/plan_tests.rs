@@ -107,6 +107,8 @@ fn options(set: Option<&str>, target: RecoveryTarget) -> RestoreOptions {
         force: false,
         archive_mode: Default::default(),
         lease: true,
+        db_include: vec![],
+        db_exclude: vec![],
     }
 }
 

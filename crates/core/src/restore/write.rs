@@ -258,6 +258,19 @@ pub fn write_files(plan: &Plan, repo: &Repo, settings: &WriteSettings) -> Result
                 owner: roots.owner,
             };
             let (root, rel) = roots.locate(plan, &f.path);
+            if super::databases::is_zeroed(&plan.zeroed_databases, &f.path) {
+                // A database left out: its length, all zeros, no data blocks (over whatever a
+                // --delta target had there).
+                let dest = root.path().join(rel);
+                let out = root.create_file(rel, (f.mode & 0o777) | 0o600)?;
+                out.set_len(f.size).map_err(werr(&dest))?;
+                set_mode_and_time(&out, f, &dest)?;
+                give_file(&out, roots.owner, &dest)?;
+                written.fetch_add(1, Ordering::Relaxed);
+                progress.files_done.fetch_add(1, Ordering::Relaxed);
+                progress.bytes_done.fetch_add(f.size, Ordering::Relaxed);
+                return Ok(());
+            }
             let existing = if delta { root.open_existing(rel) } else { None };
             if let Some(file) = existing.filter(|file| matches_manifest(file, f)) {
                 let dest = root.path().join(rel);
