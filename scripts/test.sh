@@ -18,7 +18,8 @@ export STRATA_BIN=/usr/local/bin/strata
 export STRATA_TEST_TMP="${STRATA_TEST_TMP:-/tmp/strata-tests}"
 mkdir -p "$STRATA_TEST_TMP"
 chmod 0755 "$STRATA_TEST_TMP"
-cargo test -p pg_test -- --test-threads=2 2>&1 | tee -a "$LOG"
+# --no-fail-fast: one failing scenario file does not hide the others (the run still fails).
+cargo test -p pg_test --no-fail-fast -- --test-threads=2 2>&1 | tee -a "$LOG"
 
 echo; echo "== cargo pgrx test (in-server tests of the extension)"
 PGRX_TEST_DATA=/tmp/strata-pgrx-test-data

@@ -53,6 +53,9 @@ pub struct Args {
     /// archive into the repository it was restored from; preserve: keep the backup's setting
     #[arg(long, value_name = "off|preserve", default_value = "preserve")]
     pub archive_mode: String,
+    /// WAL segments the restore_command fetches ahead of recovery, in parallel (0: one at a time)
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub prefetch: u32,
     /// Do not hold a lease in the repository (for a repository this restore cannot write; an expiry
     /// running meanwhile may then remove what the restore or its recovery reads)
     #[arg(long)]
@@ -112,12 +115,18 @@ pub fn run(args: Args) -> Result<i32> {
         .with_context(|| format!("--pgdata {}", args.pgdata.display()))?;
     let config = args.repo.resolve()?;
     let exe = std::env::current_exe().context("cannot find the strata binary's own path")?;
-    let restore_command = format!(
+    if args.prefetch > 64 {
+        bail!("--prefetch {}: expected 0 to 64 segments", args.prefetch);
+    }
+    let mut restore_command = format!(
         "{} archive-get %f \"%p\" --repo {} --stanza {}",
         shell_quote(&exe.display().to_string()),
         shell_quote(&config.repo.display()),
         shell_quote(&config.stanza)
     );
+    if args.prefetch > 0 {
+        restore_command.push_str(&format!(" --prefetch {}", args.prefetch));
+    }
     let opts = RestoreOptions {
         pgdata: pgdata.clone(),
         set: args.set,

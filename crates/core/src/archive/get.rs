@@ -2,8 +2,10 @@
 //!
 //! Not archived is a normal answer (recovery probes for files that do not exist) and is reported as
 //! `NotFound`, not as an error. Anything else that goes wrong is an error, and nothing is left at the
-//! destination: the file is written to a temporary name beside it, fsynced and renamed into place only
-//! after its SHA-256 matched.
+//! destination: the file is written to a temporary name beside it and renamed into place only after its
+//! SHA-256 matched. Not fsynced: PostgreSQL makes a file restored from the archive durable itself when
+//! it keeps it (`KeepFileRestoredFromArchive` renames it into pg_wal with `durable_rename`, which
+//! fsyncs the file and the directory), and one it does not keep is fetched again after a crash.
 
 use crate::fsutil::werr;
 use crate::paths::RepoKey;
@@ -48,13 +50,9 @@ fn write_atomically(dest: &Path, data: &[u8]) -> Result<()> {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
             .map_err(werr(dest))?;
-        crate::fsutil::write_synced(&mut f, data, dest)?;
+        std::io::Write::write_all(&mut f, data).map_err(werr(dest))?;
         drop(f);
-        std::fs::rename(&tmp, dest).map_err(werr(dest))?;
-        match dest.parent() {
-            Some(dir) => crate::fsutil::sync_dir(dir),
-            None => Ok(()),
-        }
+        std::fs::rename(&tmp, dest).map_err(werr(dest))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -294,7 +294,7 @@ impl Manifest {
 }
 
 /// The fields of the body (everything else but `format_version` is the head's).
-const BODY_FIELDS: [&str; 8] = [
+const BODY_FIELDS: [&str; 9] = [
     "backup_label",
     "tablespace_map",
     "tablespaces",
@@ -303,6 +303,7 @@ const BODY_FIELDS: [&str; 8] = [
     "objects",
     "page_checksum_errors",
     "owner",
+    "databases",
 ];
 
 /// A stored manifest as one JSON object (`format_version`, the head's fields and the body's), for
