@@ -9,6 +9,7 @@
 //! alert on `absent(...)` or on age works.
 
 pub mod figures;
+pub mod http;
 pub mod text;
 
 pub use figures::{
