@@ -64,6 +64,21 @@ pub fn available() -> bool {
     unsafe { INITIALIZED }
 }
 
+/// A copy of the statistics, taken under the lock (zeros without shared memory).
+pub fn snapshot() -> ArchiveStats {
+    if !available() {
+        return ArchiveStats::default();
+    }
+    *STATS.share()
+}
+
+impl ArchiveStats {
+    /// The WAL file archived last since the server started.
+    pub fn last_archived_wal(&self) -> Option<String> {
+        get_text(&self.last_archived_wal)
+    }
+}
+
 pub fn put_text(buf: &mut [u8], s: &str) {
     buf.fill(0);
     let mut n = s.len().min(buf.len() - 1);

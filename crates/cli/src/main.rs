@@ -39,6 +39,9 @@ enum Command {
     Expire(commands::expire::Args),
     /// Show the stanza's cluster, WAL archive and backups.
     Info(commands::info::Args),
+    /// Print the repository's metrics in the Prometheus text format (for node_exporter's textfile
+    /// collector).
+    Metrics(commands::metrics::Args),
     /// Restore a backup into a data directory (server down), ready for point-in-time recovery.
     Restore(commands::restore::Args),
 }
@@ -53,6 +56,7 @@ fn main() {
         Command::ArchivePush(args) => commands::archive_push::run(args),
         Command::Expire(args) => commands::expire::run(args),
         Command::Info(args) => commands::info::run(args),
+        Command::Metrics(args) => commands::metrics::run(args),
         Command::Restore(args) => commands::restore::run(args),
     };
     match result {

@@ -5,4 +5,5 @@ pub mod archive_get;
 pub mod archive_push;
 pub mod expire;
 pub mod info;
+pub mod metrics;
 pub mod restore;
