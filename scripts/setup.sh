@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 #! Sets up a fresh Debian 12 machine (as root) for pg_strata and installs it:
 #! apt packages, cargo-pgrx 0.18.1, `cargo pgrx init` on the system PostgreSQL 15,
-#! the extension into PostgreSQL 15 and the `strata` binary into /usr/local/bin.
+#! the extension into PostgreSQL 15 and the `strata` binary into /usr/local/bin; for the tests, Debian's
+#! pg_cron (postgresql-15-cron) and a Python venv with prometheus_client (its text-format parser).
 #! Every step is skipped when it is already done, so reruns are fast.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 PGRX_VERSION=0.18.1
-APT_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-contrib build-essential libclang-dev pkg-config sudo"
+APT_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-cron build-essential libclang-dev pkg-config sudo python3-venv curl"
+# The tests parse the metrics with prometheus_client's parser, from this venv (Debian's pip is
+# externally managed).
+PY_VENV=/opt/strata-py
 
 log() { printf '\n== %s\n' "$*"; }
 # Runs a command with its output kept in a log, shown only if it fails.
@@ -41,6 +45,12 @@ if [ -n "$missing" ]; then
     apt-get install -y -qq postgresql-common >/dev/null
     sed -i 's/^#\?\s*create_main_cluster.*/create_main_cluster = false/' /etc/postgresql-common/createcluster.conf
     apt-get install -y -qq $missing >/dev/null
+fi
+
+if ! "$PY_VENV/bin/python" -c 'import prometheus_client' 2>/dev/null; then
+    log "creating $PY_VENV with prometheus_client (for the metrics tests)"
+    python3 -m venv "$PY_VENV"
+    quiet "$PY_VENV/bin/pip" install --quiet prometheus_client
 fi
 
 if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
