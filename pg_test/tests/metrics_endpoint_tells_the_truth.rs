@@ -562,3 +562,24 @@ fn metrics_endpoint_tells_the_truth_and_survives_garbage() {
     );
     assert_eq!(must(&m5, "strata_backups", &[("kind", "incr")]), 2.0);
 }
+
+/// An address already in use does not keep the server from running: the worker logs why and tries
+/// again until the address is free, then serves.
+#[test]
+fn a_taken_address_is_logged_and_retried() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let a = Archiving::new(
+        "metrics-taken",
+        &format!("strata.metrics_listen = '127.0.0.1:{port}'\n"),
+    );
+    let c = &a.cluster;
+    c.wait_for("the worker to report the taken address", 30, || {
+        c.log()
+            .contains(&format!("cannot serve metrics on 127.0.0.1:{port}"))
+    });
+    assert_eq!(c.psql("postgres", "SELECT 1"), "1");
+    drop(taken);
+    wait_endpoint(c, port);
+    assert_eq!(must(&scrape(port), "strata_backup_running", &[]), 0.0);
+}
