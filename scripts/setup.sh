@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 #! Sets up a fresh Debian 12 machine (as root) for pg_strata and installs it:
 #! apt packages, cargo-pgrx 0.18.1, `cargo pgrx init` on the system PostgreSQL 15,
-#! the extension into PostgreSQL 15 and the `strata` binary into /usr/local/bin; for the tests, Debian's
-#! pg_cron (postgresql-15-cron) and a Python venv with prometheus_client (its text-format parser).
+#! moto's S3 server for the tests (a venv in /opt/strata-moto), Debian's pg_cron (postgresql-15-cron) and
+#! a venv with prometheus_client (its text-format parser) in /opt/strata-py for the tests,
+#! the extension into PostgreSQL 15 and the `strata` binary into /usr/local/bin.
 #! Every step is skipped when it is already done, so reruns are fast.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 PGRX_VERSION=0.18.1
-APT_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-cron build-essential libclang-dev pkg-config sudo python3-venv curl"
-# The tests parse the metrics with prometheus_client's parser, from this venv (Debian's pip is
-# externally managed).
+APT_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-cron build-essential libclang-dev pkg-config sudo python3-venv"
+# The S3 server the tests run against (crates/core/src/storage/s3_tests.rs looks for it here).
+MOTO_VENV=/opt/strata-moto
+MOTO_VERSION=5.2.1
+# The metrics tests parse the endpoint's text with prometheus_client's parser, from this venv.
 PY_VENV=/opt/strata-py
 
 log() { printf '\n== %s\n' "$*"; }
@@ -47,12 +50,6 @@ if [ -n "$missing" ]; then
     apt-get install -y -qq $missing >/dev/null
 fi
 
-if ! "$PY_VENV/bin/python" -c 'import prometheus_client' 2>/dev/null; then
-    log "creating $PY_VENV with prometheus_client (for the metrics tests)"
-    python3 -m venv "$PY_VENV"
-    quiet "$PY_VENV/bin/pip" install --quiet prometheus_client
-fi
-
 if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
     log "installing cargo-pgrx $PGRX_VERSION (about 4 minutes)"
     cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
@@ -61,6 +58,21 @@ fi
 if ! grep -qs "pg15" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
     log "cargo pgrx init on the system PostgreSQL 15"
     cargo pgrx init --pg15 "$PG_CONFIG"
+fi
+
+if ! "$PY_VENV/bin/python" -c 'import prometheus_client' 2>/dev/null; then
+    log "creating $PY_VENV with prometheus_client (for the metrics tests)"
+    rm -rf "$PY_VENV"
+    /usr/bin/python3 -m venv "$PY_VENV"
+    quiet "$PY_VENV/bin/pip" install --disable-pip-version-check prometheus_client
+fi
+
+# Debian's python3 is "externally managed": moto goes into a venv of its own.
+if ! "$MOTO_VENV/bin/python" -c "import moto, flask; assert moto.__version__ == '$MOTO_VERSION'" 2>/dev/null; then
+    log "installing moto[server] $MOTO_VERSION (the tests' S3 server) into $MOTO_VENV"
+    rm -rf "$MOTO_VENV"
+    /usr/bin/python3 -m venv "$MOTO_VENV"
+    quiet "$MOTO_VENV/bin/pip" install --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 fi
 
 if [ "${STRATA_SKIP_INSTALL:-}" != "1" ]; then

@@ -57,6 +57,13 @@ pub static RETENTION_DIFF: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static RETENTION_WINDOW: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static RETENTION_MIN_FULL: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static RETENTION_ARCHIVE: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static BACKUP_MAX_AGE_FULL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static BACKUP_MAX_AGE_DIFF: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static BACKUP_MAX_AGE_INCR: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static REPO_USAGE_WARN: GucSetting<i32> = GucSetting::<i32>::new(80);
 pub static RETENTION_ARCHIVE_TYPE: GucSetting<RetentionArchiveTypeGuc> =
     GucSetting::<RetentionArchiveTypeGuc>::new(RetentionArchiveTypeGuc::Full);
 
@@ -218,6 +225,37 @@ pub fn register() {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    for (name, setting) in [
+        (c"strata.backup_max_age_full", &BACKUP_MAX_AGE_FULL),
+        (c"strata.backup_max_age_diff", &BACKUP_MAX_AGE_DIFF),
+        (c"strata.backup_max_age_incr", &BACKUP_MAX_AGE_INCR),
+    ] {
+        // SAFETY: the hook is a pg_guard'ed extern function that only reads its arguments.
+        unsafe {
+            GucRegistry::define_string_guc_with_hooks(
+                name,
+                c"strata_check() reports an error when the newest backup of this kind (or a bigger \
+                  one) is older than this interval, e.g. '8 days'.",
+                c"Empty: no limit.",
+                setting,
+                GucContext::Sighup,
+                GucFlags::default(),
+                Some(check_max_age),
+                None,
+                None,
+            );
+        }
+    }
+    GucRegistry::define_int_guc(
+        c"strata.repo_usage_warn",
+        c"strata_check() warns when a local repository's file system is fuller than this percentage.",
+        c"",
+        &REPO_USAGE_WARN,
+        1,
+        100,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     GucRegistry::define_enum_guc(
         c"strata.retention_archive_type",
         c"Which backups strata.retention_archive counts: full, diff (fulls and diffs) or incr (all).",
@@ -296,6 +334,39 @@ unsafe extern "C-unwind" fn check_retention_window(
         Ok(_) => true,
         Err(e) => refuse(&e.to_string()),
     }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_max_age(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    let value = hook_value(newval).unwrap_or("");
+    match strata_core::retention::policy::parse_interval("strata.backup_max_age_*", value) {
+        Ok(_) => true,
+        Err(e) => refuse(&e.to_string()),
+    }
+}
+
+/// `strata.backup_max_age_*` of the current settings.
+pub fn max_ages() -> strata_core::Result<strata_core::check::MaxAges> {
+    let text = |s: &GucSetting<Option<CString>>| {
+        s.get()
+            .and_then(|c| c.into_string().ok())
+            .unwrap_or_default()
+    };
+    let (full, diff, incr) = (
+        text(&BACKUP_MAX_AGE_FULL),
+        text(&BACKUP_MAX_AGE_DIFF),
+        text(&BACKUP_MAX_AGE_INCR),
+    );
+    strata_core::check::MaxAges::from_settings(|name| match name {
+        "strata.backup_max_age_full" => Some(full.clone()),
+        "strata.backup_max_age_diff" => Some(diff.clone()),
+        "strata.backup_max_age_incr" => Some(incr.clone()),
+        _ => None,
+    })
 }
 
 /// The retention policy of the current settings.

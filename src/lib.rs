@@ -13,6 +13,7 @@ mod archiver;
 mod backup_sql;
 mod backup_state;
 mod backup_worker;
+mod check_sql;
 mod errors;
 mod gucs;
 mod metrics_cache;
@@ -21,6 +22,7 @@ mod metrics_worker;
 mod permissions;
 mod retention_sql;
 mod status;
+mod verify_sql;
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -64,7 +64,8 @@ pub fn available() -> bool {
     unsafe { INITIALIZED }
 }
 
-/// A copy of the statistics, taken under the lock (zeros without shared memory).
+/// A copy of the statistics, taken under the lock, for `strata_check()` and the metrics (zeros without
+/// shared memory).
 pub fn snapshot() -> ArchiveStats {
     if !available() {
         return ArchiveStats::default();
@@ -200,4 +201,14 @@ fn archive_status() -> TableIterator<
         s.summaries_missing,
         get_text(&s.last_summary_missing),
     ))
+}
+
+impl ArchiveStats {
+    pub fn last_error_text(&self) -> Option<String> {
+        get_text(&self.last_error)
+    }
+
+    pub fn last_failed_wal_name(&self) -> Option<String> {
+        get_text(&self.last_failed_wal)
+    }
 }

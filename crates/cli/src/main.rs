@@ -35,6 +35,9 @@ enum Command {
     /// Archive WAL files from a path (the extension's archiver does this inside the server; this command
     /// is for archive_command set-ups and benchmarks).
     ArchivePush(commands::archive_push::Args),
+    /// Check the repository's health: reachable and writable, the stanza, backup ages, usage, the last
+    /// verification. Exit 0 all ok, 1 warnings, 2 errors.
+    Check(commands::check::Args),
     /// Remove the backups the retention policy does not keep, and the WAL no kept backup needs.
     Expire(commands::expire::Args),
     /// Show the stanza's cluster, WAL archive and backups.
@@ -44,6 +47,9 @@ enum Command {
     Metrics(commands::metrics::Args),
     /// Restore a backup into a data directory (server down), ready for point-in-time recovery.
     Restore(commands::restore::Args),
+    /// Read back every object of the stanza (or one backup and its chain) and check it: exit 0 all
+    /// good, 1 warnings only, 2 errors found, 3 could not run.
+    Verify(commands::verify::Args),
 }
 
 fn main() {
@@ -54,10 +60,12 @@ fn main() {
         Command::Annotate(args) => commands::annotate::run(args),
         Command::ArchiveGet(args) => commands::archive_get::run(args),
         Command::ArchivePush(args) => commands::archive_push::run(args),
+        Command::Check(args) => commands::check::run(args),
         Command::Expire(args) => commands::expire::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Metrics(args) => commands::metrics::run(args),
         Command::Restore(args) => commands::restore::run(args),
+        Command::Verify(args) => commands::verify::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -3,9 +3,13 @@
 //! The server reads them from `strata.*` GUCs; the CLI from flags, `STRATA_*` environment variables or a
 //! postgresql.conf-style file whose `strata.*` lines are read (so the server's own postgresql.conf
 //! configures the restore tool). Validation lives here so that both reject bad values the same way.
+//! An S3 repository's own settings (endpoint, keys, retries) are in `s3`.
+
+pub mod s3;
 
 use crate::compress::{CompressType, ZSTD_LEVELS};
 use crate::{Error, Result};
+pub use s3::{ConditionalCreate, S3Options, UriStyle};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -14,10 +18,18 @@ use std::path::{Path, PathBuf};
 pub enum RepoUrl {
     /// `file:///absolute/path`
     Local(PathBuf),
+    /// `s3://bucket/prefix`: objects under `prefix/` (no leading or trailing '/'; empty for the
+    /// bucket's root) of an S3 or S3-compatible bucket.
+    S3 {
+        bucket: String,
+        prefix: String,
+        options: S3Options,
+    },
 }
 
 impl RepoUrl {
-    /// Parses a repository URL. Only absolute local paths (`file:///...`) are supported in this version.
+    /// Parses a repository URL: an absolute local path (`file:///...`) or an S3 bucket and prefix
+    /// (`s3://bucket/prefix`, with default `S3Options`: set them with `S3Options::set`).
     pub fn parse(name: &str, value: &str) -> Result<RepoUrl> {
         let bad = |reason: &str| Error::BadSetting {
             name: name.to_string(),
@@ -40,10 +52,13 @@ impl RepoUrl {
             }
             return Ok(RepoUrl::Local(PathBuf::from(path)));
         }
-        if value.starts_with("s3://") {
-            return Err(bad(
-                "S3 repositories are not supported by this version yet; use file:///absolute/path",
-            ));
+        if let Some(rest) = value.strip_prefix("s3://") {
+            let (bucket, prefix) = s3::parse_location(rest).map_err(|why| bad(&why))?;
+            return Ok(RepoUrl::S3 {
+                bucket,
+                prefix,
+                options: S3Options::default(),
+            });
         }
         if value.starts_with('/') {
             return Err(bad(&format!("write it as a URL: file://{value}")));
@@ -53,12 +68,17 @@ impl RepoUrl {
                 "relative paths are not allowed; use a URL like file:///var/lib/strata",
             ));
         }
-        Err(bad("unsupported URL scheme; use file:///absolute/path"))
+        Err(bad(
+            "unsupported URL scheme; use file:///absolute/path or s3://bucket/prefix",
+        ))
     }
 
+    /// The URL as the user wrote it (never holds a secret).
     pub fn display(&self) -> String {
         match self {
             RepoUrl::Local(p) => format!("file://{}", p.display()),
+            RepoUrl::S3 { bucket, prefix, .. } if prefix.is_empty() => format!("s3://{bucket}"),
+            RepoUrl::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}"),
         }
     }
 }
@@ -189,7 +209,12 @@ mod tests {
             ("var/lib", "relative"),
             ("/var/lib", "file:///var/lib"),
             ("http://x", "unsupported"),
-            ("s3://bucket/p", "S3"),
+            ("s3://", "bucket"),
+            ("s3://Bucket/p", "bucket"),
+            ("s3://bu/p", "bucket"),
+            ("s3://bucket/a//b", "empty"),
+            ("s3://bucket/a/../b", ".."),
+            ("s3://bucket/a/\u{7}", "control"),
             ("", "empty"),
             ("file:///a/../b", ".."),
         ] {

@@ -16,11 +16,34 @@ pub enum Error {
         reason: String,
     },
 
-    #[error("repository storage error on {key}: {source}")]
+    /// Reading or writing an object failed (after the retries a remote repository makes).
+    #[error("repository {repo}: storage error on {key}: {detail}")]
     Storage {
+        repo: String,
         key: String,
-        #[source]
-        source: object_store::Error,
+        detail: String,
+    },
+
+    /// The server refused the credentials or the permission (never holds a secret).
+    #[error(
+        "repository {repo} refused access to {key}: {detail}; check the S3 key settings \
+         (strata.repoN_s3_key and strata.repoN_s3_key_secret, or AWS_ACCESS_KEY_ID and \
+         AWS_SECRET_ACCESS_KEY), the region and the bucket's policy"
+    )]
+    StorageDenied {
+        repo: String,
+        key: String,
+        detail: String,
+    },
+
+    #[error(
+        "repository {repo}: bucket '{bucket}' does not exist ({detail}); create it, or fix the \
+         repository URL, the endpoint or the region"
+    )]
+    BucketMissing {
+        repo: String,
+        bucket: String,
+        detail: String,
     },
 
     #[error("cannot read {path}: {source}")]
@@ -197,6 +220,21 @@ pub enum Error {
     Internal(String),
 }
 
+/// An error and its causes, as one line ("a: b: c"), skipping a cause already in its parent's text.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = c.source();
+    }
+    out
+}
+
 /// The kinds of failure a caller acts on differently.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorClass {
@@ -218,10 +256,12 @@ pub enum ErrorClass {
 }
 
 impl Error {
-    pub fn storage(key: &str, source: object_store::Error) -> Error {
+    /// A storage failure of `repo` on `key`, with the whole chain of causes in one line.
+    pub fn storage(repo: &str, key: &str, source: &object_store::Error) -> Error {
         Error::Storage {
+            repo: repo.to_string(),
             key: key.to_string(),
-            source,
+            detail: error_chain(source),
         }
     }
 
@@ -230,6 +270,7 @@ impl Error {
         match self {
             BadSetting { .. } | BadWalFileName { .. } | BadInput(_) => ErrorClass::InvalidArgument,
             RepoRootMissing { .. }
+            | BucketMissing { .. }
             | StanzaMissing { .. }
             | BackupNotFound { .. }
             | NoBackup(_)
@@ -243,7 +284,9 @@ impl Error {
             | WalMissing { .. }
             // Keys come from the repository (users' keys are checked as settings or labels first).
             | BadKey { .. } => ErrorClass::Corrupt,
-            Storage { .. } | ReadFile { .. } | WriteFile { .. } | Io { .. } => ErrorClass::Io,
+            Storage { .. } | StorageDenied { .. } | ReadFile { .. } | WriteFile { .. } | Io { .. } => {
+                ErrorClass::Io
+            }
             Busy(_) | StateChanged(_) | ServerRunning(_) => ErrorClass::Busy,
             TargetNotEmpty { .. } | TargetRefused(_) => ErrorClass::TargetRefused,
             Cancelled => ErrorClass::Cancelled,
@@ -255,7 +298,12 @@ impl Error {
     /// The SQLSTATE the extension raises this error with (five characters, PostgreSQL's codes).
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            Error::RepoRootMissing { .. } | Error::StanzaMissing { .. } => "58P01", // undefined_file
+            Error::RepoRootMissing { .. }
+            | Error::BucketMissing { .. }
+            | Error::StanzaMissing { .. } => {
+                "58P01" // undefined_file
+            }
+            Error::StorageDenied { .. } => "42501", // insufficient_privilege
             Error::BackupNotFound { .. } => "42704", // undefined_object
             Error::NoBackup(_) | Error::StateChanged(_) => "55000", // object_not_in_prerequisite_state
             Error::WalGap { .. } => "55000",
@@ -285,6 +333,13 @@ impl Error {
                 )
             }
             Error::StateChanged(_) => return Some("fix the cause named in the message, then run it again"),
+            Error::StorageDenied { .. } | Error::BucketMissing { .. } => return None,
+            Error::Storage { repo, .. } if repo.starts_with("s3://") => {
+                return Some(
+                    "check that the S3 server is reachable (endpoint, network, TLS); transient \
+                     failures were already retried within strata.repoN_s3_retry_timeout",
+                )
+            }
             _ => {}
         }
         match self.class() {

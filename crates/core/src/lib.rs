@@ -19,6 +19,7 @@ pub mod backup;
 pub mod catalog;
 pub mod chain;
 pub mod changes;
+pub mod check;
 pub mod compress;
 pub mod config;
 pub mod error;

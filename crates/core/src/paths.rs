@@ -231,6 +231,16 @@ impl RepoKeys {
         Ok(self.under(&format!("lease-{id}.json")))
     }
 
+    /// Key of the object `strata check` writes and deletes to prove the repository writable.
+    pub fn check_probe(&self, id: &str) -> Result<RepoKey> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(Error::BadKey {
+                key: format!("check-{id}"),
+            });
+        }
+        Ok(self.under(&format!("check-{id}")))
+    }
+
     /// Key of the stanza's last verification result (see `verify`).
     pub fn last_verify(&self) -> RepoKey {
         self.under("verify.json")

@@ -3,7 +3,9 @@
 pub mod annotate;
 pub mod archive_get;
 pub mod archive_push;
+pub mod check;
 pub mod expire;
 pub mod info;
 pub mod metrics;
 pub mod restore;
+pub mod verify;

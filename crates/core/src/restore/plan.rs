@@ -176,7 +176,10 @@ pub fn prepare(repo: &Repo, opts: &RestoreOptions) -> Result<Plan> {
 
 /// Every piece of the chain lives in a backup of the chain, and every file in incremental form has a
 /// copy in the backup it is relative to. Returns the file index of each older backup.
-fn check_references(target: &Manifest, older: &[Manifest]) -> Result<Vec<HashMap<String, usize>>> {
+pub(crate) fn check_references(
+    target: &Manifest,
+    older: &[Manifest],
+) -> Result<Vec<HashMap<String, usize>>> {
     let index: Vec<HashMap<String, usize>> = older
         .iter()
         .map(|m| {
@@ -347,7 +350,7 @@ fn check_targets(
 /// Every WAL segment from the backup's start to its stop, and the timeline's history file, are in the
 /// archive and intact (read and SHA-256 checked: they are few, and without them the restored directory
 /// could never start).
-fn check_wal(repo: &Repo, m: &Manifest) -> Result<()> {
+pub(crate) fn check_wal(repo: &Repo, m: &Manifest) -> Result<()> {
     let missing = catalog::missing_wal(
         repo,
         &m.start_wal_file,

@@ -71,7 +71,7 @@ fn count(name: &str, value: &str) -> Result<Option<u32>> {
 }
 
 /// Parses an interval as PostgreSQL writes simple ones: `7 days`, `2 weeks`, `1 month`, `36 hours`,
-/// `90 minutes`, `1 year` (a month is 30 days, a year 365).
+/// `90 minutes`, `30 seconds`, `1 year` (a month is 30 days, a year 365).
 pub fn parse_interval(name: &str, value: &str) -> Result<Option<Duration>> {
     let v = value.trim().to_ascii_lowercase();
     if v.is_empty() {
@@ -103,6 +103,7 @@ pub fn parse_interval(name: &str, value: &str) -> Result<Option<Duration>> {
     }
     let unit = unit.unwrap_or("days");
     let d = match unit.strip_suffix('s').unwrap_or(unit) {
+        "second" | "sec" => Duration::seconds(n),
         "minute" | "min" => Duration::minutes(n),
         "hour" | "h" => Duration::hours(n),
         "day" | "d" => Duration::days(n),

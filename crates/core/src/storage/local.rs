@@ -2,7 +2,7 @@
 //! only a directory tree has — a root that can vanish (an unmounted disk), cheap fingerprints (device,
 //! inode, size, time), staging files to hide from listings, and empty directories to remove.
 
-use super::{Backend, ObjectStamp};
+use super::{Backend, Io, ObjectStamp, Stamp};
 use crate::paths::RepoKey;
 use crate::{Error, Result};
 use object_store::local::LocalFileSystem;
@@ -23,7 +23,10 @@ impl LocalBackend {
             return Err(Error::RepoRootMissing { path: root.into() });
         }
         let fs = LocalFileSystem::new_with_prefix(root)
-            .map_err(|e| Error::storage(&root.display().to_string(), e))?
+            .map_err(|e| {
+                let root = root.display().to_string();
+                Error::storage(&format!("file://{root}"), &root, &e)
+            })?
             .with_fsync(true);
         Ok(LocalBackend {
             root: root.into(),
@@ -41,7 +44,7 @@ impl Backend for LocalBackend {
         format!("file://{}", self.root.display())
     }
 
-    fn check_root(&self) -> Result<()> {
+    fn check_root(&self, _io: &Io) -> Result<()> {
         if self.root.is_dir() {
             Ok(())
         } else {
@@ -51,15 +54,15 @@ impl Backend for LocalBackend {
         }
     }
 
-    fn stamp(&self, key: &RepoKey) -> Option<ObjectStamp> {
+    fn stamp(&self, key: &RepoKey, _io: &Io) -> Option<ObjectStamp> {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(self.root.join(key.as_str())).ok()?;
-        Some(ObjectStamp {
+        Some(ObjectStamp(Stamp::File {
             dev: meta.dev(),
             ino: meta.ino(),
             size: meta.size(),
             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        })
+        }))
     }
 
     fn is_staging_name(&self, key: &str) -> bool {

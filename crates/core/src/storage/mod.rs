@@ -8,9 +8,17 @@
 //!
 //! Durability rule: `put_new` returns only when the object is durable (for local repositories
 //! object_store writes a staging file, fsyncs it, links it into place and fsyncs the directory,
-//! `with_fsync(true)`), and it never replaces an existing object (`PutMode::Create`).
+//! `with_fsync(true)`; on S3 when the PUT succeeded), and it never replaces an existing object
+//! (`PutMode::Create`: a link on local disks, `If-None-Match: *` on S3).
+//!
+//! Remote backends retry transient failures (object_store does it per request, within the backend's
+//! retry budget). A create whose reply was lost (a timeout, a dropped connection) is retried here: when
+//! the retry finds the object there, it is read back, and bytes equal to ours mean the lost attempt
+//! stored it (`Written`).
 
 mod local;
+mod retry;
+mod s3;
 
 use crate::config::RepoUrl;
 use crate::paths::RepoKey;
@@ -19,6 +27,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+pub use retry::RetryBudget;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,19 +35,30 @@ use std::sync::Arc;
 /// Result of writing an object that must not be replaced.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PutOutcome {
+    /// The object now holds exactly the bytes given (written now, or found holding them already).
     Written,
+    /// An object with other bytes exists; it was left alone.
     AlreadyExists,
 }
 
 /// A cheap fingerprint of a stored object, to notice without reading it that it vanished or was
 /// replaced (a repository unmounted or moved away): on a local repository its file's device, inode,
-/// size and modification time.
+/// size and modification time; on S3 its ETag and size (one HEAD).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObjectStamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
+pub struct ObjectStamp(Stamp);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Stamp {
+    File {
+        dev: u64,
+        ino: u64,
+        size: u64,
+        mtime_ns: i128,
+    },
+    ETag {
+        e_tag: String,
+        size: u64,
+    },
 }
 
 /// What one kind of repository provides beyond the object store itself.
@@ -47,16 +67,47 @@ pub trait Backend: Send + Sync {
     fn store(&self) -> &Arc<dyn ObjectStore>;
     /// The repository as the user wrote it (for messages; never holds a secret).
     fn describe(&self) -> String;
-    /// Fails when the repository's root is gone (an unmounted disk), where that can happen.
-    fn check_root(&self) -> Result<()>;
+    /// Fails when the repository's root is gone (an unmounted disk, a bucket that does not exist or
+    /// refuses the credentials), where that can happen.
+    fn check_root(&self, io: &Io) -> Result<()>;
     /// A cheap fingerprint of an object, where the backend has one.
-    fn stamp(&self, key: &RepoKey) -> Option<ObjectStamp>;
+    fn stamp(&self, key: &RepoKey, io: &Io) -> Option<ObjectStamp>;
     /// Whether a listed key is the backend's own temporary object, never a real one.
     fn is_staging_name(&self, key: &str) -> bool;
     /// Tidies what deleting every object under a prefix leaves behind (a local directory tree).
     fn remove_empty_prefix(&self, prefix: &RepoKey) -> Result<()>;
     /// The directory a local repository lives in (restore refuses targets that overlap it).
     fn local_root(&self) -> Option<&Path>;
+    /// Whether "create unless it exists" must be a HEAD then a PUT (the server ignores
+    /// `If-None-Match`): two writers racing inside that window can both write.
+    fn create_by_head(&self) -> bool {
+        false
+    }
+    /// The retry budget of a remote backend: a create whose reply was lost is retried within it.
+    fn retry_budget(&self) -> Option<RetryBudget> {
+        None
+    }
+    /// Whether a failure means the object does not exist (as opposed to its container).
+    fn is_absent(&self, e: &object_store::Error) -> bool {
+        matches!(e, object_store::Error::NotFound { .. })
+    }
+    /// The error to report for a failure on `key` (never holding a secret).
+    fn map_error(&self, key: &str, e: &object_store::Error) -> Error {
+        Error::storage(&self.describe(), key, e)
+    }
+}
+
+/// The runtime a backend's own requests run on (counted with the store's).
+pub struct Io<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    requests: &'a AtomicU64,
+}
+
+impl Io<'_> {
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.runtime.block_on(f)
+    }
 }
 
 struct Shared {
@@ -77,15 +128,24 @@ impl Storage {
     pub fn open(url: &RepoUrl) -> Result<Storage> {
         let backend: Box<dyn Backend> = match url {
             RepoUrl::Local(path) => Box::new(local::LocalBackend::open(path)?),
+            RepoUrl::S3 {
+                bucket,
+                prefix,
+                options,
+            } => Box::new(s3::S3Backend::open(bucket, prefix, options)?),
         };
         Storage::with_backend(backend)
     }
 
     /// A store over any backend (tests wrap one to count or fail requests).
     pub fn with_backend(backend: Box<dyn Backend>) -> Result<Storage> {
-        // One current-thread runtime for the process's store: `block_on` may be called from several
-        // threads at once (they take turns driving I/O); local file I/O runs on its blocking pool.
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        // One small multi-thread runtime for the process's store: `block_on` is called from several
+        // threads at once, and HTTP connections (hyper's background tasks, pooled keep-alive
+        // connections) must be driven by workers of their own rather than by whichever caller happens to
+        // be inside `block_on`; local file I/O runs on its blocking pool.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("strata-storage")
             .enable_all()
             .build()
             .map_err(|e| Error::Io {
@@ -105,9 +165,39 @@ impl Storage {
         self.shared.backend.store()
     }
 
+    fn io(&self) -> Io<'_> {
+        Io {
+            runtime: &self.shared.runtime,
+            requests: &self.shared.requests,
+        }
+    }
+
+    /// Runs a future on the store's runtime (tests reach the store directly).
+    #[cfg(test)]
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.shared.requests.fetch_add(1, Ordering::Relaxed);
-        self.shared.runtime.block_on(f)
+        self.io().block_on(f)
+    }
+
+    /// Runs one request, retried as `retry::run` says.
+    fn request<T, F, Fut>(&self, attempt: F) -> Result<T, object_store::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, object_store::Error>>,
+    {
+        retry::run(self.shared.backend.retry_budget(), &self.io(), attempt)
+    }
+
+    fn err(&self, key: &str, e: &object_store::Error) -> Error {
+        self.shared.backend.map_error(key, e)
+    }
+
+    /// `None` when the failure says the object does not exist, the mapped error otherwise.
+    fn absent<T>(&self, key: &str, e: object_store::Error) -> Result<Option<T>> {
+        if self.shared.backend.is_absent(&e) {
+            Ok(None)
+        } else {
+            Err(self.err(key, &e))
+        }
     }
 
     /// How many requests this store has sent so far.
@@ -129,24 +219,21 @@ impl Storage {
     /// without this check a repository directory renamed away (or a file system unmounted under it)
     /// would silently be recreated, empty, at the same path.
     pub fn check_root(&self) -> Result<()> {
-        self.shared.backend.check_root()
+        self.shared.backend.check_root(&self.io())
     }
 
     /// The fingerprint of an object, when the backend has a cheap one and the object exists.
     pub fn stamp(&self, key: &RepoKey) -> Option<ObjectStamp> {
-        self.shared.backend.stamp(key)
+        self.shared.backend.stamp(key, &self.io())
     }
 
     /// The stored size of an object; `None` when it does not exist.
     pub fn size(&self, key: &RepoKey) -> Result<Option<u64>> {
         let path = ObjPath::from(key.as_str());
-        self.block_on(async {
-            match self.store().head(&path).await {
-                Ok(meta) => Ok(Some(meta.size)),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(Error::storage(key.as_str(), e)),
-            }
-        })
+        match self.request(|| self.store().head(&path)) {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(e) => self.absent(key.as_str(), e),
+        }
     }
 
     /// Reads a whole object; `None` when it does not exist.
@@ -210,46 +297,78 @@ impl Storage {
 
     fn get_with(&self, key: &RepoKey, opts: object_store::GetOptions) -> Result<Option<Bytes>> {
         let path = ObjPath::from(key.as_str());
-        self.block_on(async {
-            match self.store().get_opts(&path, opts).await {
-                Ok(r) => r
-                    .bytes()
-                    .await
-                    .map(Some)
-                    .map_err(|e| Error::storage(key.as_str(), e)),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(Error::storage(key.as_str(), e)),
-            }
-        })
+        let read = || async {
+            let r = self.store().get_opts(&path, opts.clone()).await?;
+            r.bytes().await
+        };
+        match self.request(read) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) => self.absent(key.as_str(), e),
+        }
     }
 
-    /// Writes an object durably unless it already exists.
+    /// Writes an object durably unless it already exists. An existing object is read back: holding the
+    /// same bytes it counts as `Written` (that is what a retry whose first reply was lost finds, on
+    /// every backend the same), with other bytes as `AlreadyExists`.
+    ///
+    /// On a remote backend, an attempt whose outcome is unknown (a timeout or a connection lost after
+    /// the request was sent) is tried again within the retry budget.
     pub fn put_new(&self, key: &RepoKey, data: Vec<u8>) -> Result<PutOutcome> {
-        let path = ObjPath::from(key.as_str());
-        self.block_on(async {
-            let opts = PutOptions {
-                mode: PutMode::Create,
-                ..Default::default()
-            };
-            match self
-                .store()
-                .put_opts(&path, PutPayload::from(data), opts)
-                .await
-            {
-                Ok(_) => Ok(PutOutcome::Written),
-                Err(object_store::Error::AlreadyExists { .. }) => Ok(PutOutcome::AlreadyExists),
-                Err(e) => Err(Error::storage(key.as_str(), e)),
+        let data = Bytes::from(data);
+        for _ in 0..3 {
+            match self.request(|| self.try_create(key, &data)) {
+                Ok(PutOutcome::Written) => return Ok(PutOutcome::Written),
+                Ok(PutOutcome::AlreadyExists) => match self.get(key)? {
+                    Some(stored) if stored == data => return Ok(PutOutcome::Written),
+                    Some(_) => return Ok(PutOutcome::AlreadyExists),
+                    // Deleted meanwhile: try again (it is absent now).
+                    None => continue,
+                },
+                Err(e) => return Err(self.err(key.as_str(), &e)),
             }
-        })
+        }
+        Err(Error::StateChanged(format!(
+            "{key} in {} exists and vanishes again each time it is written",
+            self.describe()
+        )))
+    }
+
+    /// One attempt at creating an object.
+    async fn try_create(
+        &self,
+        key: &RepoKey,
+        data: &Bytes,
+    ) -> Result<PutOutcome, object_store::Error> {
+        let path = ObjPath::from(key.as_str());
+        let payload = PutPayload::from(data.clone());
+        if self.shared.backend.create_by_head() {
+            match self.store().head(&path).await {
+                Ok(_) => return Ok(PutOutcome::AlreadyExists),
+                Err(e) if !self.shared.backend.is_absent(&e) => return Err(e),
+                Err(_) => {}
+            }
+            self.store().put(&path, payload).await?;
+            return Ok(PutOutcome::Written);
+        }
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self.store().put_opts(&path, payload, opts).await {
+            Ok(_) => Ok(PutOutcome::Written),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(PutOutcome::AlreadyExists),
+            Err(e) => Err(e),
+        }
     }
 
     /// Writes an object durably, replacing any previous version (only for objects that may change,
     /// never for WAL or backup data).
     pub fn put_replace(&self, key: &RepoKey, data: Vec<u8>) -> Result<()> {
         let path = ObjPath::from(key.as_str());
-        self.block_on(self.store().put(&path, PutPayload::from(data)))
+        let payload = PutPayload::from(data);
+        self.request(|| self.store().put(&path, payload.clone()))
             .map(|_| ())
-            .map_err(|e| Error::storage(key.as_str(), e))
+            .map_err(|e| self.err(key.as_str(), &e))
     }
 
     pub fn exists(&self, key: &RepoKey) -> Result<bool> {
@@ -259,14 +378,14 @@ impl Storage {
     /// Lists keys (with sizes) under a prefix, recursively, sorted.
     pub fn list(&self, prefix: &RepoKey) -> Result<Vec<(RepoKey, u64)>> {
         let path = ObjPath::from(prefix.as_str());
-        let listed: Vec<(String, u64)> = self.block_on(async {
-            self.store()
-                .list(Some(&path))
-                .map_ok(|m| (m.location.to_string(), m.size))
-                .try_collect()
-                .await
-                .map_err(|e| Error::storage(prefix.as_str(), e))
-        })?;
+        let listed: Vec<(String, u64)> = self
+            .request(|| {
+                self.store()
+                    .list(Some(&path))
+                    .map_ok(|m| (m.location.to_string(), m.size))
+                    .try_collect()
+            })
+            .map_err(|e| self.err(prefix.as_str(), &e))?;
         let mut out: Vec<(RepoKey, u64)> = listed
             .into_iter()
             .filter(|(k, _)| !self.shared.backend.is_staging_name(k))
@@ -282,28 +401,25 @@ impl Storage {
         prefix: &RepoKey,
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
         let path = ObjPath::from(prefix.as_str());
-        self.block_on(async {
-            self.store()
-                .list(Some(&path))
-                .try_fold(
-                    None,
-                    |newest: Option<chrono::DateTime<chrono::Utc>>, m| async move {
-                        Ok(Some(
-                            newest.map_or(m.last_modified, |n| n.max(m.last_modified)),
-                        ))
-                    },
-                )
-                .await
-                .map_err(|e| Error::storage(prefix.as_str(), e))
+        self.request(|| {
+            self.store().list(Some(&path)).try_fold(
+                None,
+                |newest: Option<chrono::DateTime<chrono::Utc>>, m| async move {
+                    Ok(Some(
+                        newest.map_or(m.last_modified, |n| n.max(m.last_modified)),
+                    ))
+                },
+            )
         })
+        .map_err(|e| self.err(prefix.as_str(), &e))
     }
 
     /// Lists the objects directly under a prefix (not those in sub-directories), with sizes, sorted.
     pub fn list_shallow(&self, prefix: &RepoKey) -> Result<Vec<(RepoKey, u64)>> {
         let path = ObjPath::from(prefix.as_str());
         let listed = self
-            .block_on(self.store().list_with_delimiter(Some(&path)))
-            .map_err(|e| Error::storage(prefix.as_str(), e))?;
+            .request(|| self.store().list_with_delimiter(Some(&path)))
+            .map_err(|e| self.err(prefix.as_str(), &e))?;
         let mut out: Vec<(RepoKey, u64)> = listed
             .objects
             .into_iter()
@@ -319,8 +435,8 @@ impl Storage {
     pub fn list_dirs(&self, prefix: &RepoKey) -> Result<Vec<RepoKey>> {
         let path = ObjPath::from(prefix.as_str());
         let listed = self
-            .block_on(self.store().list_with_delimiter(Some(&path)))
-            .map_err(|e| Error::storage(prefix.as_str(), e))?;
+            .request(|| self.store().list_with_delimiter(Some(&path)))
+            .map_err(|e| self.err(prefix.as_str(), &e))?;
         let mut out: Vec<RepoKey> = listed
             .common_prefixes
             .into_iter()
@@ -341,104 +457,16 @@ impl Storage {
 
     pub fn delete(&self, key: &RepoKey) -> Result<()> {
         let path = ObjPath::from(key.as_str());
-        self.block_on(async {
-            match self.store().delete(&path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                Err(e) => Err(Error::storage(key.as_str(), e)),
-            }
-        })
+        match self.request(|| self.store().delete(&path)) {
+            Ok(()) => Ok(()),
+            Err(e) => self.absent(key.as_str(), e).map(|_: Option<()>| ()),
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    //! The storage conformance suite: run against every backend (local for now).
-    use super::*;
-
-    fn k(key: &str) -> RepoKey {
-        RepoKey::from_listing(key.to_string()).unwrap()
-    }
-
-    fn local() -> (tempfile::TempDir, Storage) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Storage::open(&RepoUrl::Local(dir.path().to_path_buf())).unwrap();
-        (dir, s)
-    }
-
-    #[test]
-    fn put_new_never_overwrites() {
-        let (_d, s) = local();
-        assert_eq!(
-            s.put_new(&k("st/a/b.bin"), b"one".to_vec()).unwrap(),
-            PutOutcome::Written
-        );
-        assert_eq!(
-            s.put_new(&k("st/a/b.bin"), b"two".to_vec()).unwrap(),
-            PutOutcome::AlreadyExists
-        );
-        assert_eq!(s.get(&k("st/a/b.bin")).unwrap().unwrap().as_ref(), b"one");
-        assert_eq!(
-            s.get_prefix(&k("st/a/b.bin"), 2).unwrap().unwrap().as_ref(),
-            b"on"
-        );
-        assert!(s.exists(&k("st/a/b.bin")).unwrap());
-        assert!(!s.exists(&k("st/a/c.bin")).unwrap());
-        assert_eq!(s.get(&k("st/missing")).unwrap(), None);
-    }
-
-    #[test]
-    fn list_and_delete() {
-        let (_d, s) = local();
-        s.put_new(&k("st/x/2"), vec![1, 2]).unwrap();
-        s.put_new(&k("st/x/1"), vec![1]).unwrap();
-        s.put_replace(&k("st/y"), vec![]).unwrap();
-        s.put_replace(&k("st/y"), vec![9]).unwrap();
-        assert_eq!(
-            s.list(&k("st/x")).unwrap(),
-            vec![(k("st/x/1"), 1), (k("st/x/2"), 2)]
-        );
-        assert_eq!(
-            s.get_range(&k("st/x/2"), 1, 1).unwrap().unwrap().as_ref(),
-            &[2]
-        );
-        assert!(s.get_range(&k("st/x/2"), 1, 5).is_err());
-        assert_eq!(s.list_dirs(&k("st")).unwrap(), vec![k("st/x")]);
-        s.put_new(&k("st/z/a/b"), vec![1]).unwrap();
-        s.delete_prefix(&k("st/z")).unwrap();
-        assert_eq!(s.list_dirs(&k("st")).unwrap(), vec![k("st/x")]);
-        s.delete(&k("st/x/1")).unwrap();
-        s.delete(&k("st/x/1")).unwrap();
-        assert_eq!(s.list(&k("st")).unwrap().len(), 2);
-        assert_eq!(s.get(&k("st/y")).unwrap().unwrap().as_ref(), &[9]);
-    }
-
-    #[test]
-    fn get_limited_reads_nothing_past_the_limit() {
-        let (_d, s) = local();
-        s.put_new(&k("st/w"), vec![7u8; 100]).unwrap();
-        assert_eq!(s.get_limited(&k("st/w"), 100).unwrap().unwrap().len(), 100);
-        assert_eq!(s.get_limited(&k("st/w"), 1000).unwrap().unwrap().len(), 100);
-        let e = s.get_limited(&k("st/w"), 99).unwrap_err();
-        assert!(matches!(e, Error::CorruptObject { .. }), "{e}");
-        assert_eq!(s.get_limited(&k("st/none"), 10).unwrap(), None);
-        // An empty object is read as empty (callers report it as damaged), not as a storage error.
-        s.put_new(&k("st/empty"), vec![]).unwrap();
-        assert_eq!(s.get_limited(&k("st/empty"), 10).unwrap().unwrap().len(), 0);
-        assert!(s.get_range(&k("st/empty"), 0, 4).is_err());
-        let before = s.requests();
-        s.get_limited(&k("st/w"), 100).unwrap();
-        assert_eq!(s.requests() - before, 1);
-    }
-
-    #[test]
-    fn missing_root_is_a_clear_error() {
-        let e = Storage::open(&RepoUrl::Local("/nonexistent/strata-repo".into()))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            e.contains("/nonexistent/strata-repo") && e.contains("does not exist"),
-            "{e}"
-        );
-    }
-}
+mod s3_fault_tests;
+#[cfg(test)]
+mod s3_tests;
+#[cfg(test)]
+mod tests;
