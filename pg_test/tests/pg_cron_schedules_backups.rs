@@ -1,22 +1,24 @@
 //! pg_cron, for real: Debian's pg_cron (1.4: minute resolution, no seconds syntax) preloaded beside
-//! pg_strata schedules `SELECT backup_start('incr')` every minute. Its job history shows `succeeded`
-//! for a run that took a backup (pg_cron records the command's row count, not its result, so the
-//! label is matched by time against `strata_backups`); with the repository gone, the next run shows
-//! `failed` with pg_strata's own message; once fixed, the next run succeeds again.
+//! pg_strata schedules `SELECT backup_start('incr')` and `backup_verify()` every minute. Its job
+//! history shows `succeeded` for a run that took a backup (pg_cron records the command's row count,
+//! not its result, so the label is matched by time against `strata_backups`) and for a verification
+//! (whose result the metrics show); with the repository gone, the next runs show `failed` with
+//! pg_strata's own message; once fixed, the next run succeeds again.
 
 use pg_test::{Archiving, Cluster};
 use std::time::{Duration, Instant};
 
-/// The first run of the job that started after `after` (an SQL timestamptz) and finished:
+/// The first run of job `job` that started after `after` (an SQL timestamptz) and finished:
 /// (status, return_message, start_time, end_time).
-fn run_after(c: &Cluster, after: &str, secs: u64) -> (String, String, String, String) {
+fn run_after(c: &Cluster, job: &str, after: &str, secs: u64) -> (String, String, String, String) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let row = c.psql(
             "postgres",
             &format!(
                 "SELECT status, replace(coalesce(return_message, ''), E'\\n', ' '), start_time, end_time \
-                 FROM cron.job_run_details WHERE start_time > '{after}' \
+                 FROM cron.job_run_details JOIN cron.job USING (jobid) \
+                 WHERE jobname = '{job}' AND start_time > '{after}' \
                    AND status IN ('succeeded', 'failed') ORDER BY start_time LIMIT 1"
             ),
         );
@@ -69,7 +71,11 @@ fn pg_cron_schedules_backups_and_its_history_tells_the_truth() {
         "postgres",
         "SELECT cron.schedule('strata-incr', '* * * * *', $$SELECT backup_start('incr')$$)",
     );
-    let (status, message, start, end) = run_after(c, &scheduled, 150);
+    c.psql(
+        "postgres",
+        "SELECT cron.schedule('strata-verify', '* * * * *', $$SELECT count(*) FROM backup_verify()$$)",
+    );
+    let (status, message, start, end) = run_after(c, "strata-incr", &scheduled, 150);
     assert_eq!(status, "succeeded", "{message}");
     let label = c.psql(
         "postgres",
@@ -83,6 +89,16 @@ fn pg_cron_schedules_backups_and_its_history_tells_the_truth() {
         "no incr taken by the run {start} .. {end}: {label:?}"
     );
     println!("pg_cron run at {start}: {status} ({message}), backup {label}");
+    let (status, message, _, _) = run_after(c, "strata-verify", &scheduled, 150);
+    assert_eq!(status, "succeeded", "{message}");
+    let verified = c.psql(
+        "postgres",
+        "SELECT value FROM strata_metrics() WHERE name = 'strata_verify_last_errors'",
+    );
+    assert_eq!(
+        verified, "0",
+        "the scheduled verification, as the metrics show it"
+    );
 
     // The repository gone (a disk not mounted): the next run fails with pg_strata's message.
     let repo1 = c.psql("postgres", "SHOW strata.repo1");
@@ -91,13 +107,15 @@ fn pg_cron_schedules_backups_and_its_history_tells_the_truth() {
         "ALTER SYSTEM SET strata.repo1 = 'file:///nonexistent/strata-repo'; SELECT pg_reload_conf();",
     );
     let broken = c.psql("postgres", "SELECT now()");
-    let (status, message, _, _) = run_after(c, &broken, 150);
-    assert_eq!(status, "failed", "{message}");
-    assert!(
-        message.contains("/nonexistent/strata-repo") && message.contains("does not exist"),
-        "{message}"
-    );
-    println!("pg_cron run with the repository missing: {status}: {message}");
+    for job in ["strata-incr", "strata-verify"] {
+        let (status, message, _, _) = run_after(c, job, &broken, 150);
+        assert_eq!(status, "failed", "{job}: {message}");
+        assert!(
+            message.contains("/nonexistent/strata-repo") && message.contains("does not exist"),
+            "{job}: {message}"
+        );
+        println!("pg_cron {job} with the repository missing: {status}: {message}");
+    }
 
     // Fixed: the next run succeeds and takes an incr.
     c.psql(
@@ -107,7 +125,7 @@ fn pg_cron_schedules_backups_and_its_history_tells_the_truth() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(c.psql("postgres", "SHOW strata.repo1"), repo1);
     let fixed = c.psql("postgres", "SELECT now()");
-    let (status, message, start, _) = run_after(c, &fixed, 150);
+    let (status, message, start, _) = run_after(c, "strata-incr", &fixed, 150);
     assert_eq!(status, "succeeded", "{message}");
     let incrs = c.psql(
         "postgres",
@@ -117,5 +135,8 @@ fn pg_cron_schedules_backups_and_its_history_tells_the_truth() {
         ),
     );
     assert_eq!(incrs, "1");
+    let (status, message, _, _) = run_after(c, "strata-verify", &fixed, 150);
+    assert_eq!(status, "succeeded", "{message}");
     c.psql("postgres", "SELECT cron.unschedule('strata-incr')");
+    c.psql("postgres", "SELECT cron.unschedule('strata-verify')");
 }
