@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 #! Sets up a fresh Debian 12 machine (as root) for pg_strata and installs it:
 #! apt packages, cargo-pgrx 0.18.1, `cargo pgrx init` on the system PostgreSQL 15,
-#! moto's S3 server for the tests (a venv in /opt/strata-moto),
+#! moto's S3 server for the tests (a venv in /opt/strata-moto), Debian's pg_cron (postgresql-15-cron) and
+#! a venv with prometheus_client (its text-format parser) in /opt/strata-py for the tests,
 #! the extension into PostgreSQL 15 and the `strata` binary into /usr/local/bin.
 #! Every step is skipped when it is already done, so reruns are fast.
 set -euo pipefail
@@ -9,10 +10,12 @@ cd "$(dirname "$0")/.."
 
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 PGRX_VERSION=0.18.1
-APT_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-contrib build-essential libclang-dev pkg-config sudo python3-venv"
+APT_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-cron build-essential libclang-dev pkg-config sudo python3-venv"
 # The S3 server the tests run against (crates/core/src/storage/s3_tests.rs looks for it here).
 MOTO_VENV=/opt/strata-moto
 MOTO_VERSION=5.2.1
+# The metrics tests parse the endpoint's text with prometheus_client's parser, from this venv.
+PY_VENV=/opt/strata-py
 
 log() { printf '\n== %s\n' "$*"; }
 # Runs a command with its output kept in a log, shown only if it fails.
@@ -55,6 +58,13 @@ fi
 if ! grep -qs "pg15" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
     log "cargo pgrx init on the system PostgreSQL 15"
     cargo pgrx init --pg15 "$PG_CONFIG"
+fi
+
+if ! "$PY_VENV/bin/python" -c 'import prometheus_client' 2>/dev/null; then
+    log "creating $PY_VENV with prometheus_client (for the metrics tests)"
+    rm -rf "$PY_VENV"
+    /usr/bin/python3 -m venv "$PY_VENV"
+    quiet "$PY_VENV/bin/pip" install --disable-pip-version-check prometheus_client
 fi
 
 # Debian's python3 is "externally managed": moto goes into a venv of its own.

@@ -321,13 +321,18 @@ fn backup_list() -> TableIterator<
         let listing = strata_core::catalog::list_backups_tolerant(&repo)?;
         let labels = listing.sound.iter().map(|m| &m.label);
         let annotations = strata_core::retention::pin::annotations(&repo, labels);
-        // A stanza not created yet has no archive (and no backups).
+        // A stanza not created yet (nothing archived) has no backups: an empty list, not an error.
         let (segments, seg) = match repo.identity() {
             Ok(id) => {
                 let seg = id.wal_segment_size;
                 (strata_core::catalog::archived_segments(&repo, seg)?, seg)
             }
-            Err(_) => (Default::default(), pgformat::lsn::DEFAULT_WAL_SEGMENT_SIZE),
+            Err(strata_core::Error::StanzaMissing { .. })
+                if listing.sound.is_empty() && listing.damaged.is_empty() =>
+            {
+                (Default::default(), pgformat::lsn::DEFAULT_WAL_SEGMENT_SIZE)
+            }
+            Err(e) => return Err(e),
         };
         Ok::<_, strata_core::Error>((listing, annotations, segments, seg))
     })()

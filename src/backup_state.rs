@@ -71,6 +71,9 @@ pub struct BackupShared {
     hint: [u8; HINT_LEN],
     /// Decisions the caller of backup_start() is told about as NOTICEs (lines).
     notice: [u8; MSG_LEN],
+    /// Backups that failed since the server started, by requested kind (full, diff, incr): for the
+    /// metrics. Counted once per backup, where its failure is recorded (`set_failure`).
+    pub failures: [i64; 3],
 }
 
 impl Default for BackupShared {
@@ -91,6 +94,7 @@ impl Default for BackupShared {
             sqlstate: [0; 5],
             hint: [0; HINT_LEN],
             notice: [0; MSG_LEN],
+            failures: [0; 3],
         }
     }
 }
@@ -129,8 +133,12 @@ impl BackupShared {
         self.sqlstate = [0; 5];
         crate::status::put_text(&mut self.hint, "");
     }
-    /// Records a failure: phase, message, SQLSTATE and hint.
+    /// Records a failure: phase, message, SQLSTATE and hint; counts it once.
     pub fn set_failure(&mut self, e: &crate::errors::Raised) {
+        if self.phase() != Phase::Failed {
+            let kind = usize::from(self.requested_kind).min(2);
+            self.failures[kind] += 1;
+        }
         self.set_phase(Phase::Failed);
         self.set_message(&e.message);
         let code = e.sqlstate.as_bytes();

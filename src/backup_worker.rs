@@ -53,6 +53,8 @@ pub extern "C-unwind" fn pg_strata_backup_worker_main(arg: pg_sys::Datum) {
         }
     }
     drop(s);
+    // The metrics' repository figures are out of date now.
+    crate::metrics_cache::invalidate();
     if let Err(e) = outcome {
         log!("pg_strata: backup failed ({}): {}", e.sqlstate, e.message);
     }

@@ -78,6 +78,9 @@ pub enum RetentionArchiveTypeGuc {
     Incr,
 }
 
+pub static METRICS_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static METRICS_CACHE_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(60);
+
 /// True while `register` defines the settings: the configured values are applied then (see the module
 /// comment).
 static DEFINING: AtomicBool = AtomicBool::new(false);
@@ -212,6 +215,16 @@ pub fn register() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"strata.metrics_cache_seconds",
+        c"How long repository figures of the metrics are reused before the repository is read again.",
+        c"Counters from shared memory are always current; the repository is listed at most once per period.",
+        &METRICS_CACHE_SECONDS,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
     for (name, setting) in [
         (c"strata.backup_max_age_full", &BACKUP_MAX_AGE_FULL),
         (c"strata.backup_max_age_diff", &BACKUP_MAX_AGE_DIFF),
@@ -251,6 +264,63 @@ pub fn register() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+}
+
+/// Settings that only the postmaster may define (PGC_POSTMASTER): called while
+/// `shared_preload_libraries` is being loaded, never later (that would kill the process).
+pub fn register_preloaded() {
+    // SAFETY: the hook is a pg_guard'ed extern function that only reads its arguments.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"strata.metrics_listen",
+            c"Address (host:port) where a background worker serves GET /metrics; empty: no endpoint.",
+            c"For example 127.0.0.1:9187. Binds only there; a restart is needed to change it.",
+            &METRICS_LISTEN,
+            GucContext::Postmaster,
+            GucFlags::SUPERUSER_ONLY,
+            Some(check_metrics_listen),
+            None,
+            None,
+        );
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_metrics_listen(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    match hook_value(newval).unwrap_or("") {
+        "" => true,
+        v => match v.parse::<std::net::SocketAddr>() {
+            Ok(_) => true,
+            Err(_) => refuse(&format!(
+                "strata.metrics_listen = '{v}' is not an address and port such as 127.0.0.1:9187 or [::1]:9187"
+            )),
+        },
+    }
+}
+
+/// `strata.metrics_listen`, when set.
+pub fn metrics_listen() -> Option<std::net::SocketAddr> {
+    METRICS_LISTEN
+        .get()
+        .and_then(|c| c.into_string().ok())
+        .and_then(|s| s.parse().ok())
+}
+
+/// `strata.metrics_cache_seconds`.
+pub fn metrics_cache_seconds() -> f64 {
+    f64::from(METRICS_CACHE_SECONDS.get().max(1))
+}
+
+/// `strata.stanza` as set (for metric labels, even when the repository is not configured).
+pub fn stanza() -> String {
+    STANZA
+        .get()
+        .and_then(|c| c.into_string().ok())
+        .unwrap_or_default()
 }
 
 #[pg_guard]

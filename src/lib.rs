@@ -1,7 +1,8 @@
 //! pg_strata, the PostgreSQL extension: thin glue between PostgreSQL and `strata_core`.
 //!
 //! `_PG_init` registers the `strata.*` settings (and, when preloaded, the shared memory for status);
-//! `_PG_archive_module_init` makes the library usable as `archive_library`. Everything that does not
+//! `_PG_archive_module_init` makes the library usable as `archive_library`; with
+//! `strata.metrics_listen` set, a background worker serves the metrics over HTTP. Everything that does not
 //! need a server lives in the plain crates under `crates/`.
 
 use pgrx::prelude::*;
@@ -15,6 +16,9 @@ mod backup_worker;
 mod check_sql;
 mod errors;
 mod gucs;
+mod metrics_cache;
+mod metrics_sql;
+mod metrics_worker;
 mod permissions;
 mod retention_sql;
 mod status;
@@ -28,6 +32,9 @@ pub extern "C-unwind" fn _PG_init() {
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         status::init_shared_memory();
         backup_state::init_shared_memory();
+        metrics_cache::init_shared_memory();
+        gucs::register_preloaded();
+        metrics_worker::register();
     }
 }
 

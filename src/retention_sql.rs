@@ -56,6 +56,7 @@ fn backup_expire(
     .unwrap_or_else(|e| crate::errors::raise("cannot expire", e));
     if !dry_run {
         log_expiry(&report);
+        crate::metrics_cache::invalidate();
     }
     let mut rows = Vec::new();
     for label in &report.leftovers {

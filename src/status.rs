@@ -64,6 +64,22 @@ pub fn available() -> bool {
     unsafe { INITIALIZED }
 }
 
+/// A copy of the statistics, taken under the lock, for `strata_check()` and the metrics (zeros without
+/// shared memory).
+pub fn snapshot() -> ArchiveStats {
+    if !available() {
+        return ArchiveStats::default();
+    }
+    *STATS.share()
+}
+
+impl ArchiveStats {
+    /// The WAL file archived last since the server started.
+    pub fn last_archived_wal(&self) -> Option<String> {
+        get_text(&self.last_archived_wal)
+    }
+}
+
 pub fn put_text(buf: &mut [u8], s: &str) {
     buf.fill(0);
     let mut n = s.len().min(buf.len() - 1);
@@ -185,11 +201,6 @@ fn archive_status() -> TableIterator<
         s.summaries_missing,
         get_text(&s.last_summary_missing),
     ))
-}
-
-/// A copy of the archiving statistics (for `strata_check()`).
-pub fn snapshot() -> ArchiveStats {
-    *STATS.share()
 }
 
 impl ArchiveStats {

@@ -88,6 +88,8 @@ fn backup_verify(
     if let Err(e) = verify::record(&repo, &report.last_result()) {
         warning!("pg_strata: the verify result could not be kept in the repository: {e}");
     }
+    // The metrics' last-verification figures are out of date now.
+    crate::metrics_cache::invalidate();
     let severity = |s: Severity| match s {
         Severity::Error => "error".to_string(),
         Severity::Warning => "warning".to_string(),

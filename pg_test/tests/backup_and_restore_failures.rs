@@ -129,7 +129,8 @@ fn a_killed_worker_leaves_nothing_listed_and_the_next_backup_works() {
     // The postmaster restarts every backend after a crash: wait until it noticed (a query may still
     // succeed in between), then until it accepts connections again.
     c.wait_for("the crash to be noticed", 60, || {
-        c.log().contains("all server processes terminated; reinitializing")
+        c.log()
+            .contains("all server processes terminated; reinitializing")
     });
     c.wait_for("the crash restart", 120, || {
         c.try_psql("postgres", "SELECT 1").is_ok_and(|s| s == "1")

@@ -38,6 +38,8 @@ fn every_function_and_view_is_denied_without_strata_operator_and_allowed_with_it
         "backup_cancel()",
         "backup_progress()",
         "backup_list()",
+        "strata_metrics()",
+        "strata_metrics_text()",
     ] {
         assert!(
             functions.iter().any(|f| f == expected),
@@ -81,6 +83,8 @@ fn every_function_and_view_is_denied_without_strata_operator_and_allowed_with_it
         "SELECT backup_cancel()",
         "SELECT count(*) FROM strata_backups",
         "SELECT count(*) FROM strata_backup_progress",
+        "SELECT count(*) FROM strata_metrics()",
+        "SELECT length(strata_metrics_text())",
         "SELECT backup_start('full')",
     ];
     for sql in calls {

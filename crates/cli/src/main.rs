@@ -42,6 +42,9 @@ enum Command {
     Expire(commands::expire::Args),
     /// Show the stanza's cluster, WAL archive and backups.
     Info(commands::info::Args),
+    /// Print the repository's metrics in the Prometheus text format (for node_exporter's textfile
+    /// collector).
+    Metrics(commands::metrics::Args),
     /// Restore a backup into a data directory (server down), ready for point-in-time recovery.
     Restore(commands::restore::Args),
     /// Read back every object of the stanza (or one backup and its chain) and check it: exit 0 all
@@ -60,6 +63,7 @@ fn main() {
         Command::Check(args) => commands::check::run(args),
         Command::Expire(args) => commands::expire::run(args),
         Command::Info(args) => commands::info::run(args),
+        Command::Metrics(args) => commands::metrics::run(args),
         Command::Restore(args) => commands::restore::run(args),
         Command::Verify(args) => commands::verify::run(args),
     };

@@ -10,6 +10,7 @@
 //! - backups: manifests and their validation (`manifest`), the catalog of a stanza's backups and WAL
 //!   (`catalog`), chains and timeline histories (`chain`), the incremental file format
 //!   (`incremental`), taking a backup (`backup`) and restoring one (`restore`, `owner`);
+//! - metrics in the Prometheus text format, shared by the extension and the CLI (`metrics`);
 //! - errors with their class, SQLSTATE and exit code (`error`); the bounded parallel runner
 //!   (`parallel`) and local-file helpers (`fsutil`) the engines share.
 
@@ -26,6 +27,7 @@ pub mod fsutil;
 pub mod identity;
 pub mod incremental;
 pub mod manifest;
+pub mod metrics;
 pub mod object;
 pub mod owner;
 pub mod parallel;

@@ -6,5 +6,6 @@ pub mod archive_push;
 pub mod check;
 pub mod expire;
 pub mod info;
+pub mod metrics;
 pub mod restore;
 pub mod verify;
