@@ -157,20 +157,10 @@ fn fail(generation: u64, msg: &str) {
 
 fn wait_for_worker(generation: u64, worker: &DynamicBackgroundWorker, wait: bool) -> String {
     loop {
-        // SAFETY: main thread; the standard latch wait of a backend.
-        unsafe {
-            pg_sys::WaitLatch(
-                pg_sys::MyLatch,
-                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                100,
-                pg_sys::PG_WAIT_EXTENSION,
-            );
-            pg_sys::ResetLatch(pg_sys::MyLatch);
-            if pg_sys::QueryCancelPending != 0 || pg_sys::ProcDiePending != 0 {
-                let mut s = BACKUP.exclusive();
-                if s.generation == generation {
-                    s.cancel_requested = true;
-                }
+        if crate::latch::wait(100) {
+            let mut s = BACKUP.exclusive();
+            if s.generation == generation {
+                s.cancel_requested = true;
             }
         }
         check_for_interrupts!();

@@ -275,16 +275,7 @@ fn wal_switch(repo: &strata_core::Repo, timeout: u64) -> Row {
                 ),
             );
         }
-        // SAFETY: main thread; the standard latch wait of a backend.
-        unsafe {
-            pg_sys::WaitLatch(
-                pg_sys::MyLatch,
-                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                200,
-                pg_sys::PG_WAIT_EXTENSION,
-            );
-            pg_sys::ResetLatch(pg_sys::MyLatch);
-        }
+        crate::latch::wait(200);
         check_for_interrupts!();
     }
     let what = if archived {

@@ -16,6 +16,7 @@ mod backup_worker;
 mod check_sql;
 mod errors;
 mod gucs;
+mod latch;
 mod metrics_cache;
 mod metrics_sql;
 mod metrics_worker;

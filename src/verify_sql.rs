@@ -53,20 +53,10 @@ fn backup_verify(
         std::thread::spawn(move || verify::run(&repo, &opts, &Progress::default(), &stop))
     };
     while !worker.is_finished() {
-        // SAFETY: main thread; the standard latch wait of a backend.
-        unsafe {
-            pg_sys::WaitLatch(
-                pg_sys::MyLatch,
-                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                100,
-                pg_sys::PG_WAIT_EXTENSION,
-            );
-            pg_sys::ResetLatch(pg_sys::MyLatch);
-            if pg_sys::QueryCancelPending != 0 || pg_sys::ProcDiePending != 0 {
-                // Stop the readers before the ERROR unwinds this frame.
-                stop.store(true, Ordering::Relaxed);
-                break;
-            }
+        if crate::latch::wait(100) {
+            // Stop the readers before the ERROR unwinds this frame.
+            stop.store(true, Ordering::Relaxed);
+            break;
         }
     }
     let outcome = worker.join();

@@ -389,6 +389,16 @@ pub fn assert_same_dump(restored: &str, source: &str, what: &str) {
 }
 
 /// Path of the `strata` binary under test: `STRATA_BIN`, else the one on PATH.
+/// A command's standard output, as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A command's standard error, as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 pub fn strata_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("STRATA_BIN") {
         return PathBuf::from(p);

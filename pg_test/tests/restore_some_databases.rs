@@ -4,15 +4,8 @@
 //! restore; then `--delta --db-exclude` over it brings a left-out database back and zeroes another.
 
 use pg_test::Archiving;
+use pg_test::{stderr, stdout};
 use std::path::Path;
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// Disk blocks used under `dir`, in kB (what `du` says: sparse files count for nothing).
 fn du_kb(dir: &Path) -> u64 {

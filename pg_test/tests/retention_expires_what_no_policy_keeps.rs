@@ -4,16 +4,9 @@
 //! refused naming it.
 
 use pg_test::Archiving;
+use pg_test::{stderr, stdout};
 use std::collections::BTreeMap;
 use strata_core::manifest::Manifest;
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn manifest(a: &Archiving, label: &str) -> Manifest {
     let (path, key) = a.manifest_object(label);

@@ -3,19 +3,12 @@
 //! leaving older backups restorable only to their end, an expiry killed half-way and finished by the
 //! next, and an expiry that keeps what a running restore reads (its lease).
 
+use pg_test::{stderr, stdout};
 use pg_test::{Archiving, PgDir};
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use strata_core::manifest::Manifest;
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn manifest(a: &Archiving, label: &str) -> Manifest {
     let (path, key) = a.manifest_object(label);

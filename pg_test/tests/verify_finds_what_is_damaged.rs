@@ -4,14 +4,11 @@
 //! checksum fails (an object rewritten consistently, so that only the page check can see it) — each
 //! found and named, exit 2, and the JSON listing exactly that problem; undone, all good again.
 
+use pg_test::stderr;
 use pg_test::Archiving;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use strata_core::manifest::Manifest;
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// Runs `strata verify --output json`: exit code and the document.
 fn verify(a: &Archiving) -> (i32, Value) {

@@ -121,6 +121,24 @@ impl Repo {
         }
     }
 
+    /// Reads one of the small JSON objects of the stanza (an annotation, a lease, the last
+    /// verification): None when absent; `what` names it when it is not valid.
+    pub fn read_small_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &RepoKey,
+        what: &str,
+    ) -> Result<Option<T>> {
+        let Some(bytes) = self.storage.get_limited(key, 64 * 1024)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| crate::Error::CorruptObject {
+                key: key.to_string(),
+                reason: format!("not a valid {what}: {e}"),
+            })
+    }
+
     /// Whether a WAL file is archived (one request).
     pub fn wal_exists(&self, file_name: &str, wal_segment_size: u32) -> Result<bool> {
         let key = self.keys.archive_file(file_name, wal_segment_size)?;

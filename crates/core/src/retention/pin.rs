@@ -24,16 +24,7 @@ const MAX_NOTE: usize = 1000;
 
 /// Reads a backup's annotation (none: not pinned, no note).
 pub fn read(repo: &Repo, label: &str) -> Result<Option<Annotation>> {
-    let key = repo.keys().backup_annotation(label)?;
-    let Some(bytes) = repo.storage().get_limited(&key, 64 * 1024)? else {
-        return Ok(None);
-    };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| Error::CorruptObject {
-            key: key.to_string(),
-            reason: format!("not a valid annotation: {e}"),
-        })
+    repo.read_small_json(&repo.keys().backup_annotation(label)?, "annotation")
 }
 
 /// Pins or unpins a committed backup, with a note (None keeps the note it has).

@@ -305,14 +305,5 @@ pub fn record(repo: &Repo, result: &LastResult) -> Result<()> {
 
 /// The stanza's last verification, if one was recorded.
 pub fn last(repo: &Repo) -> Result<Option<LastResult>> {
-    let key = repo.keys().last_verify();
-    let Some(bytes) = repo.storage().get_limited(&key, 64 * 1024)? else {
-        return Ok(None);
-    };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| Error::CorruptObject {
-            key: key.to_string(),
-            reason: format!("not a valid verify result: {e}"),
-        })
+    repo.read_small_json(&repo.keys().last_verify(), "verify result")
 }
