@@ -404,3 +404,35 @@ fn an_expiry_keeps_what_a_running_restore_reads() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(listed(&a), f2);
 }
+
+#[test]
+fn diff_retention_keeps_the_newest_diffs_with_their_incrs_and_their_full() {
+    let a = Archiving::new("retention-diff", "");
+    let c = &a.cluster;
+    c.psql(
+        "postgres",
+        "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 3000) g",
+    );
+    let full = a.backup("full");
+    c.psql("postgres", "UPDATE t SET id = id + 1 WHERE id % 3 = 0");
+    let diff1 = a.backup("diff");
+    c.psql("postgres", "UPDATE t SET id = id + 1 WHERE id % 5 = 0");
+    let incr1 = a.backup("incr");
+    c.psql("postgres", "UPDATE t SET id = id + 1 WHERE id % 7 = 0");
+    let diff2 = a.backup("diff");
+    c.psql("postgres", "UPDATE t SET id = id + 1 WHERE id % 11 = 0");
+    let incr2 = a.backup("incr");
+    let incr2_dump = c.dumpall();
+    assert!(incr1.starts_with(&format!("{full}_")) && diff2.ends_with('D'));
+
+    // One diff kept: the newest, with the incr built on it and the full it is built on; the older
+    // diff goes with its incr, though its full stays.
+    let o = a.strata(&["expire", "--retention-diff", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for gone in [&diff1, &incr1] {
+        assert!(out.contains(&format!("expired backup {gone}:")), "{out}");
+    }
+    assert_eq!(listed(&a), format!("{full},{diff2},{incr2}"));
+    restores_to(&a, &incr2, &incr2_dump);
+}
