@@ -15,6 +15,7 @@ mod backup_worker;
 mod errors;
 mod gucs;
 mod permissions;
+mod repo_gucs;
 mod retention_sql;
 mod status;
 mod verify_sql;

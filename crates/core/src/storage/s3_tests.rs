@@ -260,6 +260,7 @@ fn a_stanza_and_its_wal_on_s3() {
     use crate::config::RepoConfig;
     let m = Moto::shared();
     let config = RepoConfig {
+        number: 1,
         repo: url(&m.new_bucket(), "strata", options(&m.endpoint())),
         stanza: "main".into(),
         compress_type: CompressType::Zstd,
