@@ -211,11 +211,10 @@ impl RepoArgs {
             for name in S3_SETTINGS {
                 let setting = repo_setting(r.number, name);
                 match settings.lookup(&setting) {
-                    Some((_, src)) if is_secret(&setting) => {
-                        if src != Source::File {
-                            outside_secrets.push(setting);
-                        }
+                    Some((_, src)) if is_secret(&setting) && src != Source::File => {
+                        outside_secrets.push(setting)
                     }
+                    Some(_) if is_secret(&setting) => {}
                     Some((v, _)) => out.push(format!(
                         "--repo-option {}",
                         q(&format!("{}={v}", setting.trim_start_matches("strata.")))
