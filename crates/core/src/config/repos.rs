@@ -34,7 +34,11 @@ pub struct RepoSet {
 
 /// Whether a setting holds a secret (never printed, never written into restore_command).
 pub fn is_secret(name: &str) -> bool {
-    name.ends_with("_s3_key") || name.ends_with("_s3_key_secret")
+    // `strata.repo1_s3_key`, `repo1_s3_key_secret`, `s3_key`: what follows the last `s3_`.
+    matches!(
+        name.rsplit_once("s3_").map(|(_, t)| t),
+        Some("key" | "key_secret")
+    )
 }
 
 /// The name of a per-repository setting: `strata.repo2_s3_endpoint` for (2, "s3_endpoint").
@@ -260,6 +264,7 @@ mod tests {
         assert!(parse_repo_number("--repo-number", "5").is_err());
         assert!(is_secret("strata.repo4_s3_key") && is_secret("strata.repo1_s3_key_secret"));
         assert!(!is_secret("strata.repo1_s3_endpoint"));
+        assert!(is_secret("s3_key") && is_secret("s3_key_secret") && !is_secret("s3_region"));
     }
 
     #[test]
