@@ -1,18 +1,19 @@
 //! The archive module (`archive_library = 'pg_strata'`): PostgreSQL's archiver calls `archive_file` for
-//! each WAL file to archive. It returns true only when the file is durable in the repository. Any failure
+//! each WAL file to archive. It returns true only when the file is durable in every configured
+//! repository (`strata.repo1` … `strata.repo4`, written in parallel; see `strata_core::archive::multi`). Any failure
 //! (storage down, disk full, bad settings, even a panic) is a WARNING and `false`: PostgreSQL keeps the
 //! file and retries, nothing is lost. An ERROR here would make the archiver exit (FATAL in PG 15).
 
-use crate::{gucs, status};
+use crate::status;
 use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::ffi::CStr;
 use std::path::Path;
-use strata_core::archive::{ArchivePusher, ServerFacts, SummaryReport};
+use strata_core::archive::{MultiPusher, ServerFacts, SummaryReport};
 
 thread_local! {
-    /// The archiver's long-lived pusher: open repository and summarizer carried across segments.
-    static PUSHER: RefCell<Option<ArchivePusher>> = const { RefCell::new(None) };
+    /// The archiver's long-lived pusher: open repositories and summarizers carried across segments.
+    static PUSHER: RefCell<Option<MultiPusher>> = const { RefCell::new(None) };
 }
 
 /// # Safety
@@ -30,10 +31,7 @@ pub unsafe extern "C-unwind" fn _PG_archive_module_init(cb: *mut pg_sys::Archive
 
 #[pg_guard]
 unsafe extern "C-unwind" fn check_configured() -> bool {
-    gucs::REPO1
-        .get()
-        .map(|c| !c.as_bytes().is_empty())
-        .unwrap_or(false)
+    crate::repo_gucs::any_repo_set()
 }
 
 #[pg_guard]
@@ -53,7 +51,7 @@ unsafe extern "C-unwind" fn archive_file(
             CStr::from_ptr(path).to_string_lossy().into_owned(),
         )
     };
-    let config = gucs::repo_config();
+    let config = crate::repo_gucs::repos();
     // SAFETY: plain reads of server facts on the main thread.
     let facts = unsafe {
         ServerFacts {
@@ -75,7 +73,7 @@ unsafe extern "C-unwind" fn archive_file(
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(strata_core::Error::Internal(msg))
+            Err(strata_core::Error::Internal(msg).to_string())
         }
     };
     match result {
@@ -105,7 +103,7 @@ unsafe extern "C-unwind" fn archive_file(
             warning!("pg_strata: could not archive WAL file \"{file}\": {error}");
             status::record(status::Attempt::Failed {
                 wal: &file,
-                error: &error.to_string(),
+                error: &error,
             });
             false
         }
@@ -115,24 +113,25 @@ unsafe extern "C-unwind" fn archive_file(
 fn push(
     file: &str,
     path: &str,
-    config: strata_core::Result<strata_core::config::RepoConfig>,
+    repos: strata_core::Result<strata_core::config::RepoSet>,
     facts: ServerFacts,
-) -> strata_core::Result<strata_core::archive::PushReport> {
-    let config = config?;
+) -> Result<strata_core::archive::PushReport, String> {
+    let repos = repos.map_err(|e| e.to_string())?;
     PUSHER.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let reuse = matches!(&*slot, Some(p) if same_target(p.config(), &config));
+        let reuse = matches!(&*slot, Some(p) if p.same_target(&repos));
         if !reuse {
-            *slot = Some(ArchivePusher::new(config, facts)?);
+            *slot = Some(MultiPusher::new(&repos, facts));
         }
         let pusher = slot.as_mut().expect("set above");
-        pusher.push(Path::new(path), file)
+        let report = pusher
+            .push(Path::new(path), file)
+            .map_err(|e| e.to_string())?;
+        report
+            .reports
+            .into_iter()
+            .next()
+            .map(|(_, r)| r)
+            .ok_or_else(|| "no repository is configured".to_string())
     })
-}
-
-fn same_target(a: &strata_core::config::RepoConfig, b: &strata_core::config::RepoConfig) -> bool {
-    a.repo == b.repo
-        && a.stanza == b.stanza
-        && a.compress_type == b.compress_type
-        && a.compress_level == b.compress_level
 }

@@ -6,7 +6,7 @@
 //! to whoever called it — psql or pg_cron. Cancelling the waiting statement cancels the backup.
 
 use crate::backup_state::{self, Phase, BACKUP};
-use crate::{gucs, status};
+use crate::status;
 use pgrx::bgworkers::{BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker};
 use pgrx::prelude::*;
 use strata_core::manifest::BackupKind;
@@ -27,15 +27,33 @@ fn now_pg() -> i64 {
 fn backup_start(
     kind: default!(Option<&str>, "'incr'"),
     wait: default!(Option<bool>, true),
+    repo: default!(Option<i32>, 1),
 ) -> String {
-    let (Some(kind), Some(wait)) = (kind, wait) else {
-        let which = if kind.is_none() { "kind" } else { "wait" };
+    let (Some(kind), Some(wait), Some(repo)) = (kind, wait, repo) else {
+        let which = if kind.is_none() {
+            "kind"
+        } else if wait.is_none() {
+            "wait"
+        } else {
+            "repo"
+        };
         ereport!(
             ERROR,
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             format!("backup_start(): {which} must not be NULL; no backup was taken"),
-            "Use kind 'full', 'diff' or 'incr', and wait true or false."
+            "Use kind 'full', 'diff' or 'incr', wait true or false, and repo 1 to 4."
         );
+    };
+    let repo = match u8::try_from(repo) {
+        Ok(n) if (1..=strata_core::config::MAX_REPOS).contains(&n) => n,
+        _ => {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("backup_start(): repo {repo} does not exist; no backup was taken"),
+                "Use a repository number from 1 to 4 that is configured (strata.repoN)."
+            );
+        }
     };
     let kind: BackupKind = match kind.parse() {
         Ok(k) => k,
@@ -56,7 +74,7 @@ fn backup_start(
             "Add pg_strata to shared_preload_libraries and restart the server."
         );
     }
-    if let Err(e) = gucs::repo_config() {
+    if let Err(e) = crate::repo_gucs::repo(repo) {
         crate::errors::raise("cannot take a backup", e);
     }
     let archive_mode = Spi::get_one::<String>("SELECT current_setting('archive_mode')")
@@ -71,13 +89,13 @@ fn backup_start(
             "Set archive_mode = on and archive_library = 'pg_strata', then restart."
         );
     }
-    let generation = claim_slot(kind);
+    let generation = claim_slot(kind, repo);
     let worker = launch_worker(generation);
     wait_for_worker(generation, &worker, wait)
 }
 
 /// Claims the one backup slot, or raises an ERROR naming the backup that holds it.
-fn claim_slot(kind: BackupKind) -> u64 {
+fn claim_slot(kind: BackupKind, repo: u8) -> u64 {
     let mut s = BACKUP.exclusive();
     let phase = s.phase();
     let busy = phase.running()
@@ -106,6 +124,7 @@ fn claim_slot(kind: BackupKind) -> u64 {
         BackupKind::Diff => 1,
         BackupKind::Incr => 2,
     };
+    s.repo = repo;
     s.worker_pid = 0;
     s.started_at = now_pg();
     s.files_total = 0;
@@ -274,9 +293,38 @@ fn backup_progress() -> TableIterator<
     ))
 }
 
-/// The backups in the repository (strata.repo1, strata.stanza), oldest first. A backup whose manifest
-/// cannot be read is listed too, with only its label, the kind its label says and `error` (why); the
-/// others are listed as usual (`error` NULL).
+/// One row of `backup_list()`.
+type ListRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<TimestampWithTimeZone>,
+    Option<TimestampWithTimeZone>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<Vec<String>>,
+    Option<i64>,
+    Option<String>,
+    Option<bool>,
+    Option<String>,
+    Option<String>,
+    Option<bool>,
+    i32,
+);
+
+/// The backups of every configured repository (strata.repo1 … strata.repo4, strata.stanza), oldest
+/// first, with the repository's number in `repo`. A backup whose manifest cannot be read is listed too,
+/// with only its label, the kind its label says and `error` (why); the others are listed as usual
+/// (`error` NULL). A repository that cannot be listed is a WARNING when others can (an ERROR when none
+/// can).
 #[pg_extern(volatile)]
 #[allow(clippy::type_complexity)]
 fn backup_list() -> TableIterator<
@@ -304,32 +352,62 @@ fn backup_list() -> TableIterator<
         name!(note, Option<String>),
         name!(retention, Option<String>),
         name!(pitr, Option<bool>),
+        name!(repo, i32),
     ),
 > {
-    let (listing, annotations, segments, seg) = (|| {
-        let repo = strata_core::Repo::open_config(&gucs::repo_config()?)?;
-        let listing = strata_core::catalog::list_backups_tolerant(&repo)?;
-        let labels = listing.sound.iter().map(|m| &m.label);
-        let annotations = strata_core::retention::pin::annotations(&repo, labels);
-        // A stanza not created yet (nothing archived) has no backups: an empty list, not an error.
-        let (segments, seg) = match repo.identity() {
-            Ok(id) => {
-                let seg = id.wal_segment_size;
-                (strata_core::catalog::archived_segments(&repo, seg)?, seg)
+    let repos = crate::repo_gucs::repos()
+        .unwrap_or_else(|e| crate::errors::raise("cannot list backups", e));
+    let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    for config in repos.repos() {
+        match list_repo(config) {
+            Ok(r) => rows.extend(r),
+            Err(e) => failed.push(e.in_repo(config.number)),
+        }
+    }
+    if rows.is_empty() && failed.len() == repos.repos().len() {
+        let e = failed.remove(0);
+        // One repository: its error as it is.
+        let e = if repos.repos().len() == 1 {
+            match e {
+                strata_core::Error::InRepo { error, .. } => *error,
+                e => e,
             }
-            Err(strata_core::Error::StanzaMissing { .. })
-                if listing.sound.is_empty() && listing.damaged.is_empty() =>
-            {
-                (Default::default(), pgformat::lsn::DEFAULT_WAL_SEGMENT_SIZE)
-            }
-            Err(e) => return Err(e),
+        } else {
+            e
         };
-        Ok::<_, strata_core::Error>((listing, annotations, segments, seg))
-    })()
-    .unwrap_or_else(|e| crate::errors::raise("cannot list backups", e));
+        crate::errors::raise("cannot list backups", e);
+    }
+    for e in failed {
+        warning!("pg_strata: cannot list the backups of {e}");
+    }
+    // Labels sort by time.
+    rows.sort_by(|a, b| (&a.0, a.22).cmp(&(&b.0, b.22)));
+    TableIterator::new(rows)
+}
+
+fn list_repo(config: &strata_core::config::RepoConfig) -> strata_core::Result<Vec<ListRow>> {
+    let number = config.number;
+    let repo = strata_core::Repo::open_config(config)?;
+    let listing = strata_core::catalog::list_backups_tolerant(&repo)?;
+    let labels = listing.sound.iter().map(|m| &m.label);
+    let annotations = strata_core::retention::pin::annotations(&repo, labels);
+    // A stanza not created yet (nothing archived) has no backups: an empty list, not an error.
+    let (segments, seg) = match repo.identity() {
+        Ok(id) => {
+            let seg = id.wal_segment_size;
+            (strata_core::catalog::archived_segments(&repo, seg)?, seg)
+        }
+        Err(strata_core::Error::StanzaMissing { .. })
+            if listing.sound.is_empty() && listing.damaged.is_empty() =>
+        {
+            (Default::default(), pgformat::lsn::DEFAULT_WAL_SEGMENT_SIZE)
+        }
+        Err(e) => return Err(e),
+    };
     // What the current policy keeps, and why (as `strata info` says it).
     let retention_of = {
-        let decision = gucs::retention_policy().map(|policy| {
+        let decision = crate::repo_gucs::retention_policy(number).map(|policy| {
             let pins = strata_core::retention::pin::pinned(&annotations);
             strata_core::retention::decide_now(&listing.sound, &policy, &pins)
         });
@@ -354,7 +432,7 @@ fn backup_list() -> TableIterator<
             strata_core::catalog::first_hole(s, m.stop_lsn.0 / seg + 1, None).is_none()
         })
     };
-    let mut rows: Vec<_> = listing
+    let mut rows: Vec<ListRow> = listing
         .sound
         .into_iter()
         .map(|m| {
@@ -388,6 +466,7 @@ fn backup_list() -> TableIterator<
                 note,
                 retention,
                 pitr,
+                i32::from(number),
             )
         })
         .collect();
@@ -419,11 +498,10 @@ fn backup_list() -> TableIterator<
             None,
             None,
             None,
+            i32::from(number),
         ));
     }
-    // Labels sort by time.
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
-    TableIterator::new(rows)
+    Ok(rows)
 }
 
 /// RFC 3339 text to a PostgreSQL timestamptz (microseconds since 2000-01-01 UTC).
@@ -449,7 +527,7 @@ CREATE VIEW strata_backups AS
            start_lsn::pg_lsn AS start_lsn, stop_lsn::pg_lsn AS stop_lsn, timeline,
            database_size, stored_size, file_count, page_checksum_errors,
            method, method_reason, "references", read_size, error, pinned, note,
-           retention, pitr
+           retention, pitr, repo
     FROM backup_list();
 CREATE VIEW strata_backup_progress AS SELECT * FROM backup_progress();
 "#,

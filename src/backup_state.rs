@@ -58,6 +58,8 @@ pub struct BackupShared {
     pub cancel_requested: bool,
     /// The kind asked for: 0 full, 1 diff, 2 incr.
     pub requested_kind: u8,
+    /// The repository the backup goes to (`backup_start(repo => N)`).
+    pub repo: u8,
     pub worker_pid: i32,
     pub started_at: i64,
     pub files_total: i64,
@@ -83,6 +85,7 @@ impl Default for BackupShared {
             phase: 0,
             cancel_requested: false,
             requested_kind: 0,
+            repo: 1,
             worker_pid: 0,
             started_at: 0,
             files_total: 0,

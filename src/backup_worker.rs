@@ -30,17 +30,17 @@ pub extern "C-unwind" fn pg_strata_backup_worker_main(arg: pg_sys::Datum) {
     let dboid = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
 
-    let (generation, kind) = {
+    let (generation, kind, repo) = {
         let mut s = BACKUP.exclusive();
         s.worker_pid = unsafe { pg_sys::MyProcPid };
-        (s.generation, s.requested_kind)
+        (s.generation, s.requested_kind, s.repo)
     };
     let kind = match kind {
         1 => BackupKind::Diff,
         2 => BackupKind::Incr,
         _ => BackupKind::Full,
     };
-    let outcome = std::panic::catch_unwind(|| take_backup(generation, kind))
+    let outcome = std::panic::catch_unwind(|| take_backup(generation, kind, repo))
         .unwrap_or_else(|payload| Err(caught_error(payload)));
     let mut s = BACKUP.exclusive();
     if s.generation == generation {
@@ -61,8 +61,8 @@ pub extern "C-unwind" fn pg_strata_backup_worker_main(arg: pg_sys::Datum) {
 }
 
 /// Takes the backup; returns its label or the reason it failed.
-fn take_backup(generation: u64, requested: BackupKind) -> Result<String, Raised> {
-    let config = gucs::repo_config()?;
+fn take_backup(generation: u64, requested: BackupKind, repo: u8) -> Result<String, Raised> {
+    let config = crate::repo_gucs::repo(repo)?;
     let process_max = gucs::process_max();
     let facts = BackgroundWorker::transaction(cluster_facts)?;
     let begun = Instant::now();
@@ -126,7 +126,7 @@ fn take_backup(generation: u64, requested: BackupKind) -> Result<String, Raised>
                 // backup_start() repeats it to its caller.
                 set_progress(generation, |s| s.set_message(&warning));
             }
-            expire_after_backup(&label);
+            expire_after_backup(&label, repo);
             Ok(label)
         }
         Err(e) => {
@@ -138,17 +138,17 @@ fn take_backup(generation: u64, requested: BackupKind) -> Result<String, Raised>
 
 /// Runs expiry after a successful backup, while this worker still holds the backup slot (so no other
 /// backup of this server runs). A failure is a WARNING: the backup itself succeeded.
-fn expire_after_backup(label: &str) {
+fn expire_after_backup(label: &str, number: u8) {
     let run = || -> strata_core::Result<Option<strata_core::retention::ExpiryReport>> {
-        let policy = gucs::retention_policy()?;
+        let policy = crate::repo_gucs::retention_policy(number)?;
         if !policy.is_set() {
             return Ok(None);
         }
-        let repo = strata_core::Repo::open_config(&gucs::repo_config()?)?;
+        let repo = strata_core::Repo::open_config(&crate::repo_gucs::repo(number)?)?;
         strata_core::retention::expire_now(&repo, &policy, false).map(Some)
     };
     match run() {
-        Ok(Some(report)) => crate::retention_sql::log_expiry(&report),
+        Ok(Some(report)) => crate::retention_sql::log_expiry(&report, number),
         Ok(None) => {}
         Err(e) => warning!("pg_strata: backup {label} succeeded, but expiry failed: {e}"),
     }

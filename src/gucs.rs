@@ -264,6 +264,7 @@ pub fn register() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    crate::repo_gucs::register();
 }
 
 /// Settings that only the postmaster may define (PGC_POSTMASTER): called while
@@ -457,29 +458,10 @@ unsafe extern "C-unwind" fn check_stanza(
     }
 }
 
-/// The current settings as a repository configuration, or why archiving is not configured.
+/// Repository 1 (`strata.repo1` with its S3 settings), or why it cannot be used; all repositories:
+/// `repo_gucs::repos()`.
 pub fn repo_config() -> strata_core::Result<strata_core::config::RepoConfig> {
-    let repo = REPO1
-        .get()
-        .and_then(|c| c.into_string().ok())
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| strata_core::Error::BadSetting {
-            name: "strata.repo1".into(),
-            value: String::new(),
-            reason:
-                "it is not set; set it in postgresql.conf (e.g. file:///var/lib/strata) and reload"
-                    .into(),
-        })?;
-    let stanza = STANZA
-        .get()
-        .and_then(|c| c.into_string().ok())
-        .unwrap_or_default();
-    strata_core::config::RepoConfig::new(
-        &repo,
-        &stanza,
-        COMPRESS_TYPE.get().into(),
-        COMPRESS_LEVEL.get(),
-    )
+    crate::repo_gucs::repo(1)
 }
 
 /// `strata.backup_archive_timeout`; None: no limit.

@@ -21,6 +21,7 @@ mod metrics_cache;
 mod metrics_sql;
 mod metrics_worker;
 mod permissions;
+mod repo_gucs;
 mod retention_sql;
 mod status;
 mod verify_sql;

@@ -5,19 +5,22 @@ use crate::backup_sql::time_to_pg;
 use crate::{backup_state, gucs, status};
 use pgrx::prelude::*;
 
-/// Removes the backups the retention policy (`strata.retention_*`) does not keep, then the archived
-/// WAL and summaries no kept backup needs; with `dry_run`, only says what it would remove. One row per
-/// expired backup, then one for the archive. Refused while a backup runs (it expires by itself when it
-/// ends).
+/// Removes the backups the retention policy (`strata.retention_*`, per repository
+/// `strata.repoN_retention_*`) does not keep, then the archived WAL and summaries no kept backup needs,
+/// in every repository (or in `repo` only); with `dry_run`, only says what it would remove. Per
+/// repository, one row per expired backup, then one for the archive. Refused while a backup runs (it
+/// expires by itself when it ends). A repository that fails is a WARNING when others succeed.
 #[pg_extern(volatile)]
 fn backup_expire(
     dry_run: default!(Option<bool>, false),
+    repo: default!(Option<i32>, "NULL"),
 ) -> TableIterator<
     'static,
     (
         name!(object, String),
         name!(name, String),
         name!(detail, String),
+        name!(repo, i32),
     ),
 > {
     let Some(dry_run) = dry_run else {
@@ -48,16 +51,48 @@ fn backup_expire(
             "Run backup_expire() after it, or let the backup do it."
         );
     }
-    let report = (|| {
-        let policy = gucs::retention_policy()?;
-        let repo = strata_core::Repo::open_config(&gucs::repo_config()?)?;
-        strata_core::retention::expire_now(&repo, &policy, dry_run)
-    })()
-    .unwrap_or_else(|e| crate::errors::raise("cannot expire", e));
-    if !dry_run {
-        log_expiry(&report);
-        crate::metrics_cache::invalidate();
+    let repos = crate::repo_gucs::repos()
+        .and_then(|r| r.select(repo.map(|n| u8::try_from(n).unwrap_or(0))))
+        .unwrap_or_else(|e| crate::errors::raise("cannot expire", e));
+    let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    for config in repos.repos() {
+        let number = config.number;
+        let result = (|| {
+            let policy = crate::repo_gucs::retention_policy(number)?;
+            let repo = strata_core::Repo::open_config(config)?;
+            strata_core::retention::expire_now(&repo, &policy, dry_run)
+        })();
+        match result {
+            Ok(report) => {
+                if !dry_run {
+                    log_expiry(&report, number);
+                    crate::metrics_cache::invalidate();
+                }
+                rows.extend(
+                    expiry_rows(&report)
+                        .into_iter()
+                        .map(|(a, b, c)| (a, b, c, i32::from(number))),
+                );
+            }
+            Err(e) => failed.push(e.in_repo(number)),
+        }
     }
+    if rows.is_empty() && !failed.is_empty() {
+        let e = failed.remove(0);
+        let e = match e {
+            strata_core::Error::InRepo { error, .. } if repos.repos().len() == 1 => *error,
+            e => e,
+        };
+        crate::errors::raise("cannot expire", e);
+    }
+    for e in failed {
+        warning!("pg_strata: cannot expire {e}");
+    }
+    TableIterator::new(rows)
+}
+
+fn expiry_rows(report: &strata_core::retention::ExpiryReport) -> Vec<(String, String, String)> {
     let mut rows = Vec::new();
     for label in &report.leftovers {
         rows.push((
@@ -99,7 +134,7 @@ fn backup_expire(
         format!("{} bytes in all", report.bytes),
         archive,
     ));
-    TableIterator::new(rows)
+    rows
 }
 
 /// Pins a backup (`keep`: no retention policy expires it, nor its chain or the WAL from its start) or
@@ -109,6 +144,7 @@ fn backup_keep(
     label: Option<&str>,
     keep: Option<bool>,
     note: default!(Option<&str>, "NULL"),
+    repo: default!(Option<i32>, 1),
 ) -> bool {
     let (Some(label), Some(keep)) = (label, keep) else {
         let which = if label.is_none() { "label" } else { "keep" };
@@ -119,8 +155,9 @@ fn backup_keep(
             "Name a backup (SELECT label FROM strata_backups) and keep true or false."
         );
     };
+    let number = u8::try_from(repo.unwrap_or(1)).unwrap_or(0);
     (|| {
-        let repo = strata_core::Repo::open_config(&gucs::repo_config()?)?;
+        let repo = strata_core::Repo::open_config(&crate::repo_gucs::repo(number)?)?;
         strata_core::retention::pin::set(&repo, label, keep, note)
     })()
     .map(|a| a.keep)
@@ -128,18 +165,18 @@ fn backup_keep(
 }
 
 /// One log line per expired backup and a summary.
-pub fn log_expiry(report: &strata_core::retention::ExpiryReport) {
+pub fn log_expiry(report: &strata_core::retention::ExpiryReport, number: u8) {
     for label in &report.leftovers {
-        log!("pg_strata: removed the rest of backup {label}, whose expiry was interrupted");
+        log!("pg_strata: removed the rest of backup {label} from repo{number}, whose expiry was interrupted");
     }
     for (label, why) in &report.backups {
-        log!("pg_strata: expired backup {label}: {why}");
+        log!("pg_strata: expired backup {label}: {why} (repo{number})");
     }
     if report.backups.is_empty() && report.wal_files == 0 && report.summaries == 0 {
         return;
     }
     log!(
-        "pg_strata: expiry ({}): {} backups, {} WAL files, {} summaries, {} bytes freed{}",
+        "pg_strata: expiry of repo{number} ({}): {} backups, {} WAL files, {} summaries, {} bytes freed{}",
         report.policy,
         report.backups.len(),
         report.wal_files,

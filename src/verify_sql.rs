@@ -3,7 +3,6 @@
 //! backend waits on its latch; a cancel (or pg_terminate_backend) stops the threads first, then raises
 //! as usual. The result is kept in the repository for monitoring, like the CLI's.
 
-use crate::gucs;
 use pgrx::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,6 +17,7 @@ use strata_core::verify::{self, Options, Progress, Severity};
 fn backup_verify(
     set: default!(Option<&str>, "NULL"),
     process_max: default!(Option<i32>, 2),
+    repo: default!(Option<i32>, 1),
 ) -> TableIterator<
     'static,
     (
@@ -38,8 +38,9 @@ fn backup_verify(
         );
     };
     let (repo, policy) = (|| {
-        let repo = strata_core::Repo::open_config(&gucs::repo_config()?)?;
-        Ok::<_, strata_core::Error>((repo, gucs::retention_policy()?))
+        let number = u8::try_from(repo.unwrap_or(1)).unwrap_or(0);
+        let repo = strata_core::Repo::open_config(&crate::repo_gucs::repo(number)?)?;
+        Ok::<_, strata_core::Error>((repo, crate::repo_gucs::retention_policy(number)?))
     })()
     .unwrap_or_else(|e| crate::errors::raise("cannot verify", e));
     let opts = Options {

@@ -34,7 +34,7 @@ fn every_function_and_view_is_denied_without_strata_operator_and_allowed_with_it
     ));
     for expected in [
         "archive_status()",
-        "backup_start(text,boolean)",
+        "backup_start(text,boolean,integer)",
         "backup_cancel()",
         "backup_progress()",
         "backup_list()",

@@ -1,17 +1,44 @@
-//! Repository options shared by every command: `--repo`, `--stanza`, `--config`, with the same settings
-//! from `STRATA_*` environment variables or from a postgresql.conf-style file's `strata.*` lines.
-//! Precedence: flag, then environment, then config file, then the built-in default.
+//! Repository options shared by every command: `--repo`/`--repo1` … `--repo4`, `--stanza`,
+//! `--repo-option NAME=VALUE` (any `strata.*` setting, e.g. `repo2_s3_endpoint=http://…`), `--config`,
+//! and `--repo-number N` to use one repository only. Every setting may also come from a `STRATA_*`
+//! environment variable (the name without `strata.`, upper case: `STRATA_REPO2_S3_KEY_SECRET`) or from
+//! a postgresql.conf-style file's `strata.*` lines. Precedence: flag, then environment, then config
+//! file, then the built-in default. All of them feed one reader (`RepoSet::from_settings`), the same as
+//! the server's.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use strata_core::compress::CompressType;
-use strata_core::config::{read_conf_file, RepoConfig};
+use strata_core::config::repos::{is_secret, parse_repo_number, repo_setting, MAX_REPOS};
+use strata_core::config::s3::S3_SETTINGS;
+use strata_core::config::{read_conf_file, RepoConfig, RepoSet};
 
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct RepoArgs {
-    /// Repository URL, e.g. file:///var/lib/strata
-    #[arg(long, env = "STRATA_REPO1", value_name = "URL")]
+    /// Repository 1 URL, e.g. file:///var/lib/strata or s3://bucket/prefix
+    #[arg(
+        long,
+        visible_alias = "repo1",
+        env = "STRATA_REPO1",
+        value_name = "URL"
+    )]
     pub repo: Option<String>,
+    /// Repository 2 URL
+    #[arg(long, env = "STRATA_REPO2", value_name = "URL")]
+    pub repo2: Option<String>,
+    /// Repository 3 URL
+    #[arg(long, env = "STRATA_REPO3", value_name = "URL")]
+    pub repo3: Option<String>,
+    /// Repository 4 URL
+    #[arg(long, env = "STRATA_REPO4", value_name = "URL")]
+    pub repo4: Option<String>,
+    /// Use only this repository (1 to 4) of those configured [default: all, in order]
+    #[arg(long, value_name = "N")]
+    pub repo_number: Option<String>,
+    /// Any strata.* setting as NAME=VALUE, e.g. repo2_s3_endpoint=http://127.0.0.1:9000 (repeatable;
+    /// prefer STRATA_REPO2_S3_KEY_SECRET or --config for secrets: the command line is visible to others)
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub repo_option: Vec<String>,
     /// Stanza (cluster name inside the repository) [default: main]
     #[arg(long, env = "STRATA_STANZA", value_name = "NAME")]
     pub stanza: Option<String>,
@@ -23,9 +50,49 @@ pub struct RepoArgs {
     pub cipher_pass_file: Option<PathBuf>,
 }
 
+/// Where a setting's value came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Env,
+    File,
+}
+
+/// The settings of one command, resolved by name.
+pub struct Settings {
+    flags: BTreeMap<String, String>,
+    file: BTreeMap<String, String>,
+}
+
+impl Settings {
+    /// A setting's value and where it came from (flag, environment, file).
+    pub fn lookup(&self, name: &str) -> Option<(String, Source)> {
+        let nonempty = |v: &String| !v.trim().is_empty();
+        if let Some(v) = self.flags.get(name).filter(|v| nonempty(v)) {
+            return Some((v.clone(), Source::Flag));
+        }
+        if let Some(short) = name.strip_prefix("strata.") {
+            let var = format!("STRATA_{}", short.to_ascii_uppercase());
+            if let Ok(v) = std::env::var(&var) {
+                if !v.trim().is_empty() {
+                    return Some((v, Source::Env));
+                }
+            }
+        }
+        self.file
+            .get(name)
+            .filter(|v| nonempty(v))
+            .map(|v| (v.clone(), Source::File))
+    }
+
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.lookup(name).map(|(v, _)| v)
+    }
+}
+
 impl RepoArgs {
     /// The `strata.*` settings of `--config` (none without it).
-    pub fn settings(&self) -> Result<std::collections::BTreeMap<String, String>> {
+    fn file_settings(&self) -> Result<BTreeMap<String, String>> {
         Ok(match &self.config {
             Some(p) => {
                 read_conf_file(p).with_context(|| format!("reading --config {}", p.display()))?
@@ -34,68 +101,180 @@ impl RepoArgs {
         })
     }
 
-    /// The retention policy: `overrides` (setting name, flag value) first, then `--config`'s lines.
-    pub fn retention_policy(
-        &self,
-        overrides: &[(&str, Option<String>)],
-    ) -> Result<strata_core::retention::Policy> {
-        let file = self.settings()?;
-        Ok(strata_core::retention::Policy::from_settings(|name| {
-            overrides
-                .iter()
-                .find(|(n, _)| *n == name)
-                .and_then(|(_, v)| v.clone())
-                .or_else(|| file.get(name).cloned())
-        })?)
+    /// Every setting from flags, environment and `--config`.
+    pub fn settings(&self) -> Result<Settings> {
+        let mut flags = BTreeMap::new();
+        for (n, v) in [
+            (1, &self.repo),
+            (2, &self.repo2),
+            (3, &self.repo3),
+            (4, &self.repo4),
+        ] {
+            if let Some(v) = v {
+                flags.insert(format!("strata.repo{n}"), v.clone());
+            }
+        }
+        if let Some(s) = &self.stanza {
+            flags.insert("strata.stanza".into(), s.clone());
+        }
+        for o in &self.repo_option {
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--repo-option '{}': expected NAME=VALUE", hide(o)))?;
+            let k = k.trim();
+            let name = if k.starts_with("strata.") {
+                k.to_string()
+            } else {
+                format!("strata.{k}")
+            };
+            flags.insert(name, v.to_string());
+        }
+        Ok(Settings {
+            flags,
+            file: self.file_settings()?,
+        })
     }
 
-    /// Resolves the repository configuration.
-    pub fn resolve(&self) -> Result<RepoConfig> {
-        let file = self.settings()?;
+    /// The retention policy of repository `number`: `overrides` (unnumbered setting name, flag value)
+    /// first, then its settings (see `strata_core::config::repos::retention_policy`).
+    pub fn retention_policy(
+        &self,
+        number: u8,
+        overrides: &[(&str, Option<String>)],
+    ) -> Result<strata_core::retention::Policy> {
+        let settings = self.settings()?;
+        let get = |name: &str| -> Option<String> {
+            let unnumbered = name
+                .strip_prefix(&format!("strata.repo{number}_"))
+                .map(|s| format!("strata.{s}"));
+            let key = unnumbered.as_deref().unwrap_or(name);
+            overrides
+                .iter()
+                .find(|(n, _)| *n == key)
+                .and_then(|(_, v)| v.clone())
+                .or_else(|| settings.get(name))
+        };
+        Ok(strata_core::config::repos::retention_policy(number, &get)?)
+    }
+
+    /// The repositories to use: every configured one, or `--repo-number N`'s.
+    pub fn resolve_all(&self) -> Result<RepoSet> {
+        let set = self.resolve_configured()?;
+        let number = self
+            .repo_number
+            .as_deref()
+            .map(|v| parse_repo_number("--repo-number", v))
+            .transpose()?;
+        Ok(set.select(number)?)
+    }
+
+    /// Every configured repository, whatever `--repo-number` says.
+    pub fn resolve_configured(&self) -> Result<RepoSet> {
+        let settings = self.settings()?;
         if self.cipher_pass_file.is_some() {
             bail!(
                 "--cipher-pass-file: encrypted repositories are not supported by this version yet"
             );
         }
-        let repo = self.repo.clone().or_else(|| file.get("strata.repo1").cloned()).ok_or_else(|| {
-            anyhow::anyhow!("no repository given: use --repo URL, STRATA_REPO1, or --config with strata.repo1")
-        })?;
-        let stanza = self
-            .stanza
-            .clone()
-            .or_else(|| file.get("strata.stanza").cloned())
-            .unwrap_or_else(|| "main".into());
-        let compress_type: CompressType = match file.get("strata.compress_type") {
-            Some(v) => v
-                .parse()
-                .map_err(|e: String| anyhow::anyhow!("strata.compress_type in config: {e}"))?,
-            None => CompressType::Zstd,
-        };
-        let compress_level = match file.get("strata.compress_level") {
-            Some(v) => v.parse().with_context(|| {
-                format!("strata.compress_level = '{v}' in config is not a number")
-            })?,
-            None => 3,
-        };
-        Ok(RepoConfig::new(
-            &repo,
-            &stanza,
-            compress_type,
-            compress_level,
-        )?)
+        if (1..=MAX_REPOS).all(|n| settings.get(&format!("strata.repo{n}")).is_none()) {
+            bail!(
+                "no repository given: use --repo URL, STRATA_REPO1, or --config with strata.repo1"
+            );
+        }
+        Ok(RepoSet::from_settings(&|n| settings.get(n))?)
+    }
+
+    /// One repository: `--repo-number N`'s, else the first configured (for commands that work on one).
+    pub fn resolve(&self) -> Result<RepoConfig> {
+        Ok(self.resolve_all()?.repos()[0].clone())
+    }
+
+    /// The options of `strata archive-get` that reach the same repositories, for restore_command:
+    /// `--config` (absolute) when given, then every repository URL, the stanza and each non-secret
+    /// setting as flags. Secrets are never written: archive-get reads them from `--config`, from
+    /// `STRATA_REPON_S3_KEY(_SECRET)` or `AWS_*` in the server's environment. Returns the options and the
+    /// secrets that came from flags or the environment (so the restored server will not have them).
+    pub fn archive_get_options(&self, set: &RepoSet) -> Result<(String, Vec<String>)> {
+        let settings = self.settings()?;
+        let q = shell_quote;
+        let mut out = Vec::new();
+        if let Some(c) = &self.config {
+            let abs =
+                std::path::absolute(c).with_context(|| format!("--config {}", c.display()))?;
+            out.push(format!("--config {}", q(&abs.display().to_string())));
+        }
+        let stanza = set.repos()[0].stanza.clone();
+        out.push(format!("--stanza {}", q(&stanza)));
+        let mut outside_secrets = Vec::new();
+        for r in set.repos() {
+            out.push(format!("--repo{} {}", r.number, q(&r.repo.display())));
+            for name in S3_SETTINGS {
+                let setting = repo_setting(r.number, name);
+                match settings.lookup(&setting) {
+                    Some((_, src)) if is_secret(&setting) && src != Source::File => {
+                        outside_secrets.push(setting)
+                    }
+                    Some(_) if is_secret(&setting) => {}
+                    Some((v, _)) => out.push(format!(
+                        "--repo-option {}",
+                        q(&format!("{}={v}", setting.trim_start_matches("strata.")))
+                    )),
+                    None => {}
+                }
+            }
+        }
+        Ok((out.join(" "), outside_secrets))
+    }
+}
+
+/// Quotes a word for the shell that runs restore_command.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// A `--repo-option` for messages: the value hidden when the name is a secret's.
+fn hide(o: &str) -> String {
+    match o.split_once('=') {
+        Some((k, _)) if is_secret(k.trim()) => format!("{k}=(hidden)"),
+        None if o.contains("key") => "(hidden)".into(),
+        _ => o.to_string(),
+    }
+}
+
+/// Runs `f` on every repository: the first error is returned after the others ran (with one
+/// repository, its error as it is); the others' errors are printed on stderr, naming the repository.
+pub fn for_each_repo(set: &RepoSet, mut f: impl FnMut(&RepoConfig) -> Result<()>) -> Result<()> {
+    let several = set.repos().len() > 1;
+    let mut first: Option<anyhow::Error> = None;
+    for r in set.repos() {
+        if let Err(e) = f(r) {
+            if !several {
+                return Err(e);
+            }
+            let e = e.context(format!("repo{} ({})", r.number, r.repo.display()));
+            match first {
+                None => first = Some(e),
+                Some(_) => eprintln!("strata: error: {e:#}"),
+            }
+        }
+    }
+    match first {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strata_core::compress::CompressType;
 
     fn args(repo: Option<&str>, stanza: Option<&str>, config: Option<PathBuf>) -> RepoArgs {
         RepoArgs {
             repo: repo.map(Into::into),
             stanza: stanza.map(Into::into),
             config,
-            cipher_pass_file: None,
+            ..Default::default()
         }
     }
 
@@ -134,5 +313,58 @@ mod tests {
             .resolve()
             .unwrap_err();
         assert!(format!("{e:#}").contains("/nonexistent/pg.conf"), "{e:#}");
+    }
+
+    #[test]
+    fn several_repositories_and_what_restore_command_carries() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("postgresql.conf");
+        std::fs::write(
+            &conf,
+            "strata.repo1 = 'file:///from/conf'\nstrata.repo2 = 's3://bucket-a/pg'\n\
+             strata.repo2_s3_key = 'AKIDCONF'\nstrata.repo2_s3_key_secret = 'conf-secret'\n",
+        )
+        .unwrap();
+        let mut a = args(None, None, Some(conf));
+        a.repo_option = vec![
+            "repo2_s3_endpoint=http://127.0.0.1:9000".into(),
+            "strata.repo2_s3_uri_style=path".into(),
+        ];
+        let set = a.resolve_all().unwrap();
+        assert_eq!(set.numbers(), "repo1, repo2");
+        let (opts, outside) = a.archive_get_options(&set).unwrap();
+        assert!(opts.contains("--repo2 's3://bucket-a/pg'"), "{opts}");
+        assert!(
+            opts.contains("--repo-option 'repo2_s3_endpoint=http://127.0.0.1:9000'"),
+            "{opts}"
+        );
+        assert!(opts.contains("--config '"), "{opts}");
+        assert!(
+            !opts.contains("conf-secret") && !opts.contains("AKIDCONF"),
+            "{opts}"
+        );
+        assert!(outside.is_empty(), "{outside:?}");
+        a.repo_option.push("repo2_s3_key_secret=flag-secret".into());
+        let (opts, outside) = a.archive_get_options(&set).unwrap();
+        assert!(!opts.contains("flag-secret"), "{opts}");
+        assert_eq!(outside, vec!["strata.repo2_s3_key_secret".to_string()]);
+        a.repo_number = Some("2".into());
+        assert_eq!(a.resolve_all().unwrap().numbers(), "repo2");
+        assert_eq!(a.resolve().unwrap().number, 2);
+        a.repo_number = Some("3".into());
+        assert!(a
+            .resolve_all()
+            .unwrap_err()
+            .to_string()
+            .contains("strata.repo3"));
+        let e = RepoArgs {
+            repo_option: vec!["repo1_s3_key_secret".into()],
+            ..Default::default()
+        }
+        .settings()
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("NAME=VALUE"), "{e}");
     }
 }

@@ -5,10 +5,12 @@
 //! configures the restore tool). Validation lives here so that both reject bad values the same way.
 //! An S3 repository's own settings (endpoint, keys, retries) are in `s3`.
 
+pub mod repos;
 pub mod s3;
 
 use crate::compress::{CompressType, ZSTD_LEVELS};
 use crate::{Error, Result};
+pub use repos::{RepoSet, MAX_REPOS};
 pub use s3::{ConditionalCreate, S3Options, UriStyle};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -121,6 +123,8 @@ pub fn check_compress_level(kind: CompressType, level: i32) -> Result<()> {
 /// Everything needed to reach a repository and write to it.
 #[derive(Clone, Debug)]
 pub struct RepoConfig {
+    /// Its number, 1 to `MAX_REPOS` (`strata.repoN`).
+    pub number: u8,
     pub repo: RepoUrl,
     pub stanza: String,
     pub compress_type: CompressType,
@@ -138,6 +142,7 @@ impl RepoConfig {
         check_stanza(stanza)?;
         check_compress_level(compress_type, compress_level)?;
         Ok(RepoConfig {
+            number: 1,
             repo,
             stanza: stanza.to_string(),
             compress_type,

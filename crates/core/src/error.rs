@@ -218,6 +218,10 @@ pub enum Error {
     /// A defect of pg_strata (a thread panicked, a library failed where it cannot): report it.
     #[error("internal error: {0}")]
     Internal(String),
+
+    /// An error of one of several repositories (`strata.repoN`): the same meaning as the error inside.
+    #[error("repo{number}: {error}")]
+    InRepo { number: u8, error: Box<Error> },
 }
 
 /// An error and its causes, as one line ("a: b: c"), skipping a cause already in its parent's text.
@@ -256,6 +260,25 @@ pub enum ErrorClass {
 }
 
 impl Error {
+    /// This error, said of repository `number`.
+    pub fn in_repo(self, number: u8) -> Error {
+        match self {
+            e @ Error::InRepo { .. } => e,
+            e => Error::InRepo {
+                number,
+                error: Box::new(e),
+            },
+        }
+    }
+
+    /// The error inside `InRepo` (itself otherwise).
+    pub fn inner(&self) -> &Error {
+        match self {
+            Error::InRepo { error, .. } => error.inner(),
+            e => e,
+        }
+    }
+
     /// A storage failure of `repo` on `key`, with the whole chain of causes in one line.
     pub fn storage(repo: &str, key: &str, source: &object_store::Error) -> Error {
         Error::Storage {
@@ -268,6 +291,7 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         use Error::*;
         match self {
+            InRepo { error, .. } => error.class(),
             BadSetting { .. } | BadWalFileName { .. } | BadInput(_) => ErrorClass::InvalidArgument,
             RepoRootMissing { .. }
             | BucketMissing { .. }
@@ -298,6 +322,7 @@ impl Error {
     /// The SQLSTATE the extension raises this error with (five characters, PostgreSQL's codes).
     pub fn sqlstate(&self) -> &'static str {
         match self {
+            Error::InRepo { error, .. } => error.sqlstate(),
             Error::RepoRootMissing { .. }
             | Error::BucketMissing { .. }
             | Error::StanzaMissing { .. } => {
@@ -324,6 +349,7 @@ impl Error {
     /// What to do about it, where the message itself does not already say.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
+            Error::InRepo { error, .. } => return error.hint(),
             Error::WrongCluster { .. } => {
                 return Some("each cluster needs a stanza of its own: set strata.stanza to a new name")
             }

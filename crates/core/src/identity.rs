@@ -126,7 +126,13 @@ pub struct StanzaGuard {
     verified: Option<ObjectStamp>,
     /// The stanza existed with our identity at some point: it is never created again.
     seen: bool,
+    /// When the identity was last verified with a request (remote repositories, see `check`).
+    verified_at: Option<std::time::Instant>,
 }
+
+/// How long a remote repository's identity, once verified, is trusted without a request: a stat is
+/// free on a local disk, but a HEAD per archived segment would double S3's requests.
+pub const REMOTE_RECHECK: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl StanzaGuard {
     pub fn new(system_identifier: u64, pg_version: u32, wal_segment_size: u32) -> StanzaGuard {
@@ -136,16 +142,29 @@ impl StanzaGuard {
             wal_segment_size,
             verified: None,
             seen: false,
+            verified_at: None,
         }
     }
 
     /// Ok when the stanza holds this cluster's identity (creating it on first use); an error naming
-    /// the stanza and the fix otherwise. Costs one `stat` when nothing changed since the last call.
+    /// the stanza and the fix otherwise. Costs one `stat` when nothing changed since the last call; on
+    /// a remote repository (no local root) nothing within `REMOTE_RECHECK` of the last verification,
+    /// then one HEAD.
     pub fn check(&mut self, repo: &Repo) -> Result<()> {
         let storage = repo.storage();
         let key = repo.keys().identity();
+        let remote = storage.local_root().is_none();
+        if self.verified.is_some()
+            && remote
+            && self
+                .verified_at
+                .is_some_and(|t| t.elapsed() < REMOTE_RECHECK)
+        {
+            return Ok(());
+        }
         if let Some(verified) = &self.verified {
             if storage.stamp(&key).as_ref() == Some(verified) {
+                self.verified_at = Some(std::time::Instant::now());
                 return Ok(());
             }
             self.verified = None;
@@ -166,6 +185,7 @@ impl StanzaGuard {
         )?;
         self.seen = true;
         self.verified = storage.stamp(&key);
+        self.verified_at = Some(std::time::Instant::now());
         Ok(())
     }
 }

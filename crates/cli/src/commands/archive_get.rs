@@ -1,7 +1,16 @@
-//! `strata archive-get WALFILE DESTPATH`: what `restore_command` calls. With `--prefetch N`, each call
-//! serves its segment from a spool beside DESTPATH when a prefetcher already fetched it, and starts a
-//! prefetcher (a detached `strata archive-get --prefetch-worker`) for the next N segments when none
-//! runs (see `strata_core::archive::prefetch`).
+//! `strata archive-get WALFILE DESTPATH`: what `restore_command` calls.
+//!
+//! With several repositories, they are tried in order: the first that has the file serves it. A
+//! repository that does not have it, or fails (down, unreachable, a damaged object), passes to the
+//! next, so that a recovery one repository can serve is never stopped by another. Exit 0 restored; 1
+//! when no repository has it and none failed (nothing printed: recovery probes for files that do not
+//! exist); 2 when none served it and one failed (each failure on stderr).
+//!
+//! With `--prefetch N`, each call first serves its segment from a spool beside DESTPATH when a
+//! prefetcher already fetched it, and starts a prefetcher (this command again, detached, with
+//! `--prefetch-worker`) for the next N segments when none runs (see `strata_core::archive::prefetch`).
+//! The prefetcher reads the first repository; a segment it could not fetch is fetched by the call
+//! that asks for it, through every repository.
 
 use crate::repo_args::RepoArgs;
 use anyhow::{Context, Result};
@@ -43,9 +52,12 @@ pub fn run(args: Args) -> Result<i32> {
             .unwrap_or(Path::new("."))
             .join("strata_spool")
     });
+    let set = args.repo.resolve_all()?;
     if args.prefetch_worker {
-        let config = args.repo.resolve()?;
-        let repo = Repo::open_config(&config)?;
+        let Some(first) = set.repos().first() else {
+            return Ok(0);
+        };
+        let repo = Repo::open_config(first)?;
         let seg = repo.identity()?.wal_segment_size;
         let names = prefetch::following(&args.walfile, seg, args.prefetch);
         prefetch::prefetch(&repo, &spool, &names, PREFETCH_THREADS)?;
@@ -56,18 +68,43 @@ pub fn run(args: Args) -> Result<i32> {
         start_prefetcher(&args, &spool);
         return Ok(0);
     }
-    let config = args.repo.resolve()?;
-    let repo = Repo::open_config(&config)?;
-    match archive_get(&repo, &args.walfile, &args.destpath)? {
-        GetOutcome::Restored { .. } => {
-            if prefetching {
-                start_prefetcher(&args, &spool);
+    let several = set.repos().len() > 1;
+    let mut failed = None;
+    for config in set.repos() {
+        let got = Repo::open_config(config)
+            .and_then(|repo| archive_get(&repo, &args.walfile, &args.destpath));
+        match got {
+            Ok(GetOutcome::Restored { .. }) => {
+                if prefetching {
+                    start_prefetcher(&args, &spool);
+                }
+                return Ok(0);
             }
-            Ok(0)
+            Ok(GetOutcome::NotFound) => {}
+            Err(e) if several => {
+                eprintln!(
+                    "strata: archive-get {}: repo{} ({}): {e}; trying the next repository",
+                    args.walfile,
+                    config.number,
+                    config.repo.display()
+                );
+                failed = Some(e);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match failed {
+        // The others did not have it; one that failed might have: an error, not "not archived".
+        Some(_) => {
+            eprintln!(
+                "strata: error: {} was not found in any repository that could be read",
+                args.walfile
+            );
+            Ok(2)
         }
         // Recovery asks for files that do not exist (the next timeline's history, the segment after the
         // last one): not an error, and nothing to print. The end of the archive: the spool goes.
-        GetOutcome::NotFound => {
+        None => {
             if prefetching && !args.walfile.ends_with(".history") {
                 prefetch::remove_spool(&spool);
             }
@@ -76,8 +113,10 @@ pub fn run(args: Args) -> Result<i32> {
     }
 }
 
-/// Starts a prefetcher for the segments after this one, unless one runs (detached: its own process
-/// group, so that the signals PostgreSQL sends restore_command's group do not reach it).
+/// Starts a prefetcher for the segments after this one, unless one runs: this command again, with
+/// the same options (so the same repositories and settings) plus `--prefetch-worker` — detached, in
+/// its own process group, so that the signals PostgreSQL sends restore_command's group do not reach
+/// it.
 fn start_prefetcher(args: &Args, spool: &Path) {
     if prefetch::prefetcher_running(spool) {
         return;
@@ -85,22 +124,10 @@ fn start_prefetcher(args: &Args, spool: &Path) {
     let spawned = (|| -> Result<()> {
         let exe = std::env::current_exe().context("the strata binary's path")?;
         let mut cmd = Command::new(exe);
-        cmd.arg("archive-get")
-            .arg(&args.walfile)
-            .arg(&args.destpath)
-            .arg("--prefetch-worker")
-            .arg("--prefetch")
-            .arg(args.prefetch.to_string())
-            .arg("--spool")
-            .arg(spool);
-        if let Some(r) = &args.repo.repo {
-            cmd.arg("--repo").arg(r);
-        }
-        if let Some(s) = &args.repo.stanza {
-            cmd.arg("--stanza").arg(s);
-        }
-        if let Some(c) = &args.repo.config {
-            cmd.arg("--config").arg(c);
+        cmd.args(std::env::args_os().skip(1))
+            .arg("--prefetch-worker");
+        if args.spool.is_none() {
+            cmd.arg("--spool").arg(spool);
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())

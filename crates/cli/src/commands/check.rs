@@ -42,7 +42,7 @@ fn checks(args: &Args) -> Vec<Row> {
     let mut rows = Vec::new();
     let settings = (|| {
         let file = args.repo.settings()?;
-        let get = |n: &str| file.get(n).cloned();
+        let get = |n: &str| file.get(n);
         let ages = MaxAges::from_settings(get)?;
         let warn = match file.get("strata.repo_usage_warn") {
             None => 80,
@@ -51,7 +51,7 @@ fn checks(args: &Args) -> Vec<Row> {
                 _ => bail!("strata.repo_usage_warn = '{v}': expected a percentage from 1 to 100"),
             },
         };
-        let policy = args.repo.retention_policy(&[])?;
+        let policy = args.repo.retention_policy(1, &[])?;
         Ok((args.repo.resolve()?, ages, warn, policy))
     })();
     let (config, ages, warn) = match settings {

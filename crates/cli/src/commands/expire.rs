@@ -1,8 +1,10 @@
 //! `strata expire`: removes the backups the retention policy does not keep, then the archived WAL and
 //! summaries no kept backup needs (see `strata_core::retention`). The policy comes from the
 //! `strata.retention_*` lines of `--config` (the server's postgresql.conf), overridden by the flags.
+//! Every configured repository is expired with its own policy (`strata.repoN_retention_*`; repo1's are
+//! the unnumbered names; the flags apply to each), or only `--repo-number N`.
 
-use crate::repo_args::RepoArgs;
+use crate::repo_args::{for_each_repo, RepoArgs};
 use anyhow::{bail, Result};
 use strata_core::retention;
 use strata_core::Repo;
@@ -49,22 +51,53 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    let config = args.repo.resolve()?;
+    let set = args.repo.resolve_all()?;
+    let several = set.repos().len() > 1;
+    let header = |config: &strata_core::config::RepoConfig| {
+        if several {
+            println!("repo{}: {}", config.number, config.repo.display());
+        }
+    };
     if let Some(label) = &args.set {
-        let repo = Repo::open_config(&config)?;
-        let report = retention::expire_set(&repo, label, args.force, args.dry_run)?;
-        print_report(&report);
-        return Ok(0);
+        // The backup is removed from every repository that has it.
+        let mut found = false;
+        let mut last_missing = None;
+        for_each_repo(&set, |config| {
+            let repo = Repo::open_config(config)?;
+            match retention::expire_set(&repo, label, args.force, args.dry_run) {
+                Ok(report) => {
+                    header(config);
+                    print_report(&report);
+                    found = true;
+                    Ok(())
+                }
+                Err(e) if several && e.class() == strata_core::ErrorClass::NotFound => {
+                    last_missing = Some(e);
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            }
+        })?;
+        return match (found, last_missing) {
+            (false, Some(e)) => Err(e.into()),
+            _ => Ok(0),
+        };
     }
-    let policy = args.repo.retention_policy(&[
-        ("strata.retention_full", args.retention_full),
-        ("strata.retention_full_type", args.retention_full_type),
-        ("strata.retention_diff", args.retention_diff),
-        ("strata.retention_window", args.retention_window),
-        ("strata.retention_min_full", args.retention_min_full),
-        ("strata.retention_archive", args.retention_archive),
-        ("strata.retention_archive_type", args.retention_archive_type),
-    ])?;
+    let overrides = [
+        ("strata.retention_full", args.retention_full.clone()),
+        (
+            "strata.retention_full_type",
+            args.retention_full_type.clone(),
+        ),
+        ("strata.retention_diff", args.retention_diff.clone()),
+        ("strata.retention_window", args.retention_window.clone()),
+        ("strata.retention_min_full", args.retention_min_full.clone()),
+        ("strata.retention_archive", args.retention_archive.clone()),
+        (
+            "strata.retention_archive_type",
+            args.retention_archive_type.clone(),
+        ),
+    ];
     let now = match &args.at {
         None => chrono::Utc::now(),
         Some(t) => chrono::DateTime::parse_from_rfc3339(t)
@@ -75,15 +108,33 @@ pub fn run(args: Args) -> Result<i32> {
             })?
             .to_utc(),
     };
-    if !policy.is_set() {
+    let mut policies = Vec::new();
+    for config in set.repos() {
+        policies.push(args.repo.retention_policy(config.number, &overrides)?);
+    }
+    if policies.iter().all(|p| !p.is_set()) {
         bail!(
             "no retention policy is set: nothing would be expired; set strata.retention_full, \
              strata.retention_diff or strata.retention_window (in --config or as flags)"
         );
     }
-    let repo = Repo::open_config(&config)?;
-    let report = retention::expire(&repo, &policy, now, args.dry_run)?;
-    print_report(&report);
+    for_each_repo(&set, |config| {
+        let i = set
+            .repos()
+            .iter()
+            .position(|c| c.number == config.number)
+            .unwrap_or(0);
+        let policy = &policies[i];
+        header(config);
+        if !policy.is_set() {
+            println!("retention: none (nothing expired)");
+            return Ok(());
+        }
+        let repo = Repo::open_config(config)?;
+        let report = retention::expire(&repo, policy, now, args.dry_run)?;
+        print_report(&report);
+        Ok(())
+    })?;
     Ok(0)
 }
 

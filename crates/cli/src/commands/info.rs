@@ -1,11 +1,14 @@
 //! `strata info`: what a stanza holds — its cluster, the archive's WAL range per timeline and every
 //! backup — as text for people or as JSON for scripts (in the spirit of `pgbackrest info`). A backup
 //! whose manifest cannot be read is shown as damaged (with why) beside the others, never hides them.
+//! With several repositories, each is shown in turn (JSON: one element per repository, with its
+//! `repo_number`); one that cannot be read is an error on stderr and does not hide the others.
 
-use crate::repo_args::RepoArgs;
+use crate::repo_args::{for_each_repo, RepoArgs};
 use anyhow::{bail, Result};
 use serde_json::json;
 use strata_core::catalog;
+use strata_core::config::RepoConfig;
 use strata_core::manifest::time_text;
 use strata_core::retention::{self, pin, Keep};
 use strata_core::Repo;
@@ -38,8 +41,28 @@ pub fn run(args: Args) -> Result<i32> {
     if args.output != "text" && args.output != "json" {
         bail!("--output '{}': expected text or json", args.output);
     }
-    let config = args.repo.resolve()?;
-    let repo = Repo::open_config(&config)?;
+    let set = args.repo.resolve_all()?;
+    let mut docs = Vec::new();
+    let mut first = true;
+    let result = for_each_repo(&set, |config| {
+        if !first && args.output == "text" {
+            println!();
+        }
+        first = false;
+        if let Some(doc) = show(&args, config)? {
+            docs.push(doc);
+        }
+        Ok(())
+    });
+    if args.output == "json" {
+        println!("{}", serde_json::to_string_pretty(&docs)?);
+    }
+    result.map(|()| 0)
+}
+
+/// Shows one repository: printed as text, or returned as a JSON object.
+fn show(args: &Args, config: &RepoConfig) -> Result<Option<serde_json::Value>> {
+    let repo = Repo::open_config(config)?;
     let id = repo.identity()?;
     let archive = catalog::archive_ranges(&repo, id.wal_segment_size)?;
     let segments = catalog::archived_segments(&repo, id.wal_segment_size)?;
@@ -60,7 +83,7 @@ pub fn run(args: Args) -> Result<i32> {
     let leases = retention::lease::read_all(&repo, chrono::Utc::now())?;
     let (backups, damaged) = (&listing.sound, &listing.damaged);
     // What the policy of --config keeps, and why (the same decision `strata expire` takes now).
-    let policy = args.repo.retention_policy(&[])?;
+    let policy = args.repo.retention_policy(config.number, &[])?;
     let annotations = pin::annotations(&repo, backups.iter().map(|m| &m.label));
     let decision = retention::decide_now(backups, &policy, &pin::pinned(&annotations));
     let retention_of = |label: &strata_core::manifest::Label| match decision.keep.get(label) {
@@ -71,9 +94,10 @@ pub fn run(args: Args) -> Result<i32> {
         None => "expires at the next expiry".to_string(),
     };
     if args.output == "json" {
-        let doc = json!([{
+        let doc = json!({
             "name": config.stanza,
             "repo": config.repo.display(),
+            "repo_number": config.number,
             "system_identifier": id.system_identifier,
             "pg_version": id.pg_version,
             "wal_segment_size": id.wal_segment_size,
@@ -121,12 +145,15 @@ pub fn run(args: Args) -> Result<i32> {
             "backup_damaged": damaged.iter().map(|(label, why)| json!({
                 "label": label, "error": why,
             })).collect::<Vec<_>>(),
-        }]);
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(0);
+        });
+        return Ok(Some(doc));
     }
     println!("stanza: {}", config.stanza);
-    println!("    repository: {}", config.repo.display());
+    println!(
+        "    repository: {} (repo{})",
+        config.repo.display(),
+        config.number
+    );
     println!(
         "    cluster: system identifier {}, PostgreSQL {}",
         id.system_identifier, id.pg_version
@@ -224,5 +251,5 @@ pub fn run(args: Args) -> Result<i32> {
             println!("        note: {note}");
         }
     }
-    Ok(0)
+    Ok(None)
 }

@@ -1,7 +1,11 @@
 //! `strata restore --pgdata DIR`: rebuild a data directory from a backup (server down), with the
 //! recovery settings that make `pg_ctl start` replay the archive up to the chosen target.
+//!
+//! With several repositories the backup is taken from the first (in order, or `--repo-number N`'s)
+//! that has it: a repository without it, or one that cannot be read, passes to the next. The
+//! restore_command written reaches every configured repository (see `RepoArgs::archive_get_options`).
 
-use crate::repo_args::RepoArgs;
+use crate::repo_args::{shell_quote, RepoArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -72,11 +76,6 @@ pub struct Args {
     pub repo: RepoArgs,
 }
 
-/// Quotes a word for the shell that runs restore_command.
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 pub fn run(args: Args) -> Result<i32> {
     let target = RecoveryTarget::parse(&args.recovery_type, args.target.as_deref())?;
     let target_action = args
@@ -113,16 +112,25 @@ pub fn run(args: Args) -> Result<i32> {
     let archive_mode = ArchiveMode::parse(&args.archive_mode)?;
     let pgdata = std::path::absolute(&args.pgdata)
         .with_context(|| format!("--pgdata {}", args.pgdata.display()))?;
-    let config = args.repo.resolve()?;
+    let candidates = args.repo.resolve_all()?;
+    let (get_options, outside_secrets) = args
+        .repo
+        .archive_get_options(&args.repo.resolve_configured()?)?;
+    for name in &outside_secrets {
+        eprintln!(
+            "strata: note: {name} came from a flag or the environment and is not written into \
+             restore_command: give the restored server the same (STRATA_{} in its environment, \
+             or the setting in a --config file) or recovery cannot read that repository",
+            name.trim_start_matches("strata.").to_ascii_uppercase()
+        );
+    }
     let exe = std::env::current_exe().context("cannot find the strata binary's own path")?;
     if args.prefetch > 64 {
         bail!("--prefetch {}: expected 0 to 64 segments", args.prefetch);
     }
     let mut restore_command = format!(
-        "{} archive-get %f \"%p\" --repo {} --stanza {}",
+        "{} archive-get %f \"%p\" {get_options}",
         shell_quote(&exe.display().to_string()),
-        shell_quote(&config.repo.display()),
-        shell_quote(&config.stanza)
     );
     if args.prefetch > 0 {
         restore_command.push_str(&format!(" --prefetch {}", args.prefetch));
@@ -143,20 +151,46 @@ pub fn run(args: Args) -> Result<i32> {
         db_include: args.db_include,
         db_exclude: args.db_exclude,
     };
-    let repo = Repo::open_config(&config)?;
-    let progress = RestoreProgress::default();
+    let several = candidates.repos().len() > 1;
     let started = Instant::now();
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let report = std::thread::scope(|s| {
-        if std::io::stderr().is_terminal() {
-            s.spawn(|| draw_progress(&progress, &done));
-        }
-        let r = restore::restore(&repo, &opts, &progress, &|label| {
-            println!("restoring backup {label} into {}", pgdata.display());
+    let mut outcome = None;
+    for config in candidates.repos() {
+        let from = format!("repo{} ({})", config.number, config.repo.display());
+        let progress = RestoreProgress::default();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let result = std::thread::scope(|s| {
+            if std::io::stderr().is_terminal() {
+                s.spawn(|| draw_progress(&progress, &done));
+            }
+            let r = Repo::open_config(config).and_then(|repo| {
+                restore::restore(&repo, &opts, &progress, &|label| {
+                    println!(
+                        "restoring backup {label} from {from} into {}",
+                        pgdata.display()
+                    );
+                })
+            });
+            done.store(true, Ordering::Relaxed);
+            r
         });
-        done.store(true, Ordering::Relaxed);
-        r
-    })?;
+        match result {
+            Ok(report) => {
+                outcome = Some(Ok(report));
+                break;
+            }
+            // Another repository may have it: a backup or stanza not found there, or a repository
+            // that cannot be read. Anything else (a refused target, a damaged backup) is final.
+            Err(e) if several && passes_to_next(&e) => {
+                eprintln!("strata: {from}: {e}; trying the next repository");
+                outcome = Some(Err(e));
+            }
+            Err(e) => {
+                outcome = Some(Err(e));
+                break;
+            }
+        }
+    }
+    let report = outcome.expect("at least one repository")?;
     println!(
         "restored backup {}: {} files written ({:.1} MB), {} files kept, {} entries removed, in {:.1} s",
         report.label,
@@ -184,6 +218,12 @@ pub fn run(args: Args) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// Whether a restore that failed with `e` may be tried from the next repository.
+fn passes_to_next(e: &strata_core::Error) -> bool {
+    use strata_core::ErrorClass;
+    matches!(e.class(), ErrorClass::NotFound | ErrorClass::Io)
 }
 
 fn draw_progress(progress: &RestoreProgress, done: &std::sync::atomic::AtomicBool) {

@@ -1,7 +1,8 @@
 //! `strata verify`: reads back every object of the stanza (or of one backup and its chain) and checks
 //! it against the manifests, the archive's continuity and summaries (see `strata_core::verify`); a
 //! human summary or `--output json`; exit 0 all good, 1 warnings only, 2 errors found, 3 could not
-//! run. The result is kept in the repository for monitoring.
+//! run. The result is kept in the repository for monitoring. With several repositories each is verified
+//! in turn (`--repo-number N`: one), the exit code is the worst, JSON an array of their reports.
 
 use crate::repo_args::RepoArgs;
 use anyhow::{bail, Result};
@@ -36,10 +37,51 @@ pub fn run(args: Args) -> Result<i32> {
     if args.process_max == 0 || args.process_max > 64 {
         bail!("--process-max {}: expected 1 to 64", args.process_max);
     }
-    let outcome = (|| -> Result<Report> {
-        let config = args.repo.resolve()?;
-        let policy = args.repo.retention_policy(&[])?;
-        let repo = Repo::open_config(&config)?;
+    let set = match args.repo.resolve_all() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("strata verify: could not verify: {e:#}");
+            return Ok(COULD_NOT_RUN);
+        }
+    };
+    let mut reports = Vec::new();
+    let mut code = 0;
+    for config in set.repos() {
+        match verify_one(&args, config) {
+            Ok(report) => {
+                code = code.max(report.exit_code());
+                if args.output == "text" {
+                    print_text(&report);
+                }
+                reports.push(report);
+            }
+            Err(e) => {
+                eprintln!(
+                    "strata verify: could not verify repo{} ({}): {e:#}",
+                    config.number,
+                    config.repo.display()
+                );
+                code = COULD_NOT_RUN;
+            }
+        }
+    }
+    if args.output == "json" {
+        // One repository: its report; several: an array of them.
+        match reports.len() {
+            1 if set.repos().len() == 1 => {
+                println!("{}", serde_json::to_string_pretty(&reports[0])?)
+            }
+            _ => println!("{}", serde_json::to_string_pretty(&reports)?),
+        }
+    }
+    Ok(code)
+}
+
+/// Verifies one repository and keeps the result in it.
+fn verify_one(args: &Args, config: &strata_core::config::RepoConfig) -> Result<Report> {
+    {
+        let policy = args.repo.retention_policy(config.number, &[])?;
+        let repo = Repo::open_config(config)?;
         let opts = Options {
             set: args.set.clone(),
             process_max: args.process_max,
@@ -62,20 +104,7 @@ pub fn run(args: Args) -> Result<i32> {
             );
         }
         Ok(report)
-    })();
-    let report = match outcome {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("strata verify: could not verify: {e:#}");
-            return Ok(COULD_NOT_RUN);
-        }
-    };
-    if args.output == "json" {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_text(&report);
     }
-    Ok(report.exit_code())
 }
 
 fn print_text(r: &Report) {

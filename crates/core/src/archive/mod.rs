@@ -2,9 +2,11 @@
 //! block-change summaries), and getting them back for `restore_command`.
 
 pub mod get;
+pub mod multi;
 pub mod prefetch;
 pub mod push;
 pub mod summarize;
 
 pub use get::{archive_get, GetOutcome};
+pub use multi::{MultiPushFailure, MultiPushReport, MultiPusher};
 pub use push::{ArchivePusher, PushReport, ServerFacts, SummaryReport};

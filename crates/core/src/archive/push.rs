@@ -82,6 +82,11 @@ impl ArchivePusher {
         &self.config
     }
 
+    /// The repository written to (tests count its requests).
+    pub fn repo(&self) -> &Repo {
+        &self.repo
+    }
+
     /// Archives the file at `wal_path`, named `file_name` (as PostgreSQL names it).
     pub fn push(&mut self, wal_path: &Path, file_name: &str) -> Result<PushReport> {
         let seg_size = self.facts.wal_segment_size;
@@ -103,7 +108,10 @@ impl ArchivePusher {
                 source,
             });
         }
-        let result = self.push_data(wal_path, file_name, parsed, &data);
+        // On a remote repository the create is tried first (the server refuses it when the object
+        // exists, and only then is the stored header read): one request per file instead of two.
+        let look_first = self.repo.storage().local_root().is_some();
+        let result = self.push_data(wal_path, file_name, parsed, &data, look_first);
         self.read_buf = data;
         result
     }
@@ -114,6 +122,7 @@ impl ArchivePusher {
         file_name: &str,
         parsed: WalFileName,
         data: &[u8],
+        look_first: bool,
     ) -> Result<PushReport> {
         let seg_size = self.facts.wal_segment_size;
         if let WalFileName::Segment { .. } = parsed {
@@ -138,7 +147,10 @@ impl ArchivePusher {
             self.check_system_identifier(file_name, data)?;
         }
         let key = self.repo.keys().archive_file(file_name, seg_size)?;
-        let existing = self.repo.wal_header(file_name, seg_size)?;
+        let existing = match look_first {
+            true => self.repo.wal_header(file_name, seg_size)?,
+            false => None,
+        };
 
         // The CPU work runs in parallel: SHA-256 and the summary on their own threads, compression here
         // (where the zstd context is cached). Compressing before knowing whether the object exists wastes
@@ -205,8 +217,9 @@ impl ArchivePusher {
                 );
                 report.stored_bytes = stored.len() as u64;
                 if self.repo.storage().put_new(&key, stored)? == PutOutcome::AlreadyExists {
-                    // Raced with another writer: judge by what is there now.
-                    return self.push(wal_path, file_name);
+                    // Archived before (a retry), or raced with another writer: judge by what is
+                    // there now.
+                    return self.push_data(wal_path, file_name, parsed, data, true);
                 }
             }
         }

@@ -260,6 +260,7 @@ fn a_stanza_and_its_wal_on_s3() {
     use crate::config::RepoConfig;
     let m = Moto::shared();
     let config = RepoConfig {
+        number: 1,
         repo: url(&m.new_bucket(), "strata", options(&m.endpoint())),
         stanza: "main".into(),
         compress_type: CompressType::Zstd,
@@ -282,9 +283,17 @@ fn a_stanza_and_its_wal_on_s3() {
         !report.already_archived && report.stored_bytes > 0,
         "{report:?}"
     );
-    // Again (a retry after a crash): nothing written, success.
+    // Again (a retry after a crash): success. The create is tried first on S3, refused (412), and the
+    // stored object read back: the same bytes count as written.
     let again = pusher.push(&wal, "000000010000000000000001").unwrap();
-    assert!(again.already_archived, "{again:?}");
+    assert_eq!(again.key, report.key);
+    // The next segment costs two requests: its PUT and its summary's (the identity was verified).
+    let wal2 = dir.path().join("000000010000000000000002");
+    std::fs::write(&wal2, &segment).unwrap();
+    let before = pusher.repo().storage().requests();
+    let report2 = pusher.push(&wal2, "000000010000000000000002").unwrap();
+    assert!(!report2.already_archived, "{report2:?}");
+    assert_eq!(pusher.repo().storage().requests() - before, 2);
 
     let repo = crate::Repo::open_config(&config).unwrap();
     assert_eq!(
@@ -301,7 +310,7 @@ fn a_stanza_and_its_wal_on_s3() {
         "the archived segment reads back identical"
     );
     assert_eq!(
-        repo.fetch_wal("000000010000000000000002", 1 << 20).unwrap(),
+        repo.fetch_wal("000000010000000000000003", 1 << 20).unwrap(),
         None
     );
 

@@ -1,0 +1,259 @@
+//! A real S3 server for end-to-end tests: moto's server mode (`moto_server`, installed by
+//! scripts/setup.sh into /opt/strata-moto) on 127.0.0.1, with a bucket made for the test, behind a
+//! `Gate`: a TCP relay that can be closed (connections refused, open ones cut) and opened again, to
+//! stop "the S3 server" for a while without losing what moto holds in memory. Dropping `S3Server`
+//! stops both.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The access key id and secret the tests configure (moto accepts any).
+pub const S3_KEY: &str = "AKIDSTRATAE2EKEY";
+pub const S3_SECRET: &str = "e2e-secret-Zq8v3Lw9Xk2Tb7Rn";
+
+fn moto_binary() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let candidates = std::env::var_os("STRATA_MOTO_SERVER")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([PathBuf::from("/opt/strata-moto/bin/moto_server")])
+        .chain(std::env::split_paths(&path).map(|d| d.join("moto_server")));
+    for c in candidates {
+        if c.is_file() {
+            return c;
+        }
+    }
+    panic!(
+        "moto_server is not installed: run scripts/setup.sh, which installs moto[server] into \
+         /opt/strata-moto (or set STRATA_MOTO_SERVER)"
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One unsigned HTTP/1.1 request (moto accepts them): status and body.
+pub fn http(port: u16, method: &str, path: &str) -> Option<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).ok()?;
+    let split = reply.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&reply[..split]).to_string();
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, reply[split + 4..].to_vec()))
+}
+
+/// moto_server with one bucket, reached through a `Gate`.
+pub struct S3Server {
+    child: Child,
+    moto_port: u16,
+    pub bucket: String,
+    pub gate: Gate,
+}
+
+impl S3Server {
+    pub fn start(bucket: &str) -> S3Server {
+        let bin = moto_binary();
+        for _ in 0..3 {
+            let port = free_port();
+            let mut child = Command::new(&bin)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut up = false;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if http(port, "GET", "/moto-api/").is_some() {
+                    up = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if !up {
+                let _ = child.kill();
+                let _ = child.wait();
+                continue;
+            }
+            let (status, body) = http(port, "PUT", &format!("/{bucket}")).expect("create bucket");
+            assert_eq!(
+                status,
+                200,
+                "creating bucket: {}",
+                String::from_utf8_lossy(&body)
+            );
+            return S3Server {
+                child,
+                moto_port: port,
+                bucket: bucket.to_string(),
+                gate: Gate::open_to(port),
+            };
+        }
+        panic!("moto_server did not start");
+    }
+
+    /// The endpoint clients use (the gate's).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.gate.port)
+    }
+
+    /// `strata.repoN = 's3://bucket/prefix'` and its settings, as postgresql.conf lines: path style, the
+    /// test keys, short retries (a stopped server fails an archive attempt within seconds).
+    pub fn conf(&self, n: u8, prefix: &str) -> String {
+        format!(
+            "strata.repo{n} = 's3://{}/{prefix}'\nstrata.repo{n}_s3_endpoint = '{}'\n\
+             strata.repo{n}_s3_uri_style = 'path'\nstrata.repo{n}_s3_region = 'us-east-1'\n\
+             strata.repo{n}_s3_key = '{S3_KEY}'\nstrata.repo{n}_s3_key_secret = '{S3_SECRET}'\n\
+             strata.repo{n}_s3_max_retries = 2\nstrata.repo{n}_s3_retry_timeout = '3s'\n\
+             strata.repo{n}_s3_request_timeout = '10s'\n",
+            self.bucket,
+            self.endpoint()
+        )
+    }
+
+    /// Every key in the bucket under `prefix`, straight from moto (not through the gate).
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let (status, body) = http(
+            self.moto_port,
+            "GET",
+            &format!(
+                "/{}?list-type=2&prefix={prefix}&max-keys=100000",
+                self.bucket
+            ),
+        )
+        .expect("list");
+        assert_eq!(status, 200);
+        let text = String::from_utf8_lossy(&body);
+        text.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// An object's bytes, straight from moto.
+    pub fn object(&self, key: &str) -> Option<Vec<u8>> {
+        match http(self.moto_port, "GET", &format!("/{}/{key}", self.bucket)) {
+            Some((200, body)) => Some(body),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.gate.close();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP relay to a port that can be closed and opened again.
+pub struct Gate {
+    pub port: u16,
+    target: u16,
+    open: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    listener: Mutex<Option<Arc<AtomicBool>>>,
+}
+
+impl Gate {
+    fn open_to(target: u16) -> Gate {
+        let g = Gate {
+            port: free_port(),
+            target,
+            open: Arc::new(AtomicBool::new(false)),
+            conns: Arc::new(Mutex::new(Vec::new())),
+            listener: Mutex::new(None),
+        };
+        g.open();
+        g
+    }
+
+    /// Accepts connections again (on the same port).
+    pub fn open(&self) {
+        if self.open.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let listener = (0..100)
+            .find_map(|_| {
+                TcpListener::bind(("127.0.0.1", self.port))
+                    .map_err(|_| std::thread::sleep(Duration::from_millis(100)))
+                    .ok()
+            })
+            .expect("rebind the gate's port");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        *self.listener.lock().unwrap() = Some(stop.clone());
+        let (target, conns) = (self.target, self.conns.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let _ = client.set_nonblocking(false);
+                        let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                            continue;
+                        };
+                        let mut list = conns.lock().unwrap();
+                        for s in [&client, &server] {
+                            if let Ok(c) = s.try_clone() {
+                                list.push(c);
+                            }
+                        }
+                        relay(client, server);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+            // The listener is dropped here: connections are refused until `open`.
+        });
+    }
+
+    /// Refuses new connections and cuts the open ones.
+    pub fn close(&self) {
+        if !self.open.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(stop) = self.listener.lock().unwrap().take() {
+            stop.store(true, Ordering::SeqCst);
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        // Let the accept loop see the flag and drop its listener.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn relay(client: TcpStream, server: TcpStream) {
+    let pipe = |mut from: TcpStream, mut to: TcpStream| {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(Shutdown::Write);
+        });
+    };
+    if let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) {
+        pipe(client, s2);
+        pipe(server, c2);
+    }
+}
