@@ -28,6 +28,7 @@ pub fn read(repo: &Repo, label: &str) -> Result<Option<Annotation>> {
     let Some(bytes) = repo.storage().get_limited(&key, 64 * 1024)? else {
         return Ok(None);
     };
+    let bytes = repo.unseal(&key, bytes)?;
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| Error::CorruptObject {
@@ -57,7 +58,7 @@ pub fn set(repo: &Repo, label: &str, keep: bool, note: Option<&str>) -> Result<A
     };
     let json = serde_json::to_vec_pretty(&annotation).expect("an annotation serializes");
     let key = repo.keys().backup_annotation(label)?;
-    repo.storage().put_replace(&key, json)?;
+    repo.storage().put_replace(&key, repo.seal(&key, json)?)?;
     // An expiry may have removed the backup meanwhile: then the pin did not take.
     let gone = !repo
         .storage()
