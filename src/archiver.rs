@@ -135,4 +135,5 @@ fn same_target(a: &strata_core::config::RepoConfig, b: &strata_core::config::Rep
         && a.stanza == b.stanza
         && a.compress_type == b.compress_type
         && a.compress_level == b.compress_level
+        && a.cipher == b.cipher
 }

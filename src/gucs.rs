@@ -113,6 +113,7 @@ pub fn register() {
         );
     }
     DEFINING.store(false, Ordering::Relaxed);
+    crate::cipher_gucs::register();
     GucRegistry::define_enum_guc(
         c"strata.compress_type",
         c"Compression of stored WAL and backup files: zstd, lz4 or none.",
@@ -474,12 +475,14 @@ pub fn repo_config() -> strata_core::Result<strata_core::config::RepoConfig> {
         .get()
         .and_then(|c| c.into_string().ok())
         .unwrap_or_default();
-    strata_core::config::RepoConfig::new(
+    let mut config = strata_core::config::RepoConfig::new(
         &repo,
         &stanza,
         COMPRESS_TYPE.get().into(),
         COMPRESS_LEVEL.get(),
-    )
+    )?;
+    config.cipher = crate::cipher_gucs::settings()?;
+    Ok(config)
 }
 
 /// `strata.backup_archive_timeout`; None: no limit.

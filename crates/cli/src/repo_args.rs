@@ -2,7 +2,7 @@
 //! from `STRATA_*` environment variables or from a postgresql.conf-style file's `strata.*` lines.
 //! Precedence: flag, then environment, then config file, then the built-in default.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::path::PathBuf;
 use strata_core::compress::CompressType;
 use strata_core::config::{read_conf_file, RepoConfig};
@@ -18,7 +18,8 @@ pub struct RepoArgs {
     /// A postgresql.conf-style file whose strata.* lines supply settings not given otherwise
     #[arg(long, env = "STRATA_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// File holding the repository cipher passphrase (encrypted repositories)
+    /// File holding the repository cipher passphrase (its first line; encrypted repositories; or
+    /// STRATA_REPO1_CIPHER_PASS, or strata.repo1_cipher_pass in --config)
     #[arg(long, env = "STRATA_CIPHER_PASS_FILE", value_name = "PATH")]
     pub cipher_pass_file: Option<PathBuf>,
 }
@@ -52,11 +53,6 @@ impl RepoArgs {
     /// Resolves the repository configuration.
     pub fn resolve(&self) -> Result<RepoConfig> {
         let file = self.settings()?;
-        if self.cipher_pass_file.is_some() {
-            bail!(
-                "--cipher-pass-file: encrypted repositories are not supported by this version yet"
-            );
-        }
         let repo = self.repo.clone().or_else(|| file.get("strata.repo1").cloned()).ok_or_else(|| {
             anyhow::anyhow!("no repository given: use --repo URL, STRATA_REPO1, or --config with strata.repo1")
         })?;
@@ -77,12 +73,9 @@ impl RepoArgs {
             })?,
             None => 3,
         };
-        Ok(RepoConfig::new(
-            &repo,
-            &stanza,
-            compress_type,
-            compress_level,
-        )?)
+        let mut config = RepoConfig::new(&repo, &stanza, compress_type, compress_level)?;
+        config.cipher = crate::cipher_args::resolve(self.cipher_pass_file.as_deref(), &file)?;
+        Ok(config)
     }
 }
 

@@ -115,10 +115,12 @@ impl ObjectHeader {
                 u32::from_le_bytes(bytes[56..60].try_into().expect("4 bytes")),
                 bytes[60..72].try_into().expect("12 bytes"),
             )),
-            1 => return Err(corrupt(format!(
+            1 => {
+                return Err(corrupt(format!(
                 "{} bytes, shorter than the {SEALED_HEADER_LEN} byte header of an encrypted object",
                 bytes.len()
-            ))),
+            )))
+            }
             e => return Err(corrupt(format!("unknown encryption {e}"))),
         };
         let plain_size = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));

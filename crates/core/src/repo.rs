@@ -105,7 +105,11 @@ impl Repo {
             repo: self.describe(),
             stanza: self.stanza().to_string(),
         })?;
-        Ok(self.identity.get_or_init(|| id))
+        let id = self.identity.get_or_init(|| id);
+        // The encryption settings must fit the stanza and the passphrase open its keyring: said here,
+        // once, rather than by every object read later.
+        self.data_keys()?;
+        Ok(id)
     }
 
     /// Remembers an identity just written or checked by a writer.
