@@ -39,3 +39,35 @@ pub fn resolve(
     };
     Ok(CipherSettings { kind, pass })
 }
+
+/// What `restore_command` needs to add for recovery's `archive-get` to open an encrypted stanza: the
+/// passphrase file (absolute path) or the `--config` file that holds the passphrase. A passphrase from
+/// the environment is not written anywhere: the server's environment must then hold it (said on stderr).
+pub fn restore_command_option(
+    args: &crate::repo_args::RepoArgs,
+    config: &strata_core::config::RepoConfig,
+) -> Result<Option<String>> {
+    let quote = |p: &Path| -> Result<String> {
+        let abs = std::path::absolute(p).with_context(|| p.display().to_string())?;
+        Ok(format!(
+            "'{}'",
+            abs.display().to_string().replace('\'', "'\\''")
+        ))
+    };
+    if let Some(p) = &args.cipher_pass_file {
+        return Ok(Some(format!(" --cipher-pass-file {}", quote(p)?)));
+    }
+    if config.cipher.pass.is_none() {
+        return Ok(None);
+    }
+    if std::env::var_os(PASS_ENV).is_none() {
+        if let Some(c) = &args.config {
+            return Ok(Some(format!(" --config {}", quote(c)?)));
+        }
+    }
+    eprintln!(
+        "strata: note: recovery's restore_command reads the cipher passphrase from {PASS_ENV}: set it \
+         in the server's environment, or restore with --cipher-pass-file FILE"
+    );
+    Ok(None)
+}

@@ -127,6 +127,11 @@ pub fn run(args: Args) -> Result<i32> {
     if args.prefetch > 0 {
         restore_command.push_str(&format!(" --prefetch {}", args.prefetch));
     }
+    // Recovery's archive-get needs the passphrase of an encrypted stanza too: the same file (its
+    // path, never the passphrase, goes into postgresql.auto.conf).
+    if let Some(extra) = crate::cipher_args::restore_command_option(&args.repo, &config)? {
+        restore_command.push_str(&extra);
+    }
     let opts = RestoreOptions {
         pgdata: pgdata.clone(),
         set: args.set,
