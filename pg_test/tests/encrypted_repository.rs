@@ -288,6 +288,46 @@ fn rotation_changes_the_passphrase_and_adds_data_keys_without_rewriting() {
         .collect();
     assert_eq!(keyring, vec!["00000002.json".to_string()]);
 
+    // Killed (-9) during a rotation, before its write: the old keyring stays in force; after its
+    // write (before the old generation is deleted): the new one is in force. Never neither.
+    let third = pass_file(&keys, "third", "a third passphrase");
+    for (kill_after_ms, works, fails) in [(1000, &new, &third), (4500, &third, &new)] {
+        let mut child = std::process::Command::new(pg_test::strata_bin())
+            .args(["rekey", "--new-cipher-pass-file", third.to_str().unwrap()])
+            .args(["--cipher-pass-file", new.to_str().unwrap()])
+            .arg("--repo")
+            .arg(a.repo_url())
+            .args(["--stanza", "main"])
+            .env("STRATA_TEST_REKEY_PAUSE_MS", "3000")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(kill_after_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let (ok, out, err) = strata(&a, works, &["info"]);
+        assert!(
+            ok && out.contains(&full),
+            "killed after {kill_after_ms} ms: {err}"
+        );
+        let (ok, _, err) = strata(&a, fails, &["info"]);
+        assert!(!ok && err.contains("wrong cipher passphrase"), "{err}");
+    }
+    // Back to the new passphrase; the generation left behind by the kill is deleted.
+    let (ok, out, err) = strata(
+        &a,
+        &third,
+        &["rekey", "--new-cipher-pass-file", new.to_str().unwrap()],
+    );
+    assert!(ok, "{out}{err}");
+    let mut gens: Vec<String> = std::fs::read_dir(a.repo.path().join("main/keyring"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.contains('#'))
+        .collect();
+    gens.sort();
+    assert_eq!(gens, vec!["00000004.json".to_string()]);
+
     // The server takes the new passphrase with a restart (a reload would make PostgreSQL log the
     // changed value).
     c.stop();

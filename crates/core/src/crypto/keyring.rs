@@ -349,6 +349,7 @@ pub fn open(repo: &Repo, pass: &Passphrase) -> Result<Option<OpenKeyring>> {
 pub fn store(repo: &Repo, keyring: &OpenKeyring, pass: &Passphrase, kdf: KdfParams) -> Result<()> {
     let sealed = keyring.seal(repo.stanza(), pass, kdf)?;
     let key = repo.keys().keyring(keyring.generation);
+    crate::testhook::pause(crate::testhook::REKEY_PAUSE);
     match repo.storage().put_new(&key, sealed.to_json())? {
         PutOutcome::Written => {}
         PutOutcome::AlreadyExists => {
@@ -357,6 +358,7 @@ pub fn store(repo: &Repo, keyring: &OpenKeyring, pass: &Passphrase, kdf: KdfPara
             )))
         }
     }
+    crate::testhook::pause(crate::testhook::REKEY_PAUSE);
     for (g, old) in generations(repo)? {
         if g < keyring.generation {
             repo.storage().delete(&old)?;
