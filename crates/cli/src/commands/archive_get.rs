@@ -102,6 +102,9 @@ fn start_prefetcher(args: &Args, spool: &Path) {
         if let Some(c) = &args.repo.config {
             cmd.arg("--config").arg(c);
         }
+        if let Some(f) = &args.repo.cipher_pass_file {
+            cmd.arg("--cipher-pass-file").arg(f);
+        }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
