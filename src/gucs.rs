@@ -113,6 +113,7 @@ pub fn register() {
         );
     }
     DEFINING.store(false, Ordering::Relaxed);
+    crate::cipher_gucs::register();
     GucRegistry::define_enum_guc(
         c"strata.compress_type",
         c"Compression of stored WAL and backup files: zstd, lz4 or none.",

@@ -14,6 +14,7 @@ mod backup_sql;
 mod backup_state;
 mod backup_worker;
 mod check_sql;
+mod cipher_gucs;
 mod errors;
 mod gucs;
 mod latch;

@@ -10,6 +10,7 @@
 //!   operation holds what was asked for
 //! - 6 reading or writing storage failed (perhaps transient: retry)
 
+mod cipher_args;
 mod commands;
 mod repo_args;
 
@@ -45,6 +46,9 @@ enum Command {
     /// Print the repository's metrics in the Prometheus text format (for node_exporter's textfile
     /// collector).
     Metrics(commands::metrics::Args),
+    /// Rotate the keys of an encrypted stanza: a new passphrase (--new-cipher-pass-file) and/or a new
+    /// data key for new objects (--new-data-key), without rewriting the repository.
+    Rekey(commands::rekey::Args),
     /// Restore a backup into a data directory (server down), ready for point-in-time recovery.
     Restore(commands::restore::Args),
     /// Read back every object of the stanza (or one backup and its chain) and check it: exit 0 all
@@ -64,6 +68,7 @@ fn main() {
         Command::Expire(args) => commands::expire::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Metrics(args) => commands::metrics::run(args),
+        Command::Rekey(args) => commands::rekey::run(args),
         Command::Restore(args) => commands::restore::run(args),
         Command::Verify(args) => commands::verify::run(args),
     };

@@ -45,7 +45,8 @@ pub struct RepoArgs {
     /// A postgresql.conf-style file whose strata.* lines supply settings not given otherwise
     #[arg(long, env = "STRATA_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// File holding the repository cipher passphrase (encrypted repositories)
+    /// File holding the repository cipher passphrase (its first line; encrypted repositories; or
+    /// STRATA_REPO1_CIPHER_PASS, or strata.repo1_cipher_pass in --config)
     #[arg(long, env = "STRATA_CIPHER_PASS_FILE", value_name = "PATH")]
     pub cipher_pass_file: Option<PathBuf>,
 }
@@ -171,17 +172,18 @@ impl RepoArgs {
     /// Every configured repository, whatever `--repo-number` says.
     pub fn resolve_configured(&self) -> Result<RepoSet> {
         let settings = self.settings()?;
-        if self.cipher_pass_file.is_some() {
-            bail!(
-                "--cipher-pass-file: encrypted repositories are not supported by this version yet"
-            );
-        }
         if (1..=MAX_REPOS).all(|n| settings.get(&format!("strata.repo{n}")).is_none()) {
             bail!(
                 "no repository given: use --repo URL, STRATA_REPO1, or --config with strata.repo1"
             );
         }
-        Ok(RepoSet::from_settings(&|n| settings.get(n))?)
+        let mut set = RepoSet::from_settings(&|n| settings.get(n))?;
+        // Encryption is repository 1's: --cipher-pass-file, STRATA_REPO1_CIPHER_PASS or --config.
+        set.set_cipher(
+            1,
+            crate::cipher_args::resolve(self.cipher_pass_file.as_deref(), &|n| settings.get(n))?,
+        );
+        Ok(set)
     }
 
     /// One repository: `--repo-number N`'s, else the first configured (for commands that work on one).

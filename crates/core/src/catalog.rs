@@ -50,6 +50,7 @@ pub fn load(repo: &Repo, label: &str) -> Result<Manifest> {
         .storage()
         .get(&key)?
         .ok_or_else(|| not_found(repo, label))?;
+    let bytes = crate::crypto::manifest::open(repo, &key, bytes)?;
     Manifest::from_bytes(key.as_str(), label, &bytes)
 }
 
@@ -66,6 +67,13 @@ pub fn load_head(repo: &Repo, label: &str) -> Result<ManifestHead> {
             return Err(not_found(repo, label));
         };
         let whole = (bytes.len() as u64) < len;
+        let (bytes, whole) = match crate::crypto::manifest::open_prefix(repo, &key, bytes, whole)? {
+            Ok(opened) => opened,
+            Err(needed) => {
+                len = needed.clamp(len + 1, manifest::MAX_HEAD_SIZE + 4096);
+                continue;
+            }
+        };
         if let Some(head) = ManifestHead::from_prefix(key.as_str(), label, &bytes, whole)? {
             return Ok(head);
         }

@@ -94,6 +94,7 @@ pub fn changes_between(repo: &Repo, timeline: TimeLineId, from: Lsn, to: Lsn) ->
             key: key.to_string(),
             reason: "listed but cannot be read".into(),
         })?;
+        let bytes = repo.unseal(&key, bytes)?;
         let summary = Summary::decode(key.as_str(), &bytes).map_err(|e| Error::CorruptObject {
             key: key.to_string(),
             reason: e.to_string(),

@@ -129,6 +129,8 @@ pub struct RepoConfig {
     pub stanza: String,
     pub compress_type: CompressType,
     pub compress_level: i32,
+    /// Encryption (`crypto`): the cipher for a new stanza and the passphrase (never printed).
+    pub cipher: crate::crypto::CipherSettings,
 }
 
 impl RepoConfig {
@@ -147,6 +149,7 @@ impl RepoConfig {
             stanza: stanza.to_string(),
             compress_type,
             compress_level,
+            cipher: Default::default(),
         })
     }
 }

@@ -158,6 +158,15 @@ pub enum Error {
     #[error("{0}")]
     NoBackup(String),
 
+    /// The cipher passphrase does not open the stanza's keyring.
+    #[error("cannot decrypt the repository key: wrong cipher passphrase")]
+    WrongCipherPass,
+
+    /// The encryption settings do not fit the stanza (a passphrase missing or not wanted, encryption
+    /// asked for an unencrypted stanza); the message says the fix. Never holds a secret.
+    #[error("{0}")]
+    Cipher(String),
+
     #[error("backup {label} cannot be restored: {reason}; choose another with --set (`strata info` lists them)")]
     ChainBroken { label: String, reason: String },
 
@@ -292,7 +301,11 @@ impl Error {
         use Error::*;
         match self {
             InRepo { error, .. } => error.class(),
-            BadSetting { .. } | BadWalFileName { .. } | BadInput(_) => ErrorClass::InvalidArgument,
+            BadSetting { .. }
+            | BadWalFileName { .. }
+            | BadInput(_)
+            | WrongCipherPass
+            | Cipher(_) => ErrorClass::InvalidArgument,
             RepoRootMissing { .. }
             | BucketMissing { .. }
             | StanzaMissing { .. }
@@ -329,6 +342,7 @@ impl Error {
                 "58P01" // undefined_file
             }
             Error::StorageDenied { .. } => "42501", // insufficient_privilege
+            Error::WrongCipherPass => "28P01",      // invalid_password
             Error::BackupNotFound { .. } => "42704", // undefined_object
             Error::NoBackup(_) | Error::StateChanged(_) => "55000", // object_not_in_prerequisite_state
             Error::WalGap { .. } => "55000",

@@ -8,7 +8,13 @@
 //! time — and, once it has seen the stanza, never creates it again: a repository renamed away or a file
 //! system unmounted under it makes archiving fail (PostgreSQL keeps the WAL) instead of filling a new,
 //! empty directory at the old path.
+//!
+//! The cipher is chosen when the stanza is created (`cipher`: "aes-256-gcm", or absent): an encrypted
+//! stanza gets its first keyring right after its identity (`crypto::keyring`; a writer finding an
+//! encrypted identity without keyring, after a crash in between, creates it). Later uses check that
+//! the settings fit the stanza and that the passphrase opens its keyring.
 
+use crate::crypto::CipherType;
 use crate::repo::Repo;
 use crate::storage::{ObjectStamp, PutOutcome};
 use crate::{Error, Result};
@@ -25,7 +31,8 @@ pub struct RepoIdentity {
     /// PostgreSQL major version number, e.g. 15.
     pub pg_version: u32,
     pub wal_segment_size: u32,
-    /// Cipher parameters when encryption is configured (never the key); none yet.
+    /// The cipher of an encrypted stanza ("aes-256-gcm"), never a key: the KDF parameters and the
+    /// sealed data keys are in the keyring objects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cipher: Option<String>,
     pub created: String,
@@ -68,12 +75,23 @@ pub fn ensure(
     pg_version: u32,
     wal_segment_size: u32,
 ) -> Result<RepoIdentity> {
+    let settings = repo.cipher_settings();
+    let encrypt = match settings.kind {
+        Some(kind) => kind == CipherType::Aes256Gcm,
+        None => settings.pass.is_some(),
+    };
+    if encrypt && settings.pass.is_none() {
+        return Err(Error::Cipher(format!(
+            "strata.repo1_cipher_type = 'aes-256-gcm' needs a passphrase ({})",
+            crate::crypto::PASS_SETTINGS
+        )));
+    }
     let mine = RepoIdentity {
         format_version: REPO_FORMAT_VERSION,
         system_identifier,
         pg_version,
         wal_segment_size,
-        cipher: None,
+        cipher: encrypt.then(|| CipherType::Aes256Gcm.name().to_string()),
         created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     };
     let storage = repo.storage();
@@ -92,6 +110,7 @@ pub fn ensure(
             match storage.put_new(&repo.keys().identity(), json)? {
                 PutOutcome::Written => {
                     repo.set_identity(&mine);
+                    open_cipher(repo, &mine)?;
                     return Ok(mine);
                 }
                 // Someone else created it meanwhile: check theirs.
@@ -113,7 +132,19 @@ pub fn ensure(
         });
     }
     repo.set_identity(&existing);
+    open_cipher(repo, &existing)?;
     Ok(existing)
+}
+
+/// Checks the cipher settings against the stanza, creates the first keyring of an encrypted stanza
+/// when it has none yet, and opens it (a wrong passphrase is refused before anything is written).
+fn open_cipher(repo: &Repo, id: &RepoIdentity) -> Result<()> {
+    if crate::crypto::check_settings(repo, id.cipher.as_deref())? {
+        let pass = repo.cipher_settings().pass.as_ref().expect("checked");
+        crate::crypto::keyring::create_first(repo, pass)?;
+        repo.data_keys()?;
+    }
+    Ok(())
 }
 
 /// Checks a stanza's identity before each write of a long-lived writer (see the module comment).

@@ -22,6 +22,7 @@ pub mod changes;
 pub mod check;
 pub mod compress;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod fsutil;
 pub mod identity;

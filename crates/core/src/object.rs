@@ -15,21 +15,42 @@
 //! 56      .   payload: the plaintext, compressed (then encrypted)
 //! ```
 //! The order is fixed: hash and size of the plaintext, then compress, then encrypt.
+//!
+//! An encrypted object (encryption 1, AES-256-GCM, see `crypto`) has the same first 56 bytes with the
+//! SHA-256 field zeroed (no plaintext digest in clear), then:
+//! ```text
+//! 56      4   data key id, little-endian
+//! 60     12   nonce
+//! 72      .   AES-256-GCM ciphertext of: the compressed payload, then the SHA-256 of the plaintext
+//!  end-16 16  tag
+//! ```
+//! The associated data is the 72 header bytes, the object's offset inside its stored object (pieces
+//! packed in a bundle) and its repository key: an object moved to another key or offset, or a header
+//! edited, fails authentication. Other formats (manifests, summaries, JSON objects) are stored as
+//! such an object, uncompressed (`seal_bytes`), in an encrypted stanza.
 
 use crate::compress::{self, CompressType};
+use crate::crypto::{self, DataKeys, NONCE_LEN, TAG_LEN};
 use crate::{Error, Result};
 use sha2::{Digest, Sha256};
 
 pub const MAGIC: &[u8; 8] = b"STRATAOB";
 pub const VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 56;
+/// The header of an encrypted object: the clear header, key id and nonce.
+pub const SEALED_HEADER_LEN: usize = HEADER_LEN + 4 + NONCE_LEN;
+/// What sealing adds after the payload: the SHA-256 (encrypted) and the tag.
+pub const SEALED_TRAILER_LEN: usize = 32 + TAG_LEN;
 
 /// What the header of a stored object says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectHeader {
     pub compress: CompressType,
     pub plain_size: u64,
+    /// Zero in the header of an encrypted object until it is opened (`decode_at`).
     pub sha256: [u8; 32],
+    /// Encrypted objects: the data key id and the nonce.
+    pub sealed: Option<(u32, [u8; NONCE_LEN])>,
 }
 
 impl ObjectHeader {
@@ -42,12 +63,23 @@ impl ObjectHeader {
         h[0..8].copy_from_slice(MAGIC);
         h[8..10].copy_from_slice(&VERSION.to_le_bytes());
         h[10] = self.compress.code();
-        h[11] = 0;
+        h[11] = if self.sealed.is_some() { 1 } else { 0 };
         h[12..20].copy_from_slice(&self.plain_size.to_le_bytes());
-        h[20..52].copy_from_slice(&self.sha256);
+        if self.sealed.is_none() {
+            h[20..52].copy_from_slice(&self.sha256);
+        }
         let crc = crc32c::crc32c(&h[0..52]);
         h[52..56].copy_from_slice(&crc.to_le_bytes());
         h
+    }
+
+    /// The length of the header as stored.
+    pub fn stored_len(&self) -> usize {
+        if self.sealed.is_some() {
+            SEALED_HEADER_LEN
+        } else {
+            HEADER_LEN
+        }
     }
 
     /// Parses and checks a header; `key` names the object in errors.
@@ -77,15 +109,27 @@ impl ObjectHeader {
         }
         let compress = CompressType::from_code(bytes[10])
             .ok_or_else(|| corrupt(format!("unknown compression {}", bytes[10])))?;
-        if bytes[11] != 0 {
-            return Err(corrupt(format!("unknown encryption {}", bytes[11])));
-        }
+        let sealed = match bytes[11] {
+            0 => None,
+            1 if bytes.len() >= SEALED_HEADER_LEN => Some((
+                u32::from_le_bytes(bytes[56..60].try_into().expect("4 bytes")),
+                bytes[60..72].try_into().expect("12 bytes"),
+            )),
+            1 => {
+                return Err(corrupt(format!(
+                "{} bytes, shorter than the {SEALED_HEADER_LEN} byte header of an encrypted object",
+                bytes.len()
+            )))
+            }
+            e => return Err(corrupt(format!("unknown encryption {e}"))),
+        };
         let plain_size = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
         let sha256: [u8; 32] = bytes[20..52].try_into().expect("32 bytes");
         Ok(ObjectHeader {
             compress,
             plain_size,
             sha256,
+            sealed,
         })
     }
 }
@@ -115,8 +159,23 @@ pub fn content_digest(piece_sha256s: &[[u8; 32]]) -> [u8; 32] {
 /// Compresses plaintext into a stored object whose header is still blank (see `write_header`), so
 /// that hashing can run in parallel with compression.
 pub fn compress_payload(plain: &[u8], compress: CompressType, level: i32) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(HEADER_LEN + plain.len() / 4);
-    out.resize(HEADER_LEN, 0);
+    compress_payload_for(plain, compress, level, false)
+}
+
+/// `compress_payload` leaving room for the header of an encrypted object when `sealed`.
+pub fn compress_payload_for(
+    plain: &[u8],
+    compress: CompressType,
+    level: i32,
+    sealed: bool,
+) -> Result<Vec<u8>> {
+    let head = if sealed {
+        SEALED_HEADER_LEN
+    } else {
+        HEADER_LEN
+    };
+    let mut out = Vec::with_capacity(head + plain.len() / 4 + SEALED_TRAILER_LEN);
+    out.resize(head, 0);
     compress::compress_into(compress, level, plain, &mut out)
         .map_err(|e| Error::Internal(format!("{} compression failed: {e}", compress.name())))?;
     Ok(out)
@@ -128,8 +187,111 @@ pub fn write_header(object: &mut [u8], plain_size: u64, sha256: [u8; 32], compre
         compress,
         plain_size,
         sha256,
+        sealed: None,
     };
     object[..HEADER_LEN].copy_from_slice(&header.encode());
+}
+
+/// Where an object is stored: its repository key and its offset inside the stored object (0 unless it
+/// is a piece packed in a bundle). Part of an encrypted object's associated data.
+#[derive(Clone, Copy, Debug)]
+pub struct Place<'a> {
+    pub key: &'a str,
+    pub offset: u64,
+}
+
+impl<'a> Place<'a> {
+    pub fn whole(key: &'a str) -> Place<'a> {
+        Place { key, offset: 0 }
+    }
+}
+
+fn associated_data(header: &[u8], place: Place) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(SEALED_HEADER_LEN + 8 + place.key.len());
+    aad.extend_from_slice(&header[..SEALED_HEADER_LEN]);
+    aad.extend_from_slice(&place.offset.to_le_bytes());
+    aad.extend_from_slice(place.key.as_bytes());
+    aad
+}
+
+/// Finishes an object made by `compress_payload_for`: the header, and with `keys` the sealing (with
+/// the current data key and a fresh nonce) for its `place`.
+pub fn finish(
+    object: &mut Vec<u8>,
+    plain_size: u64,
+    sha256: [u8; 32],
+    compress: CompressType,
+    keys: Option<&DataKeys>,
+    place: Place,
+) -> Result<()> {
+    let Some(keys) = keys else {
+        write_header(object, plain_size, sha256, compress);
+        return Ok(());
+    };
+    let nonce = crypto::random::<NONCE_LEN>()?;
+    let header = ObjectHeader {
+        compress,
+        plain_size,
+        sha256,
+        sealed: Some((keys.current(), nonce)),
+    };
+    object[..HEADER_LEN].copy_from_slice(&header.encode());
+    object[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&keys.current().to_le_bytes());
+    object[HEADER_LEN + 4..SEALED_HEADER_LEN].copy_from_slice(&nonce);
+    object.extend_from_slice(&sha256);
+    let aad = associated_data(object, place);
+    let tag = keys.seal_with(
+        keys.current(),
+        &nonce,
+        &aad,
+        &mut object[SEALED_HEADER_LEN..],
+    )?;
+    object.extend_from_slice(&tag);
+    Ok(())
+}
+
+/// Builds a stored object, sealed when `keys` are given.
+pub fn encode_at(
+    plain: &[u8],
+    sha: [u8; 32],
+    compress: CompressType,
+    level: i32,
+    keys: Option<&DataKeys>,
+    place: Place,
+) -> Result<Vec<u8>> {
+    let mut out = compress_payload_for(plain, compress, level, keys.is_some())?;
+    finish(&mut out, plain.len() as u64, sha, compress, keys, place)?;
+    Ok(out)
+}
+
+/// Stores bytes of another format (a manifest, a summary, a JSON object) as an encrypted object,
+/// uncompressed (so that its stored length follows from its header: `sealed_len`).
+pub fn seal_bytes(plain: &[u8], keys: &DataKeys, place: Place) -> Result<Vec<u8>> {
+    encode_at(
+        plain,
+        sha256(plain),
+        CompressType::None,
+        0,
+        Some(keys),
+        place,
+    )
+}
+
+/// Opens what `seal_bytes` stored (refusing an object in clear).
+pub fn open_bytes(stored: &[u8], keys: &DataKeys, place: Place, max_plain: u64) -> Result<Vec<u8>> {
+    decode_at(stored, Some(keys), place, max_plain).map(|(_, plain)| plain)
+}
+
+/// The stored length of an object made by `seal_bytes`, from its first `SEALED_HEADER_LEN` bytes.
+pub fn sealed_len(key: &str, head: &[u8]) -> Result<u64> {
+    let h = ObjectHeader::decode(key, head)?;
+    if h.sealed.is_none() || h.compress != CompressType::None {
+        return Err(Error::CorruptObject {
+            key: key.to_string(),
+            reason: "not an encrypted object, but the stanza is encrypted".into(),
+        });
+    }
+    Ok(SEALED_HEADER_LEN as u64 + h.plain_size + SEALED_TRAILER_LEN as u64)
 }
 
 /// Builds a stored object from plaintext whose SHA-256 is already known.
@@ -156,7 +318,19 @@ pub fn decode(key: &str, stored: &[u8]) -> Result<(ObjectHeader, Vec<u8>)> {
 /// `decode`, refusing before decompressing an object whose header claims more than `max_plain` bytes
 /// (what the manifest or the WAL segment size says it holds).
 pub fn decode_limited(key: &str, stored: &[u8], max_plain: u64) -> Result<(ObjectHeader, Vec<u8>)> {
-    let header = ObjectHeader::decode(key, stored)?;
+    decode_at(stored, None, Place::whole(key), max_plain)
+}
+
+/// Decodes an object stored at `place`: with `keys` (an encrypted stanza) it must be encrypted and
+/// is authenticated and decrypted first; without, it must not be encrypted.
+pub fn decode_at(
+    stored: &[u8],
+    keys: Option<&DataKeys>,
+    place: Place,
+    max_plain: u64,
+) -> Result<(ObjectHeader, Vec<u8>)> {
+    let key = place.key;
+    let mut header = ObjectHeader::decode(key, stored)?;
     if header.plain_size > max_plain {
         return Err(Error::CorruptObject {
             key: key.to_string(),
@@ -166,11 +340,44 @@ pub fn decode_limited(key: &str, stored: &[u8], max_plain: u64) -> Result<(Objec
             ),
         });
     }
-    let plain = compress::decompress(header.compress, &stored[HEADER_LEN..], header.plain_size)
-        .map_err(|reason| Error::CorruptObject {
-            key: key.to_string(),
-            reason,
-        })?;
+    let corrupt = |reason: String| Error::CorruptObject {
+        key: key.to_string(),
+        reason,
+    };
+    let opened;
+    let payload = match (keys, header.sealed) {
+        (None, None) => &stored[HEADER_LEN..],
+        (Some(keys), Some((id, nonce))) => {
+            if stored.len() < SEALED_HEADER_LEN + SEALED_TRAILER_LEN {
+                return Err(corrupt(format!(
+                    "{} bytes, too short for an encrypted object",
+                    stored.len()
+                )));
+            }
+            let (body, tag) = stored.split_at(stored.len() - TAG_LEN);
+            let mut buf = body[SEALED_HEADER_LEN..].to_vec();
+            let tag: [u8; TAG_LEN] = tag.try_into().expect("16 bytes");
+            keys.open(id, &nonce, &associated_data(stored, place), &mut buf, &tag)
+                .map_err(corrupt)?;
+            let sha_at = buf.len() - 32;
+            header.sha256 = buf[sha_at..].try_into().expect("32 bytes");
+            buf.truncate(sha_at);
+            opened = buf;
+            &opened[..]
+        }
+        (Some(_), None) => {
+            return Err(corrupt(
+                "it is not encrypted, but the stanza is: refused".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(corrupt(
+                "it is encrypted, but the stanza is not (or no passphrase was given)".into(),
+            ))
+        }
+    };
+    let plain =
+        compress::decompress(header.compress, payload, header.plain_size).map_err(corrupt)?;
     let found = sha256(&plain);
     if found != header.sha256 {
         return Err(Error::ChecksumMismatch {

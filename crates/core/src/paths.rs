@@ -10,6 +10,7 @@
 //! backup/<label>/data/<NNNNNNNN>                file contents: chunks of large files, bundles of small ones
 //! backup/<label>/annotation.json                a backup's pin and note (the only object that changes)
 //! backup/<label>/expiring                       the mark of a backup being expired (see `retention`)
+//! keyring/<NNNNNNNN>.json                       an encrypted stanza's sealed data keys (see `crypto`)
 //! ```
 //! An archived WAL file's key is its name alone: the compression is recorded in the object's header,
 //! so finding a segment is one request whatever it was compressed with (repository format 2; format 1
@@ -239,6 +240,24 @@ impl RepoKeys {
             });
         }
         Ok(self.under(&format!("check-{id}")))
+    }
+
+    /// The directory of an encrypted stanza's keyring generations (see `crypto::keyring`).
+    pub fn keyring_root(&self) -> RepoKey {
+        self.under("keyring")
+    }
+
+    /// Key of one generation of the keyring.
+    pub fn keyring(&self, generation: u64) -> RepoKey {
+        self.under(&format!("keyring/{generation:08}.json"))
+    }
+
+    /// The generation of a listed keyring key (None for anything else).
+    pub fn parse_keyring_key(key: &RepoKey) -> Option<u64> {
+        let digits = key.file_name().strip_suffix(".json")?;
+        (digits.len() >= 8 && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse().ok())
+            .flatten()
     }
 
     /// Key of the stanza's last verification result (see `verify`).

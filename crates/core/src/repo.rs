@@ -5,16 +5,34 @@
 //!
 //! It also holds the few lookups every part needs: the stanza's identity ("stanza does not exist" is
 //! said here once), a WAL file by name (one request whatever its compression), a timeline's history.
+//!
+//! And the stanza's encryption (`crypto`): the cipher settings it was opened with, and the data keys,
+//! unwrapped on first need and then shared. Every object is written and read through `encode_object`
+//! / `decode_object` (content: WAL, pieces) or `seal` / `unseal` (other formats), which encrypt and
+//! authenticate in an encrypted stanza and change nothing in an unencrypted one.
 
 use crate::chain::TimelineHistory;
+use crate::compress::CompressType;
 use crate::config::{RepoConfig, RepoUrl};
+use crate::crypto::{CipherSettings, DataKeys};
 use crate::identity::{self, RepoIdentity};
-use crate::object::{self, ObjectHeader, HEADER_LEN};
+use crate::object::{self, ObjectHeader, Place, SEALED_HEADER_LEN};
 use crate::paths::{RepoKey, RepoKeys};
 use crate::storage::Storage;
 use crate::{Error, Result};
 use pgformat::lsn::{TimeLineId, WalFileName};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long opened data keys are used before the keyring's generation is looked at again (a process
+/// that writes for a long time, the archiver, then takes up a new data key).
+const KEYRING_RECHECK: Duration = Duration::from_secs(60);
+
+struct CachedKeys {
+    keys: Arc<DataKeys>,
+    generation: u64,
+    checked: Instant,
+}
 
 #[derive(Clone)]
 pub struct Repo {
@@ -22,6 +40,8 @@ pub struct Repo {
     keys: RepoKeys,
     /// The stanza's identity, read on first need (a stanza's identity never changes once written).
     identity: Arc<OnceLock<RepoIdentity>>,
+    cipher: CipherSettings,
+    data_keys: Arc<Mutex<Option<CachedKeys>>>,
 }
 
 impl Repo {
@@ -33,7 +53,18 @@ impl Repo {
 
     /// Opens the repository and stanza of a configuration.
     pub fn open_config(config: &RepoConfig) -> Result<Repo> {
-        Repo::open(&config.repo, &config.stanza)
+        Ok(Repo::open(&config.repo, &config.stanza)?.with_cipher(config.cipher.clone()))
+    }
+
+    /// The same stanza with these encryption settings.
+    pub fn with_cipher(mut self, cipher: CipherSettings) -> Repo {
+        self.cipher = cipher;
+        self.data_keys = Arc::new(Mutex::new(None));
+        self
+    }
+
+    pub fn cipher_settings(&self) -> &CipherSettings {
+        &self.cipher
     }
 
     /// A stanza of an already open store (tests wrap stores to count or fail requests).
@@ -42,6 +73,8 @@ impl Repo {
             storage,
             keys: RepoKeys::new(stanza)?,
             identity: Arc::new(OnceLock::new()),
+            cipher: CipherSettings::default(),
+            data_keys: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -72,12 +105,101 @@ impl Repo {
             repo: self.describe(),
             stanza: self.stanza().to_string(),
         })?;
-        Ok(self.identity.get_or_init(|| id))
+        let id = self.identity.get_or_init(|| id);
+        // The encryption settings must fit the stanza and the passphrase open its keyring: said here,
+        // once, rather than by every object read later.
+        self.data_keys()?;
+        Ok(id)
     }
 
     /// Remembers an identity just written or checked by a writer.
     pub(crate) fn set_identity(&self, id: &RepoIdentity) {
         let _ = self.identity.set(id.clone());
+    }
+
+    /// The stanza's data keys, None when it is not encrypted; an error when the settings do not fit the
+    /// stanza (a passphrase missing, or given for an unencrypted stanza) or the passphrase is wrong.
+    /// A stanza without identity has nothing to decrypt (None), unless a passphrase is set.
+    pub fn data_keys(&self) -> Result<Option<Arc<DataKeys>>> {
+        let id = match self.identity() {
+            Ok(id) => id,
+            Err(Error::StanzaMissing { .. }) if self.cipher.pass.is_none() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !crate::crypto::check_settings(self, id.cipher.as_deref())? {
+            return Ok(None);
+        }
+        let pass = self.cipher.pass.as_ref().expect("checked");
+        let mut cache = self.data_keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.as_mut() {
+            if c.checked.elapsed() < KEYRING_RECHECK {
+                return Ok(Some(c.keys.clone()));
+            }
+            if crate::crypto::keyring::newest_generation(self)? == Some(c.generation) {
+                c.checked = Instant::now();
+                return Ok(Some(c.keys.clone()));
+            }
+        }
+        let opened = crate::crypto::keyring::open(self, pass)?
+            .ok_or_else(|| crate::crypto::keyring::no_keyring(self))?;
+        let keys = Arc::new(opened.data_keys());
+        *cache = Some(CachedKeys {
+            keys: keys.clone(),
+            generation: opened.generation,
+            checked: Instant::now(),
+        });
+        Ok(Some(keys))
+    }
+
+    /// Makes a stored object of content (`object`): compressed, then sealed in an encrypted stanza.
+    pub fn encode_object(
+        &self,
+        place: Place,
+        plain: &[u8],
+        sha: [u8; 32],
+        compress: CompressType,
+        level: i32,
+    ) -> Result<Vec<u8>> {
+        let keys = self.data_keys()?;
+        object::encode_at(plain, sha, compress, level, keys.as_deref(), place)
+    }
+
+    /// Reads a stored object of content at `place`: opened in an encrypted stanza, decompressed, its
+    /// size and SHA-256 checked.
+    pub fn decode_object(
+        &self,
+        place: Place,
+        stored: &[u8],
+        max_plain: u64,
+    ) -> Result<(ObjectHeader, Vec<u8>)> {
+        let keys = self.data_keys()?;
+        object::decode_at(stored, keys.as_deref(), place, max_plain)
+    }
+
+    /// The stored form of an object of another format (manifest, summary, JSON) at `key`: sealed in
+    /// an encrypted stanza, the bytes themselves otherwise.
+    pub fn seal(&self, key: &RepoKey, bytes: Vec<u8>) -> Result<Vec<u8>> {
+        self.seal_at(Place::whole(key.as_str()), bytes)
+    }
+
+    pub fn seal_at(&self, place: Place, bytes: Vec<u8>) -> Result<Vec<u8>> {
+        match self.data_keys()? {
+            Some(keys) => object::seal_bytes(&bytes, &keys, place),
+            None => Ok(bytes),
+        }
+    }
+
+    /// What `seal` stored, back.
+    pub fn unseal(&self, key: &RepoKey, stored: bytes::Bytes) -> Result<bytes::Bytes> {
+        self.unseal_at(Place::whole(key.as_str()), stored)
+    }
+
+    pub fn unseal_at(&self, place: Place, stored: bytes::Bytes) -> Result<bytes::Bytes> {
+        match self.data_keys()? {
+            Some(keys) => object::open_bytes(&stored, &keys, place, object::MAX_PLAIN_SIZE)
+                .map(bytes::Bytes::from),
+            None => Ok(stored),
+        }
     }
 
     /// Reads an archived WAL file and checks it (header, size, SHA-256): its key and plaintext, or None
@@ -101,24 +223,31 @@ impl Repo {
         let Some(stored) = self.storage.get_limited(&key, limit)? else {
             return Ok(None);
         };
-        let (_, plain) = object::decode_limited(key.as_str(), &stored, max_plain)?;
+        let (_, plain) = self.decode_object(Place::whole(key.as_str()), &stored, max_plain)?;
         Ok(Some((key, plain)))
     }
 
-    /// The header of an archived WAL file, when it is archived (one small request).
+    /// The header of an archived WAL file, when it is archived (one small request; the whole object,
+    /// opened, when it is encrypted: its SHA-256 is inside).
     pub fn wal_header(
         &self,
         file_name: &str,
         wal_segment_size: u32,
     ) -> Result<Option<(RepoKey, ObjectHeader)>> {
         let key = self.keys.archive_file(file_name, wal_segment_size)?;
-        match self.storage.get_prefix(&key, HEADER_LEN as u64)? {
-            Some(head) => {
-                let header = ObjectHeader::decode(key.as_str(), &head)?;
-                Ok(Some((key, header)))
-            }
-            None => Ok(None),
+        let Some(head) = self.storage.get_prefix(&key, SEALED_HEADER_LEN as u64)? else {
+            return Ok(None);
+        };
+        let header = ObjectHeader::decode(key.as_str(), &head)?;
+        if header.sealed.is_none() && self.data_keys()?.is_none() {
+            return Ok(Some((key, header)));
         }
+        let Some(stored) = self.storage.get(&key)? else {
+            return Ok(None);
+        };
+        let (header, _) =
+            self.decode_object(Place::whole(key.as_str()), &stored, wal_segment_size as u64)?;
+        Ok(Some((key, header)))
     }
 
     /// Reads one of the small JSON objects of the stanza (an annotation, a lease, the last
@@ -131,6 +260,7 @@ impl Repo {
         let Some(bytes) = self.storage.get_limited(key, 64 * 1024)? else {
             return Ok(None);
         };
+        let bytes = self.unseal(key, bytes)?;
         serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| crate::Error::CorruptObject {

@@ -14,3 +14,5 @@ pub fn pause(var: &str) {
 pub const EXPIRE_PAUSE: &str = "STRATA_TEST_EXPIRE_PAUSE_MS";
 /// Before each file a restore writes.
 pub const RESTORE_PAUSE: &str = "STRATA_TEST_RESTORE_PAUSE_MS";
+/// Before a rotation writes the new keyring generation, and again before it deletes the older ones.
+pub const REKEY_PAUSE: &str = "STRATA_TEST_REKEY_PAUSE_MS";

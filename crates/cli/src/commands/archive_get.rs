@@ -129,6 +129,7 @@ fn start_prefetcher(args: &Args, spool: &Path) {
         if args.spool.is_none() {
             cmd.arg("--spool").arg(spool);
         }
+        // The same arguments (a --cipher-pass-file with them) and environment: nothing to add.
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -79,6 +79,12 @@ fn show(args: &Args, config: &RepoConfig) -> Result<Option<serde_json::Value>> {
         Some(file) => format!("to its end only (WAL file {file} after it is not archived)"),
         None => "to its end or any later point of the archive".to_string(),
     };
+    // The keyring's ids and the current one (objects name theirs in their headers; a full backup and
+    // an expiry retire the objects of older keys).
+    let keys = repo.data_keys()?;
+    let cipher = keys
+        .as_ref()
+        .map(|k| json!({"type": "aes-256-gcm", "key_ids": k.ids(), "current_key": k.current()}));
     let listing = catalog::list_backups_tolerant(&repo)?;
     let leases = retention::lease::read_all(&repo, chrono::Utc::now())?;
     let (backups, damaged) = (&listing.sound, &listing.damaged);
@@ -101,6 +107,7 @@ fn show(args: &Args, config: &RepoConfig) -> Result<Option<serde_json::Value>> {
             "system_identifier": id.system_identifier,
             "pg_version": id.pg_version,
             "wal_segment_size": id.wal_segment_size,
+            "cipher": cipher,
             "retention": policy.describe(),
             "leases": leases.live.iter().map(|l| json!({
                 "holder": l.holder, "backups": l.backups, "wal_from": l.wal_from.to_string(),
@@ -158,6 +165,18 @@ fn show(args: &Args, config: &RepoConfig) -> Result<Option<serde_json::Value>> {
         "    cluster: system identifier {}, PostgreSQL {}",
         id.system_identifier, id.pg_version
     );
+    match &keys {
+        Some(k) => println!(
+            "    encryption: aes-256-gcm, data keys {} (current {})",
+            k.ids()
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            k.current()
+        ),
+        None => println!("    encryption: none"),
+    }
     println!("    retention: {}", policy.describe());
     // The oldest point each timeline can be restored to: the end of its oldest backup.
     let mut oldest: std::collections::BTreeMap<u32, &strata_core::manifest::ManifestHead> =

@@ -7,5 +7,6 @@ pub mod check;
 pub mod expire;
 pub mod info;
 pub mod metrics;
+pub mod rekey;
 pub mod restore;
 pub mod verify;

@@ -191,6 +191,7 @@ fn same_config(a: &RepoConfig, b: &RepoConfig) -> bool {
         && a.stanza == b.stanza
         && a.compress_type == b.compress_type
         && a.compress_level == b.compress_level
+        && a.cipher == b.cipher
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -151,6 +151,7 @@ impl ArchivePusher {
             true => self.repo.wal_header(file_name, seg_size)?,
             false => None,
         };
+        let data_keys = self.repo.data_keys()?;
 
         // The CPU work runs in parallel: SHA-256 and the summary on their own threads, compression here
         // (where the zstd context is cached). Compressing before knowing whether the object exists wastes
@@ -167,10 +168,11 @@ impl ArchivePusher {
                 })
             });
             let payload = match existing {
-                None => Some(object::compress_payload(
+                None => Some(object::compress_payload_for(
                     data,
                     config.compress_type,
                     config.compress_level,
+                    data_keys.is_some(),
                 )),
                 Some(_) => None,
             };
@@ -209,12 +211,14 @@ impl ArchivePusher {
             }
             None => {
                 let mut stored = payload.expect("compressed when no object exists")?;
-                object::write_header(
+                object::finish(
                     &mut stored,
                     data.len() as u64,
                     sha,
                     self.config.compress_type,
-                );
+                    data_keys.as_deref(),
+                    object::Place::whole(key.as_str()),
+                )?;
                 report.stored_bytes = stored.len() as u64;
                 if self.repo.storage().put_new(&key, stored)? == PutOutcome::AlreadyExists {
                     // Archived before (a retry), or raced with another writer: judge by what is
@@ -250,20 +254,29 @@ impl ArchivePusher {
         let storage = self.repo.storage();
         // A retry may find the summary written already; either version describes the same WAL, except
         // that a complete one is better than a missing one.
-        match storage.put_new(&key, summary.encode())? {
+        let repo = &self.repo;
+        match storage.put_new(&key, repo.seal(&key, summary.encode())?)? {
             PutOutcome::Written => {}
             PutOutcome::AlreadyExists => {
                 if summary.missing.is_none() {
                     let existing = storage.get(&key)?;
                     let was_missing = existing
                         .map(|b| {
-                            Summary::decode(key.as_str(), &b)
+                            repo.unseal(&key, b)
+                                .and_then(|b| {
+                                    Summary::decode(key.as_str(), &b).map_err(|e| {
+                                        Error::CorruptObject {
+                                            key: key.to_string(),
+                                            reason: e.to_string(),
+                                        }
+                                    })
+                                })
                                 .map(|s| s.missing.is_some())
                                 .unwrap_or(true)
                         })
                         .unwrap_or(true);
                     if was_missing {
-                        storage.put_replace(&key, summary.encode())?;
+                        storage.put_replace(&key, repo.seal(&key, summary.encode())?)?;
                     }
                 }
             }

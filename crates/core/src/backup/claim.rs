@@ -115,6 +115,7 @@ pub fn read(repo: &Repo, label: &str) -> Result<Option<Claim>> {
     let Some(bytes) = repo.storage().get(&key)? else {
         return Ok(None);
     };
+    let bytes = repo.unseal(&key, bytes)?;
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| Error::CorruptObject {
@@ -135,9 +136,10 @@ pub fn claim_label(
     for offset in 0..MAX_LABEL_TRIES as i64 {
         let label = label_at(offset);
         let claim = make(&label);
+        let key = repo.keys().backup_claim(&label)?;
         match repo
             .storage()
-            .put_new(&repo.keys().backup_claim(&label)?, claim.to_json())?
+            .put_new(&key, repo.seal(&key, claim.to_json())?)?
         {
             PutOutcome::Written => return Ok((claim, taken)),
             PutOutcome::AlreadyExists => taken.push(label),

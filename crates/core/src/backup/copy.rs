@@ -278,23 +278,35 @@ impl<'a> CopyThread<'a> {
         Ok(())
     }
 
-    fn encode(&self, chunk: &[u8], sha: [u8; 32]) -> Result<Vec<u8>> {
-        object::encode_with_hash(chunk, sha, self.settings.compress, self.settings.level)
+    /// Encodes a piece stored at `offset` of data object `name` (both are authenticated with it in an
+    /// encrypted stanza).
+    fn encode(&self, name: &str, offset: u64, chunk: &[u8], sha: [u8; 32]) -> Result<Vec<u8>> {
+        let key = self
+            .settings
+            .repo
+            .keys()
+            .backup_object(self.settings.label, name)?;
+        let place = object::Place {
+            key: key.as_str(),
+            offset,
+        };
+        let s = &self.settings;
+        s.repo.encode_object(place, chunk, sha, s.compress, s.level)
     }
 
     fn store_alone(&mut self, chunk: &[u8], sha: [u8; 32]) -> Result<Piece> {
-        let stored = self.encode(chunk, sha)?;
         let name = self.new_object_name();
+        let stored = self.encode(&name, 0, chunk, sha)?;
         let piece = Piece::whole_object(name.clone(), stored.len() as u64, chunk.len() as u64, sha);
         self.put(name, stored)?;
         Ok(piece)
     }
 
     fn add_to_bundle(&mut self, chunk: &[u8], sha: [u8; 32]) -> Result<Piece> {
-        let stored = self.encode(chunk, sha)?;
         if self.bundle.is_empty() {
             self.bundle_name = self.new_object_name();
         }
+        let stored = self.encode(&self.bundle_name, self.bundle.len() as u64, chunk, sha)?;
         let piece = Piece {
             backup: None,
             object: self.bundle_name.clone(),

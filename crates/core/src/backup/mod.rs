@@ -412,7 +412,8 @@ impl BackupRun {
         })?;
         self.check_stanza()?;
         self.check_claim()?;
-        match self.repo.storage().put_new(&key, m.to_bytes())? {
+        let stored = crate::crypto::manifest::seal(&self.repo, &key, m.to_bytes())?;
+        match self.repo.storage().put_new(&key, stored)? {
             PutOutcome::Written => Ok(m),
             PutOutcome::AlreadyExists => Err(Error::Busy(format!(
                 "manifest {key} already exists: refusing to replace a committed backup"

@@ -107,6 +107,7 @@ impl RepoSet {
                 stanza: stanza.clone(),
                 compress_type,
                 compress_level,
+                cipher: Default::default(),
             });
         }
         if repos.is_empty() {
@@ -125,6 +126,14 @@ impl RepoSet {
     pub fn single(config: RepoConfig) -> RepoSet {
         RepoSet {
             repos: vec![config],
+        }
+    }
+
+    /// Sets the encryption settings of repository `number` (read from settings of their own: the
+    /// passphrase may come from a file).
+    pub fn set_cipher(&mut self, number: u8, cipher: crate::crypto::CipherSettings) {
+        for r in self.repos.iter_mut().filter(|r| r.number == number) {
+            r.cipher = cipher.clone();
         }
     }
 

@@ -383,7 +383,11 @@ impl FileWriter<'_> {
                 key: key.to_string(),
                 reason: "the object disappeared during the restore".into(),
             })?;
-        let (header, plain) = object::decode_limited(key.as_str(), &stored, p.size)?;
+        let place = object::Place {
+            key: key.as_str(),
+            offset: p.offset,
+        };
+        let (header, plain) = self.repo.decode_object(place, &stored, p.size)?;
         if plain.len() as u64 != p.size {
             return Err(Error::CorruptObject {
                 key: key.to_string(),

@@ -20,7 +20,6 @@
 use crate::manifest::Label;
 use crate::paths::{RepoKey, RepoKeys};
 use crate::repo::Repo;
-use crate::storage::Storage;
 use crate::{Error, Result};
 use chrono::{DateTime, TimeDelta, Utc};
 use pgformat::lsn::Lsn;
@@ -78,6 +77,7 @@ pub fn read_all(repo: &Repo, now: DateTime<Utc>) -> Result<Held> {
     for (key, _) in listed.into_iter().filter(|(k, _)| RepoKeys::is_lease(k)) {
         let parsed = repo.storage().get_limited(&key, 64 * 1024).and_then(|b| {
             let b = b.ok_or_else(|| Error::StateChanged("it disappeared".into()))?;
+            let b = repo.unseal(&key, b)?;
             serde_json::from_slice::<Lease>(&b).map_err(|e| Error::CorruptObject {
                 key: key.to_string(),
                 reason: format!("not a valid lease: {e}"),
@@ -100,7 +100,7 @@ pub fn read_all(repo: &Repo, now: DateTime<Utc>) -> Result<Held> {
 
 /// A lease held by this process: renewed by a thread until `finish` or drop (which deletes it).
 pub struct LeaseGuard {
-    storage: Storage,
+    repo: Repo,
     key: RepoKey,
     lease: Lease,
     stop: Option<mpsc::Sender<()>>,
@@ -131,7 +131,7 @@ pub fn take(repo: &Repo, backups: Vec<Label>, wal_from: Lsn) -> Result<LeaseGuar
         until: Utc::now() + RUNNING,
         holder,
     };
-    write(repo.storage(), &key, &lease).map_err(|e| {
+    write(repo, &key, &lease).map_err(|e| {
         Error::TargetRefused(format!(
             "cannot take a lease in the repository ({e}): a restore holds one so that an expiry \
              elsewhere does not remove what it reads; give write access to the repository, or add \
@@ -139,7 +139,7 @@ pub fn take(repo: &Repo, backups: Vec<Label>, wal_from: Lsn) -> Result<LeaseGuar
         ))
     })?;
     let mut guard = LeaseGuard {
-        storage: repo.storage().clone(),
+        repo: repo.clone(),
         key,
         lease,
         stop: None,
@@ -165,15 +165,15 @@ pub fn take(repo: &Repo, backups: Vec<Label>, wal_from: Lsn) -> Result<LeaseGuar
     Ok(guard)
 }
 
-fn write(storage: &Storage, key: &RepoKey, lease: &Lease) -> Result<()> {
+fn write(repo: &Repo, key: &RepoKey, lease: &Lease) -> Result<()> {
     let json = serde_json::to_vec_pretty(lease).expect("a lease serializes");
-    storage.put_replace(key, json)
+    repo.storage().put_replace(key, repo.seal(key, json)?)
 }
 
 impl LeaseGuard {
     fn start_renewing(&mut self) {
         let (tx, rx) = mpsc::channel::<()>();
-        let storage = self.storage.clone();
+        let repo = self.repo.clone();
         let key = self.key.clone();
         let mut lease = self.lease.clone();
         self.stop = Some(tx);
@@ -182,7 +182,7 @@ impl LeaseGuard {
             // lasts ten ticks).
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(RENEW_EVERY) {
                 lease.until = Utc::now() + RUNNING;
-                let _ = write(&storage, &key, &lease);
+                let _ = write(&repo, &key, &lease);
             }
         }));
     }
@@ -199,7 +199,7 @@ impl LeaseGuard {
         self.stop_renewing();
         self.lease.until = Utc::now() + AFTER_RESTORE;
         self.release_on_drop = false;
-        write(&self.storage, &self.key, &self.lease)
+        write(&self.repo, &self.key, &self.lease)
     }
 }
 
@@ -207,7 +207,7 @@ impl Drop for LeaseGuard {
     fn drop(&mut self) {
         self.stop_renewing();
         if self.release_on_drop {
-            let _ = self.storage.delete(&self.key);
+            let _ = self.repo.storage().delete(&self.key);
         }
     }
 }

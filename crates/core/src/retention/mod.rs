@@ -258,7 +258,7 @@ fn keep_after_all<'a>(
 fn remove_unless_leased(repo: &Repo, label: &Label, why: &str) -> Result<bool> {
     let (storage, keys) = (repo.storage(), repo.keys());
     let mark = keys.backup_expiring(label)?;
-    storage.put_replace(&mark, why.as_bytes().to_vec())?;
+    storage.put_replace(&mark, repo.seal(&mark, why.as_bytes().to_vec())?)?;
     let held = lease::read_all(repo, Utc::now())?;
     if held.holds_backup(label) || held.unreadable.is_some() {
         storage.delete(&mark)?;

@@ -48,7 +48,7 @@ pub fn set(repo: &Repo, label: &str, keep: bool, note: Option<&str>) -> Result<A
     };
     let json = serde_json::to_vec_pretty(&annotation).expect("an annotation serializes");
     let key = repo.keys().backup_annotation(label)?;
-    repo.storage().put_replace(&key, json)?;
+    repo.storage().put_replace(&key, repo.seal(&key, json)?)?;
     // An expiry may have removed the backup meanwhile: then the pin did not take.
     let gone = !repo
         .storage()

@@ -265,6 +265,7 @@ fn a_stanza_and_its_wal_on_s3() {
         stanza: "main".into(),
         compress_type: CompressType::Zstd,
         compress_level: 3,
+        cipher: Default::default(),
     };
     let facts = ServerFacts {
         system_identifier: 7_000_000_000_000_000_001,

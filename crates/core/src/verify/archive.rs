@@ -128,7 +128,14 @@ pub fn check(
                 Job::Summary(key, _) => {
                     let tli = RepoKeys::parse_summary_key(&key).map_or(0, |(t, _, _)| t);
                     match repo.storage().get(&key) {
-                        Ok(Some(bytes)) => match Summary::decode(key.as_str(), &bytes) {
+                        Ok(Some(bytes)) => match repo.unseal(&key, bytes).and_then(|b| {
+                            Summary::decode(key.as_str(), &b).map_err(|e| {
+                                crate::Error::CorruptObject {
+                                    key: key.to_string(),
+                                    reason: e.to_string(),
+                                }
+                            })
+                        }) {
                             Ok(s) => {
                                 if s.missing.is_some() {
                                     missing_marked

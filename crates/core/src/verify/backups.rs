@@ -178,7 +178,11 @@ pub fn verify_object(
             ));
             continue;
         };
-        let (header, plain) = match object::decode_limited(key.as_str(), bytes, p.size) {
+        let place = object::Place {
+            key: key.as_str(),
+            offset: p.offset,
+        };
+        let (header, plain) = match repo.decode_object(place, bytes, p.size) {
             Ok(d) => d,
             Err(e) => {
                 report(Finding::error(&what, e.to_string()));

@@ -300,7 +300,8 @@ pub struct LastResult {
 /// Keeps `result` as the stanza's last verification (replacing the previous one).
 pub fn record(repo: &Repo, result: &LastResult) -> Result<()> {
     let json = serde_json::to_vec_pretty(result).expect("a verify result serializes");
-    repo.storage().put_replace(&repo.keys().last_verify(), json)
+    let key = repo.keys().last_verify();
+    repo.storage().put_replace(&key, repo.seal(&key, json)?)
 }
 
 /// The stanza's last verification, if one was recorded.

@@ -1,0 +1,289 @@
+//! Encryption of a repository: authenticated (AES-256-GCM, RustCrypto's `aes-gcm`), with keys that
+//! rotate without rewriting the repository.
+//!
+//! Key hierarchy:
+//! - the cipher passphrase (`strata.repo1_cipher_pass`, `--cipher-pass-file`) derives a key-encryption
+//!   key (KEK) with Argon2id (`argon2`), whose salt and parameters are stored in the keyring object;
+//! - the KEK seals (AES-256-GCM) the keyring's secret part: the data keys, each a random 256-bit key
+//!   with a key id, and which one is current (`keyring`);
+//! - every stored object is sealed with the current data key and a fresh random 96-bit nonce, after
+//!   compression; its header carries the key id and the nonce in clear and is authenticated, together
+//!   with the object's repository key and offset, as associated data (`object`, `DataKeys::seal`).
+//!
+//! The stanza's identity (`strata.repo`) stays readable: it says whether the stanza is encrypted and
+//! with which cipher (never a key). Nothing here is hand-written cryptography: nonces and keys come from
+//! the operating system (`getrandom`), the AEAD and the KDF from RustCrypto.
+
+pub mod keyring;
+pub mod manifest;
+
+use crate::{Error, Result};
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use std::collections::BTreeMap;
+use std::fmt;
+use zeroize::Zeroizing;
+
+pub const KEY_LEN: usize = 32;
+pub const NONCE_LEN: usize = 12;
+pub const TAG_LEN: usize = 16;
+
+/// The cipher of a repository (`strata.repoN_cipher_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CipherType {
+    None,
+    Aes256Gcm,
+}
+
+impl CipherType {
+    pub fn name(self) -> &'static str {
+        match self {
+            CipherType::None => "none",
+            CipherType::Aes256Gcm => "aes-256-gcm",
+        }
+    }
+
+    /// The code of the cipher in an object header's encryption byte.
+    pub fn code(self) -> u8 {
+        match self {
+            CipherType::None => 0,
+            CipherType::Aes256Gcm => 1,
+        }
+    }
+}
+
+impl std::str::FromStr for CipherType {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<CipherType, String> {
+        match s {
+            "none" => Ok(CipherType::None),
+            "aes-256-gcm" => Ok(CipherType::Aes256Gcm),
+            _ => Err(format!("'{s}' is not a cipher: use none or aes-256-gcm")),
+        }
+    }
+}
+
+/// A cipher passphrase: never printed (its `Debug` says `<hidden>`), wiped from memory when dropped.
+#[derive(Clone)]
+pub struct Passphrase(Zeroizing<String>);
+
+impl Passphrase {
+    /// A passphrase; `source` names where it came from in the error when it is empty.
+    pub fn new(text: String, source: &str) -> Result<Passphrase> {
+        let text = Zeroizing::new(text);
+        if text.is_empty() {
+            return Err(Error::Cipher(format!(
+                "the cipher passphrase from {source} is empty"
+            )));
+        }
+        Ok(Passphrase(text))
+    }
+
+    /// Reads a passphrase file: its first line (a trailing newline is not part of it).
+    pub fn from_file(path: &std::path::Path) -> Result<Passphrase> {
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
+                    path: path.into(),
+                    source,
+                })?,
+            );
+        let line = text.lines().next().unwrap_or("").to_string();
+        Passphrase::new(line, &path.display().to_string())
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
+impl PartialEq for Passphrase {
+    fn eq(&self, other: &Passphrase) -> bool {
+        self.0.as_bytes() == other.0.as_bytes()
+    }
+}
+
+/// What the settings say about encryption: the cipher wanted for a new stanza (None: not said, as for
+/// the CLI without `strata.repo1_cipher_type`) and the passphrase.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CipherSettings {
+    pub kind: Option<CipherType>,
+    pub pass: Option<Passphrase>,
+}
+
+/// Random bytes from the operating system.
+pub fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut out = [0u8; N];
+    getrandom::getrandom(&mut out)
+        .map_err(|e| Error::Internal(format!("the operating system gave no random bytes: {e}")))?;
+    Ok(out)
+}
+
+/// The unwrapped data keys of a stanza: by id, and the one new objects are sealed with.
+pub struct DataKeys {
+    keys: BTreeMap<u32, Aes256Gcm>,
+    current: u32,
+}
+
+impl fmt::Debug for DataKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataKeys")
+            .field("ids", &self.keys.keys().collect::<Vec<_>>())
+            .field("current", &self.current)
+            .finish()
+    }
+}
+
+impl DataKeys {
+    pub(crate) fn new(keys: &[(u32, [u8; KEY_LEN])], current: u32) -> DataKeys {
+        DataKeys {
+            keys: keys
+                .iter()
+                .map(|(id, k)| (*id, Aes256Gcm::new(k.into())))
+                .collect(),
+            current,
+        }
+    }
+
+    pub fn current(&self) -> u32 {
+        self.current
+    }
+
+    pub fn ids(&self) -> Vec<u32> {
+        self.keys.keys().copied().collect()
+    }
+
+    /// Encrypts `buf` in place with the current key and a fresh nonce; returns the key id, the nonce
+    /// and the tag. `aad` is authenticated, not encrypted.
+    pub fn seal(
+        &self,
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<(u32, [u8; NONCE_LEN], [u8; TAG_LEN])> {
+        let nonce = random::<NONCE_LEN>()?;
+        let tag = self.seal_with(self.current, &nonce, aad, buf)?;
+        Ok((self.current, nonce, tag))
+    }
+
+    /// Encrypts with a given key id and nonce (the nonce must be fresh: `seal` makes one).
+    pub fn seal_with(
+        &self,
+        id: u32,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; TAG_LEN]> {
+        let key = self
+            .keys
+            .get(&id)
+            .ok_or_else(|| Error::Internal(format!("no data key {id}")))?;
+        let tag = key
+            .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf)
+            .map_err(|_| Error::Internal("AES-256-GCM encryption failed".into()))?;
+        Ok(tag.into())
+    }
+
+    /// Decrypts `buf` in place; an error string when the key id is unknown or authentication fails
+    /// (the caller names the object).
+    pub fn open(
+        &self,
+        id: u32,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> std::result::Result<(), String> {
+        let key = self.keys.get(&id).ok_or_else(|| {
+            format!(
+                "sealed with data key {id}, which the keyring does not hold (it holds {:?})",
+                self.ids()
+            )
+        })?;
+        key.decrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf, Tag::from_slice(tag))
+            .map_err(|_| {
+                "authentication failed (AES-256-GCM): the object was modified, damaged or moved \
+                 from another key"
+                    .to_string()
+            })
+    }
+}
+
+/// Seals `buf` in place with a single key (the keyring's own sealing under the KEK).
+pub(crate) fn seal_once(
+    key: &[u8; KEY_LEN],
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<()> {
+    Aes256Gcm::new(key.into())
+        .encrypt_in_place(Nonce::from_slice(nonce), aad, buf)
+        .map_err(|_| Error::Internal("AES-256-GCM encryption failed".into()))
+}
+
+/// Opens what `seal_once` sealed; false when authentication fails.
+pub(crate) fn open_once(
+    key: &[u8; KEY_LEN],
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    buf: &mut Vec<u8>,
+) -> bool {
+    Aes256Gcm::new(key.into())
+        .decrypt_in_place(Nonce::from_slice(nonce), aad, buf)
+        .is_ok()
+}
+
+/// How the settings name the passphrase, for messages.
+pub const PASS_SETTINGS: &str = "strata.repo1_cipher_pass in the server, --cipher-pass-file or \
+                                 STRATA_REPO1_CIPHER_PASS for strata";
+
+/// Checks the encryption settings of `repo` against its stanza's identity (`cipher`: the identity's
+/// cipher field): true when the stanza is encrypted (and a passphrase is there to open it).
+pub fn check_settings(repo: &crate::Repo, cipher: Option<&str>) -> Result<bool> {
+    let settings = repo.cipher_settings();
+    let stanza = format!("stanza '{}' of {}", repo.stanza(), repo.describe());
+    match cipher {
+        None => {
+            if settings.kind == Some(CipherType::Aes256Gcm) {
+                return Err(Error::Cipher(format!(
+                    "{stanza} was created without encryption, and encryption cannot be turned on \
+                     for an existing stanza: archive into a new stanza (strata.stanza) or a new \
+                     repository with strata.repo1_cipher_type = 'aes-256-gcm', or set it back to \
+                     'none'"
+                )));
+            }
+            if settings.pass.is_some() {
+                return Err(Error::Cipher(format!(
+                    "a cipher passphrase is set, but {stanza} is not encrypted: remove it \
+                     ({PASS_SETTINGS})"
+                )));
+            }
+            Ok(false)
+        }
+        Some("aes-256-gcm") => {
+            if settings.kind == Some(CipherType::None) {
+                return Err(Error::Cipher(format!(
+                    "{stanza} is encrypted (aes-256-gcm), but strata.repo1_cipher_type = 'none': \
+                     set strata.repo1_cipher_type = 'aes-256-gcm' and its passphrase"
+                )));
+            }
+            if settings.pass.is_none() {
+                return Err(Error::Cipher(format!(
+                    "{stanza} is encrypted (aes-256-gcm): give its passphrase ({PASS_SETTINGS})"
+                )));
+            }
+            Ok(true)
+        }
+        Some(other) => Err(Error::Unsupported(format!(
+            "{stanza} is encrypted with '{other}', which this pg_strata does not know"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,333 @@
+//! Tests of the encryption: the object format's sealing, the keyring, and a stanza's life with keys.
+
+use super::keyring::{self, KdfParams, OpenKeyring, WRONG_PASS};
+use super::{CipherSettings, CipherType, Passphrase};
+use crate::compress::CompressType;
+use crate::config::RepoUrl;
+use crate::object::{self, Place, SEALED_HEADER_LEN};
+use crate::repo::Repo;
+use crate::{identity, Error};
+
+fn pass(s: &str) -> Passphrase {
+    Passphrase::new(s.into(), "test").unwrap()
+}
+
+fn one_key() -> super::DataKeys {
+    OpenKeyring::new().unwrap().data_keys()
+}
+
+fn encrypted_repo(dir: &std::path::Path, p: &str) -> Repo {
+    Repo::open(&RepoUrl::Local(dir.into()), "main")
+        .unwrap()
+        .with_cipher(CipherSettings {
+            kind: Some(CipherType::Aes256Gcm),
+            pass: Some(pass(p)),
+        })
+}
+
+#[test]
+fn a_sealed_object_round_trips_and_hides_its_plaintext_and_digest() {
+    let keys = one_key();
+    let plain = b"MARKER-7f3a the plaintext of a WAL segment, ".repeat(50);
+    let sha = object::sha256(&plain);
+    for c in CompressType::ALL {
+        let place = Place::whole("main/archive/0000000100000000/000000010000000000000001");
+        let stored = object::encode_at(&plain, sha, c, 3, Some(&keys), place).unwrap();
+        assert_eq!(&stored[..8], b"STRATAOB");
+        assert_eq!(stored[11], 1, "encryption byte");
+        assert!(!stored.windows(10).any(|w| w == b"MARKER-7f3"));
+        assert!(
+            !stored.windows(32).any(|w| w == sha),
+            "no plaintext digest in clear"
+        );
+        let (h, back) = object::decode_at(&stored, Some(&keys), place, 1 << 20).unwrap();
+        assert_eq!(back, plain);
+        assert_eq!(h.sha256, sha);
+        assert_eq!(h.sealed.map(|(id, _)| id), Some(1));
+        // Without keys (an unencrypted stanza's reader) it is refused, and a clear object is refused
+        // by an encrypted stanza's reader.
+        assert!(object::decode_at(&stored, None, place, 1 << 20).is_err());
+        let clear = object::encode_with_hash(&plain, sha, c, 3).unwrap();
+        let e = object::decode_at(&clear, Some(&keys), place, 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("not encrypted"), "{e}");
+    }
+    // Two sealings of the same plaintext differ (fresh nonce).
+    let place = Place::whole("k");
+    let a = object::encode_at(&plain, sha, CompressType::None, 0, Some(&keys), place).unwrap();
+    let b = object::encode_at(&plain, sha, CompressType::None, 0, Some(&keys), place).unwrap();
+    assert_ne!(a, b);
+}
+
+#[test]
+fn every_single_bit_flip_is_refused() {
+    let keys = one_key();
+    let plain = b"a small piece of a relation file".to_vec();
+    let place = Place {
+        key: "main/backup/20260101-000000F/data/00000001",
+        offset: 4096,
+    };
+    for c in [CompressType::None, CompressType::Zstd] {
+        let stored =
+            object::encode_at(&plain, object::sha256(&plain), c, 3, Some(&keys), place).unwrap();
+        for bit in 0..stored.len() * 8 {
+            let mut bad = stored.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            let e = object::decode_at(&bad, Some(&keys), place, 1 << 20);
+            assert!(
+                e.is_err(),
+                "bit {bit} of {} ({c:?}) went unnoticed",
+                stored.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn an_object_moved_to_another_key_or_offset_or_sealed_with_another_key_is_refused() {
+    let keys = one_key();
+    let plain = b"content".to_vec();
+    let here = Place {
+        key: "main/backup/20260101-000000F/data/00000001",
+        offset: 0,
+    };
+    let stored = object::encode_at(
+        &plain,
+        object::sha256(&plain),
+        CompressType::Zstd,
+        3,
+        Some(&keys),
+        here,
+    )
+    .unwrap();
+    for elsewhere in [
+        Place {
+            key: "main/backup/20260101-000000F/data/00000002",
+            offset: 0,
+        },
+        Place {
+            key: here.key,
+            offset: 56,
+        },
+        Place::whole("other/backup/20260101-000000F/data/00000001"),
+    ] {
+        let e = object::decode_at(&stored, Some(&keys), elsewhere, 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("authentication failed"), "{e}");
+    }
+    // Another keyring's key with the same id does not open it.
+    let e = object::decode_at(&stored, Some(&one_key()), here, 1 << 20).unwrap_err();
+    assert!(e.to_string().contains("authentication failed"), "{e}");
+    // An unknown key id (the header's id edited, CRC fixed or not) is refused too.
+    let mut bad = stored.clone();
+    bad[56] = 9;
+    assert!(object::decode_at(&bad, Some(&keys), here, 1 << 20).is_err());
+    assert!(stored.len() > SEALED_HEADER_LEN);
+}
+
+#[test]
+fn a_keyring_opens_only_with_its_passphrase_and_stanza() {
+    let k = OpenKeyring::new().unwrap();
+    let kdf = KdfParams::with_cost(1024, 1).unwrap();
+    let sealed = k.seal("main", &pass("right"), kdf).unwrap();
+    let json = String::from_utf8(sealed.to_json()).unwrap();
+    assert!(!json.contains("right"));
+    let back = sealed.open("k", "main", &pass("right")).unwrap();
+    assert_eq!((back.current(), back.ids()), (1, vec![1]));
+    let e = sealed.open("k", "main", &pass("wrong")).unwrap_err();
+    assert!(matches!(e, Error::WrongCipherPass));
+    assert_eq!(e.to_string(), WRONG_PASS);
+    // Copied to another stanza, or its KDF parameters edited: does not open.
+    assert!(sealed.open("k", "other", &pass("right")).is_err());
+    let mut edited = sealed.clone();
+    edited.kdf.iterations = 2;
+    assert!(edited.open("k", "main", &pass("right")).is_err());
+    // Passphrases are never printed.
+    assert_eq!(format!("{:?}", pass("right")), "<hidden>");
+}
+
+#[test]
+fn an_encrypted_stanza_is_created_with_its_keyring_and_settings_must_fit_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = encrypted_repo(dir.path(), "secret one");
+    let id = identity::ensure(&repo, 7001, 15, 16 << 20).unwrap();
+    assert_eq!(id.cipher.as_deref(), Some("aes-256-gcm"));
+    assert_eq!(keyring::newest_generation(&repo).unwrap(), Some(1));
+    let text = std::fs::read_to_string(dir.path().join("main/keyring/00000001.json")).unwrap();
+    assert!(!text.contains("secret one"));
+
+    let url = RepoUrl::Local(dir.path().into());
+    let with = |kind, p: Option<&str>| {
+        Repo::open(&url, "main")
+            .unwrap()
+            .with_cipher(CipherSettings {
+                kind,
+                pass: p.map(pass),
+            })
+    };
+    // Wrong passphrase: one clear message, for readers and writers.
+    let e = with(None, Some("nope")).data_keys().unwrap_err();
+    assert_eq!(e.to_string(), WRONG_PASS);
+    let e = identity::ensure(
+        &with(Some(CipherType::Aes256Gcm), Some("nope")),
+        7001,
+        15,
+        16 << 20,
+    )
+    .unwrap_err();
+    assert_eq!(e.to_string(), WRONG_PASS);
+    // No passphrase, or 'none' for an encrypted stanza.
+    let e = with(None, None).data_keys().unwrap_err().to_string();
+    assert!(
+        e.contains("is encrypted") && e.contains("--cipher-pass-file"),
+        "{e}"
+    );
+    let e = with(Some(CipherType::None), Some("secret one"))
+        .data_keys()
+        .unwrap_err();
+    assert!(e.to_string().contains("'none'"), "{e}");
+    assert!(with(None, Some("secret one"))
+        .data_keys()
+        .unwrap()
+        .is_some());
+
+    // An unencrypted stanza: a passphrase for it, or turning encryption on, are refused.
+    let plain = Repo::open(&url, "plain").unwrap();
+    identity::ensure(&plain, 7002, 15, 16 << 20).unwrap();
+    let e = identity::ensure(
+        &Repo::open(&url, "plain")
+            .unwrap()
+            .with_cipher(CipherSettings {
+                kind: Some(CipherType::Aes256Gcm),
+                pass: Some(pass("x")),
+            }),
+        7002,
+        15,
+        16 << 20,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("cannot be turned on") && e.contains("new stanza"),
+        "{e}"
+    );
+    let e = Repo::open(&url, "plain")
+        .unwrap()
+        .with_cipher(CipherSettings {
+            kind: None,
+            pass: Some(pass("x")),
+        })
+        .data_keys()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not encrypted"), "{e}");
+    assert!(!dir.path().join("plain/keyring").exists());
+    // Encryption asked for without a passphrase: nothing is created.
+    let e = identity::ensure(
+        &with(Some(CipherType::Aes256Gcm), None).clone(),
+        7001,
+        15,
+        16 << 20,
+    );
+    assert!(e.is_err());
+    let fresh = Repo::open(&url, "fresh")
+        .unwrap()
+        .with_cipher(CipherSettings {
+            kind: Some(CipherType::Aes256Gcm),
+            pass: None,
+        });
+    assert!(identity::ensure(&fresh, 7003, 15, 16 << 20).is_err());
+    assert!(!dir.path().join("fresh").exists());
+}
+
+#[test]
+fn rotation_rewraps_the_keys_and_adds_data_keys_that_new_objects_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = encrypted_repo(dir.path(), "old pass");
+    identity::ensure(&repo, 7001, 15, 16 << 20).unwrap();
+    let key = repo.keys().last_verify();
+    let first = repo.seal(&key, b"sealed with key 1".to_vec()).unwrap();
+
+    // New passphrase: the old one stops working, the new one opens the same keys.
+    let kdf = KdfParams::with_cost(1024, 1).unwrap();
+    let g = keyring::rekey_passphrase(&repo, &pass("old pass"), &pass("new pass"), kdf).unwrap();
+    assert_eq!(g, 2);
+    assert!(!dir.path().join("main/keyring/00000001.json").exists());
+    let old = encrypted_repo(dir.path(), "old pass");
+    assert_eq!(old.data_keys().unwrap_err().to_string(), WRONG_PASS);
+    let new = encrypted_repo(dir.path(), "new pass");
+    assert_eq!(
+        &new.unseal(&key, first.clone().into()).unwrap()[..],
+        b"sealed with key 1"
+    );
+    let e = keyring::rekey_passphrase(
+        &repo,
+        &pass("old pass"),
+        &pass("x"),
+        KdfParams::with_cost(1024, 1).unwrap(),
+    )
+    .unwrap_err();
+    assert_eq!(e.to_string(), WRONG_PASS);
+
+    // A new data key: current from then on; objects of the old one still open.
+    assert_eq!(keyring::add_data_key(&new, &pass("new pass")).unwrap(), 2);
+    let fresh = encrypted_repo(dir.path(), "new pass");
+    let keys = fresh.data_keys().unwrap().unwrap();
+    assert_eq!((keys.current(), keys.ids()), (2, vec![1, 2]));
+    let second = fresh.seal(&key, b"sealed with key 2".to_vec()).unwrap();
+    assert_eq!(u32::from_le_bytes(second[56..60].try_into().unwrap()), 2);
+    assert_eq!(u32::from_le_bytes(first[56..60].try_into().unwrap()), 1);
+    assert_eq!(
+        &fresh.unseal(&key, first.into()).unwrap()[..],
+        b"sealed with key 1"
+    );
+    assert_eq!(
+        &fresh.unseal(&key, second.into()).unwrap()[..],
+        b"sealed with key 2"
+    );
+}
+
+#[test]
+fn a_crash_between_identity_and_keyring_is_repaired_by_the_next_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = encrypted_repo(dir.path(), "p");
+    identity::ensure(&repo, 7001, 15, 16 << 20).unwrap();
+    std::fs::remove_dir_all(dir.path().join("main/keyring")).unwrap();
+    let reader = encrypted_repo(dir.path(), "p");
+    let e = reader.data_keys().unwrap_err().to_string();
+    assert!(e.contains("no keyring"), "{e}");
+    identity::ensure(&encrypted_repo(dir.path(), "p"), 7001, 15, 16 << 20).unwrap();
+    assert!(encrypted_repo(dir.path(), "p")
+        .data_keys()
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn a_sealed_manifest_keeps_its_head_readable_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = encrypted_repo(dir.path(), "p");
+    identity::ensure(&repo, 7001, 15, 16 << 20).unwrap();
+    let key = repo.keys().backup_manifest("20260101-000000F").unwrap();
+    let bytes = b"{\"head\":1}\n{\"body\": \"MARKER\"}".to_vec();
+    let stored = super::manifest::seal(&repo, &key, bytes.clone()).unwrap();
+    assert!(!stored.windows(6).any(|w| w == b"MARKER"));
+    let back = super::manifest::open(&repo, &key, stored.clone().into()).unwrap();
+    assert_eq!(&back[..], &bytes[..]);
+    // The head from a prefix: more is asked for until the first sealed object is there.
+    let mut len = 10;
+    let head = loop {
+        let prefix = stored[..len].to_vec().into();
+        match super::manifest::open_prefix(&repo, &key, prefix, false).unwrap() {
+            Ok(head) => break head,
+            Err(need) => {
+                assert!(need as usize > len);
+                len = need as usize;
+            }
+        }
+    };
+    assert_eq!(&head.0[..], b"{\"head\":1}\n");
+    // The body moved before the head (or any bit flipped) does not open.
+    let mut bad = stored.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(super::manifest::open(&repo, &key, bad.into()).is_err());
+}
