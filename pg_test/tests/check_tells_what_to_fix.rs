@@ -22,7 +22,11 @@ fn message(a: &Archiving, check: &str) -> String {
 
 #[test]
 fn check_reports_each_fault_with_its_fix() {
-    let a = Archiving::new("check", "strata.backup_max_age_full = '1 day'");
+    // The usage threshold at 100%: this machine's disk must not decide the outcome (tested below).
+    let a = Archiving::new(
+        "check",
+        "strata.backup_max_age_full = '1 day'\nstrata.repo_usage_warn = 100",
+    );
     let c = &a.cluster;
     let full = a.backup("full");
     c.psql("postgres", "SELECT count(*) FROM backup_verify()");
@@ -38,7 +42,10 @@ fn check_reports_each_fault_with_its_fix() {
     assert!(message(&a, "wal_archived").contains("and its summary reached"));
     assert!(message(&a, "backup_age_full").contains(&full));
     let data = c.psql("postgres", "SHOW data_directory");
-    let o = a.strata(&["check", "--pgdata", &data]);
+    let usage_conf = a.repo.path().join("usage.conf");
+    std::fs::write(&usage_conf, "strata.repo_usage_warn = 100\n").unwrap();
+    let usage_conf = usage_conf.display().to_string();
+    let o = a.strata(&["check", "--pgdata", &data, "--config", &usage_conf]);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert_eq!(o.status.code(), Some(0), "{out}");
     // Another cluster's data directory: the stanza is not its.
@@ -47,6 +54,18 @@ fn check_reports_each_fault_with_its_fix() {
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert_eq!(o.status.code(), Some(2), "{out}");
     assert!(out.contains("set strata.stanza"), "{out}");
+
+    // A file system fuller than strata.repo_usage_warn (any is more than 1% full): a warning.
+    c.psql(
+        "postgres",
+        "ALTER SYSTEM SET strata.repo_usage_warn = 1; SELECT pg_reload_conf()",
+    );
+    assert!(statuses(&a).contains("repository_usage:warning"));
+    assert!(message(&a, "repository_usage").contains("strata.repo_usage_warn"));
+    c.psql(
+        "postgres",
+        "ALTER SYSTEM SET strata.repo_usage_warn = 100; SELECT pg_reload_conf()",
+    );
 
     // The newest full older than strata.backup_max_age_full.
     c.psql(

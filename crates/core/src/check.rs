@@ -230,12 +230,13 @@ pub fn repository_usage(repo: &Repo, warn_percent: u32) -> Option<Row> {
             ),
         ));
     }
-    let total = st.f_blocks as f64 * st.f_frsize as f64;
+    // As df counts: used against what is usable by users (blocks reserved for root left out).
+    let used_bytes = st.f_blocks.saturating_sub(st.f_bfree) as f64 * st.f_frsize as f64;
     let avail = st.f_bavail as f64 * st.f_frsize as f64;
-    if total <= 0.0 {
+    if used_bytes + avail <= 0.0 {
         return None;
     }
-    let used = 100.0 * (1.0 - avail / total);
+    let used = 100.0 * used_bytes / (used_bytes + avail);
     let text = format!(
         "{} is {used:.0}% full ({:.1} GB free)",
         root.display(),
