@@ -75,12 +75,12 @@ for variant in strata-plain strata-prefetch pgbr-sync pgbr-async; do
         strata-prefetch) as_pg strata restore --pgdata "$dir" --no-lease --repo "file://$B/strata-repo" --stanza bench >/dev/null ;;
         pgbr-sync)
             as_pg pgbackrest --config="$B/pgbackrest.conf" --stanza=bench --pg1-path="$dir" \
-                "--recovery-option=restore_command=pgbackrest --config=$B/pgbackrest.conf --stanza=bench archive-get %f \"%p\"" restore
+                "--recovery-option=restore_command=pgbackrest --config=$B/pgbackrest.conf --stanza=bench --pg1-path=$dir archive-get %f \"%p\"" restore
             ;;
         pgbr-async)
             mkdir -p "$B/pgbr-spool"; chown postgres "$B/pgbr-spool"
             as_pg pgbackrest --config="$B/pgbackrest.conf" --stanza=bench --pg1-path="$dir" \
-                "--recovery-option=restore_command=pgbackrest --config=$B/pgbackrest.conf --stanza=bench --archive-async --spool-path=$B/pgbr-spool --process-max=$PROCS archive-get %f \"%p\"" restore
+                "--recovery-option=restore_command=pgbackrest --config=$B/pgbackrest.conf --stanza=bench --archive-async --spool-path=$B/pgbr-spool --process-max=$PROCS --pg1-path=$dir archive-get %f \"%p\"" restore
             ;;
     esac
     took[$variant]=$(replay "$dir" $((PORT + 1)))
