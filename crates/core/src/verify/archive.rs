@@ -58,7 +58,8 @@ pub fn check(
     progress: &Progress,
     stop: &AtomicBool,
 ) -> Result<Vec<TimelineResult>> {
-    let seg = repo.identity()?.wal_segment_size;
+    let id = repo.identity()?;
+    let (seg, sysid) = (id.wal_segment_size, id.system_identifier);
     let seg64 = u64::from(seg);
     let mut segments: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
     let mut histories: BTreeSet<u32> = BTreeSet::new();
@@ -117,7 +118,30 @@ pub fn check(
                         None => 0,
                     };
                     match repo.fetch_wal(&name, seg) {
-                        Ok(Some(_)) => {}
+                        Ok(Some((_, plain))) => {
+                            // A segment's first page must carry its address and this cluster.
+                            if let Some(WalFileName::Segment { segno, .. }) =
+                                WalFileName::parse(&name, seg)
+                            {
+                                let start = Lsn(segno * u64::from(seg));
+                                let header = pgformat::wal::PageHeader::parse(start, &plain);
+                                let sound = plain.len() as u64 == u64::from(seg)
+                                    && header.is_ok_and(|h| h.sysid == Some(sysid));
+                                if !sound {
+                                    note(
+                                        tli,
+                                        Finding::error(
+                                            &name,
+                                            format!(
+                                                "{} bytes, or a first page that is not this \
+                                                 segment's of cluster {sysid}",
+                                                plain.len()
+                                            ),
+                                        ),
+                                    );
+                                }
+                            }
+                        }
                         Ok(None) => note(
                             tli,
                             Finding::error(&name, "disappeared while verifying".into()),

@@ -19,8 +19,9 @@ const PAGE: usize = BLCKSZ as usize;
 
 /// Checks what can be checked without reading data objects: the chain (priors present and sound,
 /// every piece held by a backup of the chain), the cluster, the timeline's history and the WAL from
-/// start to stop (read and checked). Findings are errors.
-pub fn check_structure(repo: &Repo, m: &Manifest) -> Vec<Finding> {
+/// start to stop — read and checked when `read_wal`, otherwise only present (a verification of the
+/// whole stanza reads every archived file once, in its archive pass). Findings are errors.
+pub fn check_structure(repo: &Repo, m: &Manifest, read_wal: bool) -> Vec<Finding> {
     let mut found = Vec::new();
     let label = m.label.to_string();
     match repo.identity() {
@@ -57,8 +58,27 @@ pub fn check_structure(repo: &Repo, m: &Manifest) -> Vec<Finding> {
             e.to_string(),
         )),
     }
-    if let Err(e) = crate::restore::plan::check_wal(repo, m) {
-        found.push(Finding::error(&label, e.to_string()));
+    if read_wal {
+        if let Err(e) = crate::restore::plan::check_wal(repo, m) {
+            found.push(Finding::error(&label, e.to_string()));
+        }
+    } else {
+        let missing = crate::catalog::missing_wal(
+            repo,
+            &m.start_wal_file,
+            &m.stop_wal_file,
+            m.wal_segment_size,
+            true,
+        );
+        match missing {
+            Ok(names) => found.extend(names.iter().map(|n| {
+                Finding::error(
+                    n,
+                    format!("missing from the archive: backup {label} cannot become consistent"),
+                )
+            })),
+            Err(e) => found.push(Finding::error(&label, e.to_string())),
+        }
     }
     found
 }
