@@ -305,43 +305,35 @@ fn cluster_facts() -> Result<ClusterFacts, Raised> {
         v.parse::<u64>()
             .map_err(|_| internal(&format!("{what} = {v}: not a number")))
     };
-    let tablespaces = Spi::connect(|client| {
+    // The catalog rows a backup records: tablespaces (besides pg_default and pg_global) and databases.
+    let (tablespaces, databases) = Spi::connect(|client| {
+        let mut tablespaces = Vec::new();
         let rows = client.select(
             "SELECT oid::int8, spcname::text, pg_tablespace_location(oid) FROM pg_tablespace \
              WHERE oid NOT IN (1663, 1664) ORDER BY oid",
             None,
             &[],
         )?;
-        let mut out = Vec::new();
         for row in rows {
-            let oid: Option<i64> = row.get(1)?;
-            let name: Option<String> = row.get(2)?;
-            let location: Option<String> = row.get(3)?;
-            out.push(Tablespace {
-                oid: oid.unwrap_or_default() as u32,
-                name: name.unwrap_or_default(),
-                location: location.unwrap_or_default(),
+            tablespaces.push(Tablespace {
+                oid: row.get::<i64>(1)?.unwrap_or_default() as u32,
+                name: row.get::<String>(2)?.unwrap_or_default(),
+                location: row.get::<String>(3)?.unwrap_or_default(),
             });
         }
-        Ok::<_, pgrx::spi::Error>(out)
-    })
-    .map_err(spi_error)?;
-    let databases = Spi::connect(|client| {
+        let mut databases = Vec::new();
         let rows = client.select(
             "SELECT oid::int8, datname::text FROM pg_database ORDER BY oid",
             None,
             &[],
         )?;
-        let mut out = Vec::new();
         for row in rows {
-            let oid: Option<i64> = row.get(1)?;
-            let name: Option<String> = row.get(2)?;
-            out.push(strata_core::manifest::Database {
-                oid: oid.unwrap_or_default() as u32,
-                name: name.unwrap_or_default(),
+            databases.push(strata_core::manifest::Database {
+                oid: row.get::<i64>(1)?.unwrap_or_default() as u32,
+                name: row.get::<String>(2)?.unwrap_or_default(),
             });
         }
-        Ok::<_, pgrx::spi::Error>(out)
+        Ok::<_, pgrx::spi::Error>((tablespaces, databases))
     })
     .map_err(spi_error)?;
     Ok(ClusterFacts {
