@@ -22,6 +22,7 @@ mod metrics_cache;
 mod metrics_sql;
 mod metrics_worker;
 mod permissions;
+mod rekey_sql;
 mod repo_gucs;
 mod retention_sql;
 mod status;

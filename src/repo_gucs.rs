@@ -130,10 +130,7 @@ pub fn setting(name: &str) -> Option<String> {
 
 /// The configured repositories (strata.repo1 … strata.repo4 with their settings).
 pub fn repos() -> strata_core::Result<RepoSet> {
-    let mut set = RepoSet::from_settings(&setting)?;
-    // Encryption is repository 1's (strata.repo1_cipher_*).
-    set.set_cipher(1, crate::cipher_gucs::settings()?);
-    Ok(set)
+    RepoSet::from_settings(&setting)
 }
 
 /// Repository `number`, or why it cannot be used.

@@ -5,6 +5,7 @@
 //! A `Cluster` listens only on a Unix socket in its own directory and on a port chosen per test, so tests
 //! can run side by side; dropping it stops the server and removes its directories.
 
+pub mod cli;
 pub mod s3;
 
 use std::path::{Path, PathBuf};

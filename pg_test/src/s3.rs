@@ -151,12 +151,32 @@ impl S3Server {
             .collect()
     }
 
-    /// An object's bytes, straight from moto.
-    pub fn object(&self, key: &str) -> Option<Vec<u8>> {
-        match http(self.moto_port, "GET", &format!("/{}/{key}", self.bucket)) {
-            Some((200, body)) => Some(body),
-            _ => None,
-        }
+    /// Every object of `stanza` stored under `prefix` (`s3://bucket/prefix/stanza/...`): its key below
+    /// the bucket and its bytes, read with strata_core's own (signing) S3 client, since moto refuses
+    /// unsigned reads of objects.
+    pub fn stanza_objects(&self, prefix: &str, stanza: &str) -> Vec<(String, Vec<u8>)> {
+        let conf = strata_core::config::parse_conf(&format!(
+            "strata.stanza = '{stanza}'\n{}",
+            self.conf(1, prefix)
+        ));
+        let set = strata_core::config::RepoSet::from_settings(&|n| conf.get(n).cloned())
+            .expect("the test's S3 settings");
+        let repo = strata_core::Repo::open_config(set.get(1).unwrap()).expect("open the bucket");
+        let listed = repo
+            .storage()
+            .list(repo.keys().stanza_root())
+            .expect("list the stanza");
+        listed
+            .into_iter()
+            .map(|(key, _)| {
+                let body = repo
+                    .storage()
+                    .get(&key)
+                    .expect("get")
+                    .expect("a listed object");
+                (format!("{prefix}/{key}"), body.to_vec())
+            })
+            .collect()
     }
 }
 

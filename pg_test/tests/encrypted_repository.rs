@@ -203,7 +203,7 @@ fn an_encrypted_repository_backs_up_restores_and_hides_its_content() {
     let r = a.restore_new("crypt-latest", &["--cipher-pass-file", f]);
     let auto = std::fs::read_to_string(r.datadir.join("postgresql.auto.conf")).unwrap();
     assert!(
-        auto.contains("--cipher-pass-file") && !auto.contains(PASS),
+        auto.contains(&format!("repo1_cipher_pass_file={f}")) && !auto.contains(PASS),
         "{auto}"
     );
     r.start();

@@ -9,59 +9,11 @@
 //! - secrets: absent from the server log, `strata info`, manifests and error messages; a non-superuser
 //!   can neither read nor set them.
 
+use pg_test::cli::{conf_file, restore, strata, text};
 use pg_test::s3::{S3Server, S3_KEY, S3_SECRET};
-use pg_test::{
-    assert_same_dump, give_to_postgres, run_as_postgres, strata_bin, Archiving, Cluster, PgDir,
-};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-/// A `--config` file for the CLI with the stanza and `extra` (readable by postgres only).
-fn conf_file(dir: &PgDir, extra: &str) -> PathBuf {
-    let path = dir.path().join("strata.conf");
-    std::fs::write(&path, format!("strata.stanza = 'main'\n{extra}")).unwrap();
-    give_to_postgres(&path);
-    path
-}
-
-/// `strata ARGS --config CONF`, as the postgres user.
-fn strata(conf: &Path, args: &[&str]) -> Output {
-    run_as_postgres(
-        Command::new(strata_bin())
-            .args(args)
-            .arg("--config")
-            .arg(conf),
-    )
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Restores with `args` into a new directory and starts it; returns the cluster once recovered.
-fn restore(name: &str, conf: &Path, args: &[&str], paused_ok: bool) -> (Cluster, Output) {
-    let root = PgDir::new(&format!("strata-restore-{name}-"));
-    let datadir = root.path().join("data");
-    let mut all = vec![
-        "restore",
-        "--pgdata",
-        datadir.to_str().unwrap(),
-        "--archive-mode",
-        "off",
-    ];
-    all.extend(args);
-    let out = strata(conf, &all);
-    assert!(out.status.success(), "restore {args:?}: {}", text(&out));
-    let c = Cluster::restored(name, root, datadir);
-    c.start();
-    c.wait_recovered(paused_ok);
-    (c, out)
-}
+use pg_test::{assert_same_dump, strata_bin, Archiving, Cluster, PgDir};
+use std::path::Path;
+use std::process::Command;
 
 fn workload(c: &Cluster, step: u32) {
     c.psql(

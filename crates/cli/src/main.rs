@@ -10,7 +10,6 @@
 //!   operation holds what was asked for
 //! - 6 reading or writing storage failed (perhaps transient: retry)
 
-mod cipher_args;
 mod commands;
 mod repo_args;
 

@@ -9,7 +9,9 @@
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use strata_core::config::repos::{is_secret, parse_repo_number, repo_setting, MAX_REPOS};
+use strata_core::config::repos::{
+    is_secret, parse_repo_number, repo_setting, CIPHER_SETTINGS, MAX_REPOS,
+};
 use strata_core::config::s3::S3_SETTINGS;
 use strata_core::config::{read_conf_file, RepoConfig, RepoSet};
 
@@ -45,14 +47,15 @@ pub struct RepoArgs {
     /// A postgresql.conf-style file whose strata.* lines supply settings not given otherwise
     #[arg(long, env = "STRATA_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// File holding the repository cipher passphrase (its first line; encrypted repositories; or
-    /// STRATA_REPO1_CIPHER_PASS, or strata.repo1_cipher_pass in --config)
+    /// File holding the cipher passphrase (its first line) of the encrypted repository that
+    /// --repo-number names, else of repo1; any repository's: strata.repoN_cipher_pass_file or
+    /// strata.repoN_cipher_pass (STRATA_REPON_CIPHER_PASS, --config)
     #[arg(long, env = "STRATA_CIPHER_PASS_FILE", value_name = "PATH")]
     pub cipher_pass_file: Option<PathBuf>,
 }
 
-/// Where a setting's value came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where a setting's value came from (earlier wins).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Source {
     Flag,
     Env,
@@ -86,8 +89,22 @@ impl Settings {
             .map(|v| (v.clone(), Source::File))
     }
 
+    /// A setting's value. A passphrase (`_cipher_pass`) and a passphrase file (`_cipher_pass_file`)
+    /// are one setting given two ways: the one from the earlier source hides the other (a
+    /// `--cipher-pass-file` flag wins over the passphrase of `--config`); from the same source both
+    /// are returned, and refused as ambiguous.
     pub fn get(&self, name: &str) -> Option<String> {
-        self.lookup(name).map(|(v, _)| v)
+        let (value, source) = self.lookup(name)?;
+        let sibling = if let Some(base) = name.strip_suffix("_cipher_pass_file") {
+            Some(format!("{base}_cipher_pass"))
+        } else {
+            name.strip_suffix("_cipher_pass")
+                .map(|base| format!("{base}_cipher_pass_file"))
+        };
+        match sibling.and_then(|s| self.lookup(&s)) {
+            Some((_, other)) if other < source => None,
+            _ => Some(value),
+        }
     }
 }
 
@@ -117,6 +134,19 @@ impl RepoArgs {
         }
         if let Some(s) = &self.stanza {
             flags.insert("strata.stanza".into(), s.clone());
+        }
+        if let Some(p) = &self.cipher_pass_file {
+            let number = match &self.repo_number {
+                Some(v) => parse_repo_number("--repo-number", v)?,
+                None => 1,
+            };
+            // Absolute: restore_command carries it to a server whose working directory differs.
+            let abs = std::path::absolute(p)
+                .with_context(|| format!("--cipher-pass-file {}", p.display()))?;
+            flags.insert(
+                repo_setting(number, "cipher_pass_file"),
+                abs.display().to_string(),
+            );
         }
         for o in &self.repo_option {
             let (k, v) = o
@@ -177,13 +207,7 @@ impl RepoArgs {
                 "no repository given: use --repo URL, STRATA_REPO1, or --config with strata.repo1"
             );
         }
-        let mut set = RepoSet::from_settings(&|n| settings.get(n))?;
-        // Encryption is repository 1's: --cipher-pass-file, STRATA_REPO1_CIPHER_PASS or --config.
-        set.set_cipher(
-            1,
-            crate::cipher_args::resolve(self.cipher_pass_file.as_deref(), &|n| settings.get(n))?,
-        );
-        Ok(set)
+        Ok(RepoSet::from_settings(&|n| settings.get(n))?)
     }
 
     /// One repository: `--repo-number N`'s, else the first configured (for commands that work on one).
@@ -193,8 +217,9 @@ impl RepoArgs {
 
     /// The options of `strata archive-get` that reach the same repositories, for restore_command:
     /// `--config` (absolute) when given, then every repository URL, the stanza and each non-secret
-    /// setting as flags. Secrets are never written: archive-get reads them from `--config`, from
-    /// `STRATA_REPON_S3_KEY(_SECRET)` or `AWS_*` in the server's environment. Returns the options and the
+    /// setting as flags (S3 settings, the cipher type, a passphrase file's path). Secrets are never
+    /// written: archive-get reads them from `--config`, from `STRATA_REPON_S3_KEY(_SECRET)`,
+    /// `STRATA_REPON_CIPHER_PASS` or `AWS_*` in the server's environment. Returns the options and the
     /// secrets that came from flags or the environment (so the restored server will not have them).
     pub fn archive_get_options(&self, set: &RepoSet) -> Result<(String, Vec<String>)> {
         let settings = self.settings()?;
@@ -210,9 +235,12 @@ impl RepoArgs {
         let mut outside_secrets = Vec::new();
         for r in set.repos() {
             out.push(format!("--repo{} {}", r.number, q(&r.repo.display())));
-            for name in S3_SETTINGS {
+            for name in S3_SETTINGS.iter().chain(CIPHER_SETTINGS) {
                 let setting = repo_setting(r.number, name);
-                match settings.lookup(&setting) {
+                let found = settings
+                    .get(&setting)
+                    .and_then(|_| settings.lookup(&setting));
+                match found {
                     Some((_, src)) if is_secret(&setting) && src != Source::File => {
                         outside_secrets.push(setting)
                     }

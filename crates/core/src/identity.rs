@@ -82,8 +82,9 @@ pub fn ensure(
     };
     if encrypt && settings.pass.is_none() {
         return Err(Error::Cipher(format!(
-            "strata.repo1_cipher_type = 'aes-256-gcm' needs a passphrase ({})",
-            crate::crypto::PASS_SETTINGS
+            "{} = 'aes-256-gcm' needs a passphrase ({})",
+            repo.setting("cipher_type"),
+            crate::crypto::pass_settings(repo.number())
         )));
     }
     let mine = RepoIdentity {

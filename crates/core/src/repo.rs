@@ -42,6 +42,8 @@ pub struct Repo {
     identity: Arc<OnceLock<RepoIdentity>>,
     cipher: CipherSettings,
     data_keys: Arc<Mutex<Option<CachedKeys>>>,
+    /// The repository's number (`strata.repoN`), naming its settings in messages.
+    number: u8,
 }
 
 impl Repo {
@@ -53,7 +55,19 @@ impl Repo {
 
     /// Opens the repository and stanza of a configuration.
     pub fn open_config(config: &RepoConfig) -> Result<Repo> {
-        Ok(Repo::open(&config.repo, &config.stanza)?.with_cipher(config.cipher.clone()))
+        let mut repo = Repo::open(&config.repo, &config.stanza)?.with_cipher(config.cipher.clone());
+        repo.number = config.number;
+        Ok(repo)
+    }
+
+    /// The repository's number (1 unless opened from a configuration that says otherwise).
+    pub fn number(&self) -> u8 {
+        self.number
+    }
+
+    /// The name of one of this repository's settings: `strata.repo2_cipher_pass` for "cipher_pass".
+    pub fn setting(&self, name: &str) -> String {
+        crate::config::repos::repo_setting(self.number, name)
     }
 
     /// The same stanza with these encryption settings.
@@ -75,6 +89,7 @@ impl Repo {
             identity: Arc::new(OnceLock::new()),
             cipher: CipherSettings::default(),
             data_keys: Arc::new(Mutex::new(None)),
+            number: 1,
         })
     }
 

@@ -7,7 +7,7 @@
 use crate::repo_args::RepoArgs;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
-use strata_core::crypto::keyring::{self, KdfParams};
+use strata_core::crypto::keyring;
 use strata_core::crypto::Passphrase;
 use strata_core::Repo;
 
@@ -36,36 +36,20 @@ pub fn run(args: Args) -> Result<i32> {
     };
     let config = args.repo.resolve()?;
     let repo = Repo::open_config(&config)?;
-    let id = repo.identity()?;
-    if id.cipher.is_none() {
-        bail!(
-            "stanza '{}' of {} is not encrypted: there is no key to rotate",
-            repo.stanza(),
-            repo.describe()
-        );
-    }
-    let pass = config
-        .cipher
-        .pass
-        .clone()
-        .expect("an encrypted stanza opened with a passphrase");
-    if args.new_data_key {
-        let key_id = keyring::add_data_key(&repo, &pass)?;
+    let done = keyring::rotate(&repo, args.new_data_key, new_pass.as_ref())?;
+    if let Some(key_id) = done.data_key {
         println!(
             "stanza {}: data key {key_id} added, used for new objects from now on",
             repo.stanza()
         );
     }
-    if let Some(new_pass) = new_pass {
-        if new_pass == pass {
-            bail!("the new cipher passphrase is the current one");
-        }
-        let generation =
-            keyring::rekey_passphrase(&repo, &pass, &new_pass, KdfParams::new_default()?)?;
+    if let Some(generation) = done.resealed {
         println!(
             "stanza {}: keyring sealed under the new passphrase (generation {generation}); the old \
-             passphrase no longer opens it: update strata.repo1_cipher_pass and reload",
-            repo.stanza()
+             passphrase no longer opens it: update {} (or the file {} names) and reload",
+            repo.stanza(),
+            repo.setting("cipher_pass"),
+            repo.setting("cipher_pass_file"),
         );
     }
     Ok(0)

@@ -135,17 +135,6 @@ pub fn run(args: Args) -> Result<i32> {
     if args.prefetch > 0 {
         restore_command.push_str(&format!(" --prefetch {}", args.prefetch));
     }
-    // Recovery's archive-get needs the passphrase of an encrypted stanza too: the same file (its
-    // path, never the passphrase, goes into postgresql.auto.conf).
-    let configured = args.repo.resolve_configured()?;
-    if let Some(first) = configured.repos().iter().find(|r| r.number == 1) {
-        if let Some(extra) = crate::cipher_args::restore_command_option(&args.repo, first)? {
-            // `--config` is there already when one was given.
-            if !(extra.starts_with(" --config") && get_options.contains("--config ")) {
-                restore_command.push_str(&extra);
-            }
-        }
-    }
     let opts = RestoreOptions {
         pgdata: pgdata.clone(),
         set: args.set,

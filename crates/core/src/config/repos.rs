@@ -26,6 +26,10 @@ pub const RETENTION_SETTINGS: &[&str] = &[
     "retention_archive_type",
 ];
 
+/// The encryption settings of each repository (`strata.repoN_cipher_*`): the cipher of a stanza created
+/// from then on, and its passphrase, given as the value or as a file whose first line it is.
+pub const CIPHER_SETTINGS: &[&str] = &["cipher_type", "cipher_pass", "cipher_pass_file"];
+
 /// The configured repositories, in the order of their numbers (never empty).
 #[derive(Clone, Debug)]
 pub struct RepoSet {
@@ -38,7 +42,7 @@ pub fn is_secret(name: &str) -> bool {
     matches!(
         name.rsplit_once("s3_").map(|(_, t)| t),
         Some("key" | "key_secret")
-    )
+    ) || name.ends_with("cipher_pass")
 }
 
 /// The name of a per-repository setting: `strata.repo2_s3_endpoint` for (2, "s3_endpoint").
@@ -46,11 +50,13 @@ pub fn repo_setting(number: u8, name: &str) -> String {
     format!("strata.repo{number}_{name}")
 }
 
-/// Every per-repository setting name (`strata.repoN_s3_*`, `strata.repoN_retention_*`) of repository N.
+/// Every per-repository setting name (`strata.repoN_s3_*`, `strata.repoN_retention_*`,
+/// `strata.repoN_cipher_*`) of repository N.
 pub fn repo_setting_names(number: u8) -> Vec<String> {
     S3_SETTINGS
         .iter()
         .chain(RETENTION_SETTINGS)
+        .chain(CIPHER_SETTINGS)
         .map(|n| repo_setting(number, n))
         .collect()
 }
@@ -107,7 +113,7 @@ impl RepoSet {
                 stanza: stanza.clone(),
                 compress_type,
                 compress_level,
-                cipher: Default::default(),
+                cipher: cipher_settings(number, &get)?,
             });
         }
         if repos.is_empty() {
@@ -126,14 +132,6 @@ impl RepoSet {
     pub fn single(config: RepoConfig) -> RepoSet {
         RepoSet {
             repos: vec![config],
-        }
-    }
-
-    /// Sets the encryption settings of repository `number` (read from settings of their own: the
-    /// passphrase may come from a file).
-    pub fn set_cipher(&mut self, number: u8, cipher: crate::crypto::CipherSettings) {
-        for r in self.repos.iter_mut().filter(|r| r.number == number) {
-            r.cipher = cipher.clone();
         }
     }
 
@@ -172,6 +170,50 @@ impl RepoSet {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// The encryption settings of repository `number`: `strata.repoN_cipher_type` (absent: not said, and a
+/// new stanza is encrypted when a passphrase is given), the passphrase from `strata.repoN_cipher_pass_file`
+/// (its first line) or `strata.repoN_cipher_pass`; both at once is refused as ambiguous.
+pub fn cipher_settings(
+    number: u8,
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<crate::crypto::CipherSettings> {
+    use crate::crypto::{CipherSettings, CipherType, Passphrase};
+    let type_name = repo_setting(number, "cipher_type");
+    let kind = match get(&type_name) {
+        Some(v) => Some(
+            v.trim()
+                .parse::<CipherType>()
+                .map_err(|reason| Error::BadSetting {
+                    name: type_name.clone(),
+                    value: v.clone(),
+                    reason,
+                })?,
+        ),
+        None => None,
+    };
+    let pass_name = repo_setting(number, "cipher_pass");
+    let file_name = repo_setting(number, "cipher_pass_file");
+    let pass = match (get(&file_name), get(&pass_name)) {
+        (Some(_), Some(_)) => {
+            return Err(Error::BadSetting {
+                name: file_name,
+                value: "(set)".into(),
+                reason: format!("{pass_name} is set too: give the passphrase one way only"),
+            })
+        }
+        (Some(path), None) => {
+            let path = std::path::PathBuf::from(path.trim());
+            Some(
+                Passphrase::from_file(&path)
+                    .map_err(|e| Error::Cipher(format!("{file_name} ({}): {e}", path.display())))?,
+            )
+        }
+        (None, Some(text)) => Some(Passphrase::new(text, &pass_name)?),
+        (None, None) => None,
+    };
+    Ok(CipherSettings { kind, pass })
 }
 
 fn s3_options(number: u8, get: &dyn Fn(&str) -> Option<String>) -> Result<S3Options> {
@@ -289,5 +331,72 @@ mod tests {
         assert!(!retention_policy(4, &get).unwrap().is_set());
         let e = retention_policy(3, &get).unwrap_err().to_string();
         assert!(e.contains("strata.repo3_retention_full_type"), "{e}");
+    }
+
+    #[test]
+    fn each_repository_has_its_own_cipher_settings() {
+        use crate::crypto::{CipherType, Passphrase};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pass");
+        std::fs::write(&file, "from-a-file\nignored second line\n").unwrap();
+        let s = set(&[
+            ("strata.repo1", "file:///a"),
+            ("strata.repo2", "file:///b"),
+            ("strata.repo3", "file:///c"),
+            ("strata.repo2_cipher_type", "aes-256-gcm"),
+            ("strata.repo2_cipher_pass", "two-pass"),
+            ("strata.repo3_cipher_pass_file", file.to_str().unwrap()),
+        ]);
+        let r = RepoSet::from_settings(&|n| s.get(n).cloned()).unwrap();
+        assert_eq!(r.get(1).unwrap().cipher, Default::default());
+        let two = &r.get(2).unwrap().cipher;
+        assert_eq!(two.kind, Some(CipherType::Aes256Gcm));
+        assert_eq!(
+            two.pass,
+            Some(Passphrase::new("two-pass".into(), "t").unwrap())
+        );
+        let three = &r.get(3).unwrap().cipher;
+        assert_eq!(
+            (three.kind, three.pass.clone()),
+            (
+                None,
+                Some(Passphrase::new("from-a-file".into(), "t").unwrap())
+            )
+        );
+        assert!(!format!("{r:?}").contains("two-pass"));
+        assert!(
+            is_secret("strata.repo2_cipher_pass") && !is_secret("strata.repo2_cipher_pass_file")
+        );
+
+        let mut both = s.clone();
+        both.insert("strata.repo3_cipher_pass".into(), "x".into());
+        let e = RepoSet::from_settings(&|n| both.get(n).cloned())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("strata.repo3_cipher_pass_file") && e.contains("one way only"),
+            "{e}"
+        );
+        let mut bad = s.clone();
+        bad.insert("strata.repo2_cipher_type".into(), "rot13".into());
+        let e = RepoSet::from_settings(&|n| bad.get(n).cloned())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("strata.repo2_cipher_type") && e.contains("aes-256-gcm"),
+            "{e}"
+        );
+        let mut missing = s;
+        missing.insert(
+            "strata.repo3_cipher_pass_file".into(),
+            "/nonexistent/pass".into(),
+        );
+        let e = RepoSet::from_settings(&|n| missing.get(n).cloned())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("strata.repo3_cipher_pass_file") && e.contains("/nonexistent/pass"),
+            "{e}"
+        );
     }
 }

@@ -393,6 +393,58 @@ pub fn add_data_key(repo: &Repo, pass: &Passphrase) -> Result<u32> {
     Ok(id)
 }
 
+/// What a rotation did (`rotate`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Rotation {
+    /// The id of the data key added, current from then on.
+    pub data_key: Option<u32>,
+    /// The keyring generation now sealed under the new passphrase.
+    pub resealed: Option<u64>,
+}
+
+/// Rotates the keys of the encrypted stanza `repo` opened with its current passphrase: a new data key
+/// when `new_data_key`, then the keyring sealed under `new_pass` when given. The CLI's `strata rekey`
+/// and SQL's `backup_rekey()`. Refused, with nothing written, for an unencrypted stanza, when nothing
+/// is asked, or when the new passphrase is the current one.
+pub fn rotate(repo: &Repo, new_data_key: bool, new_pass: Option<&Passphrase>) -> Result<Rotation> {
+    if !new_data_key && new_pass.is_none() {
+        return Err(Error::Cipher(
+            "say what to rotate: a new data key and/or a new cipher passphrase".into(),
+        ));
+    }
+    let id = repo.identity()?;
+    if id.cipher.is_none() {
+        return Err(Error::Cipher(format!(
+            "stanza '{}' of {} is not encrypted: there is no key to rotate",
+            repo.stanza(),
+            repo.describe()
+        )));
+    }
+    let pass = repo
+        .cipher_settings()
+        .pass
+        .clone()
+        .expect("an encrypted stanza opened with a passphrase");
+    if new_pass == Some(&pass) {
+        return Err(Error::Cipher(
+            "the new cipher passphrase is the current one".into(),
+        ));
+    }
+    let mut done = Rotation::default();
+    if new_data_key {
+        done.data_key = Some(add_data_key(repo, &pass)?);
+    }
+    if let Some(new_pass) = new_pass {
+        done.resealed = Some(rekey_passphrase(
+            repo,
+            &pass,
+            new_pass,
+            KdfParams::new_default()?,
+        )?);
+    }
+    Ok(done)
+}
+
 pub fn no_keyring(repo: &Repo) -> Error {
     Error::CorruptObject {
         key: repo.keys().keyring_root().to_string(),

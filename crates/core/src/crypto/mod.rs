@@ -238,29 +238,35 @@ pub(crate) fn open_once(
         .is_ok()
 }
 
-/// How the settings name the passphrase, for messages.
-pub const PASS_SETTINGS: &str = "strata.repo1_cipher_pass in the server, --cipher-pass-file or \
-                                 STRATA_REPO1_CIPHER_PASS for strata";
+/// How the settings name the passphrase of repository `number`, for messages.
+pub fn pass_settings(number: u8) -> String {
+    format!(
+        "strata.repo{number}_cipher_pass or strata.repo{number}_cipher_pass_file in the server; \
+         --cipher-pass-file, STRATA_REPO{number}_CIPHER_PASS or \
+         STRATA_REPO{number}_CIPHER_PASS_FILE for strata"
+    )
+}
 
 /// Checks the encryption settings of `repo` against its stanza's identity (`cipher`: the identity's
 /// cipher field): true when the stanza is encrypted (and a passphrase is there to open it).
 pub fn check_settings(repo: &crate::Repo, cipher: Option<&str>) -> Result<bool> {
     let settings = repo.cipher_settings();
     let stanza = format!("stanza '{}' of {}", repo.stanza(), repo.describe());
+    let cipher_type = repo.setting("cipher_type");
+    let pass_settings = pass_settings(repo.number());
     match cipher {
         None => {
             if settings.kind == Some(CipherType::Aes256Gcm) {
                 return Err(Error::Cipher(format!(
                     "{stanza} was created without encryption, and encryption cannot be turned on \
                      for an existing stanza: archive into a new stanza (strata.stanza) or a new \
-                     repository with strata.repo1_cipher_type = 'aes-256-gcm', or set it back to \
-                     'none'"
+                     repository with {cipher_type} = 'aes-256-gcm', or set it back to 'none'"
                 )));
             }
             if settings.pass.is_some() {
                 return Err(Error::Cipher(format!(
                     "a cipher passphrase is set, but {stanza} is not encrypted: remove it \
-                     ({PASS_SETTINGS})"
+                     ({pass_settings})"
                 )));
             }
             Ok(false)
@@ -268,13 +274,13 @@ pub fn check_settings(repo: &crate::Repo, cipher: Option<&str>) -> Result<bool> 
         Some("aes-256-gcm") => {
             if settings.kind == Some(CipherType::None) {
                 return Err(Error::Cipher(format!(
-                    "{stanza} is encrypted (aes-256-gcm), but strata.repo1_cipher_type = 'none': \
-                     set strata.repo1_cipher_type = 'aes-256-gcm' and its passphrase"
+                    "{stanza} is encrypted (aes-256-gcm), but {cipher_type} = 'none': set \
+                     {cipher_type} = 'aes-256-gcm' and its passphrase"
                 )));
             }
             if settings.pass.is_none() {
                 return Err(Error::Cipher(format!(
-                    "{stanza} is encrypted (aes-256-gcm): give its passphrase ({PASS_SETTINGS})"
+                    "{stanza} is encrypted (aes-256-gcm): give its passphrase ({pass_settings})"
                 )));
             }
             Ok(true)
