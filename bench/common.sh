@@ -11,7 +11,7 @@ BIN=/usr/lib/postgresql/15/bin
 as_pg() { runuser -u postgres -- "$@"; }
 stop_pg() { if [ -f "$1/postmaster.pid" ]; then as_pg "$BIN/pg_ctl" -D "$1" -m fast -w stop >/dev/null || true; fi; }
 stop_pg "$B/data"
-rm -rf "$B"; mkdir -p "$B/strata-repo" "$B/pgbr-repo" "$B/pgbr-log"
+rm -rf "$B"; mkdir -p "$B/strata-repo" "$B/strata-repo2" "$B/pgbr-repo" "$B/pgbr-repo2" "$B/pgbr-log"
 chown -R postgres:postgres "$B"
 
 echo "== cluster: pgbench scale $SCALE plus random data of the same size"
@@ -72,6 +72,7 @@ log-level-file=off
 start-fast=y
 archive-check=n
 repo1-retention-full=${RETENTION_FULL:-9}
+${PGBR_EXTRA_GLOBAL:-}
 [bench]
 pg1-path=$B/data
 pg1-socket-path=$B

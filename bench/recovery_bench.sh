@@ -8,7 +8,10 @@
 #!   - pg_strata, restore_command without prefetch (--prefetch 0) and with it (the default, 8)
 #!   - pgBackRest archive-get, synchronous and with archive-async=y (process-max PROCS, its spool)
 #!
-#! Usage: bash bench/recovery_bench.sh [SCALE=20] [WAL_MB=2048] [PROCESSES=2]
+#! With REPO=s3 both repositories are buckets of moto's S3 server on 127.0.0.1 over HTTPS (bench/
+#! s3_common.sh): every segment fetched is then a GET with its latency, where prefetching pays.
+#!
+#! Usage: [REPO=local|s3] bash bench/recovery_bench.sh [SCALE=20] [WAL_MB=2048] [PROCESSES=2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE=${1:-20}
@@ -20,7 +23,16 @@ PORT=55438
 EXTRA_CONF="wal_keep_size = '16GB'
 max_wal_size = '16GB'
 checkpoint_timeout = '1h'"
+REPO=${REPO:-local}
+if [ "$REPO" = s3 ]; then
+    source bench/s3_common.sh
+fi
 source bench/common.sh
+STRATA_REPO=(--repo "file://$B/strata-repo" --stanza bench)
+if [ "$REPO" = s3 ]; then
+    write_strata_conf
+    STRATA_REPO=(--config "$B/strata.conf")
+fi
 
 echo "== full backups"
 start_seg=$(PSQL -c "SELECT pg_walfile_name(pg_current_wal_lsn())")
@@ -71,8 +83,8 @@ for variant in strata-plain strata-prefetch pgbr-sync pgbr-async; do
     dir="$B/restore-$variant"
     rm -rf "$dir"
     case $variant in
-        strata-plain) as_pg strata restore --pgdata "$dir" --prefetch 0 --no-lease --repo "file://$B/strata-repo" --stanza bench >/dev/null ;;
-        strata-prefetch) as_pg strata restore --pgdata "$dir" --no-lease --repo "file://$B/strata-repo" --stanza bench >/dev/null ;;
+        strata-plain) as_pg strata restore --pgdata "$dir" --prefetch 0 --no-lease "${STRATA_REPO[@]}" >/dev/null ;;
+        strata-prefetch) as_pg strata restore --pgdata "$dir" --no-lease "${STRATA_REPO[@]}" >/dev/null ;;
         pgbr-sync)
             as_pg pgbackrest --config="$B/pgbackrest.conf" --stanza=bench --pg1-path="$dir" \
                 "--recovery-option=restore_command=pgbackrest --config=$B/pgbackrest.conf --stanza=bench --pg1-path=$dir archive-get %f \"%p\"" restore
@@ -86,10 +98,10 @@ for variant in strata-plain strata-prefetch pgbr-sync pgbr-async; do
     took[$variant]=$(replay "$dir" $((PORT + 1)))
     echo "$variant: ${took[$variant]} s"
 done
-python3 - "$segments" "${took[strata-plain]}" "${took[strata-prefetch]}" "${took[pgbr-sync]}" "${took[pgbr-async]}" <<'PY'
+python3 - "$segments" "${took[strata-plain]}" "${took[strata-prefetch]}" "${took[pgbr-sync]}" "${took[pgbr-async]}" "$REPO" <<'PY'
 import sys
 n = int(sys.argv[1]); sp, sf, ps, pa = map(float, sys.argv[2:6])
-print(f"recovery of {n} archived segments ({n * 16} MB), from pg_ctl start to promoted:")
+print(f"recovery of {n} archived segments ({n * 16} MB, {sys.argv[6]} repositories), from pg_ctl start to promoted:")
 for name, t in (("pg_strata, no prefetch", sp), ("pg_strata, prefetch 8", sf), ("pgBackRest, sync", ps), ("pgBackRest, archive-async", pa)):
     print(f"  {name:<28}{t:>8.2f} s{n / t:>8.1f} segments/s")
 print(f"prefetch / no prefetch: {sf / sp:.2f}x (target <= 0.5x); prefetch / pgBackRest async: {sf / pa:.2f}x (target <= 0.8x)")

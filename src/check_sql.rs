@@ -41,11 +41,13 @@ fn setting(name: &str) -> String {
 fn run(wal_timeout: u64) -> Vec<Row> {
     let mut rows = Vec::new();
     let settings = (|| {
-        let config = gucs::repo_config()?;
-        gucs::retention_policy()?;
-        Ok::<_, strata_core::Error>((config, gucs::max_ages()?))
+        let repos = crate::repo_gucs::repos()?;
+        for r in repos.repos() {
+            crate::repo_gucs::retention_policy(r.number)?;
+        }
+        Ok::<_, strata_core::Error>((repos, gucs::max_ages()?))
     })();
-    let (config, ages) = match settings {
+    let (repos, ages) = match settings {
         Ok(s) => {
             rows.push(Row::new(
                 "settings",
@@ -66,34 +68,60 @@ fn run(wal_timeout: u64) -> Vec<Row> {
         rows.extend(server);
         ok
     };
-    let repo = match strata_core::Repo::open_config(&config) {
-        Ok(r) => r,
-        Err(e) => {
-            rows.push(Row::new("repository", Status::Error, e.to_string()));
-            return rows;
+    rows.push(archiver_state());
+    // With several repositories, each repository's rows are named after it ("repo2 repository").
+    let several = repos.repos().len() > 1;
+    let named = |number: u8, mut row: Row| {
+        if several {
+            row.check = format!("repo{number} {}", row.check);
         }
+        row
     };
-    let writable = check::repository_writable(&repo);
-    let can_write = writable.status == Status::Ok;
-    rows.push(writable);
     // SAFETY: reads the control file's copy in shared memory.
     let sysid = unsafe { pg_sys::GetSystemIdentifier() };
-    let identity = check::stanza_identity(&repo, Some(sysid));
-    let stanza_ok = identity.status == Status::Ok;
-    rows.push(identity);
-    rows.push(archiver_state());
-    if archiving_ok && can_write && stanza_ok && wal_timeout > 0 {
-        rows.push(wal_switch(&repo, wal_timeout));
+    let mut reachable = Vec::new();
+    let mut all_writable = true;
+    for config in repos.repos() {
+        let n = config.number;
+        let repo = match strata_core::Repo::open_config(config) {
+            Ok(r) => r,
+            Err(e) => {
+                rows.push(named(
+                    n,
+                    Row::new("repository", Status::Error, e.to_string()),
+                ));
+                all_writable = false;
+                continue;
+            }
+        };
+        let writable = check::repository_writable(&repo);
+        let identity = check::stanza_identity(&repo, Some(sysid));
+        all_writable &= writable.status == Status::Ok && identity.status == Status::Ok;
+        rows.push(named(n, writable));
+        rows.push(named(n, identity));
+        match strata_core::catalog::list_backups(&repo) {
+            Ok(backups) => rows.extend(
+                check::backup_ages(&backups, &ages, chrono::Utc::now())
+                    .into_iter()
+                    .map(|r| named(n, r)),
+            ),
+            Err(e) => rows.push(named(n, Row::new("backups", Status::Error, e.to_string()))),
+        }
+        rows.extend(
+            check::repository_usage(&repo, gucs::REPO_USAGE_WARN.get().clamp(1, 100) as u32)
+                .map(|r| named(n, r)),
+        );
+        rows.push(named(n, check::last_verify(&repo, chrono::Utc::now())));
+        reachable.push((n, repo));
     }
-    match strata_core::catalog::list_backups(&repo) {
-        Ok(backups) => rows.extend(check::backup_ages(&backups, &ages, chrono::Utc::now())),
-        Err(e) => rows.push(Row::new("backups", Status::Error, e.to_string())),
+    // Archiving reports a segment done only when every repository has it: one switch, checked in each.
+    if archiving_ok && all_writable && wal_timeout > 0 {
+        rows.extend(
+            wal_switch(&reachable, wal_timeout)
+                .into_iter()
+                .map(|(n, r)| named(n, r)),
+        );
     }
-    rows.extend(check::repository_usage(
-        &repo,
-        gucs::REPO_USAGE_WARN.get().clamp(1, 100) as u32,
-    ));
-    rows.push(check::last_verify(&repo, chrono::Utc::now()));
     rows
 }
 
@@ -217,12 +245,21 @@ fn archiver_state() -> Row {
 }
 
 /// Switches to a new WAL segment and waits until the finished one and its block-change summary are in
-/// the repository: archiving works end to end.
-fn wal_switch(repo: &strata_core::Repo, timeout: u64) -> Row {
+/// every repository: archiving works end to end. One row per repository.
+fn wal_switch(repos: &[(u8, strata_core::Repo)], timeout: u64) -> Vec<(u8, Row)> {
     let name = "wal_archived";
-    let seg_size = match repo.identity() {
+    let failed = |why: String| -> Vec<(u8, Row)> {
+        repos
+            .iter()
+            .map(|(n, _)| (*n, Row::new(name, Status::Error, why.clone())))
+            .collect()
+    };
+    let Some((_, first)) = repos.first() else {
+        return Vec::new();
+    };
+    let seg_size = match first.identity() {
         Ok(id) => id.wal_segment_size,
-        Err(e) => return Row::new(name, Status::Error, e.to_string()),
+        Err(e) => return failed(e.to_string()),
     };
     // A record to switch away from (non-transactional: written now), then the switch.
     let file = Spi::get_one::<String>(
@@ -231,64 +268,74 @@ fn wal_switch(repo: &strata_core::Repo, timeout: u64) -> Row {
     );
     let file = match file {
         Ok(Some(f)) => f,
-        other => {
-            return Row::new(
-                name,
-                Status::Error,
-                format!("cannot switch to a new WAL segment: {other:?}"),
-            )
-        }
+        other => return failed(format!("cannot switch to a new WAL segment: {other:?}")),
     };
     let Some(pgformat::lsn::WalFileName::Segment { timeline, segno }) =
         pgformat::lsn::WalFileName::parse(&file, seg_size)
     else {
-        return Row::new(
-            name,
-            Status::Error,
-            format!("unexpected WAL file name {file}"),
-        );
+        return failed(format!("unexpected WAL file name {file}"));
     };
     let (start, end) = (
         pgformat::lsn::Lsn(segno * u64::from(seg_size)),
         pgformat::lsn::Lsn((segno + 1) * u64::from(seg_size)),
     );
     let started = Instant::now();
-    let (mut archived, mut summarized) = (false, false);
+    // Per repository: archived, summarized, and when both were seen.
+    let mut seen = vec![(false, false, None::<f64>); repos.len()];
     while started.elapsed() < Duration::from_secs(timeout) {
-        archived = archived || repo.wal_exists(&file, seg_size).unwrap_or(false);
-        if archived && !summarized {
-            summarized = repo
-                .storage()
-                .list(&repo.keys().summary_dir(timeline))
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|(k, _)| strata_core::paths::RepoKeys::parse_summary_key(k))
-                .any(|(_, s, e)| s <= start && e >= end);
+        for ((_, repo), state) in repos.iter().zip(seen.iter_mut()) {
+            if state.2.is_some() {
+                continue;
+            }
+            state.0 = state.0 || repo.wal_exists(&file, seg_size).unwrap_or(false);
+            if state.0 && !state.1 {
+                state.1 = repo
+                    .storage()
+                    .list(&repo.keys().summary_dir(timeline))
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|(k, _)| strata_core::paths::RepoKeys::parse_summary_key(k))
+                    .any(|(_, s, e)| s <= start && e >= end);
+            }
+            if state.0 && state.1 {
+                state.2 = Some(started.elapsed().as_secs_f64());
+            }
         }
-        if archived && summarized {
-            return Row::new(
-                name,
-                Status::Ok,
-                format!(
-                    "WAL file {file} and its summary reached the repository in {:.1} s",
-                    started.elapsed().as_secs_f64()
-                ),
-            );
+        if seen.iter().all(|s| s.2.is_some()) {
+            break;
         }
         crate::latch::wait(200);
         check_for_interrupts!();
     }
-    let what = if archived {
-        "was archived but its block-change summary was not stored"
-    } else {
-        "was not archived"
-    };
-    Row::new(
-        name,
-        Status::Error,
-        format!(
-            "WAL file {file} {what} within {timeout} s: see SELECT * FROM archive_status() \
-             (last_error) and the server log"
-        ),
-    )
+    repos
+        .iter()
+        .zip(seen)
+        .map(|((n, _), (archived, _, done))| {
+            let row = match done {
+                Some(secs) => Row::new(
+                    name,
+                    Status::Ok,
+                    format!(
+                        "WAL file {file} and its summary reached the repository in {secs:.1} s"
+                    ),
+                ),
+                None => {
+                    let what = if archived {
+                        "was archived but its block-change summary was not stored"
+                    } else {
+                        "was not archived"
+                    };
+                    Row::new(
+                        name,
+                        Status::Error,
+                        format!(
+                            "WAL file {file} {what} within {timeout} s: see SELECT * FROM \
+                             archive_status() (last_error) and the server log"
+                        ),
+                    )
+                }
+            };
+            (*n, row)
+        })
+        .collect()
 }

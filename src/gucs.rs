@@ -371,31 +371,6 @@ pub fn max_ages() -> strata_core::Result<strata_core::check::MaxAges> {
     })
 }
 
-/// The retention policy of the current settings.
-pub fn retention_policy() -> strata_core::Result<strata_core::retention::Policy> {
-    let positive = |v: i32| (v > 0).then_some(v as u32);
-    let window = RETENTION_WINDOW
-        .get()
-        .and_then(|c| c.into_string().ok())
-        .unwrap_or_default();
-    Ok(strata_core::retention::Policy {
-        full: positive(RETENTION_FULL.get()),
-        full_type: match RETENTION_FULL_TYPE.get() {
-            RetentionFullTypeGuc::Count => strata_core::retention::policy::FullType::Count,
-            RetentionFullTypeGuc::Time => strata_core::retention::policy::FullType::Time,
-        },
-        diff: positive(RETENTION_DIFF.get()),
-        window: strata_core::retention::policy::parse_interval("strata.retention_window", &window)?,
-        min_full: positive(RETENTION_MIN_FULL.get()).unwrap_or(0),
-        archive: positive(RETENTION_ARCHIVE.get()),
-        archive_type: match RETENTION_ARCHIVE_TYPE.get() {
-            RetentionArchiveTypeGuc::Full => strata_core::manifest::BackupKind::Full,
-            RetentionArchiveTypeGuc::Diff => strata_core::manifest::BackupKind::Diff,
-            RetentionArchiveTypeGuc::Incr => strata_core::manifest::BackupKind::Incr,
-        },
-    })
-}
-
 /// Refuses a bad value — or, while the settings are being defined (no old value to keep), keeps it with
 /// a WARNING so that nothing falls back to a default repository or stanza.
 fn refuse_or_keep(name: &str, detail: &str) -> bool {

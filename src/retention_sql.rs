@@ -2,7 +2,7 @@
 //! the log lines of an expiry (on demand or after each backup).
 
 use crate::backup_sql::time_to_pg;
-use crate::{backup_state, gucs, status};
+use crate::{backup_state, status};
 use pgrx::prelude::*;
 
 /// Removes the backups the retention policy (`strata.retention_*`, per repository
@@ -191,10 +191,13 @@ pub fn log_expiry(report: &strata_core::retention::ExpiryReport, number: u8) {
 }
 
 /// The oldest point each timeline can be restored to (the end of its oldest backup), with the
-/// retention policy of the current settings: what an SRE checks against the promised recovery window.
+/// retention policy of the current settings, per repository (every configured one, or `repo`): what an
+/// SRE checks against the promised recovery window.
 #[pg_extern(volatile)]
 #[allow(clippy::type_complexity)]
-fn backup_recoverability() -> TableIterator<
+fn backup_recoverability(
+    repo: default!(Option<i32>, "NULL"),
+) -> TableIterator<
     'static,
     (
         name!(timeline, i64),
@@ -202,33 +205,39 @@ fn backup_recoverability() -> TableIterator<
         name!(recoverable_from_lsn, String),
         name!(backup, String),
         name!(policy, String),
+        name!(repo, i32),
     ),
 > {
-    let (listing, policy) = (|| {
-        let policy = gucs::retention_policy()?;
-        let repo = strata_core::Repo::open_config(&gucs::repo_config()?)?;
-        Ok::<_, strata_core::Error>((strata_core::catalog::list_backups(&repo)?, policy))
-    })()
-    .unwrap_or_else(|e| crate::errors::raise("cannot read the backups", e));
-    let mut oldest: std::collections::BTreeMap<u32, &strata_core::manifest::ManifestHead> =
-        Default::default();
-    for m in &listing {
-        let e = oldest.entry(m.timeline).or_insert(m);
-        if m.stop_lsn < e.stop_lsn {
-            *e = m;
+    let repos = crate::repo_gucs::repos()
+        .and_then(|r| r.select(repo.map(|n| u8::try_from(n).unwrap_or(0))))
+        .unwrap_or_else(|e| crate::errors::raise("cannot read the backups", e));
+    let mut rows = Vec::new();
+    for config in repos.repos() {
+        let number = config.number;
+        let (listing, policy) = (|| {
+            let policy = crate::repo_gucs::retention_policy(number)?;
+            let repo = strata_core::Repo::open_config(config)?;
+            Ok::<_, strata_core::Error>((strata_core::catalog::list_backups(&repo)?, policy))
+        })()
+        .unwrap_or_else(|e| crate::errors::raise("cannot read the backups", e.in_repo(number)));
+        let mut oldest: std::collections::BTreeMap<u32, &strata_core::manifest::ManifestHead> =
+            Default::default();
+        for m in &listing {
+            let e = oldest.entry(m.timeline).or_insert(m);
+            if m.stop_lsn < e.stop_lsn {
+                *e = m;
+            }
         }
-    }
-    let rows: Vec<_> = oldest
-        .into_values()
-        .map(|m| {
+        rows.extend(oldest.into_values().map(|m| {
             (
                 i64::from(m.timeline),
                 time_to_pg(m.stop_time),
                 m.stop_lsn.to_string(),
                 m.label.to_string(),
                 policy.describe(),
+                i32::from(number),
             )
-        })
-        .collect();
+        }));
+    }
     TableIterator::new(rows)
 }

@@ -6,6 +6,7 @@
 //! can run side by side; dropping it stops the server and removes its directories.
 
 pub mod cli;
+pub mod fault_proxy;
 pub mod s3;
 
 use std::path::{Path, PathBuf};

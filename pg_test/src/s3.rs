@@ -61,7 +61,8 @@ pub fn http(port: u16, method: &str, path: &str) -> Option<(u16, Vec<u8>)> {
 /// moto_server with one bucket, reached through a `Gate`.
 pub struct S3Server {
     child: Child,
-    moto_port: u16,
+    /// moto itself, without the gate (for a proxy of one's own).
+    pub moto_port: u16,
     pub bucket: String,
     pub gate: Gate,
 }
@@ -120,14 +121,18 @@ impl S3Server {
     /// `strata.repoN = 's3://bucket/prefix'` and its settings, as postgresql.conf lines: path style, the
     /// test keys, short retries (a stopped server fails an archive attempt within seconds).
     pub fn conf(&self, n: u8, prefix: &str) -> String {
+        self.conf_with_endpoint(n, prefix, &self.endpoint())
+    }
+
+    /// The same settings reaching the server at `endpoint` (a proxy in front of moto, or moto itself).
+    pub fn conf_with_endpoint(&self, n: u8, prefix: &str, endpoint: &str) -> String {
         format!(
             "strata.repo{n} = 's3://{}/{prefix}'\nstrata.repo{n}_s3_endpoint = '{}'\n\
              strata.repo{n}_s3_uri_style = 'path'\nstrata.repo{n}_s3_region = 'us-east-1'\n\
              strata.repo{n}_s3_key = '{S3_KEY}'\nstrata.repo{n}_s3_key_secret = '{S3_SECRET}'\n\
              strata.repo{n}_s3_max_retries = 2\nstrata.repo{n}_s3_retry_timeout = '3s'\n\
              strata.repo{n}_s3_request_timeout = '10s'\n",
-            self.bucket,
-            self.endpoint()
+            self.bucket, endpoint
         )
     }
 

@@ -226,6 +226,44 @@ fn duplicate_push_succeeds_and_conflicting_content_is_refused_keeping_ready() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // With a second repository: stored there too (repo1 has it already: the same bytes, success), and
+    // archive-get from repo2 alone returns the segment byte for byte.
+    let repo2 = tempfile::tempdir().unwrap();
+    let repo2_url = format!("file://{}", repo2.path().display());
+    let out = Command::new(strata_bin())
+        .arg("archive-push")
+        .arg(c.wal_dir().join(&first))
+        .args(["--repo", &a.repo_url(), "--repo2", &repo2_url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back = repo2.path().join("back");
+    let out = Command::new(strata_bin())
+        .args(["archive-get", &first])
+        .arg(&back)
+        .args([
+            "--repo",
+            &a.repo_url(),
+            "--repo2",
+            &repo2_url,
+            "--repo-number",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read(&back).unwrap() == std::fs::read(c.wal_dir().join(&first)).unwrap(),
+        "{first} from repo2 differs"
+    );
 
     // Plant a different object under the name of the segment being written now: when the server
     // archives it, the push must be refused, loudly, and the .ready file kept.

@@ -36,8 +36,8 @@ fn check_reports_each_fault_with_its_fix() {
     assert_eq!(
         all,
         "settings:ok,archive_mode:ok,archive_library:ok,shared_preload_libraries:ok,wal_level:ok,\
-         repository:ok,stanza:ok,archiver:ok,wal_archived:ok,backup_age_full:ok,\
-         repository_usage:ok,verify:ok",
+         archiver:ok,repository:ok,stanza:ok,backup_age_full:ok,repository_usage:ok,verify:ok,\
+         wal_archived:ok",
     );
     assert!(message(&a, "wal_archived").contains("and its summary reached"));
     assert!(message(&a, "backup_age_full").contains(&full));

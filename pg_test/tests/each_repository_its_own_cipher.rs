@@ -307,6 +307,32 @@ fn each_repository_is_sealed_with_its_own_key_and_rotates_from_sql() {
     );
     r.stop();
 
+    // backup_recoverability() per repository: each one's oldest backup.
+    let rec = c.psql(
+        "postgres",
+        "SELECT string_agg(repo || ':' || backup, ' ' ORDER BY repo) FROM backup_recoverability()",
+    );
+    assert_eq!(rec, format!("1:{full1} 2:{full2}"));
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT backup FROM backup_recoverability(repo => 2)"
+        ),
+        full2
+    );
+
+    // strata_check() checks each repository, a WAL switch reaching both.
+    let checks = c.psql(
+        "postgres",
+        "SELECT string_agg(\"check\" || ':' || status, ',') FROM strata_check(60) \
+         WHERE \"check\" LIKE 'repo%' AND \"check\" NOT LIKE '%usage' AND \"check\" NOT LIKE '%verify'",
+    );
+    assert_eq!(
+        checks,
+        "repo1 repository:ok,repo1 stanza:ok,repo2 repository:ok,repo2 stanza:ok,\
+         repo1 wal_archived:ok,repo2 wal_archived:ok"
+    );
+
     // The secrets: hidden from everyone in SHOW, absent for a non-superuser, never in the log.
     assert_eq!(c.psql("postgres", "SHOW strata.repo2_cipher_pass"), "");
     c.psql(

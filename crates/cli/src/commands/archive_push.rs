@@ -1,11 +1,14 @@
 //! `strata archive-push WALPATH...`: archive WAL files from outside the server, with the same code the
-//! in-server archiver uses (and the same block-change summaries). Files are pushed in the order given,
-//! so that the summarizer can carry records across segment boundaries.
+//! in-server archiver uses (and the same block-change summaries), into every configured repository (or
+//! `--repo-number N`'s): a file counts as archived only when all have it, as for the server's archiver.
+//! Files are pushed in the order given, so that the summarizer can carry records across segment
+//! boundaries.
 
 use crate::repo_args::RepoArgs;
 use anyhow::{anyhow, Context, Result};
 use std::path::PathBuf;
-use strata_core::archive::{ArchivePusher, ServerFacts, SummaryReport};
+use strata_core::archive::multi::MultiPusher;
+use strata_core::archive::{ServerFacts, SummaryReport};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,16 +32,17 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    let mut config = args.repo.resolve()?;
-    if let Some(t) = &args.compress_type {
-        config.compress_type = t
-            .parse()
-            .map_err(|e: String| anyhow!("--compress-type: {e}"))?;
-    }
-    if let Some(l) = args.compress_level {
-        config.compress_level = l;
-    }
-    strata_core::config::check_compress_level(config.compress_type, config.compress_level)?;
+    let mut repos = args.repo.resolve_all()?;
+    let compress_type = match &args.compress_type {
+        Some(t) => Some(
+            t.parse()
+                .map_err(|e: String| anyhow!("--compress-type: {e}"))?,
+        ),
+        None => None,
+    };
+    repos.set_compression(compress_type, args.compress_level);
+    let first = &repos.repos()[0];
+    strata_core::config::check_compress_level(first.compress_type, first.compress_level)?;
     let system_identifier = match args.system_identifier {
         Some(s) => s,
         None => first_system_identifier(&args.walpaths)?,
@@ -48,7 +52,7 @@ pub fn run(args: Args) -> Result<i32> {
         pg_version: 15,
         wal_segment_size: args.wal_segment_size,
     };
-    let mut pusher = ArchivePusher::new(config, facts)?;
+    let mut pusher = MultiPusher::new(&repos, facts);
     let mut failed = false;
     for path in &args.walpaths {
         let name = path
@@ -56,9 +60,13 @@ pub fn run(args: Args) -> Result<i32> {
             .and_then(|n| n.to_str())
             .ok_or_else(|| anyhow!("{}: not a file name", path.display()))?;
         match pusher.push(path, name) {
-            Ok(report) => {
-                if let SummaryReport::Missing(reason) = &report.summary {
-                    eprintln!("strata: warning: summary of {name} is missing: {reason}");
+            Ok(done) => {
+                for (number, report) in &done.reports {
+                    if let SummaryReport::Missing(reason) = &report.summary {
+                        eprintln!(
+                            "strata: warning: summary of {name} is missing in repo{number}: {reason}"
+                        );
+                    }
                 }
             }
             Err(e) => {

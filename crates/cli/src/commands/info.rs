@@ -82,10 +82,29 @@ fn show(args: &Args, config: &RepoConfig) -> Result<Option<serde_json::Value>> {
     // The keyring's ids and the current one (objects name theirs in their headers; a full backup and
     // an expiry retire the objects of older keys).
     let keys = repo.data_keys()?;
-    let cipher = keys
-        .as_ref()
-        .map(|k| json!({"type": "aes-256-gcm", "key_ids": k.ids(), "current_key": k.current()}));
     let listing = catalog::list_backups_tolerant(&repo)?;
+    let usage = match &keys {
+        Some(_) => {
+            let labels: Vec<String> = listing.sound.iter().map(|m| m.label.to_string()).collect();
+            Some(strata_core::crypto::usage::key_usage(&repo, &labels)?)
+        }
+        None => None,
+    };
+    let cipher = keys.as_ref().zip(usage.as_ref()).map(|(k, u)| {
+        let used: serde_json::Map<String, serde_json::Value> = k
+            .ids()
+            .iter()
+            .map(|id| {
+                let backups = u.backups.get(id).cloned().unwrap_or_default();
+                let archive = u.archive.is_some_and(|(lo, hi)| (lo..=hi).contains(id));
+                (
+                    id.to_string(),
+                    json!({"backups": backups, "archive": archive}),
+                )
+            })
+            .collect();
+        json!({"type": "aes-256-gcm", "key_ids": k.ids(), "current_key": k.current(), "key_usage": used})
+    });
     let leases = retention::lease::read_all(&repo, chrono::Utc::now())?;
     let (backups, damaged) = (&listing.sound, &listing.damaged);
     // What the policy of --config keeps, and why (the same decision `strata expire` takes now).
@@ -176,6 +195,11 @@ fn show(args: &Args, config: &RepoConfig) -> Result<Option<serde_json::Value>> {
             k.current()
         ),
         None => println!("    encryption: none"),
+    }
+    if let (Some(k), Some(u)) = (&keys, &usage) {
+        for id in k.ids() {
+            println!("        key {id}: {}", u.describe(id));
+        }
     }
     println!("    retention: {}", policy.describe());
     // The oldest point each timeline can be restored to: the end of its oldest backup.

@@ -135,6 +135,18 @@ impl RepoSet {
         }
     }
 
+    /// Overrides the compression of every repository (the CLI's `--compress-type`/`--compress-level`).
+    pub fn set_compression(&mut self, kind: Option<CompressType>, level: Option<i32>) {
+        for r in &mut self.repos {
+            if let Some(k) = kind {
+                r.compress_type = k;
+            }
+            if let Some(l) = level {
+                r.compress_level = l;
+            }
+        }
+    }
+
     pub fn repos(&self) -> &[RepoConfig] {
         &self.repos
     }

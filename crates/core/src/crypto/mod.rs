@@ -16,6 +16,7 @@
 
 pub mod keyring;
 pub mod manifest;
+pub mod usage;
 
 use crate::{Error, Result};
 use aes_gcm::aead::{AeadInPlace, KeyInit};

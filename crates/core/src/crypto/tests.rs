@@ -331,3 +331,47 @@ fn a_sealed_manifest_keeps_its_head_readable_alone() {
     bad[last] ^= 1;
     assert!(super::manifest::open(&repo, &key, bad.into()).is_err());
 }
+
+#[test]
+fn key_usage_tells_which_keys_backups_and_the_archive_still_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = encrypted_repo(dir.path(), "p");
+    identity::ensure(&repo, 7001, 15, 16 << 20).unwrap();
+    let store = |r: &Repo, key: crate::paths::RepoKey| {
+        let sealed = r.seal(&key, b"content".to_vec()).unwrap();
+        r.storage().put_new(&key, sealed).unwrap();
+    };
+    let wal = |n: u32| {
+        repo.keys()
+            .archive_file(&format!("0000000100000000000000{n:02X}"), 16 << 20)
+            .unwrap()
+    };
+    let (a, b) = ("20260101-000000F", "20260102-000000F");
+    store(&repo, repo.keys().backup_manifest(a).unwrap());
+    store(&repo, wal(1));
+    store(&repo, wal(2));
+    keyring::add_data_key(&repo, &pass("p")).unwrap();
+    let now = encrypted_repo(dir.path(), "p");
+    store(&now, now.keys().backup_manifest(b).unwrap());
+    store(&now, wal(3));
+
+    let labels = vec![a.to_string(), b.to_string()];
+    let u = super::usage::key_usage(&now, &labels).unwrap();
+    assert_eq!(u.archive, Some((1, 2)));
+    assert_eq!(
+        u.describe(1),
+        format!("backups {a}; archived WAL and summaries")
+    );
+    assert_eq!(
+        u.describe(2),
+        format!("backups {b}; archived WAL and summaries")
+    );
+    // Backup a and the WAL before b expired: key 1 is no longer used, though still in the keyring.
+    for key in [repo.keys().backup_manifest(a).unwrap(), wal(1), wal(2)] {
+        now.storage().delete(&key).unwrap();
+    }
+    let u = super::usage::key_usage(&now, &labels[1..]).unwrap();
+    assert_eq!(u.describe(1), "nothing stored uses it any more");
+    assert_eq!(u.archive, Some((2, 2)));
+    assert_eq!(now.data_keys().unwrap().unwrap().ids(), vec![1, 2]);
+}
