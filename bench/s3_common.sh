@@ -1,6 +1,8 @@
 #! Shared by the S3 benchmarks (sourced before common.sh, not run): starts moto's S3 server on
-#! 127.0.0.1:$MOTO_PORT over HTTPS (pgBackRest speaks only HTTPS to S3; both tools skip verification of
-#! moto's self-signed certificate), creates the buckets strata-bench and pgbr-bench, and sets
+#! 127.0.0.1:$MOTO_PORT+1 behind stunnel's TLS on 127.0.0.1:$MOTO_PORT (pgBackRest speaks only HTTPS to
+#! S3, and its OpenSSL refuses moto's own TLS, which ends connections without close_notify; both tools
+#! skip verification of the self-signed certificate), creates the buckets strata-bench and pgbr-bench,
+#! and sets
 #! EXTRA_CONF / PGBR_EXTRA_GLOBAL so that common.sh's cluster archives into the bucket through pg_strata
 #! and its pgBackRest stanza lives in the other bucket. Defines S3_CONF (the strata.* lines, also for
 #! the CLI's --config), MOTO_LOG (moto's request log) and stops moto on exit.
@@ -9,11 +11,28 @@ MOTO_LOG=/tmp/strata-bench-moto-$MOTO_PORT.log
 S3_KEY_ID=AKIDSTRATABENCH
 S3_KEY_SECRET=strata-bench-secret-value
 
-pkill -f "moto_server -H 127.0.0.1 -p $MOTO_PORT" 2>/dev/null || true
+pkill -f "moto_server -H 127.0.0.1 -p $((MOTO_PORT + 1))" 2>/dev/null || true
+pkill -f "stunnel /tmp/strata-bench-stunnel-$MOTO_PORT" 2>/dev/null || true
 bash scripts/setup.sh >/dev/null
-/opt/strata-moto/bin/moto_server -H 127.0.0.1 -p "$MOTO_PORT" --ssl >"$MOTO_LOG" 2>&1 &
+command -v stunnel >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stunnel4 >/dev/null; }
+/opt/strata-moto/bin/moto_server -H 127.0.0.1 -p "$((MOTO_PORT + 1))" >"$MOTO_LOG" 2>&1 &
 MOTO_PID=$!
-trap 'kill $MOTO_PID 2>/dev/null || true' EXIT
+TLS_DIR=/tmp/strata-bench-stunnel-$MOTO_PORT
+mkdir -p "$TLS_DIR"
+[ -f "$TLS_DIR/cert.pem" ] || openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TLS_DIR/key.pem" \
+    -out "$TLS_DIR/cert.pem" -days 365 -subj "/CN=127.0.0.1" 2>/dev/null
+cat > "$TLS_DIR/stunnel.conf" <<CONF
+foreground = yes
+pid =
+[s3]
+accept = 127.0.0.1:$MOTO_PORT
+connect = 127.0.0.1:$((MOTO_PORT + 1))
+cert = $TLS_DIR/cert.pem
+key = $TLS_DIR/key.pem
+CONF
+stunnel "$TLS_DIR/stunnel.conf" >"$TLS_DIR/log" 2>&1 &
+STUNNEL_PID=$!
+trap 'kill $MOTO_PID $STUNNEL_PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sk "https://127.0.0.1:$MOTO_PORT/moto-api/" >/dev/null && break; sleep 0.2; done
 for bucket in strata-bench pgbr-bench; do curl -sfk -X PUT "https://127.0.0.1:$MOTO_PORT/$bucket" >/dev/null; done
 

@@ -8,9 +8,10 @@
 //! The values are read back by name with the other repository settings (`repo_gucs::repos`), so the
 //! server and the CLI resolve them with the same code (`strata_core::config::repos::cipher_settings`).
 
+use crate::repo_gucs::leak;
 use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use strata_core::config::repos::MAX_REPOS;
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -55,14 +56,6 @@ fn hidden(pass: &PassGuc) -> *const std::ffi::c_char {
     } else {
         c"".as_ptr()
     }
-}
-
-fn leak(s: String) -> &'static CStr {
-    Box::leak(
-        CString::new(s)
-            .expect("no NUL in setting names")
-            .into_boxed_c_str(),
-    )
 }
 
 pub fn register() {

@@ -37,7 +37,8 @@ thread_local! {
     static DEFINING: Cell<Option<&'static str>> = const { Cell::new(None) };
 }
 
-fn leak(s: String) -> &'static CStr {
+/// A setting name built at run time, kept for the server's life (GUC names must be static).
+pub(crate) fn leak(s: String) -> &'static CStr {
     Box::leak(
         CString::new(s)
             .expect("no NUL in setting names")

@@ -48,6 +48,14 @@ pub fn restore(name: &str, conf: &Path, args: &[&str], paused_ok: bool) -> (Clus
     all.extend(args);
     let out = strata(conf, &all);
     assert!(out.status.success(), "restore {args:?}: {}", text(&out));
+    // Nothing of the restore's own is left beside the target (its staging directory, the spool of
+    // objects read once from a remote repository).
+    let left: Vec<String> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".strata-"))
+        .collect();
+    assert!(left.is_empty(), "left beside the target: {left:?}");
     let c = Cluster::restored(name, root, datadir);
     c.start();
     c.wait_recovered(paused_ok);

@@ -6,7 +6,6 @@
 //! can run side by side; dropping it stops the server and removes its directories.
 
 pub mod cli;
-pub mod fault_proxy;
 pub mod s3;
 
 use std::path::{Path, PathBuf};
@@ -410,6 +409,41 @@ pub fn strata_bin() -> PathBuf {
     PathBuf::from("strata")
 }
 
+/// Every file below `dir` (recursively), not following symbolic links.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).expect("a readable directory") {
+            let e = e.expect("a directory entry");
+            if e.file_type().expect("its type").is_dir() {
+                dirs.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Whether `needle` occurs in `hay`.
+pub fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Writes step `step` of a simple load into table `t` (created on first use): `rows` new rows of md5
+/// text, and an update of about one row in 97 of those before.
+pub fn write_rows(c: &Cluster, step: u32, rows: u32) {
+    c.psql(
+        "postgres",
+        &format!(
+            "CREATE TABLE IF NOT EXISTS t (id int primary key, v text);
+             INSERT INTO t SELECT g, md5(g::text) FROM generate_series({step} * {rows} + 1, {step} * {rows} + {rows}) g;
+             UPDATE t SET v = 'step {step}' WHERE id % 97 = {step};"
+        ),
+    );
+}
+
 /// A cluster archiving into a fresh local repository.
 pub struct Archiving {
     pub cluster: Cluster,
@@ -441,6 +475,13 @@ impl Archiving {
 
     pub fn repo_url(&self) -> String {
         format!("file://{}", self.repo.path().display())
+    }
+
+    /// Switches to a new segment and waits until it is archived: everything written so far is in the
+    /// archive.
+    pub fn archive_all(&self) {
+        let last = self.switch_wal();
+        self.wait_archived(&last);
     }
 
     /// Switches to a new segment and returns the name of the one just finished.

@@ -9,7 +9,7 @@
 
 use pg_test::cli::{conf_file, restore, strata, text};
 use pg_test::s3::S3Server;
-use pg_test::{assert_same_dump, give_to_postgres, Archiving, PgDir};
+use pg_test::{assert_same_dump, contains_bytes, files_under, give_to_postgres, Archiving, PgDir};
 use std::path::{Path, PathBuf};
 
 const PASS1: &str = "local repository passphrase 4Tq";
@@ -25,25 +25,12 @@ fn pass_file(dir: &PgDir, name: &str, pass: &str) -> PathBuf {
     p
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
 /// Every file under `dir` with its bytes.
 fn local_objects(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else {
-                out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out
+    files_under(dir)
+        .into_iter()
+        .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+        .collect()
 }
 
 /// Neither the marker nor any passphrase is stored, and every object in the pg_strata format is
@@ -51,9 +38,15 @@ fn local_objects(dir: &Path) -> Vec<(String, Vec<u8>)> {
 fn assert_nothing_in_clear(objects: &[(String, Vec<u8>)]) {
     let mut sealed = 0;
     for (name, bytes) in objects {
-        assert!(!contains(bytes, MARKER.as_bytes()), "the marker in {name}");
+        assert!(
+            !contains_bytes(bytes, MARKER.as_bytes()),
+            "the marker in {name}"
+        );
         for p in PASSES {
-            assert!(!contains(bytes, p.as_bytes()), "a passphrase in {name}");
+            assert!(
+                !contains_bytes(bytes, p.as_bytes()),
+                "a passphrase in {name}"
+            );
         }
         if bytes.starts_with(b"STRATAOB") {
             assert_eq!(bytes[11], 1, "{name} is not encrypted");
@@ -75,11 +68,6 @@ fn workload(a: &Archiving, step: u32) {
             step
         ),
     );
-}
-
-fn archive_all(a: &Archiving) {
-    let last = a.switch_wal();
-    a.wait_archived(&last);
 }
 
 #[test]
@@ -114,14 +102,14 @@ fn each_repository_is_sealed_with_its_own_key_and_rotates_from_sql() {
     );
 
     workload(&a, 1);
-    archive_all(&a);
+    a.archive_all();
     let full1 = a.backup("full");
     let full2 = c.psql("postgres", "SELECT backup_start('full', repo => 2)");
     workload(&a, 2);
     let incr2 = c.psql("postgres", "SELECT backup_start('incr', repo => 2)");
     let dump_incr2 = c.dumpall();
     workload(&a, 3);
-    archive_all(&a);
+    a.archive_all();
     let listing = c.psql(
         "postgres",
         "SELECT string_agg(repo || ':' || kind, ' ' ORDER BY repo, label) FROM strata_backups",
@@ -253,7 +241,7 @@ fn each_repository_is_sealed_with_its_own_key_and_rotates_from_sql() {
     let incr2b = c.psql("postgres", "SELECT backup_start('incr', repo => 2)");
     let dump_incr2b = c.dumpall();
     workload(&a, 5);
-    archive_all(&a);
+    a.archive_all();
     let dump_end = c.dumpall();
     // The new backup's objects use data key 2, its reference's data key 1.
     let in_bucket = s3.stanza_objects("pg", "main");
@@ -306,6 +294,26 @@ fn each_repository_is_sealed_with_its_own_key_and_rotates_from_sql() {
         "{auto}"
     );
     r.stop();
+
+    // strata info tells what uses each data key.
+    let out = strata(
+        &no_pass2,
+        &[
+            "info",
+            "--repo-number",
+            "2",
+            "--cipher-pass-file",
+            new_pass2.to_str().unwrap(),
+        ],
+    );
+    let info = text(&out);
+    assert!(out.status.success(), "{info}");
+    assert!(
+        info.contains(&format!(
+            "key 1: backups {full2}, {incr2}; archived WAL and summaries"
+        )) && info.contains(&format!("key 2: backups {incr2b}")),
+        "{info}"
+    );
 
     // backup_recoverability() per repository: each one's oldest backup.
     let rec = c.psql(

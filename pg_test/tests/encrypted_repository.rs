@@ -4,7 +4,7 @@
 //! before restore writes anything; rotation changes the passphrase and adds data keys without
 //! rewriting; the passphrase appears in no log and no output.
 
-use pg_test::{assert_same_dump, Archiving, PgDir};
+use pg_test::{assert_same_dump, contains_bytes, files_under, Archiving, PgDir};
 use std::path::{Path, PathBuf};
 
 const PASS: &str = "correct horse battery staple 7Qx";
@@ -42,26 +42,6 @@ fn strata(a: &Archiving, file: &Path, args: &[&str]) -> (bool, String, String) {
         );
     }
     (out.status.success(), o, e)
-}
-
-fn every_file(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Data objects of a backup, sorted.
@@ -126,20 +106,20 @@ fn an_encrypted_repository_backs_up_restores_and_hides_its_content() {
     assert!(id.contains("\"cipher\": \"aes-256-gcm\""), "{id}");
     let first_segment = a.archived_segment_names()[0].clone();
     let known = std::fs::read(c.wal_dir().join(&first_segment)).unwrap();
-    for f in every_file(a.repo.path()) {
+    for f in files_under(a.repo.path()) {
         let bytes = std::fs::read(&f).unwrap();
         assert!(
-            !contains(&bytes, MARKER.as_bytes()),
+            !contains_bytes(&bytes, MARKER.as_bytes()),
             "the marker in {}",
             f.display()
         );
         assert!(
-            !contains(&bytes, PASS.as_bytes()),
+            !contains_bytes(&bytes, PASS.as_bytes()),
             "the passphrase in {}",
             f.display()
         );
         assert!(
-            !contains(&bytes, &known[..64]),
+            !contains_bytes(&bytes, &known[..64]),
             "a segment's bytes in {}",
             f.display()
         );

@@ -11,26 +11,9 @@
 
 use pg_test::cli::{conf_file, restore, strata, text};
 use pg_test::s3::{S3Server, S3_KEY, S3_SECRET};
-use pg_test::{assert_same_dump, strata_bin, Archiving, Cluster, PgDir};
+use pg_test::{assert_same_dump, strata_bin, write_rows, Archiving, PgDir};
 use std::path::Path;
 use std::process::Command;
-
-fn workload(c: &Cluster, step: u32) {
-    c.psql(
-        "postgres",
-        &format!(
-            "CREATE TABLE IF NOT EXISTS t (id int primary key, v text);
-             INSERT INTO t SELECT g, md5(g::text) FROM generate_series({0} * 10000 + 1, {0} * 10000 + 10000) g;
-             UPDATE t SET v = 'step {0}' WHERE id % 97 = {0};",
-            step
-        ),
-    );
-}
-
-fn archive_all(a: &Archiving) {
-    let last = a.switch_wal();
-    a.wait_archived(&last);
-}
 
 #[test]
 fn s3_alone_archives_backs_up_a_chain_and_restores_each_backup_and_any_point() {
@@ -40,14 +23,14 @@ fn s3_alone_archives_backs_up_a_chain_and_restores_each_backup_and_any_point() {
     let conf = conf_file(&confdir, &s3.conf(1, "pg"));
     let c = &a.cluster;
 
-    workload(c, 1);
-    archive_all(&a);
+    write_rows(c, 1, 10000);
+    a.archive_all();
     let full = a.backup("full");
     let dump_full = c.dumpall();
-    workload(c, 2);
+    write_rows(c, 2, 10000);
     let incr = a.backup("incr");
     let dump_incr = c.dumpall();
-    workload(c, 3);
+    write_rows(c, 3, 10000);
     c.psql("postgres", "DELETE FROM t WHERE id % 5 = 0; VACUUM t");
     let diff = a.backup("diff");
     let dump_diff = c.dumpall();
@@ -63,7 +46,7 @@ fn s3_alone_archives_backs_up_a_chain_and_restores_each_backup_and_any_point() {
     );
     c.psql("postgres", "SELECT pg_create_restore_point('before_b')");
     c.psql("postgres", "INSERT INTO events VALUES ('B')");
-    archive_all(&a);
+    a.archive_all();
     let dump_end = c.dumpall();
 
     // Everything is in the bucket: the segments, the summaries, the manifests.
@@ -164,13 +147,13 @@ fn local_and_s3_at_once_survive_s3_down_and_the_local_repository_lost() {
     let local = a.repo_url();
     let c = &a.cluster;
 
-    workload(c, 1);
-    archive_all(&a);
+    write_rows(c, 1, 10000);
+    a.archive_all();
     let full1 = a.backup("full");
     let dump_full1 = c.dumpall();
-    workload(c, 2);
+    write_rows(c, 2, 10000);
     let full2 = c.psql("postgres", "SELECT backup_start('full', repo => 2)");
-    workload(c, 3);
+    write_rows(c, 3, 10000);
     let incr2 = c.psql("postgres", "SELECT backup_start('incr', repo => 2)");
     let dump_incr2 = c.dumpall();
     let listing = c.psql(
@@ -185,7 +168,7 @@ fn local_and_s3_at_once_survive_s3_down_and_the_local_repository_lost() {
         e.contains("strata.repo3") && e.contains("not configured"),
         "{e}"
     );
-    archive_all(&a);
+    a.archive_all();
     assert_every_segment_in_both(&a, &conf);
 
     // From each repository.
@@ -229,7 +212,7 @@ fn local_and_s3_at_once_survive_s3_down_and_the_local_repository_lost() {
     // S3 down: archiving stalls (the .ready files stay), repo1 keeps up, nothing is lost.
     s3.gate.close();
     let failed_before: i64 = a.status("failed_count").parse().unwrap();
-    workload(c, 4);
+    write_rows(c, 4, 10000);
     let stalled = a.switch_wal();
     c.wait_for("a failed archive attempt", 120, || {
         a.status("failed_count").parse::<i64>().unwrap() > failed_before
@@ -242,12 +225,12 @@ fn local_and_s3_at_once_survive_s3_down_and_the_local_repository_lost() {
     let err = a.status("last_error");
     assert!(err.contains("repo2"), "{err}");
     assert!(!err.contains(S3_SECRET), "{err}");
-    workload(c, 5);
+    write_rows(c, 5, 10000);
     let _ = a.switch_wal();
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert!(ready.exists());
     s3.gate.open();
-    archive_all(&a);
+    a.archive_all();
     assert_every_segment_in_both(&a, &conf);
 
     // Secrets: not in the server log, strata info, the manifests, the local repository, error messages.
@@ -309,7 +292,7 @@ fn local_and_s3_at_once_survive_s3_down_and_the_local_repository_lost() {
         c.psql("postgres", "SHOW strata.repo2_s3_key_secret"),
         S3_SECRET
     );
-    archive_all(&a);
+    a.archive_all();
     let dump_last = c.dumpall();
     c.stop();
     let log = c.log();

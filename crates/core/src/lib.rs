@@ -39,6 +39,8 @@ pub mod retention;
 pub mod storage;
 pub mod summary;
 pub mod testhook;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod verify;
 
 pub use error::{Error, ErrorClass, Result};

@@ -12,6 +12,7 @@
 
 pub mod beneath;
 pub mod databases;
+mod fetch_once;
 pub mod plan;
 pub mod recovery;
 pub mod safety;
@@ -120,6 +121,19 @@ fn use_staging(plan: &plan::Plan, opts: &RestoreOptions) -> bool {
 /// error, or a panic unwinding) it removes the staging directories, or empties target directories that
 /// were empty before, or at least removes `global/pg_control` so that the directory cannot start. It
 /// works through the opened directories only, never through a path that could have become a link.
+/// Removes the spool of a restore from a remote repository when the restore ends, however it ends.
+struct SpoolGuard<'a> {
+    target: Option<&'a targets::Target>,
+}
+
+impl Drop for SpoolGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.target {
+            t.remove_spool();
+        }
+    }
+}
+
 struct Cleanup<'a> {
     armed: bool,
     plan: &'a plan::Plan,
@@ -182,10 +196,26 @@ pub fn restore(
     // Reading is I/O-bound: more readers than copy threads keep the disk busy.
     let readers = opts.process_max.max(4);
     let staged = use_staging(&plan, opts);
+    // From a remote repository each object is downloaded once, into a spool beside the target.
+    let spool = SpoolGuard {
+        target: repo
+            .storage()
+            .local_root()
+            .is_none()
+            .then(|| &plan.targets[0]),
+    };
+    let fetched = match spool.target {
+        Some(t) => Some(fetch_once::FetchOnce::new(repo, &plan, t.create_spool()?)?),
+        None => None,
+    };
+    let check = |abort: &AtomicBool| match &fetched {
+        Some(f) => f.fetch_all(readers, abort),
+        None => plan::check_objects(repo, &plan, readers, abort),
+    };
     let no_abort = AtomicBool::new(false);
     if !staged {
         // Into an existing directory: every object is checked before anything is written.
-        plan::check_objects(repo, &plan, readers, &no_abort)?;
+        check(&no_abort)?;
     }
     let mut cleanup = Cleanup {
         armed: true,
@@ -218,14 +248,22 @@ pub fn restore(
     let result = std::thread::scope(|s| {
         let checker = staged.then(|| {
             s.spawn(|| {
-                let r = plan::check_objects(repo, &plan, readers, &abort);
+                let r = check(&abort);
                 if r.is_err() {
                     abort.store(true, Ordering::Relaxed);
                 }
                 r
             })
         });
-        let written = write_everything(&plan, repo, opts, &roots, progress, &abort);
+        let written = write_everything(
+            &plan,
+            repo,
+            opts,
+            &roots,
+            progress,
+            &abort,
+            fetched.as_ref(),
+        );
         if written.is_err() {
             abort.store(true, Ordering::Relaxed);
         }
@@ -235,7 +273,7 @@ pub fn restore(
                 .unwrap_or_else(|_| Err(Error::Internal("the object check panicked".into())))?;
         }
         let written = written?;
-        finish(&plan, repo, opts, &roots, progress)?;
+        finish(&plan, repo, opts, &roots, progress, fetched.as_ref())?;
         if staged {
             // Tablespaces first: the data directory appears last, complete.
             for t in plan.targets.iter().skip(1).chain(plan.targets.first()) {
@@ -275,6 +313,7 @@ fn write_everything(
     roots: &write::Roots,
     progress: &RestoreProgress,
     abort: &AtomicBool,
+    fetched: Option<&fetch_once::FetchOnce>,
 ) -> Result<write::Written> {
     let removed = write::prepare_tree(plan, roots, opts.delta)?;
     let settings = write::WriteSettings {
@@ -283,6 +322,7 @@ fn write_everything(
         process_max: opts.process_max,
         progress,
         abort,
+        fetched,
     };
     let mut written = write::write_files(plan, repo, &settings)?;
     if abort.load(Ordering::Relaxed) {
@@ -301,6 +341,7 @@ fn finish(
     opts: &RestoreOptions,
     roots: &write::Roots,
     progress: &RestoreProgress,
+    fetched: Option<&fetch_once::FetchOnce>,
 ) -> Result<()> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     recovery::write_recovery_files(plan, opts, roots, &now)?;
@@ -321,6 +362,7 @@ fn finish(
         plan,
         fsync: true,
         owner: roots.owner,
+        fetched,
     };
     writer.write(control, &roots.pgdata, write::PG_CONTROL)?;
     progress.files_done.fetch_add(1, Ordering::Relaxed);

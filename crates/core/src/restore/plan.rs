@@ -460,42 +460,50 @@ pub fn check_objects(
                 return Ok(());
             }
             let key = repo.keys().backup_object(label, &o.name)?;
-            let corrupt = |reason: String| Error::CorruptObject {
-                key: key.to_string(),
-                reason: format!(
-                    "{reason}; backup {target} cannot be restored, choose another with --set"
-                ),
-            };
-            // One request, and nothing past the recorded size is read.
-            let bytes = repo
-                .storage()
-                .get_limited(&key, o.size)
-                .map_err(|e| match e {
-                    Error::CorruptObject { .. } => {
-                        corrupt(format!("larger than the {} bytes recorded", o.size))
-                    }
-                    e => e,
-                })?
-                .ok_or_else(|| corrupt("the object is missing".into()))?;
-            if bytes.len() as u64 != o.size {
-                return Err(corrupt(format!(
-                    "{} bytes, the manifest recorded {}",
-                    bytes.len(),
-                    o.size
-                )));
-            }
-            let crc = crc32c::crc32c(&bytes);
-            if crc != o.crc32c {
-                return Err(corrupt(format!(
-                    "CRC-32C mismatch (expected {:08x}, found {crc:08x})",
-                    o.crc32c
-                )));
-            }
-            Ok(())
+            fetch_checked(repo, &key, o, target).map(|_| ())
         },
         |_| Ok(()),
     )?;
     Ok(())
+}
+
+/// Reads a data object whole (one request, nothing past the recorded size) and checks its size and
+/// CRC-32C against what the manifest of the backup being restored (`target`) recorded.
+pub fn fetch_checked(
+    repo: &Repo,
+    key: &crate::paths::RepoKey,
+    o: &StoredObject,
+    target: &str,
+) -> Result<bytes::Bytes> {
+    let corrupt = |reason: String| Error::CorruptObject {
+        key: key.to_string(),
+        reason: format!("{reason}; backup {target} cannot be restored, choose another with --set"),
+    };
+    let bytes = repo
+        .storage()
+        .get_limited(key, o.size)
+        .map_err(|e| match e {
+            Error::CorruptObject { .. } => {
+                corrupt(format!("larger than the {} bytes recorded", o.size))
+            }
+            e => e,
+        })?
+        .ok_or_else(|| corrupt("the object is missing".into()))?;
+    if bytes.len() as u64 != o.size {
+        return Err(corrupt(format!(
+            "{} bytes, the manifest recorded {}",
+            bytes.len(),
+            o.size
+        )));
+    }
+    let crc = crc32c::crc32c(&bytes);
+    if crc != o.crc32c {
+        return Err(corrupt(format!(
+            "CRC-32C mismatch (expected {:08x}, found {crc:08x})",
+            o.crc32c
+        )));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

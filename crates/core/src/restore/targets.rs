@@ -36,6 +36,11 @@ fn staging_name(name: &str) -> String {
     format!(".{name}.strata-restore")
 }
 
+/// The sibling that holds the objects of a restore from a remote repository (`fetch_once`).
+fn spool_name(name: &str) -> String {
+    format!(".{name}.strata-spool")
+}
+
 impl Target {
     /// Resolves and opens `path`; its parent is created when missing and `create_parent` (a path the
     /// operator gave, or any path when not run as root), else it must exist.
@@ -116,6 +121,18 @@ impl Target {
         let stage = staging_name(&self.name);
         self.parent.remove(&stage)?;
         self.parent.create_child(&stage)
+    }
+
+    /// Creates the spool sibling, empty (one left by an interrupted restore is removed first).
+    pub fn create_spool(&self) -> Result<Root> {
+        let spool = spool_name(&self.name);
+        self.parent.remove(&spool)?;
+        self.parent.create_child(&spool)
+    }
+
+    /// Removes the spool sibling.
+    pub fn remove_spool(&self) {
+        let _ = self.parent.remove(&spool_name(&self.name));
     }
 
     /// Removes the staging sibling (a failed restore).

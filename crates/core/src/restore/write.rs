@@ -213,6 +213,8 @@ pub struct WriteSettings<'a> {
     pub progress: &'a RestoreProgress,
     /// Set when another part of the restore failed: the writers stop.
     pub abort: &'a AtomicBool,
+    /// From a remote repository: the objects read once, through a spool (`fetch_once`).
+    pub fetched: Option<&'a super::fetch_once::FetchOnce<'a>>,
 }
 
 /// Writes every file except pg_control, in parallel.
@@ -223,6 +225,7 @@ pub fn write_files(plan: &Plan, repo: &Repo, settings: &WriteSettings) -> Result
         process_max,
         progress,
         abort,
+        fetched: _,
     } = *settings;
     let mut files: Vec<&FileEntry> = plan
         .manifest
@@ -256,6 +259,7 @@ pub fn write_files(plan: &Plan, repo: &Repo, settings: &WriteSettings) -> Result
                 plan,
                 fsync: false,
                 owner: roots.owner,
+                fetched: settings.fetched,
             };
             let (root, rel) = roots.locate(plan, &f.path);
             if super::databases::is_zeroed(&plan.zeroed_databases, &f.path) {
@@ -348,6 +352,8 @@ pub struct FileWriter<'a> {
     pub fsync: bool,
     /// Run as root: who the file is given to.
     pub owner: Option<(u32, u32)>,
+    /// From a remote repository: pieces are read from the objects' checked local copies.
+    pub fetched: Option<&'a super::fetch_once::FetchOnce<'a>>,
 }
 
 impl FileWriter<'_> {
@@ -375,14 +381,17 @@ impl FileWriter<'_> {
     /// Reads and checks one piece (its SHA-256 is verified by `object::decode`).
     fn piece(&self, holder: &str, p: &Piece) -> Result<(object::ObjectHeader, Vec<u8>)> {
         let key = self.repo.keys().backup_object(holder, &p.object)?;
-        let stored = self
-            .repo
-            .storage()
-            .get_range(&key, p.offset, p.length)?
-            .ok_or_else(|| Error::CorruptObject {
-                key: key.to_string(),
-                reason: "the object disappeared during the restore".into(),
-            })?;
+        let stored = match self.fetched {
+            Some(f) => bytes::Bytes::from(f.read_range(holder, &p.object, p.offset, p.length)?),
+            None => self
+                .repo
+                .storage()
+                .get_range(&key, p.offset, p.length)?
+                .ok_or_else(|| Error::CorruptObject {
+                    key: key.to_string(),
+                    reason: "the object disappeared during the restore".into(),
+                })?,
+        };
         let place = object::Place {
             key: key.as_str(),
             offset: p.offset,

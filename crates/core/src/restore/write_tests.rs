@@ -131,6 +131,7 @@ impl Chain {
             plan: &plan,
             fsync: false,
             owner: None,
+            fetched: None,
         };
         writer.write(f, &root, path)?;
         Ok(std::fs::read(out.join(path)).unwrap())

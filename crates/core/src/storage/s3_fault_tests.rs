@@ -4,151 +4,14 @@
 //! exactly the objects written, byte for byte (checked directly, without the proxy). With the server
 //! down, the error comes within the retry budget and names the repository and the object.
 //!
-//! The proxy handles one request per connection (moto answers `Connection: close`), forwarding it to
-//! moto on a new connection and reading the whole reply before deciding what the client gets.
+//! The proxy is `testkit::fault_proxy`'s, shared with the end-to-end tests.
 
 use super::s3::MAX_BACKOFF;
 use super::s3_tests::{free_port, options, url, Moto};
 use super::tests::k;
 use super::*;
-use std::sync::atomic::AtomicUsize;
+use crate::testkit::fault_proxy::{Fault, FaultProxy};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-#[derive(Clone, Copy, Debug)]
-enum Fault {
-    /// `503 SlowDown` instead of forwarding.
-    SlowDown,
-    /// Forwarded, then half of the reply (headers included when there is no body) and a closed
-    /// connection: for a PUT, the object is stored but the client cannot know.
-    DropMidReply,
-    /// Forwarded, then the reply held back this long.
-    Delay(Duration),
-}
-
-struct Proxy {
-    port: u16,
-    faults: Arc<AtomicUsize>,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Proxy {
-    /// A proxy to moto on `upstream`, applying `fault` to every third request.
-    fn start(upstream: u16, fault: Fault) -> Proxy {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let faults = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::new(AtomicUsize::new(0));
-        let f = faults.clone();
-        runtime.spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
-                let faulty = n.is_multiple_of(3);
-                if faulty {
-                    f.fetch_add(1, Ordering::SeqCst);
-                }
-                tokio::spawn(serve(client, upstream, faulty.then_some(fault)));
-            }
-        });
-        Proxy {
-            port,
-            faults,
-            runtime: Some(runtime),
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn faults(&self) -> usize {
-        self.faults.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-/// Reads one request: its head (through the blank line) and its body (by Content-Length).
-async fn read_request(client: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16384];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = client.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    assert!(
-        !head.contains("transfer-encoding: chunked"),
-        "the proxy reads bodies by length only: {head}"
-    );
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .map_or(0, |v| v.trim().parse().unwrap());
-    while buf.len() < head_end + len {
-        let n = client.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Ok(buf)
-}
-
-async fn serve(mut client: TcpStream, upstream: u16, fault: Option<Fault>) -> std::io::Result<()> {
-    let request = read_request(&mut client).await?;
-    if let Some(Fault::SlowDown) = fault {
-        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
-                    <Message>Please reduce your request rate.</Message></Error>";
-        let reply = format!(
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        return client.write_all(reply.as_bytes()).await;
-    }
-    let mut up = TcpStream::connect(("127.0.0.1", upstream)).await?;
-    up.write_all(&request).await?;
-    let mut reply = Vec::new();
-    up.read_to_end(&mut reply).await?;
-    match fault {
-        Some(Fault::DropMidReply) => {
-            let head_end = reply
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .map_or(reply.len(), |i| i + 4);
-            let cut = if reply.len() > head_end {
-                head_end + (reply.len() - head_end) / 2
-            } else {
-                head_end / 2
-            };
-            client.write_all(&reply[..cut]).await?;
-            // Dropping the socket closes the connection with the reply unfinished.
-            return Ok(());
-        }
-        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
-        _ => {}
-    }
-    client.write_all(&reply).await
-}
 
 /// Bytes that differ at every offset of every object (a misplaced range would show).
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
@@ -161,7 +24,7 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
 fn survives(fault: Fault, request_timeout: Duration) {
     let m = Moto::shared();
     let bucket = m.new_bucket();
-    let proxy = Proxy::start(m.port, fault);
+    let proxy = FaultProxy::start(m.port, &[fault]);
     let mut o = options(&proxy.endpoint());
     o.request_timeout = request_timeout;
     o.retry_timeout = Duration::from_secs(60);

@@ -1,8 +1,9 @@
-//! A fault-injecting HTTP proxy between pg_strata and moto, for end-to-end retry tests: every third
-//! request gets a fault, the faults taking turns — a `503 SlowDown` reply instead of forwarding, the
-//! reply cut off in the middle (for a PUT: stored, but the client cannot know), the reply held back
-//! longer than the client's request timeout. One request per connection (moto answers `Connection:
-//! close`); the whole reply is read from moto before the client gets its part.
+//! A fault-injecting HTTP proxy between pg_strata and moto, for retry tests (the storage layer's and the
+//! end-to-end ones): every third request gets a fault, the given faults taking turns — a `503 SlowDown`
+//! reply instead of forwarding, the reply cut off in the middle (for a PUT: stored, but the client
+//! cannot know), the reply held back longer than the client's request timeout. One request per
+//! connection (moto answers `Connection: close`); the whole reply is read from moto before the client
+//! gets its part.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -17,16 +18,21 @@ pub struct FaultProxy {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum Fault {
+pub enum Fault {
+    /// `503 SlowDown` instead of forwarding.
     SlowDown,
+    /// Forwarded, then half of the reply (headers included when there is no body) and a closed
+    /// connection.
     DropMidReply,
-    Delay,
+    /// Forwarded, then the reply held back this long (make it longer than the request timeout).
+    Delay(Duration),
 }
 
 impl FaultProxy {
-    /// A proxy to moto on `upstream`; `delay` is how long a held-back reply waits (make it longer
-    /// than the client's request timeout).
-    pub fn start(upstream: u16, delay: Duration) -> FaultProxy {
+    /// A proxy to moto on `upstream` giving every third request the next of `faults` in turn.
+    pub fn start(upstream: u16, faults: &[Fault]) -> FaultProxy {
+        assert!(!faults.is_empty(), "at least one fault");
+        let kinds = faults.to_vec();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("its port").port();
@@ -42,10 +48,10 @@ impl FaultProxy {
                         seen += 1;
                         let fault = seen.is_multiple_of(3).then(|| {
                             let n = f.fetch_add(1, Ordering::SeqCst);
-                            [Fault::SlowDown, Fault::DropMidReply, Fault::Delay][n % 3]
+                            kinds[n % kinds.len()]
                         });
                         std::thread::spawn(move || {
-                            let _ = serve(client, upstream, fault, delay);
+                            let _ = serve(client, upstream, fault);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -104,12 +110,7 @@ fn read_request(client: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn serve(
-    mut client: TcpStream,
-    upstream: u16,
-    fault: Option<Fault>,
-    delay: Duration,
-) -> std::io::Result<()> {
+fn serve(mut client: TcpStream, upstream: u16, fault: Option<Fault>) -> std::io::Result<()> {
     let request = read_request(&mut client)?;
     if let Some(Fault::SlowDown) = fault {
         let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
@@ -139,7 +140,7 @@ fn serve(
             // Returning drops the socket: the connection closes with the reply unfinished.
             return client.write_all(&reply[..cut]);
         }
-        Some(Fault::Delay) => std::thread::sleep(delay),
+        Some(Fault::Delay(d)) => std::thread::sleep(d),
         _ => {}
     }
     client.write_all(&reply)

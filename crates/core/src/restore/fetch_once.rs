@@ -1,0 +1,145 @@
+//! A restore from a remote repository (S3) reads each data object once. Every object is needed twice:
+//! whole, for the check of its size and CRC-32C (`plan::check_objects`), and piece by piece by the
+//! writers. From a local repository the second read comes from the page cache; from S3 it would be a
+//! second download of the whole backup, plus one ranged GET per piece (a bundle holds hundreds).
+//!
+//! So each object is downloaded whole by the first thread that needs it — a writer, or the checker,
+//! which walks every object and so also fetches ahead of the writers — checked (size, CRC-32C) and kept
+//! in a spool directory beside the target (`.<name>.strata-spool`, made by the restore, removed when it
+//! ends, whatever the outcome); other threads wanting it wait, then read their pieces from the local
+//! copy. The spool needs the backup's stored size on the target's file system for the length of the
+//! restore. Nothing unchecked is ever read from it: a copy is published only after its CRC-32C
+//! matched, and the writers still authenticate every piece (SHA-256, AEAD) as they decode it.
+
+use super::beneath::Root;
+use super::plan::{self, Plan};
+use crate::manifest::StoredObject;
+use crate::paths::RepoKey;
+use crate::repo::Repo;
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+enum Slot {
+    Fetching,
+    Ready(Arc<File>),
+    Failed,
+}
+
+pub struct FetchOnce<'a> {
+    repo: &'a Repo,
+    plan: &'a Plan,
+    /// What each object's manifest records (size, CRC-32C), by its key.
+    recorded: HashMap<String, &'a StoredObject>,
+    spool: Root,
+    slots: Mutex<HashMap<String, Slot>>,
+    changed: Condvar,
+}
+
+impl<'a> FetchOnce<'a> {
+    pub fn new(repo: &'a Repo, plan: &'a Plan, spool: Root) -> Result<FetchOnce<'a>> {
+        let mut recorded = HashMap::new();
+        for (label, o) in plan.all_objects() {
+            recorded.insert(repo.keys().backup_object(label, &o.name)?.to_string(), o);
+        }
+        Ok(FetchOnce {
+            repo,
+            plan,
+            recorded,
+            spool,
+            slots: Mutex::new(HashMap::new()),
+            changed: Condvar::new(),
+        })
+    }
+
+    /// The checked local copy of the data object `name` of backup `label`: fetched by this call, or
+    /// by the thread that is fetching it (waited for).
+    fn object(&self, label: &str, name: &str) -> Result<Arc<File>> {
+        let key = self.repo.keys().backup_object(label, name)?;
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match slots.get(key.as_str()) {
+                Some(Slot::Ready(f)) => return Ok(f.clone()),
+                Some(Slot::Failed) => {
+                    return Err(Error::CorruptObject {
+                        key: key.to_string(),
+                        reason: "it could not be read (see the first error of this restore)".into(),
+                    })
+                }
+                Some(Slot::Fetching) => {
+                    slots = self.changed.wait(slots).unwrap_or_else(|p| p.into_inner());
+                }
+                None => break,
+            }
+        }
+        slots.insert(key.to_string(), Slot::Fetching);
+        drop(slots);
+        let fetched = self.fetch(&key);
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = match &fetched {
+            Ok(f) => Slot::Ready(f.clone()),
+            Err(_) => Slot::Failed,
+        };
+        slots.insert(key.to_string(), slot);
+        self.changed.notify_all();
+        fetched
+    }
+
+    /// Downloads, checks and spools one object.
+    fn fetch(&self, key: &RepoKey) -> Result<Arc<File>> {
+        let recorded = self
+            .recorded
+            .get(key.as_str())
+            .ok_or_else(|| Error::CorruptObject {
+                key: key.to_string(),
+                reason: "a piece names an object its manifest does not list".into(),
+            })?;
+        let bytes = plan::fetch_checked(self.repo, key, recorded, &self.plan.manifest.label)?;
+        // A flat name: the key's segments joined (labels and object names are checked key segments).
+        let local = key.as_str().replace('/', "_");
+        let mut out = self.spool.create_file(&local, 0o600)?;
+        std::io::Write::write_all(&mut out, &bytes).map_err(|source| Error::WriteFile {
+            path: self.spool.path().join(&local),
+            source,
+        })?;
+        let file = self.spool.open_existing(&local).ok_or_else(|| {
+            Error::Internal(format!("the spooled copy of {key} cannot be opened"))
+        })?;
+        Ok(Arc::new(file))
+    }
+
+    /// `len` bytes at `offset` of a data object (the piece of a file), from its checked local copy.
+    pub fn read_range(&self, label: &str, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let file = self.object(label, name)?;
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, offset)
+            .map_err(|source| Error::ReadFile {
+                path: self.spool.path().join(name),
+                source,
+            })?;
+        Ok(buf)
+    }
+
+    /// The check of every object (`plan::check_objects`), fetching into the spool what no writer
+    /// fetched yet.
+    pub fn fetch_all(&self, threads: usize, abort: &AtomicBool) -> Result<()> {
+        let stop = AtomicBool::new(false);
+        crate::parallel::run(
+            threads,
+            &stop,
+            self.plan.all_objects(),
+            || Ok(()),
+            |_, (label, o)| {
+                if abort.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                self.object(label, &o.name).map(|_| ())
+            },
+            |_| Ok(()),
+        )?;
+        Ok(())
+    }
+}
