@@ -57,6 +57,29 @@ fn assert_nothing_in_clear(objects: &[(String, Vec<u8>)]) {
     assert!(sealed > 10, "only {sealed} sealed objects");
 }
 
+/// A `--config` file for the CLI: repo1 (local) and repo2 (S3), repo1's passphrase file and, when
+/// given, repo2's.
+fn cli_conf(
+    dir: &PgDir,
+    local: &str,
+    s3: &S3Server,
+    pass1: &Path,
+    pass2: Option<&Path>,
+) -> PathBuf {
+    let mut text = format!(
+        "strata.repo1 = '{local}'\n{}strata.repo1_cipher_pass_file = '{}'\n",
+        s3.conf(2, "pg"),
+        pass1.display()
+    );
+    if let Some(p) = pass2 {
+        text.push_str(&format!(
+            "strata.repo2_cipher_pass_file = '{}'\n",
+            p.display()
+        ));
+    }
+    conf_file(dir, &text)
+}
+
 fn workload(a: &Archiving, step: u32) {
     a.cluster.psql(
         "postgres",
@@ -90,16 +113,7 @@ fn each_repository_is_sealed_with_its_own_key_and_rotates_from_sql() {
     let local = a.repo_url();
     let confdir = PgDir::new("strata-conf-ciphers-");
     // The CLI's settings: both passphrases as files.
-    let conf = conf_file(
-        &confdir,
-        &format!(
-            "strata.repo1 = '{local}'\n{}strata.repo1_cipher_pass_file = '{}'\n\
-             strata.repo2_cipher_pass_file = '{}'\n",
-            s3.conf(2, "pg"),
-            pass1.display(),
-            pass2.display()
-        ),
-    );
+    let conf = cli_conf(&confdir, &local, &s3, &pass1, Some(&pass2));
 
     workload(&a, 1);
     a.archive_all();
@@ -136,16 +150,7 @@ fn each_repository_is_sealed_with_its_own_key_and_rotates_from_sql() {
 
     // One repository's passphrase does not open the other's keyring.
     let swapped = PgDir::new("strata-conf-swapped-");
-    let swapped = conf_file(
-        &swapped,
-        &format!(
-            "strata.repo1 = '{local}'\n{}strata.repo1_cipher_pass_file = '{}'\n\
-             strata.repo2_cipher_pass_file = '{}'\n",
-            s3.conf(2, "pg"),
-            pass1.display(),
-            pass1.display()
-        ),
-    );
+    let swapped = cli_conf(&swapped, &local, &s3, &pass1, Some(&pass1));
     let out = strata(&swapped, &["info", "--repo-number", "2"]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
@@ -167,14 +172,7 @@ fn each_repository_is_sealed_with_its_own_key_and_rotates_from_sql() {
     // --cipher-pass-file is the passphrase of the repository --repo-number names; a wrong one is
     // refused before anything is written.
     let no_pass2 = PgDir::new("strata-conf-nopass2-");
-    let no_pass2 = conf_file(
-        &no_pass2,
-        &format!(
-            "strata.repo1 = '{local}'\n{}strata.repo1_cipher_pass_file = '{}'\n",
-            s3.conf(2, "pg"),
-            pass1.display()
-        ),
-    );
+    let no_pass2 = cli_conf(&no_pass2, &local, &s3, &pass1, None);
     let target = PgDir::new("strata-restore-wrongpass-");
     let pgdata = target.path().join("data");
     let out = strata(
