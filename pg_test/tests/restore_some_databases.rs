@@ -1,7 +1,8 @@
-//! `strata restore --db-include` / `--db-exclude` on a real cluster with three user databases and an
-//! incremental chain: one database restored to a PITR target equals its source's dump at that moment,
-//! the left-out ones are dropped cleanly, the data directory is much smaller on disk than a whole
-//! restore; then `--delta --db-exclude` over it brings a left-out database back and zeroes another.
+//! `strata restore --db-include` / `--db-exclude` on a real cluster with three user databases (one of
+//! them in a tablespace, and a table of the included one there too) and an incremental chain: one
+//! database restored to a PITR target equals its source's dump at that moment, the left-out ones are
+//! dropped cleanly, the data directory and the tablespace are much smaller on disk than a whole
+//! restore's; then `--delta --db-exclude` over it brings a left-out database back and zeroes another.
 
 use pg_test::Archiving;
 use pg_test::{stderr, stdout};
@@ -26,14 +27,30 @@ fn du_kb(dir: &Path) -> u64 {
 fn one_database_restored_to_a_target_the_others_left_out() {
     let a = Archiving::new("dbinclude", "");
     let c = &a.cluster;
+    let ts = pg_test::PgDir::new("strata-dbinc-ts-");
+    c.psql(
+        "postgres",
+        &format!("CREATE TABLESPACE extra LOCATION '{}'", ts.path().display()),
+    );
     for db in ["app", "crm", "logs"] {
-        c.psql("postgres", &format!("CREATE DATABASE {db}"));
+        // logs lives in the tablespace.
+        let place = if db == "logs" {
+            " TABLESPACE extra"
+        } else {
+            ""
+        };
+        c.psql("postgres", &format!("CREATE DATABASE {db}{place}"));
         c.psql(
             db,
             "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v, repeat('x', 400) AS pad \
              FROM generate_series(1, 40000) g; CREATE INDEX ON t (id)",
         );
     }
+    c.psql(
+        "app",
+        "CREATE TABLE in_ts TABLESPACE extra AS SELECT g AS id, md5(g::text) AS v \
+         FROM generate_series(1, 5000) g",
+    );
     let full = a.backup("full");
     for db in ["app", "crm", "logs"] {
         c.psql(db, "UPDATE t SET v = 'incr' WHERE id % 10 = 0");
@@ -63,11 +80,25 @@ fn one_database_restored_to_a_target_the_others_left_out() {
 
     // The whole cluster and app alone, both restored from the incr (not started yet): app alone uses
     // far less disk.
+    let ts_whole = pg_test::PgDir::new("strata-dbinc-ts-whole-");
+    let ts_some = pg_test::PgDir::new("strata-dbinc-ts-some-");
+    let map_whole = format!("extra={}", ts_whole.path().display());
+    let map_some = format!("extra={}", ts_some.path().display());
     let whole = a.restore_new(
         "dbinc-whole",
-        &["--set", &incr, "--type", "immediate", "--no-lease"],
+        &[
+            "--set",
+            &incr,
+            "--type",
+            "immediate",
+            "--no-lease",
+            "--tablespace-map",
+            &map_whole,
+        ],
     );
     let args = [
+        "--tablespace-map",
+        &map_some,
         "--set",
         &incr,
         "--db-include",
@@ -96,6 +127,12 @@ fn one_database_restored_to_a_target_the_others_left_out() {
         some_kb * 10 < whole_kb * 6,
         "app alone: {some_kb} kB, the whole cluster: {whole_kb} kB"
     );
+    // The tablespace: logs's files there are sparse, app's table is written.
+    let (whole_ts, some_ts) = (du_kb(ts_whole.path()), du_kb(ts_some.path()));
+    assert!(
+        some_ts * 2 < whole_ts,
+        "the tablespace with app alone: {some_ts} kB, whole: {whole_ts} kB"
+    );
     drop(whole);
 
     // Recovery replays into the zeroed files; app equals its source at the target; the others drop.
@@ -118,6 +155,8 @@ fn one_database_restored_to_a_target_the_others_left_out() {
     let o = a.restore_into(
         &r.datadir,
         &[
+            "--tablespace-map",
+            &map_some,
             "--set",
             &incr,
             "--delta",
