@@ -9,8 +9,9 @@ use pgrx::prelude::*;
 
 /// Rotates the keys of repository `repo`'s stanza: `new_data_key` adds a data key that new objects use
 /// from now on; `new_cipher_pass_file` seals the keyring under the passphrase that file's first line
-/// holds (then point `strata.repoN_cipher_pass_file` at it, or set `strata.repoN_cipher_pass`, and
-/// reload: until then the server's archiving fails and PostgreSQL keeps the WAL). Returns what was done.
+/// holds (then point `strata.repoN_cipher_pass_file` at it, clearing `strata.repoN_cipher_pass` if
+/// set, and reload: until then archiving into that repository fails and PostgreSQL keeps the WAL).
+/// Returns what was done.
 #[pg_extern(volatile)]
 fn backup_rekey(
     repo: default!(i32, 1),
@@ -45,7 +46,8 @@ fn backup_rekey(
     if let Some(g) = done.resealed {
         said.push(format!(
             "keyring generation {g} sealed under the new passphrase: set \
-             strata.repo{number}_cipher_pass_file to the new file and reload"
+             strata.repo{number}_cipher_pass_file to the new file (and clear \
+             strata.repo{number}_cipher_pass if it is set) and reload"
         ));
     }
     said.join("; ")

@@ -214,12 +214,20 @@ fn backup_recoverability(
     let mut rows = Vec::new();
     for config in repos.repos() {
         let number = config.number;
-        let (listing, policy) = (|| {
+        let read = (|| {
             let policy = crate::repo_gucs::retention_policy(number)?;
             let repo = strata_core::Repo::open_config(config)?;
             Ok::<_, strata_core::Error>((strata_core::catalog::list_backups(&repo)?, policy))
-        })()
-        .unwrap_or_else(|e| crate::errors::raise("cannot read the backups", e.in_repo(number)));
+        })();
+        // With several repositories, one that cannot be read is a WARNING: the others still answer.
+        let (listing, policy) = match read {
+            Ok(r) => r,
+            Err(e) if repos.repos().len() > 1 => {
+                warning!("backup_recoverability(): repo{number} left out: {e}");
+                continue;
+            }
+            Err(e) => crate::errors::raise("cannot read the backups", e.in_repo(number)),
+        };
         let mut oldest: std::collections::BTreeMap<u32, &strata_core::manifest::ManifestHead> =
             Default::default();
         for m in &listing {

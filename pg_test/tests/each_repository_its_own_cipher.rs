@@ -313,6 +313,24 @@ fn each_repository_is_sealed_with_its_own_key_and_rotates_from_sql() {
         "{info}"
     );
 
+    // repo1's passphrase file lost: repo1 says so when used, repo2 still works.
+    let lost = PgDir::new("strata-conf-lost1-");
+    let lost = cli_conf(
+        &lost,
+        &local,
+        &s3,
+        Path::new("/nonexistent/pass1"),
+        Some(&new_pass2),
+    );
+    let out = strata(&lost, &["info", "--repo-number", "2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = strata(&lost, &["info", "--repo-number", "1"]);
+    assert!(
+        !out.status.success() && text(&out).contains("strata.repo1_cipher_pass_file"),
+        "{}",
+        text(&out)
+    );
+
     // backup_recoverability() per repository: each one's oldest backup.
     let rec = c.psql(
         "postgres",

@@ -8,7 +8,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use strata_core::config::repos::{
     is_secret, parse_repo_number, repo_setting, CIPHER_SETTINGS, MAX_REPOS,
 };
@@ -135,10 +135,19 @@ impl RepoArgs {
         if let Some(s) = &self.stanza {
             flags.insert("strata.stanza".into(), s.clone());
         }
+        let file = self.file_settings()?;
         if let Some(p) = &self.cipher_pass_file {
+            // --repo-number's repository, else the first configured one.
             let number = match &self.repo_number {
                 Some(v) => parse_repo_number("--repo-number", v)?,
-                None => 1,
+                None => (1..=MAX_REPOS)
+                    .find(|n| {
+                        let name = format!("strata.repo{n}");
+                        flags.contains_key(&name)
+                            || std::env::var(format!("STRATA_REPO{n}")).is_ok_and(|v| !v.is_empty())
+                            || file.contains_key(&name)
+                    })
+                    .unwrap_or(1),
             };
             // Absolute: restore_command carries it to a server whose working directory differs.
             let abs = std::path::absolute(p)
@@ -160,10 +169,7 @@ impl RepoArgs {
             };
             flags.insert(name, v.to_string());
         }
-        Ok(Settings {
-            flags,
-            file: self.file_settings()?,
-        })
+        Ok(Settings { flags, file })
     }
 
     /// The retention policy of repository `number`: `overrides` (unnumbered setting name, flag value)
@@ -245,10 +251,22 @@ impl RepoArgs {
                         outside_secrets.push(setting)
                     }
                     Some(_) if is_secret(&setting) => {}
-                    Some((v, _)) => out.push(format!(
-                        "--repo-option {}",
-                        q(&format!("{}={v}", setting.trim_start_matches("strata.")))
-                    )),
+                    Some((v, _)) => {
+                        // A passphrase file's path as this command resolved it: recovery runs
+                        // archive-get in the restored data directory, not here.
+                        let v = if name.ends_with("_file") && Path::new(v.trim()).is_relative() {
+                            std::path::absolute(v.trim())
+                                .with_context(|| format!("{setting} {v}"))?
+                                .display()
+                                .to_string()
+                        } else {
+                            v
+                        };
+                        out.push(format!(
+                            "--repo-option {}",
+                            q(&format!("{}={v}", setting.trim_start_matches("strata.")))
+                        ))
+                    }
                     None => {}
                 }
             }
@@ -266,7 +284,7 @@ pub fn shell_quote(s: &str) -> String {
 fn hide(o: &str) -> String {
     match o.split_once('=') {
         Some((k, _)) if is_secret(k.trim()) => format!("{k}=(hidden)"),
-        None if o.contains("key") => "(hidden)".into(),
+        None if o.contains("key") || o.contains("pass") => "(hidden)".into(),
         _ => o.to_string(),
     }
 }
@@ -378,6 +396,16 @@ mod tests {
         let (opts, outside) = a.archive_get_options(&set).unwrap();
         assert!(!opts.contains("flag-secret"), "{opts}");
         assert_eq!(outside, vec!["strata.repo2_s3_key_secret".to_string()]);
+        // A relative passphrase file goes into restore_command absolute (recovery runs elsewhere).
+        a.repo_option
+            .push("repo2_cipher_pass_file=keys/two.pass".into());
+        let (opts, _) = a.archive_get_options(&set).unwrap();
+        let abs = std::env::current_dir().unwrap().join("keys/two.pass");
+        assert!(
+            opts.contains(&format!("repo2_cipher_pass_file={}", abs.display())),
+            "{opts}"
+        );
+        a.repo_option.pop();
         a.repo_number = Some("2".into());
         assert_eq!(a.resolve_all().unwrap().numbers(), "repo2");
         assert_eq!(a.resolve().unwrap().number, 2);

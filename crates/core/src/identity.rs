@@ -76,6 +76,9 @@ pub fn ensure(
     wal_segment_size: u32,
 ) -> Result<RepoIdentity> {
     let settings = repo.cipher_settings();
+    if let Some(e) = &settings.pass_error {
+        return Err(Error::Cipher(e.clone()));
+    }
     let encrypt = match settings.kind {
         Some(kind) => kind == CipherType::Aes256Gcm,
         None => settings.pass.is_some(),

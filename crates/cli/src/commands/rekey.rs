@@ -46,7 +46,8 @@ pub fn run(args: Args) -> Result<i32> {
     if let Some(generation) = done.resealed {
         println!(
             "stanza {}: keyring sealed under the new passphrase (generation {generation}); the old \
-             passphrase no longer opens it: update {} (or the file {} names) and reload",
+             passphrase no longer opens it: update {} or the file {} names (one of the two) and \
+             reload",
             repo.stanza(),
             repo.setting("cipher_pass"),
             repo.setting("cipher_pass_file"),

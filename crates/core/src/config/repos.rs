@@ -207,25 +207,31 @@ pub fn cipher_settings(
     };
     let pass_name = repo_setting(number, "cipher_pass");
     let file_name = repo_setting(number, "cipher_pass_file");
-    let pass = match (get(&file_name), get(&pass_name)) {
-        (Some(_), Some(_)) => {
-            return Err(Error::BadSetting {
-                name: file_name,
-                value: "(set)".into(),
-                reason: format!("{pass_name} is set too: give the passphrase one way only"),
-            })
-        }
+    // A passphrase that cannot be had is this repository's error, said when it is used: the others
+    // keep working (a restore or archive-get from another repository, say).
+    let (pass, pass_error) = match (get(&file_name), get(&pass_name)) {
+        (Some(_), Some(_)) => (
+            None,
+            Some(format!(
+                "{file_name} and {pass_name} are both set: give the passphrase one way only \
+                 (clear {pass_name} when moving to a passphrase file)"
+            )),
+        ),
         (Some(path), None) => {
             let path = std::path::PathBuf::from(path.trim());
-            Some(
-                Passphrase::from_file(&path)
-                    .map_err(|e| Error::Cipher(format!("{file_name} ({}): {e}", path.display())))?,
-            )
+            match Passphrase::from_file(&path) {
+                Ok(p) => (Some(p), None),
+                Err(e) => (None, Some(format!("{file_name} ({}): {e}", path.display()))),
+            }
         }
-        (None, Some(text)) => Some(Passphrase::new(text, &pass_name)?),
-        (None, None) => None,
+        (None, Some(text)) => (Some(Passphrase::new(text, &pass_name)?), None),
+        (None, None) => (None, None),
     };
-    Ok(CipherSettings { kind, pass })
+    Ok(CipherSettings {
+        kind,
+        pass,
+        pass_error,
+    })
 }
 
 fn s3_options(number: u8, get: &dyn Fn(&str) -> Option<String>) -> Result<S3Options> {
@@ -382,13 +388,14 @@ mod tests {
 
         let mut both = s.clone();
         both.insert("strata.repo3_cipher_pass".into(), "x".into());
-        let e = RepoSet::from_settings(&|n| both.get(n).cloned())
-            .unwrap_err()
-            .to_string();
+        // The repository's own error, when it is used; the set itself is read.
+        let r = RepoSet::from_settings(&|n| both.get(n).cloned()).unwrap();
+        let e = r.get(3).unwrap().cipher.pass_error.clone().unwrap();
         assert!(
             e.contains("strata.repo3_cipher_pass_file") && e.contains("one way only"),
             "{e}"
         );
+        assert_eq!(r.get(2).unwrap().cipher.pass_error, None);
         let mut bad = s.clone();
         bad.insert("strata.repo2_cipher_type".into(), "rot13".into());
         let e = RepoSet::from_settings(&|n| bad.get(n).cloned())
@@ -403,9 +410,8 @@ mod tests {
             "strata.repo3_cipher_pass_file".into(),
             "/nonexistent/pass".into(),
         );
-        let e = RepoSet::from_settings(&|n| missing.get(n).cloned())
-            .unwrap_err()
-            .to_string();
+        let r = RepoSet::from_settings(&|n| missing.get(n).cloned()).unwrap();
+        let e = r.get(3).unwrap().cipher.pass_error.clone().unwrap();
         assert!(
             e.contains("strata.repo3_cipher_pass_file") && e.contains("/nonexistent/pass"),
             "{e}"

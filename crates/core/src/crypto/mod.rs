@@ -116,6 +116,9 @@ impl PartialEq for Passphrase {
 pub struct CipherSettings {
     pub kind: Option<CipherType>,
     pub pass: Option<Passphrase>,
+    /// Why the passphrase could not be had (its file unreadable, given two ways): said when this
+    /// repository is used, so that the other repositories still work.
+    pub pass_error: Option<String>,
 }
 
 /// Random bytes from the operating system.
@@ -252,6 +255,9 @@ pub fn pass_settings(number: u8) -> String {
 /// cipher field): true when the stanza is encrypted (and a passphrase is there to open it).
 pub fn check_settings(repo: &crate::Repo, cipher: Option<&str>) -> Result<bool> {
     let settings = repo.cipher_settings();
+    if let Some(e) = &settings.pass_error {
+        return Err(Error::Cipher(e.clone()));
+    }
     let stanza = format!("stanza '{}' of {}", repo.stanza(), repo.describe());
     let cipher_type = repo.setting("cipher_type");
     let pass_settings = pass_settings(repo.number());

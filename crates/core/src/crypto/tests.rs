@@ -22,6 +22,7 @@ fn encrypted_repo(dir: &std::path::Path, p: &str) -> Repo {
         .with_cipher(CipherSettings {
             kind: Some(CipherType::Aes256Gcm),
             pass: Some(pass(p)),
+            ..Default::default()
         })
 }
 
@@ -161,6 +162,7 @@ fn an_encrypted_stanza_is_created_with_its_keyring_and_settings_must_fit_it() {
             .with_cipher(CipherSettings {
                 kind,
                 pass: p.map(pass),
+                ..Default::default()
             })
     };
     // Wrong passphrase: one clear message, for readers and writers.
@@ -198,6 +200,7 @@ fn an_encrypted_stanza_is_created_with_its_keyring_and_settings_must_fit_it() {
             .with_cipher(CipherSettings {
                 kind: Some(CipherType::Aes256Gcm),
                 pass: Some(pass("x")),
+                ..Default::default()
             }),
         7002,
         15,
@@ -214,6 +217,7 @@ fn an_encrypted_stanza_is_created_with_its_keyring_and_settings_must_fit_it() {
         .with_cipher(CipherSettings {
             kind: None,
             pass: Some(pass("x")),
+            ..Default::default()
         })
         .data_keys()
         .unwrap_err()
@@ -233,6 +237,7 @@ fn an_encrypted_stanza_is_created_with_its_keyring_and_settings_must_fit_it() {
         .with_cipher(CipherSettings {
             kind: Some(CipherType::Aes256Gcm),
             pass: None,
+            ..Default::default()
         });
     assert!(identity::ensure(&fresh, 7003, 15, 16 << 20).is_err());
     assert!(!dir.path().join("fresh").exists());

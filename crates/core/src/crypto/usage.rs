@@ -2,11 +2,13 @@
 //! sealed with it is expired (a full backup taken after `rekey --new-data-key`, then an expiry of the
 //! older backups and WAL), but it never leaves the keyring: whatever still uses it must decrypt.
 //!
-//! Read from the object headers (the key id is in clear): every object of every backup (one ranged
-//! read of the header each; a backup has few, large objects), and for archived WAL and summaries the
-//! oldest and the newest object of each directory. The archiver seals with the key current when it
-//! writes, so the keys along the archive only go up: every key from the oldest object's to the newest's
-//! counts as used by the archive. An object whose header cannot be read is left out (`strata verify`
+//! Read from the object headers (the key id is in clear), a few per directory: data is sealed with the
+//! key current when it is written, and keys only go up, so the oldest and the newest object of a
+//! directory bound what it uses. Per backup: its first and last data object (numbered in the order
+//! written) and its manifest (written last): the backup uses every key from the lowest to the highest of
+//! them. For archived WAL and summaries: the oldest and the newest object of each directory, and the
+//! archive uses every key from the lowest to the highest. A few ranged reads per backup and directory,
+//! whatever the repository's size. An object whose header cannot be read is left out (`strata verify`
 //! reports damage; this only describes).
 
 use crate::object::{ObjectHeader, SEALED_HEADER_LEN};
@@ -18,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The keys in use in one stanza.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct KeyUsage {
-    /// Key id -> the backups with at least one object sealed with it.
+    /// Key id -> the backups that have objects sealed with it.
     pub backups: BTreeMap<u32, BTreeSet<String>>,
     /// The key ids of the archive's oldest and newest objects (WAL files and summaries); None when
     /// the archive is empty.
@@ -77,8 +79,21 @@ fn by_directory(keys: Vec<(RepoKey, u64)>) -> BTreeMap<String, Vec<RepoKey>> {
 pub fn key_usage(repo: &Repo, backup_labels: &[String]) -> Result<KeyUsage> {
     let mut usage = KeyUsage::default();
     for label in backup_labels {
-        for (key, _) in repo.storage().list(&repo.keys().backup_dir(label)?)? {
-            if let Some(id) = key_of(repo, &key) {
+        let mut listed = repo.storage().list(&repo.keys().backup_dir(label)?)?;
+        listed.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        let data: Vec<&RepoKey> = listed
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.as_str().contains("/data/"))
+            .collect();
+        let manifest = repo.keys().backup_manifest(label)?;
+        let ids: Vec<u32> = [data.first().copied(), data.last().copied(), Some(&manifest)]
+            .into_iter()
+            .flatten()
+            .filter_map(|k| key_of(repo, k))
+            .collect();
+        if let (Some(&lo), Some(&hi)) = (ids.iter().min(), ids.iter().max()) {
+            for id in lo..=hi {
                 usage.backups.entry(id).or_default().insert(label.clone());
             }
         }

@@ -196,6 +196,21 @@ impl Root {
     }
 
     /// A second handle on the same directory.
+    /// Whether this directory is owned by this process's user and reachable by nobody else (mode
+    /// 0700): true for a directory the restore just made, unless someone swapped another in.
+    pub fn is_private(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        File::from(match self.dir.try_clone() {
+            Ok(fd) => fd,
+            Err(_) => return false,
+        })
+        .metadata()
+        .is_ok_and(|m| {
+            // SAFETY: geteuid has no preconditions.
+            m.is_dir() && m.uid() == unsafe { libc::geteuid() } && m.mode() & 0o077 == 0
+        })
+    }
+
     pub fn try_clone(&self) -> Result<Root> {
         Ok(Root {
             dir: self.dir("", false)?,

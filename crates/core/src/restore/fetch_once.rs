@@ -16,17 +16,19 @@ use super::plan::{self, Plan};
 use crate::manifest::StoredObject;
 use crate::paths::RepoKey;
 use crate::repo::Repo;
-use crate::{Error, Result};
+use crate::{Error, ErrorClass, Result};
 use std::collections::HashMap;
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Condvar, Mutex};
 
 enum Slot {
     Fetching,
-    Ready(Arc<File>),
-    Failed,
+    /// Checked and spooled (the copy's name in the spool). No descriptor is kept: a backup of a few
+    /// hundred GB has tens of thousands of objects, more than a process may hold open.
+    Ready(String),
+    /// The fetch failed: its error's class and message, for every later reader.
+    Failed(ErrorClass, String),
 }
 
 pub struct FetchOnce<'a> {
@@ -37,6 +39,24 @@ pub struct FetchOnce<'a> {
     spool: Root,
     slots: Mutex<HashMap<String, Slot>>,
     changed: Condvar,
+}
+
+/// Marks a claimed slot failed if its fetch ends without publishing (a panic): waiters never hang.
+struct Claim<'s, 'a> {
+    owner: &'s FetchOnce<'a>,
+    key: String,
+    settled: bool,
+}
+
+impl Drop for Claim<'_, '_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.owner.settle(
+                &self.key,
+                Slot::Failed(ErrorClass::Internal, "its fetch panicked".into()),
+            );
+        }
+    }
 }
 
 impl<'a> FetchOnce<'a> {
@@ -55,20 +75,22 @@ impl<'a> FetchOnce<'a> {
         })
     }
 
-    /// The checked local copy of the data object `name` of backup `label`: fetched by this call, or
-    /// by the thread that is fetching it (waited for).
-    fn object(&self, label: &str, name: &str) -> Result<Arc<File>> {
+    fn settle(&self, key: &str, slot: Slot) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.insert(key.to_string(), slot);
+        self.changed.notify_all();
+    }
+
+    /// The name in the spool of the checked copy of data object `name` of backup `label`: fetched by
+    /// this call, or by the thread that is fetching it (waited for). A failed fetch fails every later
+    /// reader with the same class of error and its message.
+    fn object(&self, label: &str, name: &str) -> Result<String> {
         let key = self.repo.keys().backup_object(label, name)?;
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             match slots.get(key.as_str()) {
-                Some(Slot::Ready(f)) => return Ok(f.clone()),
-                Some(Slot::Failed) => {
-                    return Err(Error::CorruptObject {
-                        key: key.to_string(),
-                        reason: "it could not be read (see the first error of this restore)".into(),
-                    })
-                }
+                Some(Slot::Ready(local)) => return Ok(local.clone()),
+                Some(Slot::Failed(class, message)) => return Err(failed(&key, *class, message)),
                 Some(Slot::Fetching) => {
                     slots = self.changed.wait(slots).unwrap_or_else(|p| p.into_inner());
                 }
@@ -77,19 +99,25 @@ impl<'a> FetchOnce<'a> {
         }
         slots.insert(key.to_string(), Slot::Fetching);
         drop(slots);
-        let fetched = self.fetch(&key);
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = match &fetched {
-            Ok(f) => Slot::Ready(f.clone()),
-            Err(_) => Slot::Failed,
+        let mut claim = Claim {
+            owner: self,
+            key: key.to_string(),
+            settled: false,
         };
-        slots.insert(key.to_string(), slot);
-        self.changed.notify_all();
+        let fetched = self.fetch(&key);
+        self.settle(
+            &claim.key,
+            match &fetched {
+                Ok(local) => Slot::Ready(local.clone()),
+                Err(e) => Slot::Failed(e.class(), e.to_string()),
+            },
+        );
+        claim.settled = true;
         fetched
     }
 
     /// Downloads, checks and spools one object.
-    fn fetch(&self, key: &RepoKey) -> Result<Arc<File>> {
+    fn fetch(&self, key: &RepoKey) -> Result<String> {
         let recorded = self
             .recorded
             .get(key.as_str())
@@ -105,21 +133,22 @@ impl<'a> FetchOnce<'a> {
             path: self.spool.path().join(&local),
             source,
         })?;
-        let file = self.spool.open_existing(&local).ok_or_else(|| {
-            Error::Internal(format!("the spooled copy of {key} cannot be opened"))
-        })?;
-        Ok(Arc::new(file))
+        Ok(local)
     }
 
     /// `len` bytes at `offset` of a data object (the piece of a file), from its checked local copy.
     pub fn read_range(&self, label: &str, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let file = self.object(label, name)?;
+        let local = self.object(label, name)?;
+        let path = self.spool.path().join(&local);
+        let file = self.spool.open_existing(&local).ok_or_else(|| {
+            Error::Internal(format!(
+                "the spooled copy {} cannot be opened",
+                path.display()
+            ))
+        })?;
         let mut buf = vec![0u8; len as usize];
         file.read_exact_at(&mut buf, offset)
-            .map_err(|source| Error::ReadFile {
-                path: self.spool.path().join(name),
-                source,
-            })?;
+            .map_err(|source| Error::ReadFile { path, source })?;
         Ok(buf)
     }
 
@@ -141,5 +170,21 @@ impl<'a> FetchOnce<'a> {
             |_| Ok(()),
         )?;
         Ok(())
+    }
+}
+
+/// The error a reader of an object whose fetch failed gets: of the same class, with the first error's
+/// message (so that whichever thread reports it, the cause is said and the exit code is the same).
+fn failed(key: &RepoKey, class: ErrorClass, message: &str) -> Error {
+    match class {
+        ErrorClass::Corrupt => Error::CorruptObject {
+            key: key.to_string(),
+            reason: message.to_string(),
+        },
+        ErrorClass::Internal => Error::Internal(format!("{key}: {message}")),
+        _ => Error::Io {
+            what: format!("reading {key}"),
+            source: std::io::Error::other(message.to_string()),
+        },
     }
 }

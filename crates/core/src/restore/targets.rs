@@ -127,7 +127,17 @@ impl Target {
     pub fn create_spool(&self) -> Result<Root> {
         let spool = spool_name(&self.name);
         self.parent.remove(&spool)?;
-        self.parent.create_child(&spool)
+        let root = self.parent.create_child(&spool)?;
+        // Made by us a moment ago: another directory swapped in between is refused.
+        if !root.is_private() {
+            return Err(Error::TargetRefused(format!(
+                "{}: the spool directory just made is not this user's own (0700); something else \
+                 changed {} meanwhile",
+                root.path().display(),
+                self.parent.path().display()
+            )));
+        }
+        Ok(root)
     }
 
     /// Removes the spool sibling.
