@@ -7,9 +7,10 @@
 //! which walks every object and so also fetches ahead of the writers — checked (size, CRC-32C) and kept
 //! in a spool directory beside the target (`.<name>.strata-spool`, made by the restore, removed when it
 //! ends, whatever the outcome); other threads wanting it wait, then read their pieces from the local
-//! copy. The spool needs the backup's stored size in the target's parent directory's file system for the
-//! length of the restore. Nothing unchecked is ever read from it: a copy is published only after its CRC-32C
-//! matched, and the writers still authenticate every piece (SHA-256, AEAD) as they decode it.
+//! copy. The spool needs the backup's stored size in the target's parent directory's file system for
+//! the length of the restore. Nothing unchecked is ever read from it: a copy is published only after
+//! its CRC-32C matched, and the writers still authenticate every piece (SHA-256, AEAD) as they decode
+//! it.
 
 use super::beneath::Root;
 use super::plan::{self, Plan};
