@@ -2,7 +2,7 @@
 //! comes back byte-identical through `strata archive-get`; duplicates, conflicting content, an unwritable
 //! repository and bad settings behave as a DBA relies on.
 
-use pg_test::{give_to_postgres, strata_bin, Archiving, Cluster};
+use pg_test::{give_to_postgres, run_ok, strata_bin, Archiving, Cluster, PgDir};
 use std::path::Path;
 use std::process::Command;
 
@@ -228,37 +228,22 @@ fn duplicate_push_succeeds_and_conflicting_content_is_refused_keeping_ready() {
     );
     // With a second repository: stored there too (repo1 has it already: the same bytes, success), and
     // archive-get from repo2 alone returns the segment byte for byte.
-    let repo2 = tempfile::tempdir().unwrap();
+    let repo2 = PgDir::new("strata-repo2-push-");
     let repo2_url = format!("file://{}", repo2.path().display());
-    let out = Command::new(strata_bin())
-        .arg("archive-push")
-        .arg(c.wal_dir().join(&first))
-        .args(["--repo", &a.repo_url(), "--repo2", &repo2_url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let both = ["--repo", &a.repo_url(), "--repo2", &repo2_url];
+    run_ok(
+        Command::new(strata_bin())
+            .arg("archive-push")
+            .arg(c.wal_dir().join(&first))
+            .args(both),
     );
     let back = repo2.path().join("back");
-    let out = Command::new(strata_bin())
-        .args(["archive-get", &first])
-        .arg(&back)
-        .args([
-            "--repo",
-            &a.repo_url(),
-            "--repo2",
-            &repo2_url,
-            "--repo-number",
-            "2",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(strata_bin())
+            .args(["archive-get", &first])
+            .arg(&back)
+            .args(both)
+            .args(["--repo-number", "2"]),
     );
     assert!(
         std::fs::read(&back).unwrap() == std::fs::read(c.wal_dir().join(&first)).unwrap(),
