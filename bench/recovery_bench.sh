@@ -11,7 +11,9 @@
 #! With REPO=s3 both repositories are buckets of moto's S3 server on 127.0.0.1 over HTTPS (bench/
 #! s3_common.sh): every segment fetched is then a GET with its latency, where prefetching pays.
 #!
-#! Usage: [REPO=local|s3] bash bench/recovery_bench.sh [SCALE=20] [WAL_MB=2048] [PROCESSES=2]
+#! S3_LATENCY_MS=N (with REPO=s3) adds N ms per request, as a distant S3 endpoint would.
+#!
+#! Usage: [REPO=local|s3] [S3_LATENCY_MS=N] bash bench/recovery_bench.sh [SCALE=20] [WAL_MB=2048] [PROCESSES=2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE=${1:-20}
@@ -98,10 +100,11 @@ for variant in strata-plain strata-prefetch pgbr-sync pgbr-async; do
     took[$variant]=$(replay "$dir" $((PORT + 1)))
     echo "$variant: ${took[$variant]} s"
 done
-python3 - "$segments" "${took[strata-plain]}" "${took[strata-prefetch]}" "${took[pgbr-sync]}" "${took[pgbr-async]}" "$REPO" <<'PY'
+latency=""; [ -n "${S3_LATENCY_MS:-}" ] && latency=", ${S3_LATENCY_MS} ms per request"
+python3 - "$segments" "${took[strata-plain]}" "${took[strata-prefetch]}" "${took[pgbr-sync]}" "${took[pgbr-async]}" "$REPO" "$latency" <<'PY'
 import sys
 n = int(sys.argv[1]); sp, sf, ps, pa = map(float, sys.argv[2:6])
-print(f"recovery of {n} archived segments ({n * 16} MB, {sys.argv[6]} repositories), from pg_ctl start to promoted:")
+print(f"recovery of {n} archived segments ({n * 16} MB, {sys.argv[6]} repositories{sys.argv[7]}), from pg_ctl start to promoted:")
 for name, t in (("pg_strata, no prefetch", sp), ("pg_strata, prefetch 8", sf), ("pgBackRest, sync", ps), ("pgBackRest, archive-async", pa)):
     print(f"  {name:<28}{t:>8.2f} s{n / t:>8.1f} segments/s")
 print(f"prefetch / no prefetch: {sf / sp:.2f}x (target <= 0.5x); prefetch / pgBackRest async: {sf / pa:.2f}x (target <= 0.8x)")

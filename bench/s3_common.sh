@@ -21,18 +21,27 @@ TLS_DIR=/tmp/strata-bench-stunnel-$MOTO_PORT
 mkdir -p "$TLS_DIR"
 [ -f "$TLS_DIR/cert.pem" ] || openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TLS_DIR/key.pem" \
     -out "$TLS_DIR/cert.pem" -days 365 -subj "/CN=127.0.0.1" 2>/dev/null
+# With S3_LATENCY_MS, a proxy adding that round trip per request sits in front of stunnel (clients ->
+# proxy on MOTO_PORT -> stunnel on MOTO_PORT+2 -> moto on MOTO_PORT+1): S3 is tens of ms away, moto is not.
+TLS_PORT=$MOTO_PORT
+if [ -n "${S3_LATENCY_MS:-}" ]; then
+    TLS_PORT=$((MOTO_PORT + 2))
+    pkill -f "latency_proxy.py $MOTO_PORT " 2>/dev/null || true
+    python3 bench/latency_proxy.py "$MOTO_PORT" "$TLS_PORT" "$S3_LATENCY_MS" &
+    LATENCY_PID=$!
+fi
 cat > "$TLS_DIR/stunnel.conf" <<CONF
 foreground = yes
 pid =
 [s3]
-accept = 127.0.0.1:$MOTO_PORT
+accept = 127.0.0.1:$TLS_PORT
 connect = 127.0.0.1:$((MOTO_PORT + 1))
 cert = $TLS_DIR/cert.pem
 key = $TLS_DIR/key.pem
 CONF
 stunnel "$TLS_DIR/stunnel.conf" >"$TLS_DIR/log" 2>&1 &
 STUNNEL_PID=$!
-trap 'kill $MOTO_PID $STUNNEL_PID 2>/dev/null || true' EXIT
+trap 'kill $MOTO_PID $STUNNEL_PID ${LATENCY_PID:-} 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sk "https://127.0.0.1:$MOTO_PORT/moto-api/" >/dev/null && break; sleep 0.2; done
 for bucket in strata-bench pgbr-bench; do curl -sfk -X PUT "https://127.0.0.1:$MOTO_PORT/$bucket" >/dev/null; done
 
