@@ -4,113 +4,36 @@
 //! stop "the S3 server" for a while without losing what moto holds in memory. Dropping `S3Server`
 //! stops both.
 
-use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+pub use strata_core::testkit::moto::http;
+use strata_core::testkit::moto::{free_port, Moto};
 
 /// The access key id and secret the tests configure (moto accepts any).
 pub const S3_KEY: &str = "AKIDSTRATAE2EKEY";
 pub const S3_SECRET: &str = "e2e-secret-Zq8v3Lw9Xk2Tb7Rn";
 
-fn moto_binary() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let candidates = std::env::var_os("STRATA_MOTO_SERVER")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([PathBuf::from("/opt/strata-moto/bin/moto_server")])
-        .chain(std::env::split_paths(&path).map(|d| d.join("moto_server")));
-    for c in candidates {
-        if c.is_file() {
-            return c;
-        }
-    }
-    panic!(
-        "moto_server is not installed: run scripts/setup.sh, which installs moto[server] into \
-         /opt/strata-moto (or set STRATA_MOTO_SERVER)"
-    );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// One unsigned HTTP/1.1 request (moto accepts them): status and body.
-pub fn http(port: u16, method: &str, path: &str) -> Option<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut reply = Vec::new();
-    s.read_to_end(&mut reply).ok()?;
-    let split = reply.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&reply[..split]).to_string();
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, reply[split + 4..].to_vec()))
-}
-
 /// moto_server with one bucket, reached through a `Gate`.
 pub struct S3Server {
-    child: Child,
+    pub gate: Gate,
+    moto: Moto,
     /// moto itself, without the gate (for a proxy of one's own).
     pub moto_port: u16,
     pub bucket: String,
-    pub gate: Gate,
 }
 
 impl S3Server {
     pub fn start(bucket: &str) -> S3Server {
-        let bin = moto_binary();
-        for _ in 0..3 {
-            let port = free_port();
-            let mut child = Command::new(&bin)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let mut up = false;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                if http(port, "GET", "/moto-api/").is_some() {
-                    up = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if !up {
-                let _ = child.kill();
-                let _ = child.wait();
-                continue;
-            }
-            let (status, body) = http(port, "PUT", &format!("/{bucket}")).expect("create bucket");
-            assert_eq!(
-                status,
-                200,
-                "creating bucket: {}",
-                String::from_utf8_lossy(&body)
-            );
-            return S3Server {
-                child,
-                moto_port: port,
-                bucket: bucket.to_string(),
-                gate: Gate::open_to(port),
-            };
+        let moto = Moto::start();
+        moto.create_bucket(bucket);
+        S3Server {
+            gate: Gate::open_to(moto.port),
+            moto_port: moto.port,
+            moto,
+            bucket: bucket.to_string(),
         }
-        panic!("moto_server did not start");
     }
 
     /// The endpoint clients use (the gate's).
@@ -139,12 +62,13 @@ impl S3Server {
     /// Every key in the bucket under `prefix`, straight from moto (not through the gate).
     pub fn keys(&self, prefix: &str) -> Vec<String> {
         let (status, body) = http(
-            self.moto_port,
+            self.moto.port,
             "GET",
             &format!(
                 "/{}?list-type=2&prefix={prefix}&max-keys=100000",
                 self.bucket
             ),
+            b"",
         )
         .expect("list");
         assert_eq!(status, 200);
@@ -187,9 +111,8 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
+        // Then the fields: moto is killed when `moto` drops.
         self.gate.close();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

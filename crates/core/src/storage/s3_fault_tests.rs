@@ -7,7 +7,7 @@
 //! The proxy is `testkit::fault_proxy`'s, shared with the end-to-end tests.
 
 use super::s3::MAX_BACKOFF;
-use super::s3_tests::{free_port, options, url, Moto};
+use super::s3_tests::{free_port, new_bucket, options, shared_moto, url};
 use super::tests::k;
 use super::*;
 use crate::testkit::fault_proxy::{Fault, FaultProxy};
@@ -22,8 +22,8 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
 
 /// Puts, reads and lists through the proxy, then checks the bucket directly.
 fn survives(fault: Fault, request_timeout: Duration) {
-    let m = Moto::shared();
-    let bucket = m.new_bucket();
+    let m = shared_moto();
+    let bucket = new_bucket(&m);
     let proxy = FaultProxy::start(m.port, &[fault]);
     let mut o = options(&proxy.endpoint());
     o.request_timeout = request_timeout;

@@ -12,147 +12,37 @@ use super::tests::{
 use super::*;
 use crate::config::{ConditionalCreate, S3Options, UriStyle};
 use crate::ErrorClass;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub(super) const TEST_KEY: &str = "AKIDSTRATATESTKEY";
 pub(super) const TEST_SECRET: &str = "strata-test-secret-value-0123456789";
 
-/// A running moto_server; killed on drop.
-pub(super) struct Moto {
-    child: Child,
-    pub port: u16,
-    log: PathBuf,
+pub(super) use crate::testkit::moto::{free_port, http, Moto};
+
+/// The server shared by the tests running now.
+pub(super) fn shared_moto() -> Arc<Moto> {
+    static SHARED: Mutex<Weak<Moto>> = Mutex::new(Weak::new());
+    let mut slot = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(m) = slot.upgrade() {
+        return m;
+    }
+    let m = Arc::new(Moto::start());
+    *slot = Arc::downgrade(&m);
+    m
 }
 
-fn moto_binary() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let candidates = std::env::var_os("STRATA_MOTO_SERVER")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([PathBuf::from("/opt/strata-moto/bin/moto_server")])
-        .chain(std::env::split_paths(&path).map(|d| d.join("moto_server")));
-    for c in candidates {
-        if c.is_file() {
-            return c;
-        }
-    }
-    panic!(
-        "moto_server (the S3 server these tests run against) is not installed: run scripts/setup.sh, \
-         which installs moto[server] into /opt/strata-moto (or set STRATA_MOTO_SERVER)"
+/// Creates a bucket with a name no other test uses.
+pub(super) fn new_bucket(m: &Moto) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        "strata-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
     );
-}
-
-/// A TCP port nothing listens on right now.
-pub(super) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One HTTP/1.1 request without signing (moto accepts them for its own API and bucket creation):
-/// the status and body.
-pub(super) fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).ok()?;
-    let status = reply.split(' ').nth(1)?.parse().ok()?;
-    let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Some((status, body.to_string()))
-}
-
-impl Moto {
-    /// Starts a server of its own (for a test that changes the server's settings).
-    pub(super) fn start() -> Moto {
-        let bin = moto_binary();
-        let log = std::env::temp_dir().join(format!(
-            "strata-moto-{}-{}.log",
-            std::process::id(),
-            free_port()
-        ));
-        for _ in 0..3 {
-            let port = free_port();
-            let child = Command::new(&bin)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let mut m = Moto {
-                child,
-                port,
-                log: log.clone(),
-            };
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = m.child.try_wait() {
-                    break; // the port was taken meanwhile, or it cannot start: see below
-                }
-                if http(port, "GET", "/moto-api/", "").is_some() {
-                    return m;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        panic!(
-            "moto_server did not start; its log {}:\n{}",
-            log.display(),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-
-    /// The server shared by the tests running now.
-    pub(super) fn shared() -> Arc<Moto> {
-        static SHARED: Mutex<Weak<Moto>> = Mutex::new(Weak::new());
-        let mut slot = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = slot.upgrade() {
-            return m;
-        }
-        let m = Arc::new(Moto::start());
-        *slot = Arc::downgrade(&m);
-        m
-    }
-
-    pub(super) fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Creates a bucket with a name no other test uses.
-    pub(super) fn new_bucket(&self) -> String {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "strata-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let (status, body) = http(self.port, "PUT", &format!("/{name}"), "").unwrap();
-        assert_eq!(status, 200, "creating bucket {name}: {body}");
-        name
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
+    m.create_bucket(&name);
+    name
 }
 
 /// Options for a test server at `endpoint`: path style, test keys, short timeouts.
@@ -179,14 +69,14 @@ pub(super) fn url(bucket: &str, prefix: &str, options: S3Options) -> RepoUrl {
 }
 
 fn fresh(m: &Moto) -> Storage {
-    let s = Storage::open(&url(&m.new_bucket(), "pg/main", options(&m.endpoint()))).unwrap();
+    let s = Storage::open(&url(&new_bucket(m), "pg/main", options(&m.endpoint()))).unwrap();
     s.check_root().unwrap();
     s
 }
 
 #[test]
 fn conformance_on_s3() {
-    let m = Moto::shared();
+    let m = shared_moto();
     check_put_new_never_overwrites(&fresh(&m));
     check_list_and_delete(&fresh(&m));
     check_get_limited_reads_nothing_past_the_limit(&fresh(&m));
@@ -194,10 +84,10 @@ fn conformance_on_s3() {
 
 #[test]
 fn conformance_on_s3_with_head_then_put() {
-    let m = Moto::shared();
+    let m = shared_moto();
     let mut o = options(&m.endpoint());
     o.conditional_create = ConditionalCreate::HeadThenPut;
-    let s = Storage::open(&url(&m.new_bucket(), "", o)).unwrap();
+    let s = Storage::open(&url(&new_bucket(&m), "", o)).unwrap();
     check_put_new_never_overwrites(&s);
 }
 
@@ -205,7 +95,7 @@ fn conformance_on_s3_with_head_then_put() {
 fn the_server_refuses_to_replace_with_if_none_match() {
     // The refusal comes from the server (412 on `If-None-Match: *`), not from a HEAD before: the
     // create is one request.
-    let m = Moto::shared();
+    let m = shared_moto();
     let s = fresh(&m);
     let before = s.requests();
     assert_eq!(
@@ -233,8 +123,8 @@ fn the_server_refuses_to_replace_with_if_none_match() {
 
 #[test]
 fn a_prefix_holds_the_repository() {
-    let m = Moto::shared();
-    let bucket = m.new_bucket();
+    let m = shared_moto();
+    let bucket = new_bucket(&m);
     let s = Storage::open(&url(&bucket, "pg/main", options(&m.endpoint()))).unwrap();
     s.put_new(&k("st/a"), vec![1]).unwrap();
     let whole = Storage::open(&url(&bucket, "", options(&m.endpoint()))).unwrap();
@@ -258,10 +148,10 @@ fn a_stanza_and_its_wal_on_s3() {
     use crate::archive::{ArchivePusher, ServerFacts};
     use crate::compress::CompressType;
     use crate::config::RepoConfig;
-    let m = Moto::shared();
+    let m = shared_moto();
     let config = RepoConfig {
         number: 1,
-        repo: url(&m.new_bucket(), "strata", options(&m.endpoint())),
+        repo: url(&new_bucket(&m), "strata", options(&m.endpoint())),
         stanza: "main".into(),
         compress_type: CompressType::Zstd,
         compress_level: 3,
@@ -330,10 +220,12 @@ fn a_stanza_and_its_wal_on_s3() {
 #[test]
 fn wrong_credentials_are_a_clear_error_without_the_secret() {
     let m = Moto::start();
-    let bucket = m.new_bucket();
+    let bucket = new_bucket(&m);
     // From now on moto checks every request's signature against its IAM users: there are none.
     assert_eq!(
-        http(m.port, "POST", "/moto-api/reset-auth", "0").unwrap().0,
+        http(m.port, "POST", "/moto-api/reset-auth", b"0")
+            .unwrap()
+            .0,
         200
     );
     let s = Storage::open(&url(&bucket, "pg", options(&m.endpoint()))).unwrap();
@@ -357,7 +249,7 @@ fn wrong_credentials_are_a_clear_error_without_the_secret() {
 
 #[test]
 fn a_missing_bucket_is_a_clear_error() {
-    let m = Moto::shared();
+    let m = shared_moto();
     let s = Storage::open(&url("no-such-bucket", "pg", options(&m.endpoint()))).unwrap();
     let e = s.check_root().unwrap_err();
     assert!(matches!(e, Error::BucketMissing { .. }), "{e}");
@@ -397,7 +289,7 @@ fn settings_and_descriptions_never_show_secrets() {
 fn moto_takes_multipart_uploads() {
     // Not used by pg_strata yet (object_store 0.14 has no create-only multipart upload): recorded here
     // because the next step depends on it.
-    let m = Moto::shared();
+    let m = shared_moto();
     let s = fresh(&m);
     let path = ObjPath::from("st/big");
     let part = vec![3u8; 5 << 20];
@@ -415,7 +307,7 @@ fn moto_takes_multipart_uploads() {
 #[test]
 fn threads_share_one_store() {
     // The archiver, backup and restore call one `Storage` from several threads at once.
-    let m = Moto::shared();
+    let m = shared_moto();
     let s = fresh(&m);
     std::thread::scope(|sc| {
         for t in 0..4 {

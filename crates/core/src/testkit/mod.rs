@@ -2,3 +2,4 @@
 //! `testkit` feature): nothing here is part of pg_strata.
 
 pub mod fault_proxy;
+pub mod moto;
