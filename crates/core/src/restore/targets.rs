@@ -118,26 +118,17 @@ impl Target {
 
     /// Creates the staging sibling (removing a stale one first) and opens it.
     pub fn create_staging(&self) -> Result<Root> {
-        let stage = staging_name(&self.name);
-        self.parent.remove(&stage)?;
-        self.parent.create_child(&stage)
+        self.create_sibling(&staging_name(&self.name))
     }
 
     /// Creates the spool sibling, empty (one left by an interrupted restore is removed first).
     pub fn create_spool(&self) -> Result<Root> {
-        let spool = spool_name(&self.name);
-        self.parent.remove(&spool)?;
-        let root = self.parent.create_child(&spool)?;
-        // Made by us a moment ago: another directory swapped in between is refused.
-        if !root.is_private() {
-            return Err(Error::TargetRefused(format!(
-                "{}: the spool directory just made is not this user's own (0700); something else \
-                 changed {} meanwhile",
-                root.path().display(),
-                self.parent.path().display()
-            )));
-        }
-        Ok(root)
+        self.create_sibling(&spool_name(&self.name))
+    }
+
+    fn create_sibling(&self, name: &str) -> Result<Root> {
+        self.parent.remove(name)?;
+        self.parent.create_child(name)
     }
 
     /// Removes the spool sibling.
