@@ -13,6 +13,7 @@
 pub mod beneath;
 pub mod databases;
 mod fetch_once;
+mod file_writer;
 pub mod plan;
 pub mod recovery;
 pub mod safety;

@@ -1,4 +1,4 @@
-//! Tests of `restore::write`: rebuilds files of fabricated chains in a temporary repository.
+//! Tests of `restore::file_writer`: rebuilds files of fabricated chains in a temporary repository.
 
 use super::*;
 use crate::compress::CompressType;
