@@ -61,6 +61,11 @@ impl Archiving {
         )
     }
 
+    /// `archive_status().failed_count`: failed archive attempts since the server started.
+    pub fn failed_count(&self) -> i64 {
+        self.status("failed_count").parse().expect("a count")
+    }
+
     pub fn wait_archived(&self, wal: &str) {
         let c = &self.cluster;
         c.wait_for(&format!("{wal} archived"), 120, || {

@@ -211,11 +211,11 @@ fn local_and_s3_at_once_survive_s3_down_and_the_local_repository_lost() {
 
     // S3 down: archiving stalls (the .ready files stay), repo1 keeps up, nothing is lost.
     s3.gate.close();
-    let failed_before: i64 = a.status("failed_count").parse().unwrap();
+    let failed_before = a.failed_count();
     write_rows(c, 4, 10000);
     let stalled = a.switch_wal();
     c.wait_for("a failed archive attempt", 120, || {
-        a.status("failed_count").parse::<i64>().unwrap() > failed_before
+        a.failed_count() > failed_before
     });
     let ready = c
         .wal_dir()
