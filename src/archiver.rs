@@ -95,6 +95,7 @@ unsafe extern "C-unwind" fn archive_file(
                 original: report.original_bytes,
                 stored: report.stored_bytes,
                 duplicate: report.already_archived,
+                ahead: report.stored_ahead,
                 summary: &report.summary,
             });
             true
@@ -119,9 +120,13 @@ fn push(
     let repos = repos.map_err(|e| e.to_string())?;
     PUSHER.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let reuse = matches!(&*slot, Some(p) if p.same_target(&repos));
+        let workers = crate::gucs::archive_process_max() - 1;
+        let reuse = matches!(&*slot,
+            Some(p) if p.same_target(&repos) && p.look_ahead_workers() == workers);
         if !reuse {
-            *slot = Some(MultiPusher::new(&repos, facts));
+            // The old pusher (and its look-ahead workers) goes first.
+            slot.take();
+            *slot = Some(MultiPusher::new(&repos, facts).with_look_ahead(&repos, workers));
         }
         let pusher = slot.as_mut().expect("set above");
         let report = pusher

@@ -40,6 +40,7 @@ pub static COMPRESS_TYPE: GucSetting<CompressTypeGuc> =
     GucSetting::<CompressTypeGuc>::new(CompressTypeGuc::Zstd);
 pub static COMPRESS_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(3);
 pub static PROCESS_MAX: GucSetting<i32> = GucSetting::<i32>::new(2);
+pub static ARCHIVE_PROCESS_MAX: GucSetting<i32> = GucSetting::<i32>::new(2);
 pub static BACKUP_ARCHIVE_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(600);
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -140,6 +141,17 @@ pub fn register() {
         &PROCESS_MAX,
         1,
         64,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"strata.archive_process_max",
+        c"WAL segments the archiver stores at once when it is behind (look-ahead).",
+        c"1 stores one segment at a time; N also stores the next N-1 waiting segments on worker \
+          threads, so that PostgreSQL finds them stored when it asks.",
+        &ARCHIVE_PROCESS_MAX,
+        1,
+        1 + strata_core::archive::lookahead::MAX_WORKERS as i32,
         GucContext::Sighup,
         GucFlags::default(),
     );
@@ -444,6 +456,11 @@ pub fn repo_config() -> strata_core::Result<strata_core::config::RepoConfig> {
 pub fn backup_archive_timeout() -> Option<std::time::Duration> {
     let secs = BACKUP_ARCHIVE_TIMEOUT.get();
     (secs > 0).then(|| std::time::Duration::from_secs(secs as u64))
+}
+
+/// `strata.archive_process_max`: segments archived at once (the one asked for and the look-ahead).
+pub fn archive_process_max() -> usize {
+    ARCHIVE_PROCESS_MAX.get().max(1) as usize
 }
 
 /// `strata.process_max`: parallel copy threads of a backup.

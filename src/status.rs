@@ -14,6 +14,7 @@ const ERR_LEN: usize = 1024;
 pub struct ArchiveStats {
     pub archived_count: i64,
     pub duplicate_count: i64,
+    pub stored_ahead_count: i64,
     pub bytes_original: i64,
     pub bytes_stored: i64,
     pub failed_count: i64,
@@ -32,6 +33,7 @@ impl Default for ArchiveStats {
         ArchiveStats {
             archived_count: 0,
             duplicate_count: 0,
+            stored_ahead_count: 0,
             bytes_original: 0,
             bytes_stored: 0,
             failed_count: 0,
@@ -101,6 +103,8 @@ pub enum Attempt<'a> {
         original: u64,
         stored: u64,
         duplicate: bool,
+        /// Stored by a look-ahead worker before PostgreSQL asked for it.
+        ahead: bool,
         summary: &'a strata_core::archive::SummaryReport,
     },
     Failed {
@@ -122,11 +126,15 @@ pub fn record(attempt: Attempt) {
             original,
             stored,
             duplicate,
+            ahead,
             summary,
         } => {
             s.archived_count += 1;
             if duplicate {
                 s.duplicate_count += 1;
+            }
+            if ahead {
+                s.stored_ahead_count += 1;
             }
             s.bytes_original += original as i64;
             s.bytes_stored += stored as i64;
@@ -175,6 +183,7 @@ fn archive_status() -> TableIterator<
         name!(summaries_written, i64),
         name!(summaries_missing, i64),
         name!(last_summary_missing, Option<String>),
+        name!(stored_ahead_count, i64),
     ),
 > {
     if !available() {
@@ -200,6 +209,7 @@ fn archive_status() -> TableIterator<
         s.summaries_written,
         s.summaries_missing,
         get_text(&s.last_summary_missing),
+        s.stored_ahead_count,
     ))
 }
 

@@ -16,3 +16,5 @@ pub const EXPIRE_PAUSE: &str = "STRATA_TEST_EXPIRE_PAUSE_MS";
 pub const RESTORE_PAUSE: &str = "STRATA_TEST_RESTORE_PAUSE_MS";
 /// Before a rotation writes the new keyring generation, and again before it deletes the older ones.
 pub const REKEY_PAUSE: &str = "STRATA_TEST_REKEY_PAUSE_MS";
+/// After a look-ahead worker stored a segment, before the archiver may take it.
+pub const ARCHIVE_AHEAD_PAUSE: &str = "STRATA_TEST_ARCHIVE_AHEAD_PAUSE_MS";

@@ -2,6 +2,7 @@
 //! block-change summaries), and getting them back for `restore_command`.
 
 pub mod get;
+pub mod lookahead;
 pub mod multi;
 pub mod prefetch;
 pub mod push;

@@ -7,6 +7,7 @@
 //! remembered for that file, so the retry writes only where it is missing; a repository that finds the
 //! file already archived with the same content counts as done anyway (after a restart, say).
 
+use super::lookahead::LookAhead;
 use super::push::{ArchivePusher, PushReport, ServerFacts};
 use crate::config::{RepoConfig, RepoSet};
 use crate::{Error, Result};
@@ -75,6 +76,8 @@ pub struct MultiPusher {
     slots: Vec<Slot>,
     /// The file of the last failed call and the repositories that stored it then.
     done: Option<(String, Vec<u8>)>,
+    /// Workers storing the segments PostgreSQL will ask for next (`with_look_ahead`).
+    ahead: Option<LookAhead>,
 }
 
 impl MultiPusher {
@@ -90,7 +93,20 @@ impl MultiPusher {
                 })
                 .collect(),
             done: None,
+            ahead: None,
         }
+    }
+
+    /// With `workers` look-ahead threads (0: none) storing the segments waiting after the one asked
+    /// for (see `lookahead`).
+    pub fn with_look_ahead(mut self, repos: &RepoSet, workers: usize) -> MultiPusher {
+        self.ahead = (workers > 0).then(|| LookAhead::new(repos, self.facts, workers));
+        self
+    }
+
+    /// The number of look-ahead workers.
+    pub fn look_ahead_workers(&self) -> usize {
+        self.ahead.as_ref().map_or(0, LookAhead::workers)
     }
 
     /// Whether this pusher writes to exactly these repositories with these settings.
@@ -115,6 +131,12 @@ impl MultiPusher {
             _ => Vec::new(),
         };
         let facts = self.facts;
+        // What look-ahead stored: each repository's stored size, when every repository has it.
+        let ahead = self
+            .ahead
+            .as_mut()
+            .and_then(|a| a.asked_for(file_name, wal_path))
+            .and_then(|outcome| outcome.ok());
         let outcomes: Vec<(u8, Result<PushReport>)> = std::thread::scope(|scope| {
             let jobs: Vec<_> = self
                 .slots
@@ -122,7 +144,12 @@ impl MultiPusher {
                 .filter(|s| !already.contains(&s.config.number))
                 .map(|slot| {
                     let number = slot.config.number;
-                    let job = scope.spawn(move || push_one(slot, facts, wal_path, file_name));
+                    let stored_ahead = ahead
+                        .as_ref()
+                        .and_then(|a| a.iter().find(|(n, _)| *n == number))
+                        .map(|(_, size)| *size);
+                    let job = scope
+                        .spawn(move || push_one(slot, facts, wal_path, file_name, stored_ahead));
                     (number, job)
                 })
                 .collect();
@@ -177,12 +204,13 @@ fn push_one(
     facts: ServerFacts,
     wal_path: &Path,
     file_name: &str,
+    stored_ahead: Option<u64>,
 ) -> Result<PushReport> {
     if slot.pusher.is_none() {
         slot.pusher = Some(ArchivePusher::new(slot.config.clone(), facts)?);
     }
     let pusher = slot.pusher.as_mut().expect("opened above");
-    pusher.push(wal_path, file_name)
+    pusher.push_hinted(wal_path, file_name, stored_ahead)
 }
 
 fn same_config(a: &RepoConfig, b: &RepoConfig) -> bool {

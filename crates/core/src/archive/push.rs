@@ -47,6 +47,8 @@ pub struct PushReport {
     pub stored_bytes: u64,
     /// The same content was archived before (a retry after a crash): nothing was written.
     pub already_archived: bool,
+    /// A look-ahead worker had stored it before PostgreSQL asked (see `lookahead`); checked here.
+    pub stored_ahead: bool,
     pub summary: SummaryReport,
 }
 
@@ -58,6 +60,8 @@ pub struct ArchivePusher {
     /// Re-checks the stanza's identity before every push (see `identity`).
     guard: identity::StanzaGuard,
     summarizer: SegmentSummarizer,
+    /// Off for a look-ahead worker's pushers: summaries are made in segment order by the archiver's.
+    summaries: bool,
     read_buf: Vec<u8>,
 }
 
@@ -74,8 +78,17 @@ impl ArchivePusher {
                 facts.pg_version,
                 facts.wal_segment_size,
             ),
+            summaries: true,
             read_buf: Vec::new(),
         })
+    }
+
+    /// A pusher that stores files without their block-change summaries (a look-ahead worker's: a
+    /// summary needs the previous segment's last record, so summaries are made in order by the
+    /// archiver when PostgreSQL asks for each segment).
+    pub fn without_summaries(mut self) -> ArchivePusher {
+        self.summaries = false;
+        self
     }
 
     pub fn config(&self) -> &RepoConfig {
@@ -89,6 +102,18 @@ impl ArchivePusher {
 
     /// Archives the file at `wal_path`, named `file_name` (as PostgreSQL names it).
     pub fn push(&mut self, wal_path: &Path, file_name: &str) -> Result<PushReport> {
+        self.push_hinted(wal_path, file_name, None)
+    }
+
+    /// `push`, told that a look-ahead worker stored the file already (`stored_ahead`: the stored size):
+    /// the stored object is then looked up first instead of compressing again, and the file's SHA-256
+    /// must equal the stored one's, as for any file found archived.
+    pub fn push_hinted(
+        &mut self,
+        wal_path: &Path,
+        file_name: &str,
+        stored_ahead: Option<u64>,
+    ) -> Result<PushReport> {
         let seg_size = self.facts.wal_segment_size;
         let parsed =
             WalFileName::parse(file_name, seg_size).ok_or_else(|| Error::BadWalFileName {
@@ -110,10 +135,36 @@ impl ArchivePusher {
         }
         // On a remote repository the create is tried first (the server refuses it when the object
         // exists, and only then is the stored header read): one request per file instead of two.
-        let look_first = self.repo.storage().local_root().is_some();
+        let look_first = self.repo.storage().local_root().is_some() || stored_ahead.is_some();
         let result = self.push_data(wal_path, file_name, parsed, &data, look_first);
         self.read_buf = data;
-        result
+        let mut report = result?;
+        if let Some(stored) = stored_ahead {
+            if report.already_archived {
+                report.already_archived = false;
+                report.stored_ahead = true;
+                report.stored_bytes = stored;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Stores a file already read (`data`, the bytes of `wal_path`), as a look-ahead worker does.
+    pub fn push_bytes(
+        &mut self,
+        wal_path: &Path,
+        file_name: &str,
+        data: &[u8],
+    ) -> Result<PushReport> {
+        let parsed =
+            WalFileName::parse(file_name, self.facts.wal_segment_size).ok_or_else(|| {
+                Error::BadWalFileName {
+                    what: file_name.to_string(),
+                }
+            })?;
+        self.guard.check(&self.repo)?;
+        let look_first = self.repo.storage().local_root().is_some();
+        self.push_data(wal_path, file_name, parsed, data, look_first)
     }
 
     fn push_data(
@@ -158,9 +209,10 @@ impl ArchivePusher {
         // work only on a retry, which is rare.
         let (repo, facts, config) = (&self.repo, &self.facts, &self.config);
         let summarizer = &mut self.summarizer;
+        let summarized = segment.filter(|_| self.summaries);
         let (sha, payload, summary) = std::thread::scope(|scope| {
             let sha_job = scope.spawn(|| object::sha256(data));
-            let summary_job = segment.map(|(timeline, segno, kind)| {
+            let summary_job = summarized.map(|(timeline, segno, kind)| {
                 scope.spawn(move || {
                     summarizer.summarize(timeline, segno, kind, data, || {
                         previous_segment(repo, facts.wal_segment_size, wal_path, timeline, segno)
@@ -194,6 +246,7 @@ impl ArchivePusher {
             original_bytes: data.len() as u64,
             stored_bytes: 0,
             already_archived: false,
+            stored_ahead: false,
             summary: SummaryReport::NotApplicable,
         };
         match existing {

@@ -2,10 +2,12 @@
 //! recovers it to the end of the archive or to a chosen point in time.
 //!
 //! Phases: `plan::prepare` chooses the backup and checks what needs no data reading (a refusal leaves
-//! the target untouched); every stored object is checked (size and CRC-32C) before anything is written
-//! into the target: first when the target exists, or, when every target directory is new, while the
+//! the target untouched); every stored object is checked before anything is written into the target:
+//! when the target exists, read whole (size and CRC-32C) first; when every target directory is new, the
 //! files are written into hidden staging siblings that are renamed into place only once everything
-//! passed; `write` creates the tree and writes the files in parallel, verifying every SHA-256; finally
+//! passed, the objects' presence and sizes checked alongside and their content by the one read that
+//! writes them (from a remote repository, each object is fetched whole and checked into a spool);
+//! `write` creates the tree and writes the files in parallel, verifying every SHA-256; finally
 //! the recovery files and, last of all, `global/pg_control`, without which PostgreSQL refuses to start,
 //! so that an interrupted restore can never start with wrong data. A failed restore into an empty
 //! directory removes what it wrote.
@@ -111,9 +113,9 @@ fn root_owner(plan: &plan::Plan) -> Option<(u32, u32)> {
 }
 
 /// Staging is used when every target directory is new: then the files are written into hidden
-/// siblings while the stored objects are checked, and renamed into place only when everything passed,
-/// so the targets never hold a byte of a backup that turns out to be damaged — and the check's reads
-/// overlap the writing instead of preceding it.
+/// siblings, each piece checked (SHA-256) as it is read to be written, and renamed into place only when
+/// everything passed, so the targets never hold a byte of a backup that turns out to be damaged — and
+/// each object is read once instead of once for a check and again for the writing.
 fn use_staging(plan: &plan::Plan, opts: &RestoreOptions) -> bool {
     !opts.delta && plan.targets.iter().all(|t| t.existing.is_none())
 }
@@ -211,6 +213,8 @@ pub fn restore(
     };
     let check = |abort: &AtomicBool| match &fetched {
         Some(f) => f.fetch_all(readers, abort),
+        // Into staging, each object's content is checked by the read that writes it.
+        None if staged => plan::check_presence(repo, &plan, readers, abort),
         None => plan::check_objects(repo, &plan, readers, abort),
     };
     let no_abort = AtomicBool::new(false);

@@ -467,6 +467,73 @@ pub fn check_objects(
     Ok(())
 }
 
+/// Checks that every data object of the chain is there with the size its manifest recorded (one
+/// metadata request each, no data read). Used when the files are written into staging: the writers
+/// check every piece they use (its SHA-256, after decompressing), so the content of what the restore
+/// needs is checked on the one read that writes it, and a missing or truncated object still stops the
+/// restore early. What no writer reads (a block that a newer backup of the chain replaces) is not
+/// needed by this restore; `strata verify` checks it.
+pub fn check_presence(
+    repo: &Repo,
+    plan: &Plan,
+    threads: usize,
+    abort: &std::sync::atomic::AtomicBool,
+) -> Result<()> {
+    let target = &plan.manifest.label;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    crate::parallel::run(
+        threads,
+        &stop,
+        plan.all_objects(),
+        || Ok(()),
+        |_, (label, o)| {
+            if abort.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let key = repo.keys().backup_object(label, &o.name)?;
+            let size = match repo.storage().local_root() {
+                Some(root) => size_and_read_ahead(&root.join(key.as_str())),
+                None => repo.storage().size(&key)?,
+            };
+            let reason = match size {
+                Some(size) if size == o.size => return Ok(()),
+                Some(size) => format!("{size} bytes, the manifest recorded {}", o.size),
+                None => "the object is missing".to_string(),
+            };
+            Err(Error::CorruptObject {
+                key: key.to_string(),
+                reason: format!(
+                    "{reason}; backup {target} cannot be restored, choose another with --set"
+                ),
+            })
+        },
+        |_| Ok(()),
+    )?;
+    Ok(())
+}
+
+/// The size of an object file of a local repository (None: missing, or a link, which no repository
+/// holds), asking the kernel to start reading it into the page cache: the writers then find it there
+/// instead of each waiting on the disk in turn, and no byte is copied or hashed twice.
+fn size_and_read_ahead(path: &std::path::Path) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    // SAFETY: a valid descriptor; the call only schedules reads. Failure only loses the read-ahead.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
+    }
+    Some(meta.len())
+}
+
 /// Reads a data object whole (one request, nothing past the recorded size) and checks its size and
 /// CRC-32C against what the manifest of the backup being restored (`target`) recorded.
 pub fn fetch_checked(
