@@ -120,7 +120,12 @@ fn push(
     let repos = repos.map_err(|e| e.to_string())?;
     PUSHER.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let workers = crate::gucs::archive_process_max() - 1;
+        // One segment at a time needs no workers; N at once, N workers (the call only checks what
+        // they stored and makes the summaries, in order).
+        let workers = match crate::gucs::archive_process_max() {
+            1 => 0,
+            n => n,
+        };
         let reuse = matches!(&*slot,
             Some(p) if p.same_target(&repos) && p.look_ahead_workers() == workers);
         if !reuse {

@@ -147,11 +147,11 @@ pub fn register() {
     GucRegistry::define_int_guc(
         c"strata.archive_process_max",
         c"WAL segments the archiver stores at once when it is behind (look-ahead).",
-        c"1 stores one segment at a time; N also stores the next N-1 waiting segments on worker \
-          threads, so that PostgreSQL finds them stored when it asks.",
+        c"1 stores one segment at a time; N stores the next N waiting segments on N worker threads, \
+          so that PostgreSQL finds them stored when it asks.",
         &ARCHIVE_PROCESS_MAX,
         1,
-        1 + strata_core::archive::lookahead::MAX_WORKERS as i32,
+        strata_core::archive::lookahead::MAX_WORKERS as i32,
         GucContext::Sighup,
         GucFlags::default(),
     );
@@ -458,7 +458,7 @@ pub fn backup_archive_timeout() -> Option<std::time::Duration> {
     (secs > 0).then(|| std::time::Duration::from_secs(secs as u64))
 }
 
-/// `strata.archive_process_max`: segments archived at once (the one asked for and the look-ahead).
+/// `strata.archive_process_max`: segments stored at once when the archiver is behind.
 pub fn archive_process_max() -> usize {
     ARCHIVE_PROCESS_MAX.get().max(1) as usize
 }

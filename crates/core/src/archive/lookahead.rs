@@ -1,10 +1,12 @@
 //! Look-ahead archiving: PostgreSQL's archiver hands the module one WAL segment at a time, but when it
 //! is behind, the segments it will ask for next are already complete and waiting
-//! (`pg_wal/archive_status/<name>.ready`). Worker threads store those ahead — read, SHA-256, compress,
-//! encrypt, write durably into every repository — so that the call for each finds it stored and only
-//! checks it: the file's SHA-256 must equal the stored object's (as for any file found archived), and
-//! the block-change summary, which needs the previous segment's last record, is made then, in segment
-//! order. A segment is reported archived only by that call, once it is durable in every repository.
+//! (`pg_wal/archive_status/<name>.ready`). Worker threads store those ahead, several at once — read,
+//! SHA-256, compress, encrypt, write durably into every repository — so that the call for each finds
+//! it stored and only checks it: the file's SHA-256 must equal the stored object's (as for any file
+//! found archived), and the block-change summary, which needs the previous segment's last record, is
+//! made then, in segment order. A segment is reported archived only by that call, once it is durable in
+//! every repository. When the archiver keeps up (nothing waits after the segment asked for), the call
+//! stores the segment itself, as without look-ahead.
 //!
 //! Safety: a worker stores a segment only while its `.ready` file exists, and checks after reading it
 //! that the name still denotes the file it read and that the `.ready` file is still there — a segment
@@ -13,7 +15,7 @@
 //! look-ahead. The workers block every signal: they run inside a PostgreSQL process, whose signal
 //! handlers belong on its main thread.
 
-use super::push::{ArchivePusher, ServerFacts};
+use super::push::{ArchivePusher, FileIdentity, ServerFacts, StoredAhead};
 use crate::config::{RepoConfig, RepoSet};
 use crate::Result;
 use pgformat::lsn::{segment_file_name, WalFileName};
@@ -23,11 +25,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-/// The most look-ahead workers (`strata.archive_process_max` - 1).
-pub const MAX_WORKERS: usize = 31;
+/// The most look-ahead workers (`strata.archive_process_max`).
+pub const MAX_WORKERS: usize = 32;
 
-/// What a worker did with one segment: for each repository (by number) the stored size, or why not.
-type Outcome = std::result::Result<Vec<(u8, u64)>, String>;
+/// What a worker did with one segment, or why it could not.
+type Outcome = std::result::Result<StoredAhead, String>;
 
 /// A segment handed to a worker; the archiver waits on it when PostgreSQL asks for that segment.
 #[derive(Default)]
@@ -182,9 +184,10 @@ fn store_ahead(
     pushers: &mut [Option<ArchivePusher>],
     facts: ServerFacts,
     buf: &mut Vec<u8>,
-) -> Result<Vec<(u8, u64)>> {
-    read_waiting_segment(&task.path, &task.name, buf)?;
+) -> Result<StoredAhead> {
+    let file = read_waiting_segment(&task.path, &task.name, buf)?;
     let mut stored = Vec::with_capacity(configs.len());
+    let mut sha256 = None;
     for (config, slot) in configs.iter().zip(pushers.iter_mut()) {
         if slot.is_none() {
             *slot = Some(ArchivePusher::new(config.clone(), facts)?.without_summaries());
@@ -192,14 +195,19 @@ fn store_ahead(
         let pusher = slot.as_mut().expect("opened above");
         let report = pusher.push_bytes(&task.path, &task.name, buf)?;
         stored.push((config.number, report.stored_bytes));
+        sha256 = Some(report.sha256);
     }
     crate::testhook::pause(crate::testhook::ARCHIVE_AHEAD_PAUSE);
-    Ok(stored)
+    Ok(StoredAhead {
+        sha256: sha256.ok_or_else(|| crate::Error::Internal("no repository".into()))?,
+        file,
+        stored,
+    })
 }
 
-/// Reads the segment at `path` into `buf` if it is waiting to be archived, and is still the same file
-/// with its `.ready` file in place once read.
-fn read_waiting_segment(path: &Path, name: &str, buf: &mut Vec<u8>) -> Result<()> {
+/// Reads the segment at `path` into `buf` if it is waiting to be archived, and is still the same file,
+/// unchanged, with its `.ready` file in place once read; returns the file's identity.
+fn read_waiting_segment(path: &Path, name: &str, buf: &mut Vec<u8>) -> Result<FileIdentity> {
     let gone = || {
         crate::Error::BadInput(format!(
             "WAL file {name} is no longer waiting to be archived"
@@ -220,11 +228,15 @@ fn read_waiting_segment(path: &Path, name: &str, buf: &mut Vec<u8>) -> Result<()
     let opened = file.metadata().map_err(read_err)?;
     buf.clear();
     file.read_to_end(buf).map_err(read_err)?;
+    let read = file.metadata().map_err(read_err)?;
     let now = std::fs::symlink_metadata(path).map_err(read_err)?;
-    if (now.dev(), now.ino()) != (opened.dev(), opened.ino()) || !ready.exists() {
+    if (now.dev(), now.ino()) != (opened.dev(), opened.ino())
+        || FileIdentity::of(&read) != FileIdentity::of(&opened)
+        || !ready.exists()
+    {
         return Err(gone());
     }
-    Ok(())
+    Ok(FileIdentity::of(&read))
 }
 
 /// Runs `f` (which starts threads) with every signal blocked, so that the threads it starts inherit a

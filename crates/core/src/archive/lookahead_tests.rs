@@ -103,16 +103,20 @@ fn nothing_is_stored_ahead_without_its_ready_file_and_a_changed_file_is_refused(
     let mut ahead = LookAhead::new(&s.set, facts(), 3);
     assert!(ahead.asked_for(&name(1), &s.wal.join(name(1))).is_none());
     let outcome = ahead.asked_for(&name(2), &s.wal.join(name(2))).unwrap();
-    assert_eq!(outcome.unwrap().len(), 2, "stored in both repositories");
+    let done = outcome.unwrap();
+    assert_eq!(done.stored.len(), 2, "stored in both repositories");
+    assert_eq!(done.sha256, crate::object::sha256(&vec![2u8; SEG as usize]));
     assert!(stored(&s.set, 3).iter().all(Option::is_none));
     assert!(stored(&s.set, 4).iter().all(Option::is_none));
 
-    // The file asked for holds other bytes than what was stored ahead (it cannot, for a real
-    // segment; the check is that of any file found archived): refused, never overwritten.
+    // The file asked for was written after it was stored ahead (a real segment never is): its
+    // identity changed, so its SHA-256 is computed again, and refused (never overwritten).
+    // (Later than the file system's clock tick of the first write, as any real write would be.)
+    std::thread::sleep(std::time::Duration::from_millis(50));
     std::fs::write(s.wal.join(name(2)), vec![9u8; SEG as usize]).unwrap();
     let mut pusher = ArchivePusher::new(s.set.repos()[0].clone(), facts()).unwrap();
     let e = pusher
-        .push_hinted(&s.wal.join(name(2)), &name(2), Some(1))
+        .push_hinted(&s.wal.join(name(2)), &name(2), Some((&done, 1)))
         .unwrap_err()
         .to_string();
     assert!(e.contains("different content"), "{e}");
