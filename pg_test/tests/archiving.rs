@@ -296,7 +296,7 @@ fn duplicate_push_succeeds_and_conflicting_content_is_refused_keeping_ready() {
     );
     let err = a.status("last_error");
     assert!(
-        err.contains("stored SHA-256") && err.contains("new SHA-256"),
+        err.contains("stored BLAKE3") && err.contains("new BLAKE3"),
         "{err}"
     );
     let fake_key = a.archived_object("main", &current);

@@ -205,7 +205,7 @@ fn verify_finds_each_damage_and_names_it() {
         &full,
     );
 
-    // A stored page whose checksum fails, in an object rewritten consistently (size, CRC, SHA-256 and
+    // A stored page whose checksum fails, in an object rewritten consistently (size, CRC, digest and
     // the manifest all agree): only the page check sees it.
     let keys = strata_core::paths::RepoKeys::new("main").unwrap();
     let (file, piece) = m_full
@@ -235,7 +235,7 @@ fn verify_finds_each_damage_and_names_it() {
         let (header, mut plain) = strata_core::object::decode("x", &good_object).unwrap();
         // Inside the tuples of the file's third page, away from its header.
         plain[2 * 8192 + 6000] ^= 0x01;
-        let sha = strata_core::object::sha256(&plain);
+        let sha = strata_core::object::digest(&plain);
         let stored =
             strata_core::object::encode_with_hash(&plain, sha, header.compress, 3).unwrap();
         std::fs::write(&obj_path, &stored).unwrap();
@@ -249,8 +249,8 @@ fn verify_finds_each_damage_and_names_it() {
         o.crc32c = crc32c(&stored);
         let f = m.files.iter_mut().find(|f| f.path == file.path).unwrap();
         f.pieces[0].length = stored.len() as u64;
-        f.pieces[0].sha256 = Some(strata_core::manifest::Sha256Sum(sha));
-        f.sha256 = Some(strata_core::manifest::Sha256Sum(sha));
+        f.pieces[0].digest = Some(strata_core::manifest::Checksum(sha));
+        f.digest = Some(strata_core::manifest::Checksum(sha));
         std::fs::write(&manifest_path, m.to_bytes()).unwrap();
     };
     finds_only(

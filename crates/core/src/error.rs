@@ -63,7 +63,7 @@ pub enum Error {
     #[error("stored object {key} is corrupt: {reason}")]
     CorruptObject { key: String, reason: String },
 
-    #[error("checksum mismatch for {key}: expected SHA-256 {expected}, found {found}")]
+    #[error("checksum mismatch for {key}: expected {expected}, found {found}")]
     ChecksumMismatch {
         key: String,
         expected: String,
@@ -71,8 +71,8 @@ pub enum Error {
     },
 
     #[error(
-        "WAL file {file} is already archived in {key} with a different content (stored SHA-256 {stored}, \
-         new SHA-256 {new}): refusing to overwrite it; this suggests two clusters archive into the same \
+        "WAL file {file} is already archived in {key} with a different content (stored {stored}, \
+         new {new}): refusing to overwrite it; this suggests two clusters archive into the same \
          stanza or the WAL was corrupted; check the repository and the cluster"
     )]
     ArchiveMismatch {

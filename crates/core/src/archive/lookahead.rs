@@ -187,7 +187,7 @@ fn store_ahead(
 ) -> Result<StoredAhead> {
     let file = read_waiting_segment(&task.path, &task.name, buf)?;
     let mut stored = Vec::with_capacity(configs.len());
-    let mut sha256 = None;
+    let mut digest = None;
     for (config, slot) in configs.iter().zip(pushers.iter_mut()) {
         if slot.is_none() {
             *slot = Some(ArchivePusher::new(config.clone(), facts)?.without_summaries());
@@ -195,11 +195,11 @@ fn store_ahead(
         let pusher = slot.as_mut().expect("opened above");
         let report = pusher.push_bytes(&task.path, &task.name, buf)?;
         stored.push((config.number, report.stored_bytes));
-        sha256 = Some(report.sha256);
+        digest = Some(report.digest);
     }
     crate::testhook::pause(crate::testhook::ARCHIVE_AHEAD_PAUSE);
     Ok(StoredAhead {
-        sha256: sha256.ok_or_else(|| crate::Error::Internal("no repository".into()))?,
+        digest: digest.ok_or_else(|| crate::Error::Internal("no repository".into()))?,
         file,
         stored,
     })

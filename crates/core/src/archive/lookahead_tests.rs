@@ -105,7 +105,7 @@ fn nothing_is_stored_ahead_without_its_ready_file_and_a_changed_file_is_refused(
     let outcome = ahead.asked_for(&name(2), &s.wal.join(name(2))).unwrap();
     let done = outcome.unwrap();
     assert_eq!(done.stored.len(), 2, "stored in both repositories");
-    assert_eq!(done.sha256, crate::object::sha256(&vec![2u8; SEG as usize]));
+    assert_eq!(done.digest, crate::object::digest(&vec![2u8; SEG as usize]));
     assert!(stored(&s.set, 3).iter().all(Option::is_none));
     assert!(stored(&s.set, 4).iter().all(Option::is_none));
 

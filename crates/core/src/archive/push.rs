@@ -49,16 +49,16 @@ pub struct PushReport {
     pub already_archived: bool,
     /// A look-ahead worker had stored it before PostgreSQL asked (see `lookahead`); checked here.
     pub stored_ahead: bool,
-    /// The SHA-256 of the file's bytes.
-    pub sha256: [u8; 32],
+    /// The digest of the file's bytes (`object::digest`).
+    pub digest: [u8; 32],
     pub summary: SummaryReport,
 }
 
-/// What a look-ahead worker stored of a file: its SHA-256, the identity of the file it read, and the
+/// What a look-ahead worker stored of a file: its digest, the identity of the file it read, and the
 /// stored size in each repository (by number).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredAhead {
-    pub sha256: [u8; 32],
+    pub digest: [u8; 32],
     pub file: FileIdentity,
     pub stored: Vec<(u8, u64)>,
 }
@@ -178,7 +178,7 @@ impl ArchivePusher {
         };
         let known_sha = ahead
             .filter(|(a, _)| a.file == identity)
-            .map(|(a, _)| a.sha256);
+            .map(|(a, _)| a.digest);
         // On a remote repository the create is tried first (the server refuses it when the object
         // exists, and only then is the stored header read): one request per file instead of two.
         let look_first = self.repo.storage().local_root().is_some() || ahead.is_some();
@@ -258,7 +258,7 @@ impl ArchivePusher {
         let summarizer = &mut self.summarizer;
         let summarized = segment.filter(|_| self.summaries);
         let (sha, payload, summary) = std::thread::scope(|scope| {
-            let sha_job = scope.spawn(move || known_sha.unwrap_or_else(|| object::sha256(data)));
+            let sha_job = scope.spawn(move || known_sha.unwrap_or_else(|| object::digest(data)));
             let summary_job = summarized.map(|(timeline, segno, kind)| {
                 scope.spawn(move || {
                     summarizer.summarize(timeline, segno, kind, data, || {
@@ -277,7 +277,7 @@ impl ArchivePusher {
             };
             let sha = sha_job
                 .join()
-                .map_err(|_| Error::Internal("the SHA-256 thread panicked".into()));
+                .map_err(|_| Error::Internal("the digest thread panicked".into()));
             let summary = summary_job
                 .map(|j| {
                     j.join()
@@ -294,11 +294,16 @@ impl ArchivePusher {
             stored_bytes: 0,
             already_archived: false,
             stored_ahead: false,
-            sha256: sha,
+            digest: sha,
             summary: SummaryReport::NotApplicable,
         };
+        // An object archived by an earlier pg_strata has a digest of another hash: compared in its.
+        let same = |header: &object::ObjectHeader| match header.alg {
+            object::DigestAlg::CURRENT => header.digest == sha,
+            other => header.digest == other.hash(data),
+        };
         match existing {
-            Some((existing_key, header)) if header.sha256 == sha => {
+            Some((existing_key, header)) if same(&header) => {
                 report.already_archived = true;
                 report.key = existing_key;
             }
@@ -306,8 +311,12 @@ impl ArchivePusher {
                 return Err(Error::ArchiveMismatch {
                     file: file_name.to_string(),
                     key: existing_key.to_string(),
-                    stored: header.sha256_hex(),
-                    new: hex::encode(sha),
+                    stored: format!("{} {}", header.alg.name(), header.digest_hex()),
+                    new: format!(
+                        "{} {}",
+                        header.alg.name(),
+                        hex::encode(header.alg.hash(data))
+                    ),
                 })
             }
             None => {

@@ -23,7 +23,7 @@ use super::pages::{ChunkChecker, PageFailure};
 use super::walk::SourceFile;
 use crate::compress::CompressType;
 use crate::fsutil;
-use crate::manifest::{Directory, FileEntry, PageChecksumError, Piece, Sha256Sum, StoredObject};
+use crate::manifest::{Checksum, Directory, FileEntry, PageChecksumError, Piece, StoredObject};
 use crate::object;
 use crate::paths::RepoKeys;
 use crate::repo::Repo;
@@ -242,11 +242,11 @@ impl<'a> CopyThread<'a> {
                 failures.extend(c.check(&f, offset, &mut buf[..n]));
             }
             let chunk = &buf[..n];
-            let chunk_sha = object::sha256(chunk);
+            let chunk_sha = object::digest(chunk);
             piece_shas.push(chunk_sha);
             let unchanged = reference
                 .get(pieces.len())
-                .filter(|r| r.size == n as u64 && r.sha256 == Some(Sha256Sum(chunk_sha)));
+                .filter(|r| r.size == n as u64 && r.digest == Some(Checksum(chunk_sha)));
             let whole_file_in_one = n < CHUNK_SIZE && pieces.is_empty();
             let piece = if let Some(r) = unchanged {
                 r.clone()
@@ -271,7 +271,7 @@ impl<'a> CopyThread<'a> {
             size,
             mode: file.mode,
             mtime: file.mtime,
-            sha256: Some(Sha256Sum(object::content_digest(&piece_shas))),
+            digest: Some(Checksum(object::content_digest(&piece_shas))),
             incremental: None,
             pieces,
         });
@@ -313,7 +313,7 @@ impl<'a> CopyThread<'a> {
             offset: self.bundle.len() as u64,
             length: stored.len() as u64,
             size: chunk.len() as u64,
-            sha256: Some(Sha256Sum(sha)),
+            digest: Some(Checksum(sha)),
         };
         self.bundle.extend_from_slice(&stored);
         if self.bundle.len() >= BUNDLE_SIZE {
@@ -448,8 +448,8 @@ mod tests {
                 "{}",
                 entry.path
             );
-            if entry.pieces.len() <= 1 {
-                assert_eq!(entry.sha256, Some(Sha256Sum(object::sha256(&original))));
+            if entry.pieces.len() == 1 {
+                assert_eq!(entry.digest, Some(Checksum(object::digest(&original))));
             }
         }
         let big_entry = copied

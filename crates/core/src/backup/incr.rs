@@ -175,7 +175,7 @@ impl IncrementalPlan {
 
 /// Compare with the reference when it holds the file whole with piece checksums; else store it whole.
 fn compare_or_whole(reference: &FileEntry) -> FileMode {
-    if reference.incremental.is_none() && reference.pieces.iter().all(|p| p.sha256.is_some()) {
+    if reference.incremental.is_none() && reference.pieces.iter().all(|p| p.digest.is_some()) {
         FileMode::CompareWithReference(reference.pieces.clone())
     } else {
         FileMode::Whole

@@ -384,6 +384,7 @@ impl BackupRun {
                 data_checksums: self.facts.data_checksums,
                 compress_type: self.config.compress_type,
                 compress_level: self.config.compress_level,
+                digest: crate::object::DigestAlg::CURRENT,
                 database_size: files.iter().map(|f| f.size).sum(),
                 stored_size: copied.objects.iter().map(|o| o.size).sum(),
                 file_count: files.len() as u64,

@@ -30,7 +30,7 @@ fn encrypted_repo(dir: &std::path::Path, p: &str) -> Repo {
 fn a_sealed_object_round_trips_and_hides_its_plaintext_and_digest() {
     let keys = one_key();
     let plain = b"MARKER-7f3a the plaintext of a WAL segment, ".repeat(50);
-    let sha = object::sha256(&plain);
+    let sha = object::digest(&plain);
     for c in CompressType::ALL {
         let place = Place::whole("main/archive/0000000100000000/000000010000000000000001");
         let stored = object::encode_at(&plain, sha, c, 3, Some(&keys), place).unwrap();
@@ -43,7 +43,7 @@ fn a_sealed_object_round_trips_and_hides_its_plaintext_and_digest() {
         );
         let (h, back) = object::decode_at(&stored, Some(&keys), place, 1 << 20).unwrap();
         assert_eq!(back, plain);
-        assert_eq!(h.sha256, sha);
+        assert_eq!(h.digest, sha);
         assert_eq!(h.sealed.map(|(id, _)| id), Some(1));
         // Without keys (an unencrypted stanza's reader) it is refused, and a clear object is refused
         // by an encrypted stanza's reader.
@@ -69,7 +69,7 @@ fn every_single_bit_flip_is_refused() {
     };
     for c in [CompressType::None, CompressType::Zstd] {
         let stored =
-            object::encode_at(&plain, object::sha256(&plain), c, 3, Some(&keys), place).unwrap();
+            object::encode_at(&plain, object::digest(&plain), c, 3, Some(&keys), place).unwrap();
         for bit in 0..stored.len() * 8 {
             let mut bad = stored.clone();
             bad[bit / 8] ^= 1 << (bit % 8);
@@ -93,7 +93,7 @@ fn an_object_moved_to_another_key_or_offset_or_sealed_with_another_key_is_refuse
     };
     let stored = object::encode_at(
         &plain,
-        object::sha256(&plain),
+        object::digest(&plain),
         CompressType::Zstd,
         3,
         Some(&keys),

@@ -33,10 +33,13 @@ mod stored;
 mod types;
 mod validate;
 pub use stored::{from_plain_json, to_plain_json, HEAD_READ_SIZE, MAX_HEAD_SIZE};
-pub use types::{is_label, label_time, Label, Sha256Sum};
+pub use types::{is_label, label_time, Checksum, Label};
 pub use validate::check_path;
 
-pub const MANIFEST_FORMAT_VERSION: u32 = 3;
+pub const MANIFEST_FORMAT_VERSION: u32 = 4;
+/// The oldest manifest format read: version 3 is version 4 with SHA-256 digests (its `digest` is
+/// absent) and the digests' key named `sha256`.
+pub const MANIFEST_FORMAT_VERSION_OLDEST: u32 = 3;
 
 /// What a backup copied, relative to which reference.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +174,10 @@ pub struct ManifestHead {
     pub data_checksums: bool,
     pub compress_type: CompressType,
     pub compress_level: i32,
+    /// The hash of the digests this backup made: of its files and of the pieces it stored (a piece
+    /// referenced from an older backup has that backup's).
+    #[serde(default)]
+    pub digest: crate::object::DigestAlg,
     /// Sum of the sizes of the files copied (the database as the backup saw it).
     pub database_size: u64,
     /// Sum of the sizes of the objects stored.
@@ -259,10 +266,12 @@ pub struct FileEntry {
     pub mode: u32,
     /// Modification time, seconds since the epoch.
     pub mtime: i64,
-    /// Content digest (`object::content_digest`): the SHA-256 of the content for a file of one
-    /// piece, the SHA-256 of its pieces' SHA-256s for a larger one. None for a file in incremental form
-    /// (the backup did not read all of it); each of its pieces is still checked.
-    pub sha256: Option<Sha256Sum>,
+    /// Content digest (`object::content_digest`): the digest of the content for a file of one piece
+    /// (the manifest's `digest` hash), the SHA-256 of its pieces' digests for a larger one. None for a
+    /// file in incremental form (the backup did not read all of it); each of its pieces is still
+    /// checked. Named `sha256` in manifests of format 3.
+    #[serde(rename = "digest", alias = "sha256")]
+    pub digest: Option<Checksum>,
     /// Set for a relation file in incremental form: its length in blocks. Its pieces are then
     /// `incremental` objects (changed blocks only), applied over the same file of the prior backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -292,10 +301,16 @@ pub struct Piece {
     pub length: u64,
     /// Plaintext length.
     pub size: u64,
-    /// SHA-256 of the plaintext (also in the object's header): lets a later backup recognize an
-    /// unchanged piece without storing it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<Sha256Sum>,
+    /// Digest of the plaintext (also in the object's header, whose format version says its hash):
+    /// lets a later backup recognize an unchanged piece without storing it. Named `sha256` in
+    /// manifests of format 3.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "digest",
+        alias = "sha256"
+    )]
+    pub digest: Option<Checksum>,
 }
 
 impl Piece {
@@ -308,7 +323,7 @@ impl Piece {
             offset: 0,
             length: stored,
             size: plain,
-            sha256: Some(Sha256Sum(sha)),
+            digest: Some(Checksum(sha)),
         }
     }
 
@@ -352,7 +367,7 @@ pub(crate) mod tests {
     }
 
     pub fn sample() -> Manifest {
-        let sha = Sha256Sum([0xab; 32]);
+        let sha = Checksum([0xab; 32]);
         Manifest {
             head: ManifestHead {
                 label: label("20261123-020000F"),
@@ -376,6 +391,7 @@ pub(crate) mod tests {
                 data_checksums: true,
                 compress_type: CompressType::Zstd,
                 compress_level: 3,
+                digest: crate::object::DigestAlg::CURRENT,
                 database_size: 3,
                 stored_size: 59,
                 read_size: 3,
@@ -394,7 +410,7 @@ pub(crate) mod tests {
                 size: 3,
                 mode: 0o600,
                 mtime: 1_795_000_000,
-                sha256: Some(sha),
+                digest: Some(sha),
                 incremental: None,
                 pieces: vec![Piece {
                     backup: None,
@@ -402,7 +418,7 @@ pub(crate) mod tests {
                     offset: 0,
                     length: 59,
                     size: 3,
-                    sha256: Some(sha),
+                    digest: Some(sha),
                 }],
             }],
             objects: vec![StoredObject {
@@ -447,11 +463,11 @@ pub(crate) mod tests {
         let mut line: serde_json::Value = serde_json::from_str(line).unwrap();
         let head = &mut line["head"];
         head["body_size"] = body.len().into();
-        head["body_sha256"] = Sha256Sum::of(body.as_bytes()).to_hex().into();
+        head["body_sha256"] = Checksum::of(body.as_bytes()).to_hex().into();
         let head_json = serde_json::to_string(head).unwrap();
         let out = format!(
             "{{\"head\":{head_json},\"head_sha256\":\"{}\"}}\n{body}",
-            Sha256Sum::of(head_json.as_bytes())
+            Checksum::of(head_json.as_bytes())
         );
         out.into_bytes()
     }
@@ -473,9 +489,10 @@ pub(crate) mod tests {
             "{line}"
         );
         assert!(line.contains("\"compress_type\":\"zstd\""), "{line}");
-        assert!(line.contains("\"format_version\":3"), "{line}");
+        assert!(line.contains("\"format_version\":4"), "{line}");
+        assert!(line.contains("\"digest\":\"blake3\""), "{line}");
         assert!(
-            body.contains(&format!("\"sha256\": \"{}\"", "ab".repeat(32))),
+            body.contains(&format!("\"digest\": \"{}\"", "ab".repeat(32))),
             "{body}"
         );
         assert!(
@@ -556,6 +573,24 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn reads_format_3_with_its_sha256_digests() {
+        // What an earlier pg_strata wrote: format 3, no `digest` in the head, the digests' key
+        // `sha256`.
+        let text = String::from_utf8(sample().to_bytes()).unwrap();
+        let v3 = text
+            .replace("\"format_version\":4", "\"format_version\":3")
+            .replace(",\"digest\":\"blake3\"", "")
+            .replace("\"digest\": ", "\"sha256\": ");
+        assert!(
+            !v3.contains("digest") && v3.contains("\"sha256\": "),
+            "{v3}"
+        );
+        let m = read(&reseal(v3.as_bytes())).unwrap();
+        assert_eq!(m.digest, crate::object::DigestAlg::Sha256);
+        assert_eq!(m.files, sample().files);
+    }
+
+    #[test]
     fn refuses_unknown_fields_and_versions() {
         let text = String::from_utf8(sample().to_bytes()).unwrap();
         let extra = reseal(
@@ -570,17 +605,17 @@ pub(crate) mod tests {
         );
         let e = read(&extra).unwrap_err().to_string();
         assert!(e.contains("surprise"), "{e}");
-        let v9 = text.replace("\"format_version\":3", "\"format_version\":9");
+        let v9 = text.replace("\"format_version\":4", "\"format_version\":9");
         let e = read(v9.as_bytes()).unwrap_err().to_string();
         assert!(
-            e.contains("version 9") && e.contains("reads only version 3"),
+            e.contains("version 9") && e.contains("reads versions 3 to 4"),
             "{e}"
         );
         // A manifest of version 2 (one pretty-printed JSON document), whole or its first bytes only.
         let v2 = b"{\n  \"format_version\": 2,\n  \"label\": \"20261123-020000F\"\n}";
         let e = read(v2).unwrap_err().to_string();
         assert!(
-            e.contains("version 2") && e.contains("reads only version 3"),
+            e.contains("version 2") && e.contains("reads versions 3 to 4"),
             "{e}"
         );
         let e = ManifestHead::from_prefix("m/k", "20261123-020000F", &v2[..], true)

@@ -16,8 +16,8 @@
 //! manifest says is still validated (`validate`) before it is used.
 
 use super::{
-    Database, Directory, FileEntry, Manifest, ManifestHead, Owner, PageChecksumError, Sha256Sum,
-    StoredObject, Tablespace, MANIFEST_FORMAT_VERSION,
+    Checksum, Database, Directory, FileEntry, Manifest, ManifestHead, Owner, PageChecksumError,
+    StoredObject, Tablespace, MANIFEST_FORMAT_VERSION, MANIFEST_FORMAT_VERSION_OLDEST,
 };
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -33,7 +33,7 @@ pub const MAX_HEAD_SIZE: u64 = 16 << 20;
 struct StoredHeadRef<'a> {
     format_version: u32,
     body_size: u64,
-    body_sha256: Sha256Sum,
+    body_sha256: Checksum,
     backup: &'a ManifestHead,
 }
 
@@ -43,7 +43,7 @@ struct StoredHead {
     #[allow(dead_code)] // checked before, through `VersionOnly`
     format_version: u32,
     body_size: u64,
-    body_sha256: Sha256Sum,
+    body_sha256: Checksum,
     backup: ManifestHead,
 }
 
@@ -52,7 +52,7 @@ struct StoredHead {
 struct HeadLine<'a> {
     #[serde(borrow)]
     head: &'a RawValue,
-    head_sha256: Sha256Sum,
+    head_sha256: Checksum,
 }
 
 /// Only the version, whatever else there is (to refuse other versions by name).
@@ -124,12 +124,17 @@ fn version_in_text(bytes: &[u8]) -> Option<u32> {
     digits.parse().ok()
 }
 
+fn readable(version: u32) -> bool {
+    (MANIFEST_FORMAT_VERSION_OLDEST..=MANIFEST_FORMAT_VERSION).contains(&version)
+}
+
 fn other_version(key: &str, version: u32) -> Error {
     corrupt(
         key,
         format!(
-            "manifest format version {version}: this pg_strata reads only version \
-             {MANIFEST_FORMAT_VERSION} (the repository was written by another version of pg_strata)"
+            "manifest format version {version}: this pg_strata reads versions \
+             {MANIFEST_FORMAT_VERSION_OLDEST} to {MANIFEST_FORMAT_VERSION} (the repository was written by \
+             another version of pg_strata)"
         ),
     )
 }
@@ -141,12 +146,12 @@ fn parse_head_line(
     label: &str,
     line: &[u8],
     read: &[u8],
-) -> Result<(ManifestHead, u64, Sha256Sum)> {
+) -> Result<(ManifestHead, u64, Checksum)> {
     let parsed: HeadLine = match serde_json::from_slice(line) {
         Ok(l) => l,
         Err(e) => {
             return Err(match version_in_text(read) {
-                Some(v) if v != MANIFEST_FORMAT_VERSION => other_version(key, v),
+                Some(v) if !readable(v) => other_version(key, v),
                 _ => modified(key, label, &format!("its head line does not read: {e}")),
             })
         }
@@ -154,9 +159,7 @@ fn parse_head_line(
     let head_bytes = parsed.head.get().as_bytes();
     // The version first: another version may checksum differently.
     match serde_json::from_slice::<VersionOnly>(head_bytes) {
-        Ok(v) if v.format_version != MANIFEST_FORMAT_VERSION => {
-            return Err(other_version(key, v.format_version))
-        }
+        Ok(v) if !readable(v.format_version) => return Err(other_version(key, v.format_version)),
         Ok(_) => {}
         Err(e) => {
             return Err(modified(
@@ -166,7 +169,7 @@ fn parse_head_line(
             ))
         }
     }
-    if Sha256Sum::of(head_bytes) != parsed.head_sha256 {
+    if Checksum::of(head_bytes) != parsed.head_sha256 {
         return Err(modified(
             key,
             label,
@@ -221,7 +224,7 @@ impl Manifest {
             .unwrap_or(bytes.len());
         let (head, body_size, body_sha256) = parse_head_line(key, label, &bytes[..end], bytes)?;
         let body = bytes.get(end + 1..).unwrap_or_default();
-        if body.len() as u64 != body_size || Sha256Sum::of(body) != body_sha256 {
+        if body.len() as u64 != body_size || Checksum::of(body) != body_sha256 {
             return Err(modified(
                 key,
                 label,
@@ -271,13 +274,13 @@ impl Manifest {
         let head_json = serde_json::to_string(&StoredHeadRef {
             format_version: MANIFEST_FORMAT_VERSION,
             body_size: body.len() as u64,
-            body_sha256: Sha256Sum::of(&body),
+            body_sha256: Checksum::of(&body),
             backup: &head,
         })
         .expect("a manifest head always serializes");
         let line = format!(
             "{{\"head\":{head_json},\"head_sha256\":\"{}\"}}\n",
-            Sha256Sum::of(head_json.as_bytes())
+            Checksum::of(head_json.as_bytes())
         );
         let mut out = line.into_bytes();
         out.extend_from_slice(&body);
@@ -347,13 +350,13 @@ pub fn from_plain_json(plain: &serde_json::Value) -> Vec<u8> {
     let stored_head = serde_json::json!({
         "format_version": version,
         "body_size": body.len(),
-        "body_sha256": Sha256Sum::of(&body),
+        "body_sha256": Checksum::of(&body),
         "backup": head,
     });
     let head_json = serde_json::to_string(&stored_head).expect("JSON serializes");
     let mut out = format!(
         "{{\"head\":{head_json},\"head_sha256\":\"{}\"}}\n",
-        Sha256Sum::of(head_json.as_bytes())
+        Checksum::of(head_json.as_bytes())
     )
     .into_bytes();
     out.extend_from_slice(&body);

@@ -1,5 +1,6 @@
 //! Value types of the manifest: a backup label (`Label`, checked when made, so a label held anywhere
-//! in a manifest is one) and a SHA-256 digest (`Sha256Sum`, 32 bytes, written as 64 hex digits).
+//! in a manifest is one) and a 32-byte digest (`Checksum`, written as 64 hex digits): SHA-256 or
+//! BLAKE3, as the manifest's `digest` says (see `object::DigestAlg`).
 
 use super::BackupKind;
 use crate::{Error, Result};
@@ -156,15 +157,16 @@ impl PartialEq<String> for Label {
     }
 }
 
-/// A SHA-256 digest; 64 lower-case hex digits in JSON and in text.
+/// A 32-byte digest (SHA-256 or BLAKE3, see `object::DigestAlg`); 64 lower-case hex digits in JSON
+/// and in text.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Sha256Sum(pub [u8; 32]);
+pub struct Checksum(pub [u8; 32]);
 
-impl Sha256Sum {
-    /// The digest of `bytes`.
-    pub fn of(bytes: &[u8]) -> Sha256Sum {
-        Sha256Sum(crate::object::sha256(bytes))
+impl Checksum {
+    /// The SHA-256 of `bytes` (manifest heads and bodies).
+    pub fn of(bytes: &[u8]) -> Checksum {
+        Checksum(crate::object::sha256(bytes))
     }
 
     pub fn to_hex(&self) -> String {
@@ -172,48 +174,48 @@ impl Sha256Sum {
     }
 }
 
-impl FromStr for Sha256Sum {
+impl FromStr for Checksum {
     type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Sha256Sum, String> {
+    fn from_str(s: &str) -> std::result::Result<Checksum, String> {
         let mut out = [0u8; 32];
         // Lower case only: one digest has one text (hex::decode_to_slice takes both cases).
         if s.len() != 64 || s.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(format!("{s:?} is not a SHA-256 (64 lower-case hex digits)"));
+            return Err(format!("{s:?} is not a digest (64 lower-case hex digits)"));
         }
         hex::decode_to_slice(s, &mut out)
-            .map_err(|_| format!("{s:?} is not a SHA-256 (64 lower-case hex digits)"))?;
-        Ok(Sha256Sum(out))
+            .map_err(|_| format!("{s:?} is not a digest (64 lower-case hex digits)"))?;
+        Ok(Checksum(out))
     }
 }
 
-impl TryFrom<String> for Sha256Sum {
+impl TryFrom<String> for Checksum {
     type Error = String;
-    fn try_from(s: String) -> std::result::Result<Sha256Sum, String> {
+    fn try_from(s: String) -> std::result::Result<Checksum, String> {
         s.parse()
     }
 }
 
-impl From<Sha256Sum> for String {
-    fn from(d: Sha256Sum) -> String {
+impl From<Checksum> for String {
+    fn from(d: Checksum) -> String {
         d.to_hex()
     }
 }
 
-impl From<[u8; 32]> for Sha256Sum {
-    fn from(b: [u8; 32]) -> Sha256Sum {
-        Sha256Sum(b)
+impl From<[u8; 32]> for Checksum {
+    fn from(b: [u8; 32]) -> Checksum {
+        Checksum(b)
     }
 }
 
-impl fmt::Display for Sha256Sum {
+impl fmt::Display for Checksum {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())
     }
 }
 
-impl fmt::Debug for Sha256Sum {
+impl fmt::Debug for Checksum {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Sha256Sum({})", self.to_hex())
+        write!(f, "Checksum({})", self.to_hex())
     }
 }
 
@@ -266,16 +268,16 @@ mod tests {
 
     #[test]
     fn digests_are_64_lower_case_hex_digits() {
-        let d = Sha256Sum::of(b"abc");
+        let d = Checksum::of(b"abc");
         let text = serde_json::to_string(&d).unwrap();
         assert_eq!(
             text,
             "\"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\""
         );
-        assert_eq!(serde_json::from_str::<Sha256Sum>(&text).unwrap(), d);
+        assert_eq!(serde_json::from_str::<Checksum>(&text).unwrap(), d);
         for bad in ["ab", &"AB".repeat(32), &"zz".repeat(32), &"ab".repeat(33)] {
             assert!(
-                serde_json::from_str::<Sha256Sum>(&format!("{bad:?}")).is_err(),
+                serde_json::from_str::<Checksum>(&format!("{bad:?}")).is_err(),
                 "{bad}"
             );
         }

@@ -7,7 +7,7 @@ use super::beneath::Root;
 use super::plan::Plan;
 use crate::fsutil::{self, werr};
 use crate::incremental::{Incremental, RebuildPlan};
-use crate::manifest::{FileEntry, Piece, Sha256Sum};
+use crate::manifest::{Checksum, FileEntry, Piece};
 use crate::object;
 use crate::repo::Repo;
 use crate::{Error, Result};
@@ -104,14 +104,14 @@ impl FileWriter<'_> {
         let mut shas = Vec::with_capacity(f.pieces.len());
         for p in &f.pieces {
             let (header, plain) = self.piece(FileEntry::piece_backup(p, label), p)?;
-            shas.push(header.sha256);
+            shas.push(header.digest);
             out.write_all(&plain).map_err(werr(dest))?;
         }
-        let found = Sha256Sum(object::content_digest(&shas));
-        if f.sha256 != Some(found) {
+        let found = Checksum(object::content_digest(&shas));
+        if f.digest != Some(found) {
             return Err(Error::ChecksumMismatch {
                 key: format!("{} (file {} of backup {label})", dest.display(), f.path),
-                expected: f.sha256.map(|d| d.to_hex()).unwrap_or_default(),
+                expected: f.digest.map(|d| d.to_hex()).unwrap_or_default(),
                 found: found.to_hex(),
             });
         }
@@ -264,7 +264,7 @@ impl FileWriter<'_> {
                 continue;
             }
             let (header, plain) = self.piece(FileEntry::piece_backup(p, label), p)?;
-            shas.push(header.sha256);
+            shas.push(header.digest);
             for (first, count) in runs {
                 // The run's bytes that lie in this piece (a block never straddles two pieces of a
                 // relation file, but nothing here relies on it).
@@ -274,12 +274,12 @@ impl FileWriter<'_> {
                 out.write_all_at(bytes, from).map_err(werr(dest))?;
             }
         }
-        if read_all && base.sha256.is_some() {
-            let found = Sha256Sum(object::content_digest(&shas));
-            if base.sha256 != Some(found) {
+        if read_all && base.digest.is_some() {
+            let found = Checksum(object::content_digest(&shas));
+            if base.digest != Some(found) {
                 return Err(Error::ChecksumMismatch {
                     key: format!("file {} of backup {label}", base.path),
-                    expected: base.sha256.map(|d| d.to_hex()).unwrap_or_default(),
+                    expected: base.digest.map(|d| d.to_hex()).unwrap_or_default(),
                     found: found.to_hex(),
                 });
             }

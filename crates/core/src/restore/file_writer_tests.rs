@@ -52,7 +52,7 @@ impl Chain {
     fn store(&mut self, backup: usize, plain: &[u8]) -> Piece {
         let m = &mut self.manifests[backup];
         let name = crate::paths::RepoKeys::backup_object_name(m.objects.len() as u64);
-        let sha = object::sha256(plain);
+        let sha = object::digest(plain);
         let stored = object::encode_with_hash(plain, sha, CompressType::Zstd, 1).unwrap();
         m.objects.push(StoredObject {
             name: name.clone(),
@@ -73,14 +73,14 @@ impl Chain {
             .collect();
         let shas: Vec<[u8; 32]> = content
             .chunks(piece_blocks * B)
-            .map(object::sha256)
+            .map(object::digest)
             .collect();
         self.manifests[backup].files.push(FileEntry {
             path: path.into(),
             size: content.len() as u64,
             mode: 0o600,
             mtime: 1_795_000_000,
-            sha256: Some(Sha256Sum(object::content_digest(&shas))),
+            digest: Some(Checksum(object::content_digest(&shas))),
             incremental: None,
             pieces,
         });
@@ -108,7 +108,7 @@ impl Chain {
             size: length as u64 * BLOCK,
             mode: 0o600,
             mtime: 1_795_000_000,
-            sha256: None,
+            digest: None,
             incremental: Some(length),
             pieces,
         });
@@ -211,13 +211,13 @@ fn an_unchanged_file_comes_whole_from_the_full_and_its_digest_is_checked() {
     c.incr(2, p, 5, &[], 8);
     assert_eq!(c.restore(p).unwrap(), content);
     // Every piece of the base read: a base that does not match its digest is refused.
-    c.manifests[0].files[0].sha256 = Some(Sha256Sum([0; 32]));
+    c.manifests[0].files[0].digest = Some(Checksum([0; 32]));
     let e = c.restore(p).unwrap_err();
     assert!(matches!(e, Error::ChecksumMismatch { .. }), "{e}");
     // A base piece whose blocks all changed later is not read (nor its digest checked).
     let mut c2 = Chain::new();
     c2.whole(0, p, &content, 2);
-    c2.manifests[0].files[0].sha256 = Some(Sha256Sum([0; 32]));
+    c2.manifests[0].files[0].digest = Some(Checksum([0; 32]));
     c2.incr(1, p, 5, &[(2, 22), (3, 23)], 8);
     c2.incr(2, p, 5, &[], 8);
     assert_eq!(c2.restore(p).unwrap(), pages(&[10, 11, 22, 23, 14]));

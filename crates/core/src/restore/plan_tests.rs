@@ -37,7 +37,7 @@ fn chain() -> (Manifest, Vec<Manifest>) {
     full.files.push(rel.clone());
     rel.incremental = Some(1);
     rel.size = 8192;
-    rel.sha256 = None;
+    rel.digest = None;
     incr.files.push(rel);
     incr.objects = full.objects.clone();
     (incr, vec![full])

@@ -275,7 +275,9 @@ pub fn write_files(plan: &Plan, repo: &Repo, settings: &WriteSettings) -> Result
                 return Ok(());
             }
             let existing = if delta { root.open_existing(rel) } else { None };
-            if let Some(file) = existing.filter(|file| matches_manifest(file, f)) {
+            if let Some(file) =
+                existing.filter(|file| matches_manifest(file, f, plan.manifest.digest))
+            {
                 let dest = root.path().join(rel);
                 set_mode_and_time(&file, f, &dest)?;
                 give_file(&file, roots.owner, &dest)?;
@@ -300,10 +302,10 @@ pub fn write_files(plan: &Plan, repo: &Repo, settings: &WriteSettings) -> Result
 }
 
 /// Whether an existing file already has the manifest's content: same size, then the same content
-/// digest, computed piece by piece as the backup did.
-fn matches_manifest(mut file: &File, f: &FileEntry) -> bool {
+/// digest, computed piece by piece as the backup did, with its hash (`alg`).
+fn matches_manifest(mut file: &File, f: &FileEntry, alg: object::DigestAlg) -> bool {
     // A file in incremental form has no digest of its whole content: it is always rebuilt.
-    let Some(digest) = &f.sha256 else {
+    let Some(digest) = &f.digest else {
         return false;
     };
     let Ok(meta) = file.metadata() else {
@@ -319,7 +321,7 @@ fn matches_manifest(mut file: &File, f: &FileEntry) -> bool {
         if file.read_exact(&mut buf).is_err() {
             return false;
         }
-        shas.push(object::sha256(&buf));
+        shas.push(alg.hash(&buf));
     }
     object::content_digest(&shas) == digest.0
 }

@@ -216,10 +216,10 @@ pub fn verify_object(
             ));
             continue;
         }
-        if p.sha256.as_ref().is_some_and(|s| s.0 != header.sha256) {
+        if p.digest.as_ref().is_some_and(|s| s.0 != header.digest) {
             report(Finding::error(
                 &what,
-                "its SHA-256 differs from the manifest's".into(),
+                "its digest differs from the manifest's".into(),
             ));
             continue;
         }
@@ -289,13 +289,13 @@ fn bad_pages(m: &Manifest, f: &FileEntry, i: usize, plain: &[u8]) -> Vec<u32> {
 pub fn check_digests(m: &Manifest) -> Vec<Finding> {
     let mut found = Vec::new();
     for f in &m.files {
-        let (Some(sha), None) = (&f.sha256, f.incremental) else {
+        let (Some(sha), None) = (&f.digest, f.incremental) else {
             continue;
         };
         let pieces: Option<Vec<[u8; 32]>> = f
             .pieces
             .iter()
-            .map(|p| p.sha256.as_ref().map(|s| s.0))
+            .map(|p| p.digest.as_ref().map(|s| s.0))
             .collect();
         if let Some(pieces) = pieces {
             if object::content_digest(&pieces) != sha.0 {

@@ -129,7 +129,7 @@ impl CopyThread<'_> {
             size: out.nblocks as u64 * PAGE as u64,
             mode: file.mode,
             mtime: file.mtime,
-            sha256: None,
+            digest: None,
             incremental: Some(out.nblocks),
             pieces: out.pieces,
         });
@@ -141,7 +141,7 @@ impl CopyThread<'_> {
 
     /// Stores one encoded incremental piece (bundled when small).
     fn store_piece(&mut self, plain: &[u8]) -> Result<Piece> {
-        let sha = object::sha256(plain);
+        let sha = object::digest(plain);
         if plain.len() as u64 <= BUNDLE_LIMIT {
             self.add_to_bundle(plain, sha)
         } else {
