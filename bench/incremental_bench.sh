@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 #! Incremental backup benchmark (run by hand, not by CI): pg_strata's block-level incrementals against
-#! pgBackRest's file-level ones (Debian's 2.45), on one cluster (pgbench scale SCALE plus a table of
-#! random bytes of about the same size), with the same compression and processes.
+#! pgBackRest's (Debian's 2.45) file-level ones (repo1, its default) and block incremental ones (repo2:
+#! repo-bundle=y, repo-block=y, which 2.45 has as a beta feature, beta=y), on one cluster (pgbench scale
+#! SCALE plus a table of random bytes of about the same size), with the same compression and processes.
 #!
 #!  1. full backup with both tools;
 #!  2. "recent rows": a contiguous 1% of the rows of each table updated (as real workloads mostly touch
@@ -26,6 +27,11 @@ RETENTION_FULL=9
 # No autovacuum: its hint-bit and visibility-map writes would add changed blocks of their own between
 # the backups (for both tools); the load is vacuumed once below instead.
 EXTRA_CONF="autovacuum = off"
+PGBR_EXTRA_GLOBAL="repo2-path=$B/pgbr-repo2
+repo2-bundle=y
+repo2-block=y
+repo2-retention-full=9
+beta=y"
 source bench/common.sh
 
 PGBR() { as_pg pgbackrest --config="$B/pgbackrest.conf" --stanza=bench "$@"; }
@@ -50,6 +56,13 @@ strata_backup() {  # kind -> "seconds label"
     t1=$(date +%s.%N)
     echo "$(python3 -c "print(f'{$t1 - $t0:.3f}')") $label"
 }
+pgbr_block_backup() {  # type -> "seconds read_bytes stored_bytes" (repo2: block incremental)
+    drop_caches
+    local r label
+    r=$(timed runuser -u postgres -- pgbackrest --config="$B/pgbackrest.conf" --stanza=bench --repo=2 --type="$1" backup)
+    label=$(ls "$B/pgbr-repo2/backup/bench" | grep -E '^[0-9]{8}-[0-9]{6}F' | sort | tail -1)
+    echo "$(echo "$r" | cut -d' ' -f1) $(( $(echo "$r" | cut -d' ' -f2) * 512 )) $(du -sb "$B/pgbr-repo2/backup/bench/$label" | cut -f1)"
+}
 strata_facts() { PSQL -c "SELECT read_size, stored_size, method FROM strata_backups WHERE label = '$1'" | tr '|' ' '; }
 pgbr_backup() {  # type -> "seconds read_bytes stored_bytes"
     drop_caches
@@ -71,18 +84,21 @@ random_rows() {
     PSQL -c "UPDATE random_data SET payload = gen_random_bytes(1000) WHERE id IN (SELECT 1 + (random() * ($randoms - 1))::int FROM generate_series(1, $randoms / 100))" >/dev/null
     wait_archived
 }
-report() {  # title strata_secs strata_read strata_stored pgbr_secs pgbr_read pgbr_stored strata_full_secs method
+report() {  # title strata_secs strata_read strata_stored pgbr_secs pgbr_read pgbr_stored strata_full_secs method blk_secs blk_read blk_stored
     python3 - "$@" <<'PY'
 import sys
-title, ss, sr, sst, ps, pr, pst, sfull, method = sys.argv[1:]
-ss, sr, sst, ps, pr, pst, sfull = map(float, (ss, sr, sst, ps, pr, pst, sfull))
+title, ss, sr, sst, ps, pr, pst, sfull, method, bs, br, bst = sys.argv[1:]
+ss, sr, sst, ps, pr, pst, sfull, bs, br, bst = map(float, (ss, sr, sst, ps, pr, pst, sfull, bs, br, bst))
 mb = lambda b: f"{b / 1e6:.1f} MB"
 print(f"-- {title}")
-print(f"{'':<12}{'wall s':>9}{'read':>13}{'stored':>12}")
-print(f"{'pg_strata':<12}{ss:>9.2f}{mb(sr):>13}{mb(sst):>12}   (method {method})")
-print(f"{'pgbackrest':<12}{ps:>9.2f}{mb(pr):>13}{mb(pst):>12}")
+print(f"{'':<18}{'wall s':>9}{'read':>13}{'stored':>12}")
+print(f"{'pg_strata':<18}{ss:>9.2f}{mb(sr):>13}{mb(sst):>12}   (method {method})")
+print(f"{'pgbackrest':<18}{ps:>9.2f}{mb(pr):>13}{mb(pst):>12}")
+print(f"{'pgbackrest block':<18}{bs:>9.2f}{mb(br):>13}{mb(bst):>12}   (repo-bundle, repo-block)")
 print(f"pg_strata / pgbackrest: wall {ss / ps:.2f}x (target <= 0.30x), read {sr / max(pr, 1):.3f}x, "
       f"stored {sst / pst:.3f}x (target <= 0.10x); pg_strata incr / its full: {ss / sfull:.2f}x (target <= 0.10x)")
+print(f"pg_strata / pgbackrest block incremental: wall {ss / bs:.2f}x (target <= 0.10x), "
+      f"read {sr / max(br, 1):.3f}x, stored {sst / bst:.2f}x (target <= 0.50x)")
 PY
 }
 
@@ -91,13 +107,16 @@ incr_with_both() {  # title -> the report of one incr with each tool
     read -r s_secs s_label <<<"$(strata_backup incr)"
     read -r s_read s_stored s_method <<<"$(strata_facts "$s_label")"
     read -r p_secs p_read p_stored <<<"$(pgbr_backup incr)"
-    report "$1" "$s_secs" "$s_read" "$s_stored" "$p_secs" "$p_read" "$p_stored" "$s_full" "$s_method"
+    read -r b_secs b_read b_stored <<<"$(pgbr_block_backup incr)"
+    report "$1" "$s_secs" "$s_read" "$s_stored" "$p_secs" "$p_read" "$p_stored" "$s_full" "$s_method" \
+        "$b_secs" "$b_read" "$b_stored"
 }
 
 echo "== full backups (page cache dropped before each)"
 read -r s_full full_label <<<"$(strata_backup full)"
 read -r p_full _ _ <<<"$(pgbr_backup full)"
-echo "pg_strata full $s_full s, pgbackrest full $p_full s"
+read -r b_full _ _ <<<"$(pgbr_block_backup full)"
+echo "pg_strata full $s_full s, pgbackrest full $p_full s, pgbackrest block full $b_full s"
 
 echo "== recent rows: a contiguous 1% of the rows of each table updated, then incr"
 recent_rows 10
@@ -109,6 +128,7 @@ for round in 11 12 13; do
     recent_rows "$round"
     strata_backup incr >/dev/null
     pgbr_backup incr >/dev/null
+    pgbr_block_backup incr >/dev/null
 done
 read -r _ same_full <<<"$(strata_backup full)"
 chain_label=$(PSQL -c "SELECT label FROM strata_backups WHERE kind = 'incr' ORDER BY stop_lsn DESC LIMIT 1")
@@ -139,7 +159,7 @@ rm -rf "$B/restore"
 
 echo
 echo "== results (database $(( db_bytes / 1048576 )) MB, zstd $LEVEL, $PROCS processes)"
-echo "full backup: pg_strata $s_full s, pgbackrest $p_full s"
+echo "full backup: pg_strata $s_full s, pgbackrest $p_full s, pgbackrest block $b_full s"
 echo "$recent_report"
 echo "$random_report"
 python3 - "$c" "$f" "$p" "$chain_len" "${chain_times[*]}" "${full_times[*]}" "${pgbr_times[*]}" <<'PY'

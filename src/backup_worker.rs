@@ -234,7 +234,18 @@ fn copy_between_start_and_stop(
     Ok((copied, stop))
 }
 
-/// Waits until every WAL segment from the backup's start to its stop is in the repository.
+/// Whether PostgreSQL still has WAL file `name` waiting to be archived (its `.ready` status file; the
+/// server's working directory is the data directory). A segment counts as archived once the archiver
+/// reported it, not merely once an object of its name is in the repository: a look-ahead worker may
+/// have stored it while an earlier segment is refused, and the object there may be another cluster's.
+fn waiting_for_archiver(name: &str) -> bool {
+    std::path::Path::new("pg_wal/archive_status")
+        .join(format!("{name}.ready"))
+        .exists()
+}
+
+/// Waits until every WAL segment from the backup's start to its stop is reported archived by the
+/// server's archiver and is in the repository.
 fn wait_for_archiving(run: &BackupRun, stop: &StopFacts) -> Result<(), Raised> {
     let label = pgformat::backup_label::BackupLabel::parse(&stop.backup_label)
         .map_err(|e| internal(&format!("cannot read the backup_label: {e}")))?;
@@ -245,7 +256,7 @@ fn wait_for_archiving(run: &BackupRun, stop: &StopFacts) -> Result<(), Raised> {
     let mut missing = run.missing_wal(stop.stop_lsn, &label.start_wal_file)?;
     loop {
         while let Some(first) = missing.first() {
-            if !run.wal_archived(first)? {
+            if waiting_for_archiver(first) || !run.wal_archived(first)? {
                 break;
             }
             missing.remove(0);

@@ -66,7 +66,11 @@ fn a_backlog_is_stored_ahead_and_a_killed_archiver_loses_nothing() {
         .success());
     // The postmaster restarts after a crash of the archiver; it asks again for what was not reported.
     c.wait_for("the restart after the crash", 60, || {
-        c.try_psql("postgres", "SELECT 1").is_ok()
+        c.try_psql(
+            "postgres",
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'archiver'",
+        )
+        .is_ok_and(|new| !new.is_empty() && new != pid)
     });
     a.archive_all();
     assert_eq!(a.failed_count(), 0, "{}", a.status("last_error"));

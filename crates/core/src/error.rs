@@ -63,7 +63,7 @@ pub enum Error {
     #[error("stored object {key} is corrupt: {reason}")]
     CorruptObject { key: String, reason: String },
 
-    #[error("checksum mismatch for {key}: expected {expected}, found {found}")]
+    #[error("{key} is corrupt: checksum mismatch, expected {expected}, found {found}")]
     ChecksumMismatch {
         key: String,
         expected: String,

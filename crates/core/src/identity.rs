@@ -181,6 +181,14 @@ impl StanzaGuard {
         }
     }
 
+    /// A guard that never creates the stanza: for a look-ahead worker, which stores only after the
+    /// archiver's own guard found the stanza (a fresh guard would create it in an empty mount point
+    /// left where the repository was).
+    pub fn existing_only(mut self) -> StanzaGuard {
+        self.seen = true;
+        self
+    }
+
     /// Ok when the stanza holds this cluster's identity (creating it on first use); an error naming
     /// the stanza and the fix otherwise. Costs one `stat` when nothing changed since the last call; on
     /// a remote repository (no local root) nothing within `REMOTE_RECHECK` of the last verification,
@@ -282,6 +290,14 @@ mod tests {
             e.contains("no identity file") && e.contains("vanished"),
             "{e}"
         );
+        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
+        // Nor does a look-ahead worker's guard, new as it is.
+        let e = StanzaGuard::new(7001, 15, 16 << 20)
+            .existing_only()
+            .check(&p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no identity file"), "{e}");
         assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
         std::fs::remove_dir(&root).unwrap();
 

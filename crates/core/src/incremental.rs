@@ -1,7 +1,7 @@
 //! The incremental form of a relation segment file, as diff and incr backups store it (written by
 //! `backup::copy`, rebuilt by `restore::write`): the file's length in blocks at backup time (its
 //! truncation length) and only the blocks that changed since the reference backup. It is the plaintext of a stored object, so the
-//! object header's SHA-256 protects it; its own header makes it self-describing.
+//! object header's digest protects it; its own header makes it self-describing.
 //!
 //! ```text
 //! offset  size

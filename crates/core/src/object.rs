@@ -95,7 +95,7 @@ pub fn digest(data: &[u8]) -> [u8; 32] {
 pub const HEADER_LEN: usize = 56;
 /// The header of an encrypted object: the clear header, key id and nonce.
 pub const SEALED_HEADER_LEN: usize = HEADER_LEN + 4 + NONCE_LEN;
-/// What sealing adds after the payload: the SHA-256 (encrypted) and the tag.
+/// What sealing adds after the payload: the digest (encrypted) and the tag.
 pub const SEALED_TRAILER_LEN: usize = 32 + TAG_LEN;
 
 /// What the header of a stored object says.

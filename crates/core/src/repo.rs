@@ -180,7 +180,7 @@ impl Repo {
     }
 
     /// Reads a stored object of content at `place`: opened in an encrypted stanza, decompressed, its
-    /// size and SHA-256 checked.
+    /// size and digest checked.
     pub fn decode_object(
         &self,
         place: Place,
@@ -217,7 +217,7 @@ impl Repo {
         }
     }
 
-    /// Reads an archived WAL file and checks it (header, size, SHA-256): its key and plaintext, or None
+    /// Reads an archived WAL file and checks it (header, size, digest): its key and plaintext, or None
     /// when it is not archived. One request. Nothing bigger than the file can be is read or
     /// decompressed, whatever the object claims.
     pub fn fetch_wal(
@@ -243,7 +243,7 @@ impl Repo {
     }
 
     /// The header of an archived WAL file, when it is archived (one small request; the whole object,
-    /// opened, when it is encrypted: its SHA-256 is inside).
+    /// opened, when it is encrypted: its digest is inside).
     pub fn wal_header(
         &self,
         file_name: &str,

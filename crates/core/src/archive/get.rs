@@ -3,7 +3,7 @@
 //! Not archived is a normal answer (recovery probes for files that do not exist) and is reported as
 //! `NotFound`, not as an error. Anything else that goes wrong is an error, and nothing is left at the
 //! destination: the file is written to a temporary name beside it and renamed into place only after its
-//! SHA-256 matched. Not fsynced: PostgreSQL makes a file restored from the archive durable itself when
+//! digest matched. Not fsynced: PostgreSQL makes a file restored from the archive durable itself when
 //! it keeps it (`KeepFileRestoredFromArchive` renames it into pg_wal with `durable_rename`, which
 //! fsyncs the file and the directory), and one it does not keep is fetched again after a crash.
 

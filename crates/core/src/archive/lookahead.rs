@@ -1,8 +1,8 @@
 //! Look-ahead archiving: PostgreSQL's archiver hands the module one WAL segment at a time, but when it
 //! is behind, the segments it will ask for next are already complete and waiting
 //! (`pg_wal/archive_status/<name>.ready`). Worker threads store those ahead, several at once — read,
-//! SHA-256, compress, encrypt, write durably into every repository — so that the call for each finds
-//! it stored and only checks it: the file's SHA-256 must equal the stored object's (as for any file
+//! hash, compress, encrypt, write durably into every repository — so that the call for each finds
+//! it stored and only checks it: the file's digest must equal the stored object's (as for any file
 //! found archived), and the block-change summary, which needs the previous segment's last record, is
 //! made then, in segment order. A segment is reported archived only by that call, once it is durable in
 //! every repository. When the archiver keeps up (nothing waits after the segment asked for), the call
@@ -190,7 +190,7 @@ fn store_ahead(
     let mut digest = None;
     for (config, slot) in configs.iter().zip(pushers.iter_mut()) {
         if slot.is_none() {
-            *slot = Some(ArchivePusher::new(config.clone(), facts)?.without_summaries());
+            *slot = Some(ArchivePusher::new(config.clone(), facts)?.for_look_ahead());
         }
         let pusher = slot.as_mut().expect("opened above");
         let report = pusher.push_bytes(&task.path, &task.name, buf)?;

@@ -2,7 +2,7 @@
 //! replay waits on the repository one segment at a time. With a spool directory (in the data directory,
 //! so two recoveries never share one), each call for segment N first serves N from the spool (a rename,
 //! when a prefetcher already fetched it), and makes sure a prefetcher process is fetching the next
-//! segments — N+1 … N+depth, in parallel, each read, SHA-256 checked and decompressed exactly as
+//! segments — N+1 … N+depth, in parallel, each read, digest-checked and decompressed exactly as
 //! `archive-get` does, written to a temporary name and renamed into the spool only when whole and
 //! checked (a damaged object is never served: the prefetcher leaves it out, and the call for it then
 //! fetches it itself and reports the damage).

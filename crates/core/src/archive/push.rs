@@ -1,7 +1,7 @@
 //! Pushing one WAL file into the repository, as the archiver's `archive_file_cb` does.
 //!
-//! Steps: read the file once; SHA-256 of the plaintext; if any object for this file name exists already,
-//! the same SHA-256 is success and a different one is refused (never overwritten); otherwise compress and
+//! Steps: read the file once; the digest of the plaintext (`object::digest`); if any object for this file name exists already,
+//! the same digest is success and a different one is refused (never overwritten); otherwise compress and
 //! store durably; then, for segments, decode the records and store the block-change summary. Before all
 //! that, the stanza's identity is checked (every call, cheaply): nothing is written into a stanza whose
 //! `strata.repo` is missing or another cluster's. The caller
@@ -119,11 +119,13 @@ impl ArchivePusher {
         })
     }
 
-    /// A pusher that stores files without their block-change summaries (a look-ahead worker's: a
-    /// summary needs the previous segment's last record, so summaries are made in order by the
-    /// archiver when PostgreSQL asks for each segment).
-    pub fn without_summaries(mut self) -> ArchivePusher {
+    /// A look-ahead worker's pusher: it stores files without their block-change summaries (a summary
+    /// needs the previous segment's last record, so summaries are made in order by the archiver when
+    /// PostgreSQL asks for each segment), and never creates the stanza (it works only after the
+    /// archiver's pusher found it, see `StanzaGuard::existing_only`).
+    pub fn for_look_ahead(mut self) -> ArchivePusher {
         self.summaries = false;
+        self.guard = self.guard.existing_only();
         self
     }
 
@@ -141,9 +143,9 @@ impl ArchivePusher {
         self.push_hinted(wal_path, file_name, None)
     }
 
-    /// `push`, told that a look-ahead worker stored the file already (`ahead`: its SHA-256, the file it
+    /// `push`, told that a look-ahead worker stored the file already (`ahead`: its digest, the file it
     /// read, the stored size here): the stored object is then looked up first instead of compressing
-    /// again, and its SHA-256 must be the file's, as for any file found archived. The file's SHA-256 is
+    /// again, and its digest must be the file's, as for any file found archived. The file's digest is
     /// the worker's when the file read here is the one it read, unchanged (`FileIdentity`), and is
     /// computed again otherwise.
     pub fn push_hinted(
@@ -251,7 +253,7 @@ impl ArchivePusher {
         };
         let data_keys = self.repo.data_keys()?;
 
-        // The CPU work runs in parallel: SHA-256 and the summary on their own threads, compression here
+        // The CPU work runs in parallel: the digest and the summary on their own threads, compression here
         // (where the zstd context is cached). Compressing before knowing whether the object exists wastes
         // work only on a retry, which is rare.
         let (repo, facts, config) = (&self.repo, &self.facts, &self.config);

@@ -26,7 +26,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 pub enum FileMode {
     /// Read and store everything.
     Whole,
-    /// Read everything; pieces equal to the reference's (same index, size and SHA-256) are referenced.
+    /// Read everything; pieces equal to the reference's (same index, size and digest) are referenced.
     CompareWithReference(Vec<Piece>),
     /// Incremental form from the summaries: `changed` blocks (file-local numbers, ascending) and every
     /// block from `all_from` up.

@@ -315,7 +315,7 @@ pub struct Piece {
 
 impl Piece {
     /// A piece that is a whole object of this backup: `stored` bytes holding `plain` bytes of
-    /// plaintext whose SHA-256 is `sha`.
+    /// plaintext whose digest (`object::digest`) is `sha`.
     pub fn whole_object(object: String, stored: u64, plain: u64, sha: [u8; 32]) -> Piece {
         Piece {
             backup: None,

@@ -9,7 +9,7 @@
 //! ends, whatever the outcome); other threads wanting it wait, then read their pieces from the local
 //! copy. The spool needs the backup's stored size in the target's parent directory's file system for
 //! the length of the restore. Nothing unchecked is ever read from it: a copy is published only after
-//! its CRC-32C matched, and the writers still authenticate every piece (SHA-256, AEAD) as they decode
+//! its CRC-32C matched, and the writers still authenticate every piece (digest, AEAD) as they decode
 //! it.
 
 use super::beneath::Root;

@@ -1,5 +1,5 @@
 //! Writing one file of a restore from its pieces (`FileWriter`): a whole file streamed piece by piece
-//! with every piece's SHA-256 and the whole file's digest checked, or a relation file in incremental
+//! with every piece's digest and the whole file's digest checked, or a relation file in incremental
 //! form rebuilt over its older copies by a per-block plan, each block written once; then its mode,
 //! modification time and owner, through the open descriptor.
 
@@ -70,7 +70,7 @@ impl FileWriter<'_> {
         give_file(&out, self.owner, dest)
     }
 
-    /// Reads and checks one piece (its SHA-256 is verified by `object::decode`).
+    /// Reads and checks one piece (its digest is verified by `object::decode`).
     fn piece(&self, holder: &str, p: &Piece) -> Result<(object::ObjectHeader, Vec<u8>)> {
         let key = self.repo.keys().backup_object(holder, &p.object)?;
         let stored = match self.fetched {
@@ -88,7 +88,10 @@ impl FileWriter<'_> {
             key: key.as_str(),
             offset: p.offset,
         };
-        let (header, plain) = self.repo.decode_object(place, &stored, p.size)?;
+        let (header, plain) = self
+            .repo
+            .decode_object(place, &stored, p.size)
+            .map_err(|e| self.unrestorable(e))?;
         if plain.len() as u64 != p.size {
             return Err(Error::CorruptObject {
                 key: key.to_string(),
@@ -96,6 +99,29 @@ impl FileWriter<'_> {
             });
         }
         Ok((header, plain))
+    }
+
+    /// A damaged piece: the error says which backup cannot be restored and what to do.
+    fn unrestorable(&self, e: Error) -> Error {
+        let advice = format!(
+            "backup {} cannot be restored, choose another with --set",
+            self.plan.manifest.label
+        );
+        match e {
+            Error::ChecksumMismatch {
+                key,
+                expected,
+                found,
+            } => Error::CorruptObject {
+                key,
+                reason: format!("checksum mismatch, expected {expected}, found {found}; {advice}"),
+            },
+            Error::CorruptObject { key, reason } => Error::CorruptObject {
+                key,
+                reason: format!("{reason}; {advice}"),
+            },
+            e => e,
+        }
     }
 
     /// A whole file: its pieces in order, then its digest compared with the manifest's. `label` is the

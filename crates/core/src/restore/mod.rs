@@ -7,7 +7,7 @@
 //! files are written into hidden staging siblings that are renamed into place only once everything
 //! passed, the objects' presence and sizes checked alongside and their content by the one read that
 //! writes them (from a remote repository, each object is fetched whole and checked into a spool);
-//! `write` creates the tree and writes the files in parallel, verifying every SHA-256; finally
+//! `write` creates the tree and writes the files in parallel, verifying every digest; finally
 //! the recovery files and, last of all, `global/pg_control`, without which PostgreSQL refuses to start,
 //! so that an interrupted restore can never start with wrong data. A failed restore into an empty
 //! directory removes what it wrote.
@@ -113,7 +113,7 @@ fn root_owner(plan: &plan::Plan) -> Option<(u32, u32)> {
 }
 
 /// Staging is used when every target directory is new: then the files are written into hidden
-/// siblings, each piece checked (SHA-256) as it is read to be written, and renamed into place only when
+/// siblings, each piece checked (its digest) as it is read to be written, and renamed into place only when
 /// everything passed, so the targets never hold a byte of a backup that turns out to be damaged — and
 /// each object is read once instead of once for a check and again for the writing.
 fn use_staging(plan: &plan::Plan, opts: &RestoreOptions) -> bool {

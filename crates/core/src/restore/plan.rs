@@ -353,7 +353,7 @@ fn check_targets(
 }
 
 /// Every WAL segment from the backup's start to its stop, and the timeline's history file, are in the
-/// archive and intact (read and SHA-256 checked: they are few, and without them the restored directory
+/// archive and intact (read and digest-checked: they are few, and without them the restored directory
 /// could never start).
 pub(crate) fn check_wal(repo: &Repo, m: &Manifest) -> Result<()> {
     let missing = catalog::missing_wal(
@@ -469,7 +469,7 @@ pub fn check_objects(
 
 /// Checks that every data object of the chain is there with the size its manifest recorded (one
 /// metadata request each, no data read). Used when the files are written into staging: the writers
-/// check every piece they use (its SHA-256, after decompressing), so the content of what the restore
+/// check every piece they use (its digest, after decompressing), so the content of what the restore
 /// needs is checked on the one read that writes it, and a missing or truncated object still stops the
 /// restore early. What no writer reads (a block that a newer backup of the chain replaces) is not
 /// needed by this restore; `strata verify` checks it.

@@ -1,13 +1,13 @@
 //! Writing a planned restore: directories, tablespace links, then the files in parallel (largest first,
 //! `process_max` threads over a bounded queue), each streamed piece by piece with every piece and the
-//! whole file checked against the manifest's SHA-256, then modes, times and fsyncs.
+//! whole file checked against the manifest's digest, then modes, times and fsyncs.
 //!
 //! A file in incremental form is rebuilt from its copies in the older backups of the chain by a
 //! per-block plan, each block written once (see `file_writer`).
 //!
 //! `global/pg_control` is not written here: the caller writes it last, so that a restore interrupted at
 //! any point leaves a directory PostgreSQL refuses to start. With `--delta`, a file whose size and
-//! SHA-256 already match is kept as it is, and anything the backup does not have is removed.
+//! digest already match is kept as it is, and anything the backup does not have is removed.
 
 use super::beneath::{Kind, Root};
 pub use super::file_writer::FileWriter;

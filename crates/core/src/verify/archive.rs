@@ -1,5 +1,5 @@
 //! Verifying the archive, per timeline: every archived WAL file read and checked (header, size,
-//! SHA-256), the segments continuous from the oldest backup's start to the newest segment (each gap as
+//! digest), the segments continuous from the oldest backup's start to the newest segment (each gap as
 //! an LSN range, with the backups whose point-in-time recovery it breaks), a block-change summary
 //! readable for every archived segment (a segment without one is a warning: incrementals across it use
 //! the page-LSN method), and the history file of every timeline after the first.

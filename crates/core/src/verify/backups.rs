@@ -1,6 +1,6 @@
 //! Verifying backups: each manifest, its chain, the WAL that makes it consistent, and every data object
 //! it stores — read once, its size and CRC-32C compared with the manifest, each piece inside decoded
-//! (header CRC, size, SHA-256 of the plaintext) and, when the cluster has data checksums, each stored
+//! (header CRC, size, digest of the plaintext) and, when the cluster has data checksums, each stored
 //! page's checksum checked (pages written after the backup began are skipped, as the backup itself
 //! does: WAL replay rewrites them; pages the manifest already records as failing are reported as such
 //! at backup time, not again).
@@ -283,7 +283,7 @@ fn bad_pages(m: &Manifest, f: &FileEntry, i: usize, plain: &[u8]) -> Vec<u32> {
     bad
 }
 
-/// A whole file's digest in the manifest agrees with its pieces' SHA-256s (a manifest whose file
+/// A whole file's digest in the manifest agrees with its pieces' digests (a manifest whose file
 /// entries were changed consistently with its checksum would still be caught at restore; this says
 /// it before).
 pub fn check_digests(m: &Manifest) -> Vec<Finding> {
