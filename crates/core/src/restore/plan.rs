@@ -449,6 +449,20 @@ pub fn check_objects(
     abort: &std::sync::atomic::AtomicBool,
 ) -> Result<()> {
     let target = &plan.manifest.label;
+    each_object(repo, plan, threads, abort, |key, o| {
+        fetch_checked(repo, key, o, target).map(|_| ())
+    })
+}
+
+/// Runs `check` on every data object of the chain (its key and what its manifest records), on
+/// `threads` threads; setting `abort` stops it early (another part of the restore failed).
+fn each_object(
+    repo: &Repo,
+    plan: &Plan,
+    threads: usize,
+    abort: &std::sync::atomic::AtomicBool,
+    check: impl Fn(&crate::paths::RepoKey, &StoredObject) -> Result<()> + Sync,
+) -> Result<()> {
     let stop = std::sync::atomic::AtomicBool::new(false);
     crate::parallel::run(
         threads,
@@ -459,8 +473,7 @@ pub fn check_objects(
             if abort.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            let key = repo.keys().backup_object(label, &o.name)?;
-            fetch_checked(repo, &key, o, target).map(|_| ())
+            check(&repo.keys().backup_object(label, &o.name)?, o)
         },
         |_| Ok(()),
     )?;
@@ -480,36 +493,23 @@ pub fn check_presence(
     abort: &std::sync::atomic::AtomicBool,
 ) -> Result<()> {
     let target = &plan.manifest.label;
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    crate::parallel::run(
-        threads,
-        &stop,
-        plan.all_objects(),
-        || Ok(()),
-        |_, (label, o)| {
-            if abort.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            let key = repo.keys().backup_object(label, &o.name)?;
-            let size = match repo.storage().local_root() {
-                Some(root) => size_and_read_ahead(&root.join(key.as_str())),
-                None => repo.storage().size(&key)?,
-            };
-            let reason = match size {
-                Some(size) if size == o.size => return Ok(()),
-                Some(size) => format!("{size} bytes, the manifest recorded {}", o.size),
-                None => "the object is missing".to_string(),
-            };
-            Err(Error::CorruptObject {
-                key: key.to_string(),
-                reason: format!(
-                    "{reason}; backup {target} cannot be restored, choose another with --set"
-                ),
-            })
-        },
-        |_| Ok(()),
-    )?;
-    Ok(())
+    each_object(repo, plan, threads, abort, |key, o| {
+        let size = match repo.storage().local_root() {
+            Some(root) => size_and_read_ahead(&root.join(key.as_str())),
+            None => repo.storage().size(key)?,
+        };
+        let reason = match size {
+            Some(size) if size == o.size => return Ok(()),
+            Some(size) => format!("{size} bytes, the manifest recorded {}", o.size),
+            None => "the object is missing".to_string(),
+        };
+        Err(Error::CorruptObject {
+            key: key.to_string(),
+            reason: format!(
+                "{reason}; backup {target} cannot be restored, choose another with --set"
+            ),
+        })
+    })
 }
 
 /// The size of an object file of a local repository (None: missing, or a link, which no repository
