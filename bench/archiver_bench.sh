@@ -11,8 +11,8 @@
 #!    number of waiting .ready segments is sampled every 10 s, and the WAL rate and the largest and
 #!    last backlog are printed for each.
 #!
-#! Same compression everywhere (zstd LEVEL). Usage:
-#!   [SUSTAINED=300] bash bench/archiver_bench.sh [SEGMENTS=100] [LEVEL=3]
+#! Same compression everywhere (zstd LEVEL). Usage (DRAIN=0 skips the first measure):
+#!   [SUSTAINED=300] [DRAIN=1] bash bench/archiver_bench.sh [SEGMENTS=100] [LEVEL=3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEGMENTS=${1:-100}
@@ -96,6 +96,7 @@ configure() {
     PSQL -c "SELECT pg_reload_conf()" >/dev/null
 }
 
+if [ "${DRAIN:-1}" = 1 ]; then
 echo "== producing $SEGMENTS segments of WAL (pgbench, then bulk updates) with archiving not configured"
 new_cluster "$B/src"
 as_pg "$BIN/pg_ctl" -D "$B/src" -l "$B/src.log" -w start >/dev/null
@@ -108,9 +109,10 @@ done
 stop_pg "$B/src"
 NSEG=$(waiting "$B/src")
 echo "$NSEG segments wait"
+fi
 
 declare -A drain
-for tool in strata1 strata2 pgbr-sync pgbr-async; do
+for tool in $([ "${DRAIN:-1}" = 1 ] && echo strata1 strata2 pgbr-sync pgbr-async); do
     d="$B/d-$tool"
     cp -a "$B/src" "$d"
     case $tool in pgbr-*) no_library "$d" ;; esac
@@ -129,6 +131,8 @@ done
 
 sustained() {
     local tool=$1 d="$B/s-$1"
+    # A new cluster: the drain's repository holds another cluster's stanza (and would be refused).
+    rm -rf "$B/repo-$tool"
     new_cluster "$d"
     echo "checkpoint_timeout = '30s'" >> "$d/postgresql.conf"
     case $tool in pgbr-*) no_library "$d" ;; esac
@@ -160,6 +164,7 @@ if [ "$SUSTAINED" -gt 0 ]; then
     sustained pgbr-async
 fi
 
+[ "${DRAIN:-1}" = 1 ] || exit 0
 python3 - "$NSEG" "${drain[strata1]}" "${drain[strata2]}" "${drain[pgbr-sync]}" "${drain[pgbr-async]}" <<'PY'
 import sys
 n = int(sys.argv[1])

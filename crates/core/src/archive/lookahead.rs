@@ -1,23 +1,30 @@
 //! Look-ahead archiving: PostgreSQL's archiver hands the module one WAL segment at a time, but when it
 //! is behind, the segments it will ask for next are already complete and waiting
 //! (`pg_wal/archive_status/<name>.ready`). Worker threads store those ahead, several at once — read,
-//! hash, compress, encrypt, write durably into every repository — so that the call for each finds
-//! it stored and only checks it: the file's digest must equal the stored object's (as for any file
-//! found archived), and the block-change summary, which needs the previous segment's last record, is
-//! made then, in segment order. A segment is reported archived only by that call, once it is durable in
-//! every repository. When the archiver keeps up (nothing waits after the segment asked for), the call
-//! stores the segment itself, as without look-ahead.
+//! hash, compress, encrypt, write durably into every repository — so that the call for each finds it
+//! stored and only checks it: the stored object's digest must be the one of the file's bytes as the
+//! call reads them (as for any file found archived), and the block-change summary, which needs the
+//! previous segment's last record, is made then, in segment order. A segment is reported archived only
+//! by that call, once it is durable in every repository. When the archiver keeps up (nothing waits
+//! after the segment asked for), the call stores the segment itself, as without look-ahead.
+//!
+//! Order: workers prepare in parallel but **publish in order**. A worker writes segment k only once
+//! segment k-1 is stored (by the call, or by the worker before it) — the `Gate` — and writes nothing
+//! once one failed: a segment refused (another cluster's object under its name, say) stops everything
+//! after it, as when PostgreSQL archives one at a time, so the archive never holds segments past a hole
+//! or past another history's segment.
 //!
 //! Safety: a worker stores a segment only while its `.ready` file exists, and checks after reading it
-//! that the name still denotes the file it read and that the `.ready` file is still there — a segment
-//! recycled meanwhile (possible only if archiving was turned off) could hold other bytes, and must not
-//! be stored under the old name. Whatever a worker fails to do, the call does itself, as without
-//! look-ahead. The workers block every signal: they run inside a PostgreSQL process, whose signal
-//! handlers belong on its main thread.
+//! that the name still denotes the file it read, unchanged, and that the `.ready` file is still there —
+//! a segment recycled meanwhile (possible only if archiving was turned off) could hold other bytes, and
+//! must not be stored under the old name. Whatever a worker fails to do, the call does itself. The
+//! workers block every signal: they run inside a PostgreSQL process, whose signal handlers belong on
+//! its main thread. Dropping the look-ahead (shutdown, new settings) abandons what is queued: each
+//! worker finishes at most the segment it holds.
 
-use super::push::{ArchivePusher, FileIdentity, ServerFacts, StoredAhead};
+use super::push::{ArchivePusher, ServerFacts};
 use crate::config::{RepoConfig, RepoSet};
-use crate::Result;
+use crate::{Error, Result};
 use pgformat::lsn::{segment_file_name, WalFileName};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -28,8 +35,15 @@ use std::sync::{Arc, Condvar, Mutex};
 /// The most look-ahead workers (`strata.archive_process_max`).
 pub const MAX_WORKERS: usize = 32;
 
-/// What a worker did with one segment, or why it could not.
-type Outcome = std::result::Result<StoredAhead, String>;
+/// What the workers may hold at once, read and compressed: 1 GB (each holds a segment and its stored
+/// form). With 16 MB segments every setting fits; with 1 GB segments, one worker.
+const MEMORY_BUDGET: u64 = 1 << 30;
+
+/// How long a worker waits for the segment before its own to be stored.
+const GATE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What a worker did with one segment: for each repository (by number) the stored size, or why not.
+type Outcome = std::result::Result<Vec<(u8, u64)>, String>;
 
 /// A segment handed to a worker; the archiver waits on it when PostgreSQL asks for that segment.
 #[derive(Default)]
@@ -55,8 +69,89 @@ impl Job {
     }
 }
 
+/// Publishing in order: the last segment known stored (timeline, segment number), and whether the
+/// look-ahead stopped (a segment failed, or the archiver let the workers go).
+#[derive(Default)]
+struct GateState {
+    stored: Option<(u32, u64)>,
+    /// Segments at or after this one (on its timeline) may not be written by a worker.
+    failed_at: Option<(u32, u64)>,
+    closing: bool,
+}
+
+#[derive(Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+impl Gate {
+    fn update(&self, f: impl FnOnce(&mut GateState)) {
+        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()));
+        self.changed.notify_all();
+    }
+
+    /// Segment (timeline, segno) is stored durably with the right content.
+    fn stored(&self, timeline: u32, segno: u64) {
+        self.update(|s| {
+            if s.stored.is_none_or(|(t, n)| t != timeline || n < segno) {
+                s.stored = Some((timeline, segno));
+            }
+            if s.failed_at
+                .is_some_and(|(t, n)| t == timeline && n <= segno)
+            {
+                s.failed_at = None; // stored after all (a retry): later segments may go on
+            }
+        });
+    }
+
+    fn failed(&self, timeline: u32, segno: u64) {
+        self.update(|s| {
+            if s.failed_at.is_none_or(|(t, n)| t != timeline || segno < n) {
+                s.failed_at = Some((timeline, segno));
+            }
+        });
+    }
+
+    /// Waits until segment `segno - 1` of `timeline` is stored; an error when a segment before
+    /// `segno` failed, the look-ahead is closing, or `GATE_WAIT` passed (then nothing is written, and
+    /// the call for the segment stores it itself).
+    fn wait_for_previous(&self, timeline: u32, segno: u64) -> Result<()> {
+        let deadline = std::time::Instant::now() + GATE_WAIT;
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if s.closing {
+                return Err(Error::Internal("look-ahead stopped".into()));
+            }
+            if s.failed_at.is_some_and(|(t, n)| t == timeline && n < segno) {
+                return Err(Error::Internal(
+                    "an earlier segment was not archived: nothing is stored past it".into(),
+                ));
+            }
+            if s.stored
+                .is_some_and(|(t, n)| t == timeline && n + 1 >= segno)
+            {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(Error::Internal(
+                    "the segment before was not stored in time".into(),
+                ));
+            }
+            s = self
+                .changed
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
 struct Task {
     name: String,
+    timeline: u32,
+    segno: u64,
     path: PathBuf,
     job: Arc<Job>,
 }
@@ -67,30 +162,39 @@ pub struct LookAhead {
     workers: usize,
     sender: Option<crossbeam_channel::Sender<Task>>,
     threads: Vec<std::thread::JoinHandle<()>>,
-    /// Segments handed to workers and not yet asked for, by name (names sort in WAL order within a
-    /// timeline).
+    gate: Arc<Gate>,
+    /// Segments handed to workers and not yet asked for, by name.
     jobs: BTreeMap<String, Arc<Job>>,
 }
 
 impl LookAhead {
-    /// `workers` threads (at most `MAX_WORKERS`) storing into every repository of `repos`.
+    /// `workers` threads (at most `MAX_WORKERS`, and as many as `MEMORY_BUDGET` allows with this
+    /// segment size) storing into every repository of `repos`. Threads the system refuses are done
+    /// without.
     pub fn new(repos: &RepoSet, facts: ServerFacts, workers: usize) -> LookAhead {
-        let workers = workers.min(MAX_WORKERS);
+        let fit = (MEMORY_BUDGET / (2 * facts.wal_segment_size.max(1) as u64)).max(1) as usize;
+        let wanted = workers.min(MAX_WORKERS).min(fit);
         let (sender, receiver) = crossbeam_channel::unbounded::<Task>();
-        let threads = without_signals(|| {
-            (0..workers)
-                .map(|_| {
-                    let receiver = receiver.clone();
+        let gate = Arc::new(Gate::default());
+        let threads: Vec<_> = {
+            let _mask = SignalsBlocked::new();
+            (0..wanted)
+                .filter_map(|i| {
+                    let (receiver, gate) = (receiver.clone(), gate.clone());
                     let configs = repos.repos().to_vec();
-                    std::thread::spawn(move || work(receiver, configs, facts))
+                    std::thread::Builder::new()
+                        .name(format!("strata-ahead-{i}"))
+                        .spawn(move || work(receiver, configs, facts, gate))
+                        .ok()
                 })
                 .collect()
-        });
+        };
         LookAhead {
             wal_segment_size: facts.wal_segment_size,
-            workers,
-            sender: Some(sender),
+            workers: threads.len(),
+            sender: (!threads.is_empty()).then_some(sender),
             threads,
+            gate,
             jobs: BTreeMap::new(),
         }
     }
@@ -105,19 +209,40 @@ impl LookAhead {
     /// None when no worker had it.
     pub fn asked_for(&mut self, file_name: &str, wal_path: &Path) -> Option<Outcome> {
         let own = self.jobs.remove(file_name);
-        // Segments before this one are archived or will be asked for again: what was done ahead for
-        // them stays in the repository and is checked then.
-        self.jobs = self.jobs.split_off(file_name);
-        self.hand_out(file_name, wal_path);
+        if let Some(WalFileName::Segment { timeline, segno }) =
+            WalFileName::parse(file_name, self.wal_segment_size)
+        {
+            // Segments before this one on its timeline are archived or will be asked for again:
+            // what was done ahead for them is in the repository and is checked then. Jobs of other
+            // names stay known, so that none is handed out twice.
+            let size = self.wal_segment_size;
+            self.jobs
+                .retain(|name, _| match WalFileName::parse(name, size) {
+                    Some(WalFileName::Segment {
+                        timeline: t,
+                        segno: n,
+                    }) => t != timeline || n > segno,
+                    _ => true,
+                });
+            self.hand_out(timeline, segno, wal_path);
+        }
         own.map(|job| job.wait())
     }
 
-    fn hand_out(&mut self, file_name: &str, wal_path: &Path) {
-        let Some(WalFileName::Segment { timeline, segno }) =
+    /// What the call made of `file_name`: stored everywhere (`ok`), or not. Workers publish the
+    /// segments after it only when it is stored.
+    pub fn reported(&self, file_name: &str, ok: bool) {
+        if let Some(WalFileName::Segment { timeline, segno }) =
             WalFileName::parse(file_name, self.wal_segment_size)
-        else {
-            return;
-        };
+        {
+            match ok {
+                true => self.gate.stored(timeline, segno),
+                false => self.gate.failed(timeline, segno),
+            }
+        }
+    }
+
+    fn hand_out(&mut self, timeline: u32, segno: u64, wal_path: &Path) {
         let (Some(sender), Some(wal_dir)) = (&self.sender, wal_path.parent()) else {
             return;
         };
@@ -132,6 +257,8 @@ impl LookAhead {
             let job = Arc::new(Job::default());
             let task = Task {
                 name: name.clone(),
+                timeline,
+                segno: segno + next,
                 path: wal_dir.join(&name),
                 job: job.clone(),
             };
@@ -145,7 +272,9 @@ impl LookAhead {
 
 impl Drop for LookAhead {
     fn drop(&mut self) {
-        // Closing the queue stops the workers once they finish their current segment.
+        // Workers stop at their next task or gate; what is queued is abandoned (its jobs are
+        // finished as failed, so nothing waits on them).
+        self.gate.update(|s| s.closing = true);
         self.sender.take();
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -158,15 +287,28 @@ fn ready_file(wal_dir: &Path, name: &str) -> PathBuf {
 }
 
 /// A worker: takes segments off the queue until it is closed.
-fn work(receiver: crossbeam_channel::Receiver<Task>, configs: Vec<RepoConfig>, facts: ServerFacts) {
+fn work(
+    receiver: crossbeam_channel::Receiver<Task>,
+    configs: Vec<RepoConfig>,
+    facts: ServerFacts,
+    gate: Arc<Gate>,
+) {
     let mut pushers: Vec<Option<ArchivePusher>> = configs.iter().map(|_| None).collect();
     let mut buf = Vec::new();
     for task in receiver {
+        if gate.state.lock().is_ok_and(|s| s.closing) {
+            task.job.finish(Err("look-ahead stopped".into()));
+            continue;
+        }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            store_ahead(&task, &configs, &mut pushers, facts, &mut buf)
+            store_ahead(&task, &configs, &mut pushers, facts, &mut buf, &gate)
         }));
         let outcome = match outcome {
-            Ok(r) => r.map_err(|e| e.to_string()),
+            Ok(Ok(stored)) => {
+                gate.stored(task.timeline, task.segno);
+                Ok(stored)
+            }
+            Ok(Err(e)) => Err(e.to_string()),
             Err(_) => {
                 // State a panic may have left half-updated is not reused.
                 pushers.iter_mut().for_each(|p| *p = None);
@@ -177,43 +319,40 @@ fn work(receiver: crossbeam_channel::Receiver<Task>, configs: Vec<RepoConfig>, f
     }
 }
 
-/// Reads one waiting segment and stores it into every repository.
+/// Reads one waiting segment and stores it into every repository, writing only once the segment
+/// before it is stored.
 fn store_ahead(
     task: &Task,
     configs: &[RepoConfig],
     pushers: &mut [Option<ArchivePusher>],
     facts: ServerFacts,
     buf: &mut Vec<u8>,
-) -> Result<StoredAhead> {
-    let file = read_waiting_segment(&task.path, &task.name, buf)?;
+    gate: &Gate,
+) -> Result<Vec<(u8, u64)>> {
+    read_waiting_segment(&task.path, &task.name, buf)?;
+    let in_order = || gate.wait_for_previous(task.timeline, task.segno);
     let mut stored = Vec::with_capacity(configs.len());
-    let mut digest = None;
     for (config, slot) in configs.iter().zip(pushers.iter_mut()) {
         if slot.is_none() {
             *slot = Some(ArchivePusher::new(config.clone(), facts)?.for_look_ahead());
         }
         let pusher = slot.as_mut().expect("opened above");
-        let report = pusher.push_bytes(&task.path, &task.name, buf)?;
+        let report = pusher.push_bytes(&task.path, &task.name, buf, &in_order)?;
         stored.push((config.number, report.stored_bytes));
-        digest = Some(report.digest);
     }
     crate::testhook::pause(crate::testhook::ARCHIVE_AHEAD_PAUSE);
-    Ok(StoredAhead {
-        digest: digest.ok_or_else(|| crate::Error::Internal("no repository".into()))?,
-        file,
-        stored,
-    })
+    Ok(stored)
 }
 
 /// Reads the segment at `path` into `buf` if it is waiting to be archived, and is still the same file,
-/// unchanged, with its `.ready` file in place once read; returns the file's identity.
-fn read_waiting_segment(path: &Path, name: &str, buf: &mut Vec<u8>) -> Result<FileIdentity> {
+/// unchanged, with its `.ready` file in place once read.
+fn read_waiting_segment(path: &Path, name: &str, buf: &mut Vec<u8>) -> Result<()> {
     let gone = || {
-        crate::Error::BadInput(format!(
+        Error::BadInput(format!(
             "WAL file {name} is no longer waiting to be archived"
         ))
     };
-    let read_err = |source| crate::Error::ReadFile {
+    let read_err = |source| Error::ReadFile {
         path: path.into(),
         source,
     };
@@ -230,28 +369,53 @@ fn read_waiting_segment(path: &Path, name: &str, buf: &mut Vec<u8>) -> Result<Fi
     file.read_to_end(buf).map_err(read_err)?;
     let read = file.metadata().map_err(read_err)?;
     let now = std::fs::symlink_metadata(path).map_err(read_err)?;
+    let identity = |m: &std::fs::Metadata| {
+        (
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        )
+    };
     if (now.dev(), now.ino()) != (opened.dev(), opened.ino())
-        || FileIdentity::of(&read) != FileIdentity::of(&opened)
+        || identity(&read) != identity(&opened)
         || !ready.exists()
     {
         return Err(gone());
     }
-    Ok(FileIdentity::of(&read))
+    Ok(())
 }
 
-/// Runs `f` (which starts threads) with every signal blocked, so that the threads it starts inherit a
-/// mask that keeps PostgreSQL's signals on the main thread; the caller's mask is restored after.
-fn without_signals<T>(f: impl FnOnce() -> T) -> T {
-    // SAFETY: sigset_t is plain data filled by sigfillset; pthread_sigmask only changes this thread's
-    // mask, which is restored below.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
-        let result = f();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        result
+/// While it lives, every signal is blocked on this thread, so that the threads started meanwhile
+/// inherit a mask that keeps PostgreSQL's signals on the main thread; the mask is restored when it is
+/// dropped, also when a panic unwinds.
+struct SignalsBlocked {
+    old: libc::sigset_t,
+}
+
+impl SignalsBlocked {
+    fn new() -> SignalsBlocked {
+        // SAFETY: sigset_t is plain data filled by sigfillset; pthread_sigmask changes only this
+        // thread's mask, which `drop` restores.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+            SignalsBlocked { old }
+        }
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `new` on the same thread.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
+        }
     }
 }
 

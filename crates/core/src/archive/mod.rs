@@ -10,4 +10,4 @@ pub mod summarize;
 
 pub use get::{archive_get, GetOutcome};
 pub use multi::{MultiPushFailure, MultiPushReport, MultiPusher};
-pub use push::{ArchivePusher, FileIdentity, PushReport, ServerFacts, StoredAhead, SummaryReport};
+pub use push::{ArchivePusher, PushReport, ServerFacts, SummaryReport};

@@ -8,7 +8,7 @@
 //! file already archived with the same content counts as done anyway (after a restart, say).
 
 use super::lookahead::LookAhead;
-use super::push::{ArchivePusher, PushReport, ServerFacts, StoredAhead};
+use super::push::{ArchivePusher, PushReport, ServerFacts};
 use crate::config::{RepoConfig, RepoSet};
 use crate::{Error, Result};
 use std::path::Path;
@@ -144,10 +144,10 @@ impl MultiPusher {
                 .filter(|s| !already.contains(&s.config.number))
                 .map(|slot| {
                     let number = slot.config.number;
-                    let stored_ahead = ahead.as_ref().and_then(|a| {
-                        let size = a.stored.iter().find(|(n, _)| *n == number)?.1;
-                        Some((a, size))
-                    });
+                    let stored_ahead = ahead
+                        .as_ref()
+                        .and_then(|a| a.iter().find(|(n, _)| *n == number))
+                        .map(|(_, size)| *size);
                     let job = scope
                         .spawn(move || push_one(slot, facts, wal_path, file_name, stored_ahead));
                     (number, job)
@@ -185,6 +185,9 @@ impl MultiPusher {
                 }
             }
         }
+        if let Some(a) = &self.ahead {
+            a.reported(file_name, errors.is_empty());
+        }
         if errors.is_empty() {
             self.done = None;
             return Ok(MultiPushReport { reports });
@@ -204,7 +207,7 @@ fn push_one(
     facts: ServerFacts,
     wal_path: &Path,
     file_name: &str,
-    stored_ahead: Option<(&StoredAhead, u64)>,
+    stored_ahead: Option<u64>,
 ) -> Result<PushReport> {
     if slot.pusher.is_none() {
         slot.pusher = Some(ArchivePusher::new(slot.config.clone(), facts)?);

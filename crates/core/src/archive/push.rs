@@ -54,40 +54,6 @@ pub struct PushReport {
     pub summary: SummaryReport,
 }
 
-/// What a look-ahead worker stored of a file: its digest, the identity of the file it read, and the
-/// stored size in each repository (by number).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredAhead {
-    pub digest: [u8; 32],
-    pub file: FileIdentity,
-    pub stored: Vec<(u8, u64)>,
-}
-
-/// A file's identity and last change: the same inode, size, modification and change times mean that
-/// nothing wrote to it in between (a write sets both times). A WAL segment waiting to be archived is
-/// never written again; this is what shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FileIdentity {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl FileIdentity {
-    pub fn of(meta: &std::fs::Metadata) -> FileIdentity {
-        use std::os::unix::fs::MetadataExt;
-        FileIdentity {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-        }
-    }
-}
-
 /// Long-lived state of an archiver: the open repository and the summarizer carried across segments.
 pub struct ArchivePusher {
     config: RepoConfig,
@@ -143,16 +109,14 @@ impl ArchivePusher {
         self.push_hinted(wal_path, file_name, None)
     }
 
-    /// `push`, told that a look-ahead worker stored the file already (`ahead`: its digest, the file it
-    /// read, the stored size here): the stored object is then looked up first instead of compressing
-    /// again, and its digest must be the file's, as for any file found archived. The file's digest is
-    /// the worker's when the file read here is the one it read, unchanged (`FileIdentity`), and is
-    /// computed again otherwise.
+    /// `push`, told that a look-ahead worker stored the file already (`stored_ahead`: the stored size
+    /// here): the stored object is then looked up first instead of compressing again, and its digest
+    /// must be the file's, computed here from the bytes read here, as for any file found archived.
     pub fn push_hinted(
         &mut self,
         wal_path: &Path,
         file_name: &str,
-        ahead: Option<(&StoredAhead, u64)>,
+        stored_ahead: Option<u64>,
     ) -> Result<PushReport> {
         let seg_size = self.facts.wal_segment_size;
         let parsed =
@@ -164,30 +128,22 @@ impl ArchivePusher {
         // Reuse one buffer across segments: a fresh 16 MB allocation per segment costs page faults.
         let mut data = std::mem::take(&mut self.read_buf);
         data.clear();
-        let read = std::fs::File::open(wal_path).and_then(|mut f| {
-            std::io::Read::read_to_end(&mut f, &mut data)?;
-            f.metadata()
-        });
-        let identity = match read {
-            Ok(meta) => FileIdentity::of(&meta),
-            Err(source) => {
-                self.read_buf = data;
-                return Err(Error::ReadFile {
-                    path: wal_path.into(),
-                    source,
-                });
-            }
-        };
-        let known_sha = ahead
-            .filter(|(a, _)| a.file == identity)
-            .map(|(a, _)| a.digest);
+        let read = std::fs::File::open(wal_path)
+            .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut data));
+        if let Err(source) = read {
+            self.read_buf = data;
+            return Err(Error::ReadFile {
+                path: wal_path.into(),
+                source,
+            });
+        }
         // On a remote repository the create is tried first (the server refuses it when the object
         // exists, and only then is the stored header read): one request per file instead of two.
-        let look_first = self.repo.storage().local_root().is_some() || ahead.is_some();
-        let result = self.push_data(wal_path, file_name, parsed, &data, look_first, known_sha);
+        let look_first = self.repo.storage().local_root().is_some() || stored_ahead.is_some();
+        let result = self.push_data(wal_path, file_name, parsed, &data, look_first, None);
         self.read_buf = data;
         let mut report = result?;
-        if let Some((_, stored)) = ahead {
+        if let Some(stored) = stored_ahead {
             if report.already_archived {
                 report.already_archived = false;
                 report.stored_ahead = true;
@@ -197,12 +153,15 @@ impl ArchivePusher {
         Ok(report)
     }
 
-    /// Stores a file already read (`data`, the bytes of `wal_path`), as a look-ahead worker does.
+    /// Stores a file already read (`data`, the bytes of `wal_path`), as a look-ahead worker does:
+    /// `gate` is called once the object is ready and before it is written, and no object is written
+    /// when it fails (a worker waits there for the segment before to be stored).
     pub fn push_bytes(
         &mut self,
         wal_path: &Path,
         file_name: &str,
         data: &[u8],
+        gate: &dyn Fn() -> Result<()>,
     ) -> Result<PushReport> {
         let parsed =
             WalFileName::parse(file_name, self.facts.wal_segment_size).ok_or_else(|| {
@@ -212,7 +171,7 @@ impl ArchivePusher {
             })?;
         self.guard.check(&self.repo)?;
         let look_first = self.repo.storage().local_root().is_some();
-        self.push_data(wal_path, file_name, parsed, data, look_first, None)
+        self.push_data(wal_path, file_name, parsed, data, look_first, Some(gate))
     }
 
     fn push_data(
@@ -222,7 +181,7 @@ impl ArchivePusher {
         parsed: WalFileName,
         data: &[u8],
         look_first: bool,
-        known_sha: Option<[u8; 32]>,
+        gate: Option<&dyn Fn() -> Result<()>>,
     ) -> Result<PushReport> {
         let seg_size = self.facts.wal_segment_size;
         if let WalFileName::Segment { .. } = parsed {
@@ -260,7 +219,7 @@ impl ArchivePusher {
         let summarizer = &mut self.summarizer;
         let summarized = segment.filter(|_| self.summaries);
         let (sha, payload, summary) = std::thread::scope(|scope| {
-            let sha_job = scope.spawn(move || known_sha.unwrap_or_else(|| object::digest(data)));
+            let sha_job = scope.spawn(|| object::digest(data));
             let summary_job = summarized.map(|(timeline, segno, kind)| {
                 scope.spawn(move || {
                     summarizer.summarize(timeline, segno, kind, data, || {
@@ -332,10 +291,13 @@ impl ArchivePusher {
                     object::Place::whole(key.as_str()),
                 )?;
                 report.stored_bytes = stored.len() as u64;
+                if let Some(gate) = gate {
+                    gate()?;
+                }
                 if self.repo.storage().put_new(&key, stored)? == PutOutcome::AlreadyExists {
                     // Archived before (a retry), or raced with another writer: judge by what is
                     // there now.
-                    return self.push_data(wal_path, file_name, parsed, data, true, Some(sha));
+                    return self.push_data(wal_path, file_name, parsed, data, true, gate);
                 }
             }
         }

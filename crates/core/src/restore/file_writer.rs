@@ -92,6 +92,17 @@ impl FileWriter<'_> {
             .repo
             .decode_object(place, &stored, p.size)
             .map_err(|e| self.unrestorable(e))?;
+        // The object checked itself (its digest against its bytes); this ties it to the manifest: an
+        // object of the right size put in the place of another is refused too.
+        if let Some(recorded) = p.digest {
+            if recorded.0 != header.digest {
+                return Err(self.unrestorable(Error::ChecksumMismatch {
+                    key: key.to_string(),
+                    expected: format!("{} {}", header.alg.name(), recorded.to_hex()),
+                    found: header.digest_hex(),
+                }));
+            }
+        }
         if plain.len() as u64 != p.size {
             return Err(Error::CorruptObject {
                 key: key.to_string(),

@@ -495,7 +495,7 @@ pub fn check_presence(
     let target = &plan.manifest.label;
     each_object(repo, plan, threads, abort, |key, o| {
         let size = match repo.storage().local_root() {
-            Some(root) => size_and_read_ahead(&root.join(key.as_str())),
+            Some(root) => size_and_read_ahead(&root.join(key.as_str()))?,
             None => repo.storage().size(key)?,
         };
         let reason = match size {
@@ -512,26 +512,43 @@ pub fn check_presence(
     })
 }
 
-/// The size of an object file of a local repository (None: missing, or a link, which no repository
-/// holds), asking the kernel to start reading it into the page cache: the writers then find it there
-/// instead of each waiting on the disk in turn, and no byte is copied or hashed twice.
-fn size_and_read_ahead(path: &std::path::Path) -> Option<u64> {
+/// The size of an object file of a local repository (None: missing), asking the kernel to start
+/// reading it into the page cache: the writers then find it there instead of each waiting on the disk
+/// in turn, and no byte is copied or hashed twice. Opened without following a link in its last
+/// component, without blocking (a FIFO planted there) and without becoming a controlling terminal; a
+/// link or anything but a regular file is refused as such, and other errors name their cause.
+fn size_and_read_ahead(path: &std::path::Path) -> Result<Option<u64>> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
+    let file = match std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-        .ok()?;
-    let meta = file.metadata().ok()?;
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(Error::ReadFile {
+                path: path.into(),
+                source,
+            })
+        }
+    };
+    let meta = file.metadata().map_err(|source| Error::ReadFile {
+        path: path.into(),
+        source,
+    })?;
     if !meta.is_file() {
-        return None;
+        return Err(Error::CorruptObject {
+            key: path.display().to_string(),
+            reason: "not a regular file".into(),
+        });
     }
     // SAFETY: a valid descriptor; the call only schedules reads. Failure only loses the read-ahead.
     unsafe {
         libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
     }
-    Some(meta.len())
+    Ok(Some(meta.len()))
 }
 
 /// Reads a data object whole (one request, nothing past the recorded size) and checks its size and
