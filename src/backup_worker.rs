@@ -239,9 +239,7 @@ fn copy_between_start_and_stop(
 /// reported it, not merely once an object of its name is in the repository: a look-ahead worker may
 /// have stored it while an earlier segment is refused, and the object there may be another cluster's.
 fn waiting_for_archiver(name: &str) -> bool {
-    std::path::Path::new("pg_wal/archive_status")
-        .join(format!("{name}.ready"))
-        .exists()
+    strata_core::archive::ready_file(std::path::Path::new("pg_wal"), name).exists()
 }
 
 /// Waits until every WAL segment from the backup's start to its stop is reported archived by the

@@ -159,6 +159,9 @@ struct Task {
 /// The look-ahead workers of one archiver.
 pub struct LookAhead {
     wal_segment_size: u32,
+    /// The workers asked for (what a settings change is compared with).
+    requested: usize,
+    /// The workers started: fewer when the memory budget or the system allows fewer.
     workers: usize,
     sender: Option<crossbeam_channel::Sender<Task>>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -191,6 +194,7 @@ impl LookAhead {
         };
         LookAhead {
             wal_segment_size: facts.wal_segment_size,
+            requested: workers,
             workers: threads.len(),
             sender: (!threads.is_empty()).then_some(sender),
             threads,
@@ -199,8 +203,9 @@ impl LookAhead {
         }
     }
 
-    pub fn workers(&self) -> usize {
-        self.workers
+    /// The workers asked for (`new`'s `workers`), whatever could be started.
+    pub fn requested(&self) -> usize {
+        self.requested
     }
 
     /// Called when PostgreSQL asks for `file_name` (at `wal_path`): hands the segments after it whose
@@ -282,7 +287,9 @@ impl Drop for LookAhead {
     }
 }
 
-fn ready_file(wal_dir: &Path, name: &str) -> PathBuf {
+/// The status file PostgreSQL keeps in `<wal_dir>/archive_status` while WAL file `name` waits to be
+/// archived.
+pub fn ready_file(wal_dir: &Path, name: &str) -> PathBuf {
     wal_dir.join("archive_status").join(format!("{name}.ready"))
 }
 

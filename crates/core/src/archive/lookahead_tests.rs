@@ -186,3 +186,18 @@ fn dropping_the_look_ahead_abandons_what_waits() {
         assert!(stored(&s.set, segno).iter().all(Option::is_none));
     }
 }
+
+#[test]
+fn workers_are_capped_by_memory_but_the_setting_is_what_is_compared() {
+    let s = setup(&[]);
+    let big = ServerFacts {
+        wal_segment_size: 1 << 30,
+        ..facts()
+    };
+    // 1 GB segments: one worker fits the budget; the pusher still counts as made for 4, so the
+    // archiver does not rebuild it (and restart threads) on every call.
+    let ahead = LookAhead::new(&s.set, big, 4);
+    assert_eq!((ahead.workers, ahead.requested()), (1, 4));
+    let pusher = MultiPusher::new(&s.set, big).with_look_ahead(&s.set, 4);
+    assert_eq!(pusher.look_ahead_workers(), 4);
+}

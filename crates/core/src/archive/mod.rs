@@ -9,5 +9,6 @@ pub mod push;
 pub mod summarize;
 
 pub use get::{archive_get, GetOutcome};
+pub use lookahead::ready_file;
 pub use multi::{MultiPushFailure, MultiPushReport, MultiPusher};
 pub use push::{ArchivePusher, PushReport, ServerFacts, SummaryReport};

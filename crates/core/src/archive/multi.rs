@@ -104,9 +104,10 @@ impl MultiPusher {
         self
     }
 
-    /// The number of look-ahead workers.
+    /// The number of look-ahead workers asked for (see `LookAhead::requested`): a pusher whose
+    /// workers were capped is still the one for these settings, not rebuilt on every call.
     pub fn look_ahead_workers(&self) -> usize {
-        self.ahead.as_ref().map_or(0, LookAhead::workers)
+        self.ahead.as_ref().map_or(0, LookAhead::requested)
     }
 
     /// Whether this pusher writes to exactly these repositories with these settings.

@@ -49,8 +49,6 @@ pub struct PushReport {
     pub already_archived: bool,
     /// A look-ahead worker had stored it before PostgreSQL asked (see `lookahead`); checked here.
     pub stored_ahead: bool,
-    /// The digest of the file's bytes (`object::digest`).
-    pub digest: [u8; 32],
     pub summary: SummaryReport,
 }
 
@@ -118,11 +116,7 @@ impl ArchivePusher {
         file_name: &str,
         stored_ahead: Option<u64>,
     ) -> Result<PushReport> {
-        let seg_size = self.facts.wal_segment_size;
-        let parsed =
-            WalFileName::parse(file_name, seg_size).ok_or_else(|| Error::BadWalFileName {
-                what: file_name.to_string(),
-            })?;
+        let parsed = self.parse_name(file_name)?;
         // Every time: the repository may have been unmounted or moved since the last segment.
         self.guard.check(&self.repo)?;
         // Reuse one buffer across segments: a fresh 16 MB allocation per segment costs page faults.
@@ -163,15 +157,18 @@ impl ArchivePusher {
         data: &[u8],
         gate: &dyn Fn() -> Result<()>,
     ) -> Result<PushReport> {
-        let parsed =
-            WalFileName::parse(file_name, self.facts.wal_segment_size).ok_or_else(|| {
-                Error::BadWalFileName {
-                    what: file_name.to_string(),
-                }
-            })?;
+        let parsed = self.parse_name(file_name)?;
         self.guard.check(&self.repo)?;
         let look_first = self.repo.storage().local_root().is_some();
         self.push_data(wal_path, file_name, parsed, data, look_first, Some(gate))
+    }
+
+    fn parse_name(&self, file_name: &str) -> Result<WalFileName> {
+        WalFileName::parse(file_name, self.facts.wal_segment_size).ok_or_else(|| {
+            Error::BadWalFileName {
+                what: file_name.to_string(),
+            }
+        })
     }
 
     fn push_data(
@@ -255,10 +252,9 @@ impl ArchivePusher {
             stored_bytes: 0,
             already_archived: false,
             stored_ahead: false,
-            digest: sha,
             summary: SummaryReport::NotApplicable,
         };
-        // An object archived by an earlier pg_strata has a digest of another hash: compared in its.
+        // An object archived by an earlier pg_strata has a digest of another hash: compared in that one.
         let same = |header: &object::ObjectHeader| match header.alg {
             object::DigestAlg::CURRENT => header.digest == sha,
             other => header.digest == other.hash(data),
