@@ -66,6 +66,37 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     sync(&f, dir)
 }
 
+/// Alignment of buffer addresses, file offsets and lengths for `O_DIRECT` I/O: 4096 covers every
+/// logical block size Linux file systems use.
+pub const DIRECT_IO_ALIGN: usize = 4096;
+
+/// Turns `O_DIRECT` on or off for an open file; false when the file system refuses it.
+pub fn set_o_direct(file: &File, on: bool) -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own, with flag arguments only.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 {
+            return false;
+        }
+        let flags = if on {
+            flags | libc::O_DIRECT
+        } else {
+            flags & !libc::O_DIRECT
+        };
+        libc::fcntl(fd, libc::F_SETFL, flags) == 0
+    }
+}
+
+/// An aligned window of `len` bytes in `scratch` (grown as needed, reused by the caller): its start.
+pub fn aligned_window(scratch: &mut Vec<u8>, len: usize) -> usize {
+    if scratch.len() < len + DIRECT_IO_ALIGN {
+        *scratch = vec![0u8; len + DIRECT_IO_ALIGN];
+    }
+    scratch.as_ptr().align_offset(DIRECT_IO_ALIGN)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -407,7 +407,13 @@ pub fn decode_at(
         key: key.to_string(),
         reason,
     };
-    let opened;
+    // The opened (decrypted) payload lives in a buffer each thread reuses: a restore opens every
+    // stored byte once, and a fresh allocation per object made that the encrypted restore's largest
+    // extra cost after the cipher itself.
+    thread_local! {
+        static OPENED: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut opened: Option<Vec<u8>> = None;
     let payload = match (keys, header.sealed) {
         (None, None) => &stored[HEADER_LEN..],
         (Some(keys), Some((id, nonce))) => {
@@ -418,15 +424,22 @@ pub fn decode_at(
                 )));
             }
             let (body, tag) = stored.split_at(stored.len() - TAG_LEN);
-            let mut buf = body[SEALED_HEADER_LEN..].to_vec();
+            let sealed = &body[SEALED_HEADER_LEN..];
+            let buf = opened.insert(OPENED.take());
+            // Grown when needed (without copying what it held), never cleared: the cipher writes
+            // every byte of `out`.
+            if buf.len() < sealed.len() {
+                buf.clear();
+                buf.resize(sealed.len(), 0);
+            }
+            let out = &mut buf[..sealed.len()];
             let tag: [u8; TAG_LEN] = tag.try_into().expect("16 bytes");
-            keys.open(id, &nonce, &associated_data(stored, place), &mut buf, &tag)
+            let aad = associated_data(stored, place);
+            keys.open_into(id, &nonce, &aad, sealed, out, &tag)
                 .map_err(corrupt)?;
-            let sha_at = buf.len() - 32;
-            header.digest = buf[sha_at..].try_into().expect("32 bytes");
-            buf.truncate(sha_at);
-            opened = buf;
-            &opened[..]
+            let sha_at = out.len() - 32;
+            header.digest = out[sha_at..].try_into().expect("32 bytes");
+            &buf[..sha_at]
         }
         (Some(_), None) => {
             return Err(corrupt(
@@ -439,8 +452,12 @@ pub fn decode_at(
             ))
         }
     };
-    let plain =
-        compress::decompress(header.compress, payload, header.plain_size).map_err(corrupt)?;
+    let plain = compress::decompress(header.compress, payload, header.plain_size).map_err(corrupt);
+    // Kept for the next object unless an unusually large one made it big.
+    if let Some(buf) = opened.filter(|b| b.capacity() <= 64 << 20) {
+        OPENED.set(buf);
+    }
+    let plain = plain?;
     let found = header.alg.hash(&plain);
     if found != header.digest {
         return Err(Error::ChecksumMismatch {

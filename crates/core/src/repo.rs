@@ -235,11 +235,14 @@ impl Repo {
         };
         let key = self.keys.archive_file(file_name, wal_segment_size)?;
         let limit = max_plain + (max_plain >> 4) + 4096;
-        let Some(stored) = self.storage.get_limited(&key, limit)? else {
-            return Ok(None);
-        };
-        let (_, plain) = self.decode_object(Place::whole(key.as_str()), &stored, max_plain)?;
-        Ok(Some((key, plain)))
+        // Read once (replay, verification, the restore's check): around the page cache locally.
+        let decoded = self.storage.read_once(&key, limit, |stored| {
+            self.decode_object(Place::whole(key.as_str()), stored, max_plain)
+        })?;
+        match decoded {
+            Some(d) => Ok(Some((key, d?.1))),
+            None => Ok(None),
+        }
     }
 
     /// The header of an archived WAL file, when it is archived (one small request; the whole object,

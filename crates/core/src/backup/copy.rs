@@ -468,6 +468,62 @@ mod tests {
         }
     }
 
+    /// A page of block `blkno` whose every byte (but the header's LSN and checksum) is `tag`, with a
+    /// valid checksum, or a wrong one.
+    fn page(tag: u8, blkno: u32, valid: bool) -> Vec<u8> {
+        let mut p = vec![tag; pgformat::relfile::BLCKSZ as usize];
+        p[..10].fill(0);
+        let sum = pgformat::page::page_checksum(&p, blkno) ^ u16::from(!valid);
+        p[8..10].copy_from_slice(&sum.to_le_bytes());
+        p
+    }
+
+    #[test]
+    fn an_incremental_copy_keeps_the_wanted_blocks_only() {
+        let pgdata = tempfile::tempdir().unwrap();
+        let repo = tempfile::tempdir().unwrap();
+        let base = pgdata.path().join("base/5");
+        std::fs::create_dir_all(&base).unwrap();
+        // 64 blocks; block 3 (between wanted blocks 1 and 5, read through) fails its checksum but is
+        // not part of the incremental, so it is neither stored nor reported; block 40 fails and is.
+        let mut file = Vec::new();
+        for b in 0..64u32 {
+            file.extend(page(b as u8 + 1, b, b != 3 && b != 40));
+        }
+        std::fs::write(base.join("16400"), &file).unwrap();
+        let repo = Repo::open(&RepoUrl::Local(repo.path().to_path_buf()), "st").unwrap();
+        let mut settings = settings(&repo, CompressType::Zstd, 1);
+        settings.verify_checksums = true;
+        settings.start_lsn = Lsn(0x100_0000);
+        let found = walk::walk(
+            pgdata.path(),
+            &[],
+            pgformat::relfile::TABLESPACE_VERSION_DIRECTORY,
+        )
+        .unwrap();
+        let mode = FileMode::Blocks {
+            changed: vec![1, 5, 40],
+            all_from: 60,
+        };
+        let files = found.files.into_iter().map(|f| (f, mode.clone())).collect();
+        let progress = CopyProgress::default();
+        let copied = copy_files(&settings, files, &progress, &AtomicBool::new(false)).unwrap();
+        let entry = &copied.files[0];
+        assert_eq!(entry.incremental, Some(64));
+        let plain = read_back(&repo, settings.label, entry);
+        let inc = crate::incremental::Incremental::parse("test", &plain).unwrap();
+        assert_eq!(inc.block_numbers, vec![1, 5, 40, 60, 61, 62, 63]);
+        for (i, &b) in inc.block_numbers.iter().enumerate() {
+            assert!(inc.blocks(i, 1) == &file[b as usize * 8192..(b as usize + 1) * 8192]);
+        }
+        let reported: Vec<u32> = copied
+            .page_checksum_errors
+            .iter()
+            .flat_map(|e| e.blocks.clone())
+            .collect();
+        assert_eq!(reported, vec![40]);
+    }
+
     #[test]
     fn a_cancelled_copy_fails_with_cancelled() {
         let pgdata = tempfile::tempdir().unwrap();

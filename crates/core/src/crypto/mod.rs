@@ -19,8 +19,8 @@ pub mod manifest;
 pub mod usage;
 
 use crate::{Error, Result};
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::Aes256Gcm;
 use std::collections::BTreeMap;
 use std::fmt;
 use zeroize::Zeroizing;
@@ -188,19 +188,20 @@ impl DataKeys {
             .get(&id)
             .ok_or_else(|| Error::Internal(format!("no data key {id}")))?;
         let tag = key
-            .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf)
+            .encrypt_inout_detached(nonce.into(), aad, buf.into())
             .map_err(|_| Error::Internal("AES-256-GCM encryption failed".into()))?;
         Ok(tag.into())
     }
 
-    /// Decrypts `buf` in place; an error string when the key id is unknown or authentication fails
-    /// (the caller names the object).
-    pub fn open(
+    /// Decrypts `sealed` into `out` (of the same length); an error string when the key id is unknown
+    /// or authentication fails (the caller names the object). No copy of the ciphertext is made.
+    pub fn open_into(
         &self,
         id: u32,
         nonce: &[u8; NONCE_LEN],
         aad: &[u8],
-        buf: &mut [u8],
+        sealed: &[u8],
+        out: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> std::result::Result<(), String> {
         let key = self.keys.get(&id).ok_or_else(|| {
@@ -209,7 +210,9 @@ impl DataKeys {
                 self.ids()
             )
         })?;
-        key.decrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf, Tag::from_slice(tag))
+        let buf = aes_gcm::aead::inout::InOutBuf::new(sealed, out)
+            .map_err(|_| "ciphertext and output of different lengths".to_string())?;
+        key.decrypt_inout_detached(nonce.into(), aad, buf, tag.into())
             .map_err(|_| {
                 "authentication failed (AES-256-GCM): the object was modified, damaged or moved \
                  from another key"
@@ -226,7 +229,7 @@ pub(crate) fn seal_once(
     buf: &mut Vec<u8>,
 ) -> Result<()> {
     Aes256Gcm::new(key.into())
-        .encrypt_in_place(Nonce::from_slice(nonce), aad, buf)
+        .encrypt_in_place(nonce.into(), aad, buf)
         .map_err(|_| Error::Internal("AES-256-GCM encryption failed".into()))
 }
 
@@ -238,7 +241,7 @@ pub(crate) fn open_once(
     buf: &mut Vec<u8>,
 ) -> bool {
     Aes256Gcm::new(key.into())
-        .decrypt_in_place(Nonce::from_slice(nonce), aad, buf)
+        .decrypt_in_place(nonce.into(), aad, buf)
         .is_ok()
 }
 

@@ -380,3 +380,41 @@ fn key_usage_tells_which_keys_backups_and_the_archive_still_use() {
     assert_eq!(u.archive, Some((2, 2)));
     assert_eq!(now.data_keys().unwrap().unwrap().ids(), vec![1, 2]);
 }
+
+/// AES-256-GCM as published: test case 16 of McGrew and Viega's GCM specification (the NIST
+/// submission), through both ways this crate seals — detached (objects) and tag appended (the
+/// keyring) — so that a change of the cipher library cannot change what is stored unnoticed.
+#[test]
+fn aes_256_gcm_matches_the_published_test_vector() {
+    let hex = |s: &str| hex::decode(s).unwrap();
+    let key: [u8; 32] = hex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308")
+        .try_into()
+        .unwrap();
+    let nonce: [u8; 12] = hex("cafebabefacedbaddecaf888").try_into().unwrap();
+    let aad = hex("feedfacedeadbeeffeedfacedeadbeefabaddad2");
+    let plain = hex(
+        "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72\
+         1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+    );
+    let cipher = hex(
+        "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa\
+         8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
+    );
+    let tag = hex("76fc6ece0f4e1768cddf8853bb2d551b");
+
+    let keys = super::DataKeys::new(&[(7, key)], 7);
+    let mut buf = plain.clone();
+    let found = keys.seal_with(7, &nonce, &aad, &mut buf).unwrap();
+    assert_eq!(buf, cipher);
+    assert_eq!(found.to_vec(), tag);
+    let mut out = vec![0u8; buf.len()];
+    keys.open_into(7, &nonce, &aad, &buf, &mut out, &found)
+        .unwrap();
+    assert_eq!(out, plain);
+
+    let mut buf = plain.clone();
+    super::seal_once(&key, &nonce, &aad, &mut buf).unwrap();
+    assert_eq!(buf, [cipher.clone(), tag.clone()].concat());
+    assert!(super::open_once(&key, &nonce, &aad, &mut buf));
+    assert_eq!(buf, plain);
+}

@@ -4,6 +4,7 @@
 //! modification time and owner, through the open descriptor.
 
 use super::beneath::Root;
+use super::direct::{RestoreWriter, SequentialWriter};
 use super::plan::Plan;
 use crate::fsutil::{self, werr};
 use crate::incremental::{Incremental, RebuildPlan};
@@ -12,8 +13,6 @@ use crate::object;
 use crate::repo::Repo;
 use crate::{Error, Result};
 use std::fs::File;
-use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -54,12 +53,12 @@ impl FileWriter<'_> {
         let dest_buf = root.path().join(rel);
         let dest = dest_buf.as_path();
         // Owner can always write while restoring; the recorded mode is applied afterwards.
-        let mut out = root.create_file(rel, (f.mode & 0o777) | 0o600)?;
+        let out = root.create_file(rel, (f.mode & 0o777) | 0o600)?;
         let label = self.plan.manifest.label.as_str();
         if f.incremental.is_some() {
             self.write_incremental(f, &out, dest)?;
         } else {
-            self.write_whole(f, label, &mut out, dest)?;
+            self.write_whole(f, label, &out, dest)?;
         }
         if self.fsync {
             fsutil::sync(&out, dest)?;
@@ -137,12 +136,13 @@ impl FileWriter<'_> {
 
     /// A whole file: its pieces in order, then its digest compared with the manifest's. `label` is the
     /// backup whose manifest holds the entry.
-    fn write_whole(&self, f: &FileEntry, label: &str, out: &mut File, dest: &Path) -> Result<()> {
+    fn write_whole(&self, f: &FileEntry, label: &str, out: &File, dest: &Path) -> Result<()> {
         let mut shas = Vec::with_capacity(f.pieces.len());
+        let mut writer = SequentialWriter::new(out, dest);
         for p in &f.pieces {
             let (header, plain) = self.piece(FileEntry::piece_backup(p, label), p)?;
             shas.push(header.digest);
-            out.write_all(&plain).map_err(werr(dest))?;
+            writer.write(&plain)?;
         }
         let found = Checksum(object::content_digest(&shas));
         if f.digest != Some(found) {
@@ -187,10 +187,11 @@ impl FileWriter<'_> {
         let mut plan = RebuildPlan::new(&truncations);
         out.set_len(plan.length() as u64 * BLOCK)
             .map_err(werr(dest))?;
+        let mut writer = RestoreWriter::new(out, dest);
         for (k, (label, entry)) in layers.iter().enumerate() {
-            self.apply_layer(&mut plan, k, label, entry, out, dest)?;
+            self.apply_layer(&mut plan, k, label, entry, &mut writer)?;
         }
-        self.apply_base(&mut plan, base, out, dest)
+        self.apply_base(&mut plan, base, &mut writer)
     }
 
     /// The incremental layers of `f`, newest first (`f` itself, then its copies in the older backups
@@ -225,8 +226,7 @@ impl FileWriter<'_> {
         k: usize,
         label: &str,
         entry: &FileEntry,
-        out: &File,
-        dest: &Path,
+        out: &mut RestoreWriter,
     ) -> Result<()> {
         let mut nth = 0u32;
         for p in &entry.pieces {
@@ -259,13 +259,13 @@ impl FileWriter<'_> {
                     Some((_, first, count)) if *first + *count == b => *count += 1,
                     _ => {
                         if let Some(r) = run.replace((i, b, 1)) {
-                            write_run(&inc, r, out, dest)?;
+                            write_run(&inc, r, out)?;
                         }
                     }
                 }
             }
             if let Some(r) = run {
-                write_run(&inc, r, out, dest)?;
+                write_run(&inc, r, out)?;
             }
         }
         Ok(())
@@ -277,8 +277,7 @@ impl FileWriter<'_> {
         &self,
         plan: &mut RebuildPlan,
         (label, base): (&str, &FileEntry),
-        out: &File,
-        dest: &Path,
+        out: &mut RestoreWriter,
     ) -> Result<()> {
         let base_blocks = base.size.div_ceil(BLOCK).min(u32::MAX as u64) as u32;
         if plan.take_base(base_blocks) == 0 && base.pieces.is_empty() {
@@ -308,7 +307,7 @@ impl FileWriter<'_> {
                 let from = (first as u64 * BLOCK).max(start);
                 let to = ((first + count) as u64 * BLOCK).min(end);
                 let bytes = &plain[(from - start) as usize..(to - start) as usize];
-                out.write_all_at(bytes, from).map_err(werr(dest))?;
+                out.write_at(bytes, from)?;
             }
         }
         if read_all && base.digest.is_some() {
@@ -330,11 +329,10 @@ type Layer<'a> = (&'a str, &'a FileEntry);
 
 /// Writes a run of consecutive blocks of an incremental piece: (first stored index, first block,
 /// count); the stored blocks of a run are consecutive too (block numbers ascend strictly).
-fn write_run(inc: &Incremental, run: (usize, u32, u32), out: &File, dest: &Path) -> Result<()> {
+fn write_run(inc: &Incremental, run: (usize, u32, u32), out: &mut RestoreWriter) -> Result<()> {
     let (i, first, count) = run;
     let bytes = inc.blocks(i, count as usize);
-    out.write_all_at(bytes, first as u64 * BLOCK)
-        .map_err(werr(dest))
+    out.write_at(bytes, first as u64 * BLOCK)
 }
 
 const BLOCK: u64 = pgformat::relfile::BLCKSZ as u64;

@@ -14,6 +14,7 @@
 
 pub mod beneath;
 pub mod databases;
+mod direct;
 mod fetch_once;
 mod file_writer;
 pub mod plan;

@@ -85,3 +85,90 @@ impl Backend for LocalBackend {
         Some(&self.root)
     }
 }
+
+/// What `read_direct` found.
+pub(super) enum DirectRead {
+    /// The object's bytes: `scratch[range]`.
+    Read(std::ops::Range<usize>),
+    Missing,
+    /// Larger than the limit.
+    TooLarge,
+    /// Something planted where an object should be (what it is): never followed or read.
+    NotAnObject(&'static str),
+}
+
+/// Reads the whole object file at `path` into `scratch`, a buffer the caller reuses, around the page
+/// cache (`O_DIRECT`) where the file system allows it: for reads that nobody repeats soon (a
+/// verification of the repository, a WAL file for replay), which through the page cache cost a copy
+/// out of it and evict what the server on the same machine caches. The object itself is never a link
+/// that is followed, nor anything but a regular file (the repository is untrusted input). Where
+/// direct I/O is refused (at the open or at a read), the same file is read buffered: through the same
+/// descriptor, or opened again with the same refusal of links.
+pub(super) fn read_direct(
+    path: &Path,
+    limit: u64,
+    scratch: &mut Vec<u8>,
+) -> std::io::Result<DirectRead> {
+    use crate::fsutil::{aligned_window, set_o_direct, DIRECT_IO_ALIGN as ALIGN};
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let open = |direct: bool| {
+        let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+        std::fs::File::options()
+            .read(true)
+            .custom_flags(if direct {
+                flags | libc::O_DIRECT
+            } else {
+                flags
+            })
+            .open(path)
+    };
+    let refused = |e: &std::io::Error| match e.raw_os_error() {
+        _ if e.kind() == std::io::ErrorKind::NotFound => Some(DirectRead::Missing),
+        Some(libc::ELOOP) => Some(DirectRead::NotAnObject("a symbolic link")),
+        Some(libc::ENXIO) => Some(DirectRead::NotAnObject("a socket")),
+        _ => None,
+    };
+    let (file, mut direct) = match open(true) {
+        Ok(f) => (f, true),
+        Err(e) => match refused(&e) {
+            Some(r) => return Ok(r),
+            // No direct I/O there (EINVAL, or what a FUSE or network file system answers instead).
+            None => match open(false) {
+                Ok(f) => (f, false),
+                Err(e) => return refused(&e).map(Ok).unwrap_or(Err(e)),
+            },
+        },
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(DirectRead::NotAnObject("not a regular file"));
+    }
+    if meta.len() > limit {
+        return Ok(DirectRead::TooLarge);
+    }
+    let size = meta.len() as usize;
+    let window = size.div_ceil(ALIGN) * ALIGN;
+    let start = aligned_window(scratch, window);
+    let buf = &mut scratch[start..start + window];
+    let mut got = 0;
+    while got < size {
+        match file.read_at(&mut buf[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => {
+                got += n;
+                // A short read before the end leaves an offset direct I/O cannot go on from.
+                if direct && got < size && got % ALIGN != 0 {
+                    direct = !set_o_direct(&file, false);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // A direct read refused: the rest buffered, through the same descriptor.
+            Err(_) if direct && set_o_direct(&file, false) => direct = false,
+            Err(e) => return Err(e),
+        }
+    }
+    if got as u64 > limit {
+        return Ok(DirectRead::TooLarge);
+    }
+    Ok(DirectRead::Read(start..start + got))
+}

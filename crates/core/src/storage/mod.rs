@@ -247,14 +247,47 @@ impl Storage {
         // Ask for one byte more than allowed: a reply that long proves the object too large. A range
         // past the end is cut to the object's length (as HTTP range requests are).
         match self.get_bytes(key, 0..limit + 1)? {
-            Some(b) if b.len() as u64 > limit => Err(Error::CorruptObject {
-                key: key.to_string(),
-                reason: format!(
-                    "more than {limit} stored bytes, too large for what it should hold"
-                ),
-            }),
+            Some(b) if b.len() as u64 > limit => Err(too_large(key, limit)),
             other => Ok(other),
         }
+    }
+
+    /// Reads a whole object that is read once and not again soon (verification, WAL for replay) and
+    /// gives its bytes to `f`; `None` when it does not exist; more than `limit` bytes are refused as by
+    /// `get_limited`. On a local repository the read goes around the page cache where the file system
+    /// allows it (`local::read_direct`), into a buffer each thread reuses, and a link or anything but a
+    /// regular file in the object's place is refused as damage; elsewhere it is `get_limited`.
+    pub fn read_once<R>(
+        &self,
+        key: &RepoKey,
+        limit: u64,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>> {
+        thread_local! {
+            static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+        }
+        if let Some(root) = self.local_root() {
+            let path = root.join(key.as_str());
+            // Taken out while `f` runs: `f` may read objects itself.
+            let mut scratch = SCRATCH.take();
+            self.shared.requests.fetch_add(1, Ordering::Relaxed);
+            let out = match local::read_direct(&path, limit, &mut scratch) {
+                Ok(local::DirectRead::Read(range)) => Ok(Some(f(&scratch[range]))),
+                Ok(local::DirectRead::Missing) => Ok(None),
+                Ok(local::DirectRead::TooLarge) => Err(too_large(key, limit)),
+                Ok(local::DirectRead::NotAnObject(what)) => Err(Error::CorruptObject {
+                    key: key.to_string(),
+                    reason: format!("{what} is there instead of an object: refused, not read"),
+                }),
+                Err(source) => Err(Error::ReadFile { path, source }),
+            };
+            // Kept for the next read, unless one unusually large object made it big.
+            if scratch.len() <= 64 << 20 {
+                SCRATCH.set(scratch);
+            }
+            return out;
+        }
+        Ok(self.get_limited(key, limit)?.map(|b| f(&b)))
     }
 
     /// Reads the first `len` bytes of an object; `None` when it does not exist.
@@ -461,6 +494,14 @@ impl Storage {
             Ok(()) => Ok(()),
             Err(e) => self.absent(key.as_str(), e).map(|_: Option<()>| ()),
         }
+    }
+}
+
+/// An object larger than what it should hold.
+fn too_large(key: &RepoKey, limit: u64) -> Error {
+    Error::CorruptObject {
+        key: key.to_string(),
+        reason: format!("more than {limit} stored bytes, too large for what it should hold"),
     }
 }
 

@@ -7,7 +7,7 @@
 
 use super::tests::{
     check_get_limited_reads_nothing_past_the_limit, check_list_and_delete,
-    check_put_new_never_overwrites, k,
+    check_put_new_never_overwrites, check_read_once_reads_whole_objects, k,
 };
 use super::*;
 use crate::config::{ConditionalCreate, S3Options, UriStyle};
@@ -80,6 +80,7 @@ fn conformance_on_s3() {
     check_put_new_never_overwrites(&fresh(&m));
     check_list_and_delete(&fresh(&m));
     check_get_limited_reads_nothing_past_the_limit(&fresh(&m));
+    check_read_once_reads_whole_objects(&fresh(&m));
 }
 
 #[test]

@@ -7,6 +7,7 @@
 
 use super::{Finding, Progress};
 use crate::manifest::{FileEntry, Manifest, StoredObject};
+use crate::paths::RepoKey;
 use crate::repo::Repo;
 use crate::{chain, object, Error, Result};
 use pgformat::page::{page_lsn, verify_page, PageVerdict};
@@ -131,8 +132,7 @@ pub fn verify_object(
     progress: &Progress,
     found: &Mutex<Vec<(String, Finding)>>,
 ) -> Result<()> {
-    let m = job.manifest;
-    let label = m.label.to_string();
+    let label = job.manifest.label.to_string();
     let key = repo.keys().backup_object(&label, &job.object.name)?;
     let report = |f: Finding| {
         found
@@ -140,24 +140,35 @@ pub fn verify_object(
             .unwrap_or_else(|p| p.into_inner())
             .push((label.clone(), f))
     };
-    let stored = match repo.storage().get_limited(&key, job.object.size) {
-        Ok(Some(b)) => b,
+    // Every object of the repository is read once here and not again soon: around the page cache.
+    let read = repo.storage().read_once(&key, job.object.size, |stored| {
+        check_object(repo, job, &key, stored, progress, &report)
+    });
+    match read {
+        Ok(Some(())) => {}
         Ok(None) => {
             report(Finding::error(key.as_str(), "the object is missing".into()));
-            return Ok(());
         }
-        Err(Error::CorruptObject { .. }) => {
-            report(Finding::error(
-                key.as_str(),
-                format!("larger than the {} bytes recorded", job.object.size),
-            ));
-            return Ok(());
+        Err(Error::CorruptObject { reason, .. }) => {
+            report(Finding::error(key.as_str(), reason));
         }
         Err(e) => {
             report(Finding::error(key.as_str(), format!("cannot be read: {e}")));
-            return Ok(());
         }
-    };
+    }
+    Ok(())
+}
+
+/// Checks one data object's bytes (`stored`) and every piece in it; findings go to `report`.
+fn check_object(
+    repo: &Repo,
+    job: &ObjectJob,
+    key: &RepoKey,
+    stored: &[u8],
+    progress: &Progress,
+    report: &dyn Fn(Finding),
+) {
+    let m = job.manifest;
     progress
         .bytes_done
         .fetch_add(stored.len() as u64, Ordering::Relaxed);
@@ -171,9 +182,9 @@ pub fn verify_object(
                 job.object.size
             ),
         ));
-        return Ok(());
+        return;
     }
-    let crc = crc32c::crc32c(&stored);
+    let crc = crc32c::crc32c(stored);
     if crc != job.object.crc32c {
         // Say which pieces are hit: decoding them names the damage more precisely.
         report(Finding::error(
@@ -235,7 +246,6 @@ pub fn verify_object(
             }
         }
     }
-    Ok(())
 }
 
 /// Blocks (within the file) of piece `i` of relation file `f` whose stored page fails its checksum,
