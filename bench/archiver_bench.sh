@@ -12,7 +12,7 @@
 #!    last backlog are printed for each.
 #!
 #! Same compression everywhere (zstd LEVEL). Usage (DRAIN=0 skips the first measure):
-#!   [SUSTAINED=300] [DRAIN=1] bash bench/archiver_bench.sh [SEGMENTS=100] [LEVEL=3]
+#!   [SUSTAINED=300] [DRAIN=1] [RUNS=3] bash bench/archiver_bench.sh [SEGMENTS=100] [LEVEL=3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEGMENTS=${1:-100}
@@ -111,9 +111,13 @@ NSEG=$(waiting "$B/src")
 echo "$NSEG segments wait"
 fi
 
+# RUNS rounds, the four tools interleaved in each (the machine's speed drifts within minutes); every
+# round starts from fresh repositories and spools, and the medians are reported.
 declare -A drain
+for round in $(seq "${RUNS:-3}"); do
 for tool in $([ "${DRAIN:-1}" = 1 ] && echo strata1 strata2 pgbr-sync pgbr-async); do
     d="$B/d-$tool"
+    rm -rf "$B/repo-$tool" "$B/pgbr-spool-d-$tool"
     cp -a "$B/src" "$d"
     case $tool in pgbr-*) no_library "$d" ;; esac
     as_pg "$BIN/pg_ctl" -D "$d" -l "$d.log" -w start >/dev/null
@@ -122,11 +126,13 @@ for tool in $([ "${DRAIN:-1}" = 1 ] && echo strata1 strata2 pgbr-sync pgbr-async
     [ "${DROP_CACHES:-0}" = 1 ] && drop_caches
     start=$(date +%s.%N)
     configure "$d" "$tool"
-    until [ "$(waiting "$d")" -eq 0 ]; do sleep 0.1; done
-    drain[$tool]=$(echo "$(date +%s.%N) - $start" | bc)
-    echo "$tool: $NSEG segments in ${drain[$tool]} s"
+    until [ "$(waiting "$d")" -eq 0 ]; do sleep 0.02; done
+    t=$(echo "$(date +%s.%N) - $start" | bc)
+    drain[$tool]="${drain[$tool]:-} $t"
+    echo "round $round, $tool: $NSEG segments in $t s"
     stop_pg "$d"
     rm -rf "$d"
+done
 done
 
 sustained() {
@@ -166,13 +172,18 @@ fi
 
 [ "${DRAIN:-1}" = 1 ] || exit 0
 python3 - "$NSEG" "${drain[strata1]}" "${drain[strata2]}" "${drain[pgbr-sync]}" "${drain[pgbr-async]}" <<'PY'
-import sys
+import statistics, sys
 n = int(sys.argv[1])
-s1, s2, ps, pa = map(float, sys.argv[2:6])
-print(f"draining {n} waiting segments ({n * 16} MB):")
-for name, t in (("pg_strata, archive_process_max 1", s1), ("pg_strata, archive_process_max 2", s2),
-                ("pgbackrest archive-push, sync", ps), ("pgbackrest archive-push, async process-max 2", pa)):
-    print(f"  {name:<46} {t:7.2f} s {n / t:7.1f} segments/s")
-print(f"pg_strata (2) rate / pgbackrest sync: {ps / s2:.2f}x (target >= 2x); / async: {pa / s2:.2f}x (target >= 1.2x)")
-print(f"look-ahead: {s1 / s2:.2f}x the rate of one segment at a time")
+s1, s2, ps, pa = ([float(x) for x in a.split()] for a in sys.argv[2:6])
+print(f"draining {n} waiting segments ({n * 16} MB), {len(s2)} rounds:")
+for name, ts in (("pg_strata, archive_process_max 1", s1), ("pg_strata, archive_process_max 2", s2),
+                 ("pgbackrest archive-push, sync", ps), ("pgbackrest archive-push, async process-max 2", pa)):
+    m = statistics.median(ts)
+    print(f"  {name:<46} median {m:6.2f} s {n / m:6.1f} segments/s   rounds: {' '.join(f'{t:.2f}' for t in ts)}")
+for i in range(len(s2)):
+    print(f"  round {i + 1}: pg_strata (2) rate / pgbackrest sync {ps[i] / s2[i]:.2f}x, / async {pa[i] / s2[i]:.2f}x")
+m = statistics.median
+print(f"medians: pg_strata (2) rate / pgbackrest sync: {m(ps) / m(s2):.2f}x (target >= 2x); "
+      f"/ async: {m(pa) / m(s2):.2f}x (target >= 1.2x)")
+print(f"look-ahead: {m(s1) / m(s2):.2f}x the rate of one segment at a time")
 PY

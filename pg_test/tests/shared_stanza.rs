@@ -105,6 +105,14 @@ fn two_servers_starting_a_full_in_the_same_second_each_get_their_own_label_and_a
         "postgres",
         "SELECT string_agg(label, ' ') FROM strata_backups",
     );
+    // The backup pushed into the next second may end within its real first second: its recorded
+    // stop time is never before its (label's) start time.
+    let backwards = src.psql(
+        "postgres",
+        "SELECT count(*) || ' ' || coalesce(string_agg(label, ' '), '') FROM strata_backups \
+         WHERE stop_time < start_time",
+    );
+    assert_eq!(backwards.trim(), "0", "backups that stop before they start");
     let (src_dump, copy_dump) = (src.dumpall(), copy.dumpall());
     for (l1, l2) in &taken {
         assert!(

@@ -378,9 +378,13 @@ impl BackupRun {
                 stop_lsn: stop.stop_lsn,
                 start_wal_file: label_facts.start_wal_file.clone(),
                 stop_wal_file: segment_file_name(timeline, stop_segno, seg),
-                // Whole seconds, like the label.
+                // Whole seconds, like the label. A backup whose label was pushed into the next
+                // second (another backup took this one's) ends no earlier than its label says it
+                // started: a later stop time only makes point-in-time recovery choose it later.
                 start_time: self.start_time.trunc_subsecs(0),
-                stop_time: chrono::Utc::now().trunc_subsecs(0),
+                stop_time: chrono::Utc::now()
+                    .trunc_subsecs(0)
+                    .max(self.start_time.trunc_subsecs(0)),
                 data_checksums: self.facts.data_checksums,
                 compress_type: self.config.compress_type,
                 compress_level: self.config.compress_level,
