@@ -32,6 +32,14 @@ rm -rf "$B"; mkdir -p "$B"; chown postgres "$B"
 PSQL() { as_pg "$BIN/psql" -XAt -v ON_ERROR_STOP=1 -h "$B" -p "$PORT" -U postgres -d postgres "$@"; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 waiting() { find "$1/pg_wal/archive_status" -name '*.ready' | wc -l; }
+# Returns once no segment of the cluster at $1 waits; one process polling every 20 ms (a find per poll
+# took a tenth of the machine's CPU from the archivers measured).
+wait_drained() {
+    python3 -c 'import os, sys, time
+d = os.path.join(sys.argv[1], "pg_wal", "archive_status")
+while any(n.endswith(".ready") for n in os.listdir(d)):
+    time.sleep(0.02)' "$1"
+}
 
 # A cluster whose archiving is not configured yet (archive_mode on, pg_strata's library, no repository).
 new_cluster() {
@@ -113,7 +121,7 @@ fi
 
 # RUNS rounds, the four tools interleaved in each (the machine's speed drifts within minutes); every
 # round starts from fresh repositories and spools, and the medians are reported.
-declare -A drain
+declare -A drain drain_cpu
 for round in $(seq "${RUNS:-3}"); do
 for tool in $([ "${DRAIN:-1}" = 1 ] && echo strata1 strata2 pgbr-sync pgbr-async); do
     d="$B/d-$tool"
@@ -124,12 +132,17 @@ for tool in $([ "${DRAIN:-1}" = 1 ] && echo strata1 strata2 pgbr-sync pgbr-async
     # The copy left the segments in the page cache, as recently written WAL is; DROP_CACHES=1 makes
     # the drain read them from the disk.
     [ "${DROP_CACHES:-0}" = 1 ] && drop_caches
+    read -r _ u0 n0 s0 _ < /proc/stat
     start=$(date +%s.%N)
     configure "$d" "$tool"
-    until [ "$(waiting "$d")" -eq 0 ]; do sleep 0.02; done
+    wait_drained "$d"
     t=$(echo "$(date +%s.%N) - $start" | bc)
+    read -r _ u1 n1 s1 _ < /proc/stat
+    # CPU time of the whole machine while draining (user + nice + system, in seconds).
+    cpu=$(echo "scale=2; ($u1 + $n1 + $s1 - $u0 - $n0 - $s0) / $(getconf CLK_TCK)" | bc)
     drain[$tool]="${drain[$tool]:-} $t"
-    echo "round $round, $tool: $NSEG segments in $t s"
+    drain_cpu[$tool]="${drain_cpu[$tool]:-} $cpu"
+    echo "round $round, $tool: $NSEG segments in $t s, $cpu CPU-seconds"
     stop_pg "$d"
     rm -rf "$d"
 done
@@ -171,15 +184,18 @@ if [ "$SUSTAINED" -gt 0 ]; then
 fi
 
 [ "${DRAIN:-1}" = 1 ] || exit 0
-python3 - "$NSEG" "${drain[strata1]}" "${drain[strata2]}" "${drain[pgbr-sync]}" "${drain[pgbr-async]}" <<'PY'
+python3 - "$NSEG" "${drain[strata1]}" "${drain[strata2]}" "${drain[pgbr-sync]}" "${drain[pgbr-async]}" \
+    "${drain_cpu[strata1]}" "${drain_cpu[strata2]}" "${drain_cpu[pgbr-sync]}" "${drain_cpu[pgbr-async]}" <<'PY'
 import statistics, sys
 n = int(sys.argv[1])
 s1, s2, ps, pa = ([float(x) for x in a.split()] for a in sys.argv[2:6])
-print(f"draining {n} waiting segments ({n * 16} MB), {len(s2)} rounds:")
-for name, ts in (("pg_strata, archive_process_max 1", s1), ("pg_strata, archive_process_max 2", s2),
-                 ("pgbackrest archive-push, sync", ps), ("pgbackrest archive-push, async process-max 2", pa)):
+cpus = [[float(x) for x in a.split()] for a in sys.argv[6:10]]
+print(f"draining {n} waiting segments ({n * 16} MB), {len(s2)} rounds (CPU: the whole machine's, per segment):")
+for (name, ts), cs in zip((("pg_strata, archive_process_max 1", s1), ("pg_strata, archive_process_max 2", s2),
+                           ("pgbackrest archive-push, sync", ps), ("pgbackrest archive-push, async process-max 2", pa)), cpus):
     m = statistics.median(ts)
-    print(f"  {name:<46} median {m:6.2f} s {n / m:6.1f} segments/s   rounds: {' '.join(f'{t:.2f}' for t in ts)}")
+    c = statistics.median(cs) / n * 1000
+    print(f"  {name:<46} median {m:6.2f} s {n / m:6.1f} segments/s {c:5.0f} CPU-ms/segment   rounds: {' '.join(f'{t:.2f}' for t in ts)}")
 for i in range(len(s2)):
     print(f"  round {i + 1}: pg_strata (2) rate / pgbackrest sync {ps[i] / s2[i]:.2f}x, / async {pa[i] / s2[i]:.2f}x")
 m = statistics.median

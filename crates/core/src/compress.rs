@@ -91,10 +91,13 @@ pub fn compress_into(
                 *cached = Some((level, zstd::bulk::Compressor::new(level)?));
             }
             let (_, compressor) = cached.as_mut().expect("set above");
+            // Into the vector's spare capacity, after what it holds: zero-filling a worst-case
+            // sized output first (16 MB for a WAL segment) cost a memset and a page fault per page.
             let start = out.len();
-            out.resize(start + zstd::zstd_safe::compress_bound(plain.len()), 0);
-            let n = compressor.compress_to_buffer(plain, &mut out[start..])?;
-            out.truncate(start + n);
+            out.reserve(max_output(kind, plain.len()));
+            let mut after = std::io::Cursor::new(&mut *out);
+            after.set_position(start as u64);
+            compressor.compress_to_buffer(plain, &mut after)?;
             Ok(())
         })?,
         CompressType::Lz4 => {
@@ -104,6 +107,17 @@ pub fn compress_into(
         }
     }
     Ok(())
+}
+
+/// The most bytes compressing `plain_len` bytes can produce (for sizing an output buffer once).
+pub fn max_output(kind: CompressType, plain_len: usize) -> usize {
+    match kind {
+        CompressType::None => plain_len,
+        CompressType::Zstd => zstd::zstd_safe::compress_bound(plain_len),
+        // Incompressible LZ4 blocks are stored as they are, with a few bytes per 64 kB block and
+        // a frame header and end mark.
+        CompressType::Lz4 => plain_len + (plain_len / 65536 + 1) * 8 + 64,
+    }
 }
 
 /// Decompresses `stored`, expecting exactly `plain_size` bytes.
@@ -157,6 +171,18 @@ mod tests {
                 decompress(kind, &out, plain.len() as u64 - 1).is_err(),
                 "{kind:?} size check"
             );
+            // Appended after what the output holds, within the size said beforehand.
+            let mut after = b"head".to_vec();
+            compress_into(kind, 3, &plain, &mut after).unwrap();
+            assert_eq!(&after[..4], b"head", "{kind:?}");
+            assert_eq!(&after[4..], &out[..], "{kind:?}");
+            assert!(out.len() <= max_output(kind, plain.len()), "{kind:?}");
+            let random: Vec<u8> = (0..200_000u64)
+                .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
+                .collect();
+            let mut packed = Vec::new();
+            compress_into(kind, 3, &random, &mut packed).unwrap();
+            assert!(packed.len() <= max_output(kind, random.len()), "{kind:?}");
         }
     }
 

@@ -234,7 +234,10 @@ pub fn compress_payload_for(
     } else {
         HEADER_LEN
     };
-    let mut out = Vec::with_capacity(head + plain.len() / 4 + SEALED_TRAILER_LEN);
+    // Room for the worst case at once: the output is never moved by a reallocation, and the pages
+    // beyond what is written are never touched.
+    let mut out =
+        Vec::with_capacity(head + compress::max_output(compress, plain.len()) + SEALED_TRAILER_LEN);
     out.resize(head, 0);
     compress::compress_into(compress, level, plain, &mut out)
         .map_err(|e| Error::Internal(format!("{} compression failed: {e}", compress.name())))?;

@@ -2,11 +2,16 @@
 //! is behind, the segments it will ask for next are already complete and waiting
 //! (`pg_wal/archive_status/<name>.ready`). Worker threads store those ahead, several at once — read,
 //! hash, compress, encrypt, write durably into every repository — so that the call for each finds it
-//! stored and only checks it: the stored object's digest must be the one of the file's bytes as the
-//! call reads them (as for any file found archived), and the block-change summary, which needs the
-//! previous segment's last record, is made then, in segment order. A segment is reported archived only
-//! by that call, once it is durable in every repository. When the archiver keeps up (nothing waits
-//! after the segment asked for), the call stores the segment itself, as without look-ahead.
+//! stored and only checks it: the worker hands over the bytes it read and their digest; the call
+//! checks that the file is still the one the worker read (same inode, size and change times), that
+//! each repository's stored object has that digest (as for any file found archived), and makes the
+//! block-change summary from those bytes — in segment order, as it needs the previous segment's last
+//! record. The file is not read or hashed a second time (that was a tenth of archiving's CPU), and
+//! the summary always describes exactly the bytes stored. A file that changed since (which PostgreSQL
+//! never does to a segment waiting to be archived) is read again and hashed, and refused when it
+//! differs from what was stored. A segment is reported archived only by that call, once it is durable
+//! in every repository. When the archiver keeps up (nothing waits after the segment asked for), the
+//! call stores the segment itself, as without look-ahead.
 //!
 //! Order: workers prepare in parallel but **publish in order**. A worker writes segment k only once
 //! segment k-1 is stored (by the call, or by the worker before it) — the `Gate` — and writes nothing
@@ -22,7 +27,7 @@
 //! its main thread. Dropping the look-ahead (shutdown, new settings) abandons what is queued: each
 //! worker finishes at most the segment it holds.
 
-use super::push::{ArchivePusher, ServerFacts};
+use super::push::{ArchivePusher, ReadBytes, ServerFacts};
 use crate::config::{RepoConfig, RepoSet};
 use crate::{Error, Result};
 use pgformat::lsn::{segment_file_name, WalFileName};
@@ -36,14 +41,68 @@ use std::sync::{Arc, Condvar, Mutex};
 pub const MAX_WORKERS: usize = 32;
 
 /// What the workers may hold at once, read and compressed: 1 GB (each holds a segment and its stored
-/// form). With 16 MB segments every setting fits; with 1 GB segments, one worker.
+/// form, and the segment it finished waits for its call). With 16 MB segments every setting fits; with
+/// 1 GB segments, one worker.
 const MEMORY_BUDGET: u64 = 1 << 30;
 
 /// How long a worker waits for the segment before its own to be stored.
 const GATE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// What a worker did with one segment: for each repository (by number) the stored size, or why not.
-type Outcome = std::result::Result<Vec<(u8, u64)>, String>;
+/// What a worker did with one segment, or why it did not.
+type Outcome = std::result::Result<StoredAhead, String>;
+
+/// A segment a worker stored in every repository.
+pub struct StoredAhead {
+    /// For each repository (by number), the stored size.
+    pub stored: Vec<(u8, u64)>,
+    /// The bytes the worker read and stored, and their digest (`object::digest`).
+    pub data: Vec<u8>,
+    pub digest: [u8; 32],
+    identity: FileIdentity,
+}
+
+impl std::fmt::Debug for StoredAhead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredAhead")
+            .field("stored", &self.stored)
+            .field("bytes", &self.data.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoredAhead {
+    /// The bytes as the call uses them, if the file at `path` is still the one the worker read.
+    pub fn read_bytes(&self, path: &Path) -> Option<ReadBytes<'_>> {
+        let now = std::fs::symlink_metadata(path).ok()?;
+        (now.is_file() && FileIdentity::of(&now) == self.identity).then_some(ReadBytes {
+            data: &self.data,
+            digest: self.digest,
+        })
+    }
+}
+
+/// What tells one state of a file from another without reading it: a write changes the size or the
+/// modification and change times; a rename over it, the inode.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileIdentity {
+    fn of(m: &std::fs::Metadata) -> FileIdentity {
+        FileIdentity {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
 
 /// A segment handed to a worker; the archiver waits on it when PostgreSQL asks for that segment.
 #[derive(Default)]
@@ -168,6 +227,9 @@ pub struct LookAhead {
     gate: Arc<Gate>,
     /// Segments handed to workers and not yet asked for, by name.
     jobs: BTreeMap<String, Arc<Job>>,
+    /// Read buffers the calls are done with, for the workers to read into again (a fresh 16 MB buffer
+    /// costs a page fault per page).
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl LookAhead {
@@ -175,19 +237,20 @@ impl LookAhead {
     /// segment size) storing into every repository of `repos`. Threads the system refuses are done
     /// without.
     pub fn new(repos: &RepoSet, facts: ServerFacts, workers: usize) -> LookAhead {
-        let fit = (MEMORY_BUDGET / (2 * facts.wal_segment_size.max(1) as u64)).max(1) as usize;
+        let fit = (MEMORY_BUDGET / (3 * facts.wal_segment_size.max(1) as u64)).max(1) as usize;
         let wanted = workers.min(MAX_WORKERS).min(fit);
         let (sender, receiver) = crossbeam_channel::unbounded::<Task>();
         let gate = Arc::new(Gate::default());
+        let spare = Arc::new(Mutex::new(Vec::new()));
         let threads: Vec<_> = {
             let _mask = SignalsBlocked::new();
             (0..wanted)
                 .filter_map(|i| {
-                    let (receiver, gate) = (receiver.clone(), gate.clone());
+                    let (receiver, gate, spare) = (receiver.clone(), gate.clone(), spare.clone());
                     let configs = repos.repos().to_vec();
                     std::thread::Builder::new()
                         .name(format!("strata-ahead-{i}"))
-                        .spawn(move || work(receiver, configs, facts, gate))
+                        .spawn(move || work(receiver, configs, facts, gate, spare))
                         .ok()
                 })
                 .collect()
@@ -200,6 +263,16 @@ impl LookAhead {
             threads,
             gate,
             jobs: BTreeMap::new(),
+            spare,
+        }
+    }
+
+    /// Gives back the read buffer of a segment the call is done with.
+    pub fn recycle(&self, mut data: Vec<u8>) {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < self.workers {
+            data.clear();
+            spare.push(data);
         }
     }
 
@@ -299,6 +372,7 @@ fn work(
     configs: Vec<RepoConfig>,
     facts: ServerFacts,
     gate: Arc<Gate>,
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
 ) {
     let mut pushers: Vec<Option<ArchivePusher>> = configs.iter().map(|_| None).collect();
     let mut buf = Vec::new();
@@ -307,13 +381,21 @@ fn work(
             task.job.finish(Err("look-ahead stopped".into()));
             continue;
         }
+        if buf.capacity() == 0 {
+            buf = spare
+                .lock()
+                .ok()
+                .and_then(|mut s| s.pop())
+                .unwrap_or_default();
+        }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             store_ahead(&task, &configs, &mut pushers, facts, &mut buf, &gate)
         }));
         let outcome = match outcome {
-            Ok(Ok(stored)) => {
+            Ok(Ok(mut done)) => {
                 gate.stored(task.timeline, task.segno);
-                Ok(stored)
+                done.data = std::mem::take(&mut buf);
+                Ok(done)
             }
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => {
@@ -335,25 +417,35 @@ fn store_ahead(
     facts: ServerFacts,
     buf: &mut Vec<u8>,
     gate: &Gate,
-) -> Result<Vec<(u8, u64)>> {
-    read_waiting_segment(&task.path, &task.name, buf)?;
+) -> Result<StoredAhead> {
+    let identity = read_waiting_segment(&task.path, &task.name, buf)?;
     let in_order = || gate.wait_for_previous(task.timeline, task.segno);
     let mut stored = Vec::with_capacity(configs.len());
+    // Hashed once, by the first repository's push (in parallel with its compression).
+    let mut digest = None;
     for (config, slot) in configs.iter().zip(pushers.iter_mut()) {
         if slot.is_none() {
             *slot = Some(ArchivePusher::new(config.clone(), facts)?.for_look_ahead());
         }
         let pusher = slot.as_mut().expect("opened above");
-        let report = pusher.push_bytes(&task.path, &task.name, buf, &in_order)?;
+        let report = pusher.push_bytes(&task.path, &task.name, buf, digest, &in_order)?;
+        digest = Some(report.digest);
         stored.push((config.number, report.stored_bytes));
     }
     crate::testhook::pause(crate::testhook::ARCHIVE_AHEAD_PAUSE);
-    Ok(stored)
+    let digest = digest.ok_or_else(|| Error::Internal("no repository to store into".into()))?;
+    // The bytes (`buf`) go with it once this returns.
+    Ok(StoredAhead {
+        stored,
+        data: Vec::new(),
+        digest,
+        identity,
+    })
 }
 
 /// Reads the segment at `path` into `buf` if it is waiting to be archived, and is still the same file,
-/// unchanged, with its `.ready` file in place once read.
-fn read_waiting_segment(path: &Path, name: &str, buf: &mut Vec<u8>) -> Result<()> {
+/// unchanged, with its `.ready` file in place once read; returns its identity as read.
+fn read_waiting_segment(path: &Path, name: &str, buf: &mut Vec<u8>) -> Result<FileIdentity> {
     let gone = || {
         Error::BadInput(format!(
             "WAL file {name} is no longer waiting to be archived"
@@ -374,26 +466,12 @@ fn read_waiting_segment(path: &Path, name: &str, buf: &mut Vec<u8>) -> Result<()
     let opened = file.metadata().map_err(read_err)?;
     buf.clear();
     file.read_to_end(buf).map_err(read_err)?;
-    let read = file.metadata().map_err(read_err)?;
-    let now = std::fs::symlink_metadata(path).map_err(read_err)?;
-    let identity = |m: &std::fs::Metadata| {
-        (
-            m.dev(),
-            m.ino(),
-            m.size(),
-            m.mtime(),
-            m.mtime_nsec(),
-            m.ctime(),
-            m.ctime_nsec(),
-        )
-    };
-    if (now.dev(), now.ino()) != (opened.dev(), opened.ino())
-        || identity(&read) != identity(&opened)
-        || !ready.exists()
-    {
+    let read = FileIdentity::of(&file.metadata().map_err(read_err)?);
+    let now = FileIdentity::of(&std::fs::symlink_metadata(path).map_err(read_err)?);
+    if now != read || read != FileIdentity::of(&opened) || !ready.exists() {
         return Err(gone());
     }
-    Ok(())
+    Ok(read)
 }
 
 /// While it lives, every signal is blocked on this thread, so that the threads started meanwhile

@@ -115,16 +115,43 @@ fn nothing_is_stored_ahead_without_its_ready_file_and_a_changed_file_is_refused(
     ahead.reported(&name(1), true);
     let outcome = ahead.asked_for(&name(2), &s.wal.join(name(2))).unwrap();
     let done = outcome.unwrap();
-    assert_eq!(done.len(), 2, "stored in both repositories");
+    assert_eq!(done.stored.len(), 2, "stored in both repositories");
     assert!(stored(&s.set, 3).iter().all(Option::is_none));
     assert!(stored(&s.set, 4).iter().all(Option::is_none));
+    // The worker hands over what it read and stored, and its digest, while the file is the one read.
+    let path2 = s.wal.join(name(2));
+    let read = done
+        .read_bytes(&path2)
+        .expect("the file is the one the worker read");
+    assert_eq!(read.data, &vec![2u8; SEG as usize][..]);
+    assert_eq!(read.digest, crate::object::digest(read.data));
+    // Another file renamed over the name (a recycled segment) is not the one read.
+    let other = s.wal.join("other");
+    std::fs::write(&other, vec![2u8; SEG as usize]).unwrap();
+    std::fs::rename(&other, &path2).unwrap();
+    assert!(done.read_bytes(&path2).is_none(), "a replaced file");
+    // Nor is a file grown or shrunk since.
+    std::fs::write(ready_file(&s.wal, &name(3)), "").unwrap();
+    ahead.reported(&name(2), true);
+    // Asked for again (a retry), 2 hands out 3 now that it waits.
+    assert!(ahead.asked_for(&name(2), &path2).is_none());
+    let path3 = s.wal.join(name(3));
+    let done_again = ahead.asked_for(&name(3), &path3).unwrap().unwrap();
+    assert!(done_again.read_bytes(&path3).is_some());
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path3)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"x"))
+        .unwrap();
+    assert!(done_again.read_bytes(&path3).is_none(), "a file written to");
+    std::fs::write(&path3, vec![3u8; SEG as usize]).unwrap();
 
     // The file asked for holds other bytes than were stored ahead (a real segment never changes): the
     // call hashes what it reads, and refuses (never overwrites).
     std::fs::write(s.wal.join(name(2)), vec![9u8; SEG as usize]).unwrap();
     let mut pusher = ArchivePusher::new(s.set.repos()[0].clone(), facts()).unwrap();
     let e = pusher
-        .push_hinted(&s.wal.join(name(2)), &name(2), Some(1))
+        .push_hinted(&s.wal.join(name(2)), &name(2), Some(1), None)
         .unwrap_err()
         .to_string();
     assert!(e.contains("different content"), "{e}");

@@ -8,7 +8,7 @@
 //! file already archived with the same content counts as done anyway (after a restart, say).
 
 use super::lookahead::LookAhead;
-use super::push::{ArchivePusher, PushReport, ServerFacts};
+use super::push::{ArchivePusher, PushReport, ReadBytes, ServerFacts};
 use crate::config::{RepoConfig, RepoSet};
 use crate::{Error, Result};
 use std::path::Path;
@@ -138,6 +138,8 @@ impl MultiPusher {
             .as_mut()
             .and_then(|a| a.asked_for(file_name, wal_path))
             .and_then(|outcome| outcome.ok());
+        // The bytes the worker read and stored, while the file is still the one it read.
+        let read = ahead.as_ref().and_then(|a| a.read_bytes(wal_path));
         let outcomes: Vec<(u8, Result<PushReport>)> = std::thread::scope(|scope| {
             let jobs: Vec<_> = self
                 .slots
@@ -147,10 +149,11 @@ impl MultiPusher {
                     let number = slot.config.number;
                     let stored_ahead = ahead
                         .as_ref()
-                        .and_then(|a| a.iter().find(|(n, _)| *n == number))
+                        .and_then(|a| a.stored.iter().find(|(n, _)| *n == number))
                         .map(|(_, size)| *size);
-                    let job = scope
-                        .spawn(move || push_one(slot, facts, wal_path, file_name, stored_ahead));
+                    let job = scope.spawn(move || {
+                        push_one(slot, facts, wal_path, file_name, stored_ahead, read)
+                    });
                     (number, job)
                 })
                 .collect();
@@ -188,6 +191,9 @@ impl MultiPusher {
         }
         if let Some(a) = &self.ahead {
             a.reported(file_name, errors.is_empty());
+            if let Some(done) = ahead {
+                a.recycle(done.data);
+            }
         }
         if errors.is_empty() {
             self.done = None;
@@ -209,12 +215,13 @@ fn push_one(
     wal_path: &Path,
     file_name: &str,
     stored_ahead: Option<u64>,
+    read: Option<ReadBytes>,
 ) -> Result<PushReport> {
     if slot.pusher.is_none() {
         slot.pusher = Some(ArchivePusher::new(slot.config.clone(), facts)?);
     }
     let pusher = slot.pusher.as_mut().expect("opened above");
-    pusher.push_hinted(wal_path, file_name, stored_ahead)
+    pusher.push_hinted(wal_path, file_name, stored_ahead, read)
 }
 
 fn same_config(a: &RepoConfig, b: &RepoConfig) -> bool {

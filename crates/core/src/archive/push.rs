@@ -49,7 +49,17 @@ pub struct PushReport {
     pub already_archived: bool,
     /// A look-ahead worker had stored it before PostgreSQL asked (see `lookahead`); checked here.
     pub stored_ahead: bool,
+    /// The digest (`object::digest`) of the bytes archived.
+    pub digest: [u8; 32],
     pub summary: SummaryReport,
+}
+
+/// A file's bytes read already, with their digest (`object::digest`): what a look-ahead worker read,
+/// hashed and stored, handed to the call for the same file.
+#[derive(Clone, Copy)]
+pub struct ReadBytes<'a> {
+    pub data: &'a [u8],
+    pub digest: [u8; 32],
 }
 
 /// Long-lived state of an archiver: the open repository and the summarizer carried across segments.
@@ -104,21 +114,56 @@ impl ArchivePusher {
 
     /// Archives the file at `wal_path`, named `file_name` (as PostgreSQL names it).
     pub fn push(&mut self, wal_path: &Path, file_name: &str) -> Result<PushReport> {
-        self.push_hinted(wal_path, file_name, None)
+        self.push_hinted(wal_path, file_name, None, None)
     }
 
     /// `push`, told that a look-ahead worker stored the file already (`stored_ahead`: the stored size
     /// here): the stored object is then looked up first instead of compressing again, and its digest
-    /// must be the file's, computed here from the bytes read here, as for any file found archived.
+    /// must be the one of the file's bytes, as for any file found archived. `read` are the bytes the
+    /// worker read and stored (the caller checked that the file is still the one read): they are
+    /// summarized instead of reading and hashing the file again. Without them the file is read here.
     pub fn push_hinted(
         &mut self,
         wal_path: &Path,
         file_name: &str,
         stored_ahead: Option<u64>,
+        read: Option<ReadBytes>,
     ) -> Result<PushReport> {
         let parsed = self.parse_name(file_name)?;
         // Every time: the repository may have been unmounted or moved since the last segment.
         self.guard.check(&self.repo)?;
+        // On a remote repository the create is tried first (the server refuses it when the object
+        // exists, and only then is the stored header read): one request per file instead of two.
+        let look_first = self.repo.storage().local_root().is_some() || stored_ahead.is_some();
+        let result = match read {
+            Some(read) => self.push_data(
+                wal_path,
+                file_name,
+                parsed,
+                (read.data, Some(read.digest)),
+                look_first,
+                None,
+            ),
+            None => self.read_and_push(wal_path, file_name, parsed, look_first),
+        };
+        let mut report = result?;
+        if let Some(stored) = stored_ahead {
+            if report.already_archived {
+                report.already_archived = false;
+                report.stored_ahead = true;
+                report.stored_bytes = stored;
+            }
+        }
+        Ok(report)
+    }
+
+    fn read_and_push(
+        &mut self,
+        wal_path: &Path,
+        file_name: &str,
+        parsed: WalFileName,
+        look_first: bool,
+    ) -> Result<PushReport> {
         // Reuse one buffer across segments: a fresh 16 MB allocation per segment costs page faults.
         let mut data = std::mem::take(&mut self.read_buf);
         data.clear();
@@ -131,36 +176,34 @@ impl ArchivePusher {
                 source,
             });
         }
-        // On a remote repository the create is tried first (the server refuses it when the object
-        // exists, and only then is the stored header read): one request per file instead of two.
-        let look_first = self.repo.storage().local_root().is_some() || stored_ahead.is_some();
-        let result = self.push_data(wal_path, file_name, parsed, &data, look_first, None);
+        let result = self.push_data(wal_path, file_name, parsed, (&data, None), look_first, None);
         self.read_buf = data;
-        let mut report = result?;
-        if let Some(stored) = stored_ahead {
-            if report.already_archived {
-                report.already_archived = false;
-                report.stored_ahead = true;
-                report.stored_bytes = stored;
-            }
-        }
-        Ok(report)
+        result
     }
 
-    /// Stores a file already read (`data`, the bytes of `wal_path`), as a look-ahead worker does:
-    /// `gate` is called once the object is ready and before it is written, and no object is written
-    /// when it fails (a worker waits there for the segment before to be stored).
+    /// Stores a file already read (`data`, the bytes of `wal_path`; `digest` their digest if known),
+    /// as a look-ahead worker does: `gate` is called once the object is ready and before it is
+    /// written, and no object is written when it fails (a worker waits there for the segment before
+    /// to be stored).
     pub fn push_bytes(
         &mut self,
         wal_path: &Path,
         file_name: &str,
         data: &[u8],
+        digest: Option<[u8; 32]>,
         gate: &dyn Fn() -> Result<()>,
     ) -> Result<PushReport> {
         let parsed = self.parse_name(file_name)?;
         self.guard.check(&self.repo)?;
         let look_first = self.repo.storage().local_root().is_some();
-        self.push_data(wal_path, file_name, parsed, data, look_first, Some(gate))
+        self.push_data(
+            wal_path,
+            file_name,
+            parsed,
+            (data, digest),
+            look_first,
+            Some(gate),
+        )
     }
 
     fn parse_name(&self, file_name: &str) -> Result<WalFileName> {
@@ -176,7 +219,8 @@ impl ArchivePusher {
         wal_path: &Path,
         file_name: &str,
         parsed: WalFileName,
-        data: &[u8],
+        // The bytes, and their digest when known already.
+        (data, known_digest): (&[u8], Option<[u8; 32]>),
         look_first: bool,
         gate: Option<&dyn Fn() -> Result<()>>,
     ) -> Result<PushReport> {
@@ -216,7 +260,10 @@ impl ArchivePusher {
         let summarizer = &mut self.summarizer;
         let summarized = segment.filter(|_| self.summaries);
         let (sha, payload, summary) = std::thread::scope(|scope| {
-            let sha_job = scope.spawn(|| object::digest(data));
+            let sha_job = match known_digest {
+                None => Some(scope.spawn(|| object::digest(data))),
+                Some(_) => None,
+            };
             let summary_job = summarized.map(|(timeline, segno, kind)| {
                 scope.spawn(move || {
                     summarizer.summarize(timeline, segno, kind, data, || {
@@ -233,9 +280,12 @@ impl ArchivePusher {
                 )),
                 Some(_) => None,
             };
-            let sha = sha_job
-                .join()
-                .map_err(|_| Error::Internal("the digest thread panicked".into()));
+            let sha = match sha_job {
+                Some(job) => job
+                    .join()
+                    .map_err(|_| Error::Internal("the digest thread panicked".into())),
+                None => Ok(known_digest.unwrap_or_default()),
+            };
             let summary = summary_job
                 .map(|j| {
                     j.join()
@@ -252,6 +302,7 @@ impl ArchivePusher {
             stored_bytes: 0,
             already_archived: false,
             stored_ahead: false,
+            digest: sha,
             summary: SummaryReport::NotApplicable,
         };
         // An object archived by an earlier pg_strata has a digest of another hash: compared in that one.
@@ -293,7 +344,14 @@ impl ArchivePusher {
                 if self.repo.storage().put_new(&key, stored)? == PutOutcome::AlreadyExists {
                     // Archived before (a retry), or raced with another writer: judge by what is
                     // there now.
-                    return self.push_data(wal_path, file_name, parsed, data, true, gate);
+                    return self.push_data(
+                        wal_path,
+                        file_name,
+                        parsed,
+                        (data, Some(sha)),
+                        true,
+                        gate,
+                    );
                 }
             }
         }

@@ -166,7 +166,7 @@ fn memory_stays_bounded() {
     }
     assert_eq!(n, at.len());
     let (buf, record) = d.buffer_capacities();
-    assert!(buf <= 64 * 1024, "fed bytes kept: {buf}");
+    assert!(buf <= 1 << 20, "fed bytes kept: {buf}");
     assert!(record <= 1 << 20, "record buffer kept: {record}");
     // Fed page by page, the buffer never holds more than about a page.
     let mut d = WalDecoder::new(S1, SEG);
