@@ -65,6 +65,13 @@ pub enum DbEvent {
     Dropped { spc: u32, db: u32 },
 }
 
+/// The last pages `Summary::add_record_after` marked in one summary (see there).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RecentMarks {
+    page: Option<(ForkKey, u32)>,
+    vm_page: Option<(ForkKey, u32)>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summary {
     pub timeline: TimeLineId,
@@ -120,21 +127,45 @@ impl Summary {
 
     /// Adds one decoded WAL record: its block references and its relation-level changes.
     pub fn add_record(&mut self, rec: &DecodedRecord) -> Result<(), WalError> {
+        self.add_record_after(rec, &mut RecentMarks::default())
+    }
+
+    /// `add_record` for one of a sequence of records: `recent` remembers the last pages marked (by
+    /// the records before, into this summary), which are not looked up again. One visibility map
+    /// page covers 32672 heap pages, so most heap records would mark the one marked just before.
+    pub fn add_record_after(
+        &mut self,
+        rec: &DecodedRecord,
+        recent: &mut RecentMarks,
+    ) -> Result<(), WalError> {
         // Relation-level changes first: a record that both truncates and references blocks (none in PG 15
         // do) would keep the references.
-        for change in relation_changes(rec)? {
+        let changes = relation_changes(rec)?;
+        if !changes.is_empty() {
+            // A truncation or a drop may have removed what was marked.
+            *recent = RecentMarks::default();
+        }
+        for change in changes {
             self.apply_change(change);
         }
         let heap = rec.rmid == rmid::HEAP || rec.rmid == rmid::HEAP2;
         for b in &rec.blocks {
-            self.mark_modified(ForkKey::new(b.rel, b.fork), b.block);
+            let page = (ForkKey::new(b.rel, b.fork), b.block);
+            if recent.page != Some(page) {
+                self.mark_modified(page.0, page.1);
+                recent.page = Some(page);
+            }
             if heap && b.fork == ForkNumber::Main {
                 // Heap records clear visibility map bits without referencing the VM page (redo clears
                 // them by flag): count the VM page of every modified heap page as modified.
-                self.mark_modified(
+                let vm = (
                     ForkKey::new(b.rel, ForkNumber::VisibilityMap),
                     b.block / HEAPBLOCKS_PER_VM_PAGE,
                 );
+                if recent.vm_page != Some(vm) {
+                    self.mark_modified(vm.0, vm.1);
+                    recent.vm_page = Some(vm);
+                }
             }
         }
         Ok(())
@@ -359,6 +390,64 @@ mod tests {
             },
             ForkNumber::from_u8(fork).unwrap(),
         )
+    }
+
+    fn record(rmid: u8, info: u8, blocks: &[(u32, u32)], main_data: Vec<u8>) -> DecodedRecord {
+        DecodedRecord {
+            lsn: Lsn(0x1000),
+            end_lsn: Lsn(0x1100),
+            rmid,
+            info,
+            xid: 0,
+            prev: Lsn(0),
+            blocks: blocks
+                .iter()
+                .map(|&(rel, block)| pgformat::wal::BlockRef {
+                    id: 0,
+                    rel: key(rel, 0).rel,
+                    fork: ForkNumber::Main,
+                    block,
+                    has_image: false,
+                    apply_image: false,
+                    will_init: false,
+                    has_data: true,
+                })
+                .collect(),
+            main_data,
+        }
+    }
+
+    #[test]
+    fn pages_marked_just_before_are_marked_again_after_a_truncation() {
+        let heap = |blocks: &[(u32, u32)]| record(pgformat::wal::rmid::HEAP, 0, blocks, vec![]);
+        // SMGR TRUNCATE of relation 16384 to 8 blocks (main fork and visibility map).
+        let mut truncate = 8u32.to_le_bytes().to_vec();
+        for v in [1663u32, 5, 16384] {
+            truncate.extend_from_slice(&v.to_le_bytes());
+        }
+        truncate.extend_from_slice(&3i32.to_le_bytes());
+        let truncate = record(pgformat::wal::rmid::SMGR, 0x20 | 0x01, &[], truncate);
+        // Block 9 is the last page marked before the truncation removes it, and the first after.
+        let records = [
+            heap(&[(16384, 9), (16384, 9)]),
+            heap(&[(16385, 3), (16384, 9)]),
+            truncate,
+            heap(&[(16384, 9)]),
+            heap(&[(16384, 9)]),
+        ];
+        let mut one_by_one = Summary::new(1, Lsn(0), Lsn(0x100_0000));
+        let mut in_sequence = one_by_one.clone();
+        let mut recent = RecentMarks::default();
+        for r in &records {
+            one_by_one.add_record(r).unwrap();
+            in_sequence.add_record_after(r, &mut recent).unwrap();
+        }
+        assert_eq!(in_sequence, one_by_one);
+        let main = &in_sequence.forks[&key(16384, 0)];
+        assert_eq!(main.limit, Some(8));
+        assert_eq!(main.blocks.iter().copied().collect::<Vec<_>>(), vec![9]);
+        assert!(in_sequence.forks[&key(16384, 2)].blocks.contains(&0));
+        assert!(in_sequence.forks[&key(16385, 0)].blocks.contains(&3));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! or the repository) to recover the tail. If it cannot be had, the summary is stored as missing: a
 //! summary that might lack a record must never be trusted.
 
-use crate::summary::Summary;
+use crate::summary::{RecentMarks, Summary};
 use pgformat::lsn::{segment_start_lsn, Lsn, TimeLineId};
 use pgformat::wal::WalDecoder;
 
@@ -68,6 +68,7 @@ impl SegmentSummarizer {
             },
         };
         let mut summary = Summary::new(timeline, start, end);
+        let mut recent = RecentMarks::default();
         // Fed in pieces so that the decoder's copy of the bytes stays in the CPU cache.
         for piece in data.chunks(FEED_CHUNK) {
             decoder.feed(piece);
@@ -77,7 +78,7 @@ impl SegmentSummarizer {
                         if rec.end_lsn <= start {
                             continue; // ended in the previous segment: summarized there
                         }
-                        if let Err(e) = summary.add_record(&rec) {
+                        if let Err(e) = summary.add_record_after(&rec, &mut recent) {
                             return Summary::missing(timeline, start, end, e.to_string());
                         }
                     }

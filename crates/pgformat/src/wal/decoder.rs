@@ -189,8 +189,21 @@ impl WalDecoder {
                             reason: format!("invalid record length {total}"),
                         });
                     }
+                    let len = total as usize;
+                    let off = (self.pos.0 - self.buf_lsn.0) as usize;
+                    if len <= self.page_remaining() && off + len <= self.buf.len() {
+                        // The whole record is on this page and fed: checked and decoded where it
+                        // lies, without assembling a copy (most records are small).
+                        let lsn = self.pos;
+                        self.advance(len);
+                        self.align();
+                        let bytes = &self.buf[off..off + len];
+                        check_record_header(lsn, bytes)?;
+                        let rec = decode_checked(lsn, self.pos, bytes)?;
+                        return Ok(Some(self.after_record(rec)));
+                    }
                     self.record.clear();
-                    self.record.reserve((total as usize).min(KEEP_CAPACITY));
+                    self.record.reserve(len.min(KEEP_CAPACITY));
                     self.state = State::InRecord {
                         lsn: self.pos,
                         total,
@@ -207,7 +220,7 @@ impl WalDecoder {
                     self.record.extend_from_slice(&self.buf[off..off + n]);
                     self.advance(n);
                     if had < SIZE_OF_XLOG_RECORD && self.record.len() >= SIZE_OF_XLOG_RECORD {
-                        self.check_record_header(lsn)?;
+                        check_record_header(lsn, &self.record)?;
                     }
                     if self.record.len() == total as usize {
                         self.align();
@@ -316,33 +329,21 @@ impl WalDecoder {
         Ok(true)
     }
 
-    /// Checks the fixed header of the record being assembled, before trusting its length.
-    fn check_record_header(&self, lsn: Lsn) -> Result<(), WalError> {
-        let bad = |reason: String| WalError::BadRecord { lsn, reason };
-        let h = RecordHeader::read(&self.record).ok_or_else(|| bad("short header".into()))?;
-        if !rmid::is_valid(h.rmid) {
-            return Err(bad(format!("invalid resource manager id {}", h.rmid)));
-        }
-        // xl_prev must point backwards. (PostgreSQL, reading sequentially, also requires it to name
-        // exactly the previous record; pg_strata does not, so that hand-built WAL in tests may leave
-        // it zero.)
-        if h.prev >= lsn {
-            return Err(bad(format!("incorrect prev-link {}", h.prev)));
-        }
-        Ok(())
-    }
-
     /// Records start at MAXALIGN (8-byte) boundaries.
     fn align(&mut self) {
         self.pos = Lsn((self.pos.0 + 7) & !7);
     }
 
     fn finish_record(&mut self, lsn: Lsn) -> Result<DecodedRecord, WalError> {
-        record::check_crc(lsn, &self.record)?;
-        let mut rec = record::decode(lsn, self.pos, &self.record)?;
+        let rec = decode_checked(lsn, self.pos, &self.record)?;
         if self.record.capacity() > 16 * KEEP_CAPACITY {
             self.record = Vec::new();
         }
+        Ok(self.after_record(rec))
+    }
+
+    /// Moves on past a record decoded whole (`pos` is where the next one starts).
+    fn after_record(&mut self, mut rec: DecodedRecord) -> DecodedRecord {
         if rec.rmid == rmid::XLOG && rec.info & !record::XLR_INFO_MASK == XLOG_SWITCH {
             // The rest of the segment is padding: the record "ends" at the segment end.
             let end = Lsn(self.pos.0.div_ceil(self.seg_size) * self.seg_size);
@@ -350,6 +351,29 @@ impl WalDecoder {
             self.pos = end;
         }
         self.position = rec.end_lsn;
-        Ok(rec)
+        rec
     }
+}
+
+/// Checks the fixed header of a record (its first bytes, at least `SIZE_OF_XLOG_RECORD` of them),
+/// before its length is trusted.
+fn check_record_header(lsn: Lsn, record: &[u8]) -> Result<(), WalError> {
+    let bad = |reason: String| WalError::BadRecord { lsn, reason };
+    let h = RecordHeader::read(record).ok_or_else(|| bad("short header".into()))?;
+    if !rmid::is_valid(h.rmid) {
+        return Err(bad(format!("invalid resource manager id {}", h.rmid)));
+    }
+    // xl_prev must point backwards. (PostgreSQL, reading sequentially, also requires it to name
+    // exactly the previous record; pg_strata does not, so that hand-built WAL in tests may leave
+    // it zero.)
+    if h.prev >= lsn {
+        return Err(bad(format!("incorrect prev-link {}", h.prev)));
+    }
+    Ok(())
+}
+
+/// A whole record's bytes, its CRC checked, decoded; `end` is where the next record starts.
+fn decode_checked(lsn: Lsn, end: Lsn, record: &[u8]) -> Result<DecodedRecord, WalError> {
+    record::check_crc(lsn, record)?;
+    record::decode(lsn, end, record)
 }
