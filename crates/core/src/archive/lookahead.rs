@@ -40,9 +40,9 @@ use std::sync::{Arc, Condvar, Mutex};
 /// The most look-ahead workers (`strata.archive_process_max`).
 pub const MAX_WORKERS: usize = 32;
 
-/// What the workers may hold at once, read and compressed: 1 GB (each holds a segment and its stored
-/// form, and the segment it finished waits for its call). With 16 MB segments every setting fits; with
-/// 1 GB segments, one worker.
+/// What the look-ahead may hold at once, read and compressed: 1 GB (each worker holds a segment and
+/// its stored form, and the segment it finished waits for its call, which holds one more). With 16 MB
+/// segments up to 21 workers fit; with 256 MB segments, one; with larger ones, none (no look-ahead).
 const MEMORY_BUDGET: u64 = 1 << 30;
 
 /// How long a worker waits for the segment before its own to be stored.
@@ -237,7 +237,10 @@ impl LookAhead {
     /// segment size) storing into every repository of `repos`. Threads the system refuses are done
     /// without.
     pub fn new(repos: &RepoSet, facts: ServerFacts, workers: usize) -> LookAhead {
-        let fit = (MEMORY_BUDGET / (3 * facts.wal_segment_size.max(1) as u64)).max(1) as usize;
+        // The call holds the segment it checks; each worker, the segment it reads and its stored
+        // form, and one it finished waits for its call (spare buffers are among these).
+        let segment = facts.wal_segment_size.max(1) as u64;
+        let fit = (MEMORY_BUDGET.saturating_sub(segment) / (3 * segment)) as usize;
         let wanted = workers.min(MAX_WORKERS).min(fit);
         let (sender, receiver) = crossbeam_channel::unbounded::<Task>();
         let gate = Arc::new(Gate::default());

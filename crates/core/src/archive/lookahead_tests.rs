@@ -217,14 +217,23 @@ fn dropping_the_look_ahead_abandons_what_waits() {
 #[test]
 fn workers_are_capped_by_memory_but_the_setting_is_what_is_compared() {
     let s = setup(&[]);
-    let big = ServerFacts {
-        wal_segment_size: 1 << 30,
+    let with_segments = |size: u32| ServerFacts {
+        wal_segment_size: size,
         ..facts()
     };
-    // 1 GB segments: one worker fits the budget; the pusher still counts as made for 4, so the
-    // archiver does not rebuild it (and restart threads) on every call.
-    let ahead = LookAhead::new(&s.set, big, 4);
+    // Within 1 GB: the call's segment, and per worker a segment read, its stored form and a finished
+    // one waiting for its call.
+    let ahead = LookAhead::new(&s.set, with_segments(16 << 20), 32);
+    assert_eq!((ahead.workers, ahead.requested()), (21, 32));
+    drop(ahead);
+    let ahead = LookAhead::new(&s.set, with_segments(256 << 20), 4);
     assert_eq!((ahead.workers, ahead.requested()), (1, 4));
+    drop(ahead);
+    // 1 GB segments: none fits (no look-ahead); the pusher still counts as made for 4, so the
+    // archiver does not rebuild it (and retry starting threads) on every call.
+    let big = with_segments(1 << 30);
+    let ahead = LookAhead::new(&s.set, big, 4);
+    assert_eq!((ahead.workers, ahead.requested()), (0, 4));
     let pusher = MultiPusher::new(&s.set, big).with_look_ahead(&s.set, 4);
     assert_eq!(pusher.look_ahead_workers(), 4);
 }
