@@ -396,20 +396,7 @@ pub fn decode_at(
     max_plain: u64,
 ) -> Result<(ObjectHeader, Vec<u8>)> {
     let key = place.key;
-    let mut header = ObjectHeader::decode(key, stored)?;
-    if header.plain_size > max_plain {
-        return Err(Error::CorruptObject {
-            key: key.to_string(),
-            reason: format!(
-                "its header claims {} bytes, at most {max_plain} expected",
-                header.plain_size
-            ),
-        });
-    }
-    let corrupt = |reason: String| Error::CorruptObject {
-        key: key.to_string(),
-        reason,
-    };
+    let mut header = checked_header(stored, keys, place, max_plain)?;
     // The opened (decrypted) payload lives in a buffer each thread reuses: a restore opens every
     // stored byte once, and a fresh allocation per object made that the encrypted restore's largest
     // extra cost after the cipher itself.
@@ -418,14 +405,7 @@ pub fn decode_at(
     }
     let mut opened: Option<Vec<u8>> = None;
     let payload = match (keys, header.sealed) {
-        (None, None) => &stored[HEADER_LEN..],
         (Some(keys), Some((id, nonce))) => {
-            if stored.len() < SEALED_HEADER_LEN + SEALED_TRAILER_LEN {
-                return Err(corrupt(format!(
-                    "{} bytes, too short for an encrypted object",
-                    stored.len()
-                )));
-            }
             let (body, tag) = stored.split_at(stored.len() - TAG_LEN);
             let sealed = &body[SEALED_HEADER_LEN..];
             let buf = opened.insert(OPENED.take());
@@ -439,28 +419,97 @@ pub fn decode_at(
             let tag: [u8; TAG_LEN] = tag.try_into().expect("16 bytes");
             let aad = associated_data(stored, place);
             keys.open_into(id, &nonce, &aad, sealed, out, &tag)
-                .map_err(corrupt)?;
+                .map_err(|reason| corrupt(key, reason))?;
             let sha_at = out.len() - 32;
             header.digest = out[sha_at..].try_into().expect("32 bytes");
             &buf[..sha_at]
         }
-        (Some(_), None) => {
-            return Err(corrupt(
-                "it is not encrypted, but the stanza is: refused".into(),
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(corrupt(
-                "it is encrypted, but the stanza is not (or no passphrase was given)".into(),
-            ))
-        }
+        _ => &stored[HEADER_LEN..],
     };
-    let plain = compress::decompress(header.compress, payload, header.plain_size).map_err(corrupt);
+    let plain = plain_of(key, &header, payload);
     // Kept for the next object unless an unusually large one made it big.
     if let Some(buf) = opened.filter(|b| b.capacity() <= 64 << 20) {
         OPENED.set(buf);
     }
-    let plain = plain?;
+    Ok((header, plain?))
+}
+
+/// `decode_at` of stored bytes the caller owns: an encrypted object is decrypted where it lies
+/// (`stored` then holds its plaintext payload), without a copy of its payload.
+pub fn decode_at_mut(
+    stored: &mut [u8],
+    keys: Option<&DataKeys>,
+    place: Place,
+    max_plain: u64,
+) -> Result<(ObjectHeader, Vec<u8>)> {
+    let key = place.key;
+    let mut header = checked_header(stored, keys, place, max_plain)?;
+    let (Some(keys), Some((id, nonce))) = (keys, header.sealed) else {
+        let plain = plain_of(key, &header, &stored[HEADER_LEN..])?;
+        return Ok((header, plain));
+    };
+    let aad = associated_data(stored, place);
+    let (body, tag) = stored.split_at_mut(stored.len() - TAG_LEN);
+    let tag: [u8; TAG_LEN] = (&*tag).try_into().expect("16 bytes");
+    let sealed = &mut body[SEALED_HEADER_LEN..];
+    keys.open_in_place(id, &nonce, &aad, sealed, &tag)
+        .map_err(|reason| corrupt(key, reason))?;
+    let sha_at = sealed.len() - 32;
+    header.digest = sealed[sha_at..].try_into().expect("32 bytes");
+    let plain = plain_of(key, &header, &sealed[..sha_at])?;
+    Ok((header, plain))
+}
+
+fn corrupt(key: &str, reason: String) -> Error {
+    Error::CorruptObject {
+        key: key.to_string(),
+        reason,
+    }
+}
+
+/// The header of an object stored at `place`, checked against the plaintext size expected and
+/// against the stanza's encryption (`keys`), and an encrypted object's length.
+fn checked_header(
+    stored: &[u8],
+    keys: Option<&DataKeys>,
+    place: Place,
+    max_plain: u64,
+) -> Result<ObjectHeader> {
+    let key = place.key;
+    let header = ObjectHeader::decode(key, stored)?;
+    if header.plain_size > max_plain {
+        return Err(corrupt(
+            key,
+            format!(
+                "its header claims {} bytes, at most {max_plain} expected",
+                header.plain_size
+            ),
+        ));
+    }
+    match (keys, header.sealed) {
+        (None, None) => Ok(header),
+        (Some(_), Some(_)) if stored.len() < SEALED_HEADER_LEN + SEALED_TRAILER_LEN => {
+            Err(corrupt(
+                key,
+                format!("{} bytes, too short for an encrypted object", stored.len()),
+            ))
+        }
+        (Some(_), Some(_)) => Ok(header),
+        (Some(_), None) => Err(corrupt(
+            key,
+            "it is not encrypted, but the stanza is: refused".into(),
+        )),
+        (None, Some(_)) => Err(corrupt(
+            key,
+            "it is encrypted, but the stanza is not (or no passphrase was given)".into(),
+        )),
+    }
+}
+
+/// The plaintext of an object's (opened) payload, decompressed and checked against its digest.
+fn plain_of(key: &str, header: &ObjectHeader, payload: &[u8]) -> Result<Vec<u8>> {
+    let plain = compress::decompress(header.compress, payload, header.plain_size)
+        .map_err(|reason| corrupt(key, reason))?;
     let found = header.alg.hash(&plain);
     if found != header.digest {
         return Err(Error::ChecksumMismatch {
@@ -469,7 +518,7 @@ pub fn decode_at(
             found: hex::encode(found),
         });
     }
-    Ok((header, plain))
+    Ok(plain)
 }
 
 #[cfg(test)]

@@ -191,6 +191,18 @@ impl Repo {
         object::decode_at(stored, keys.as_deref(), place, max_plain)
     }
 
+    /// `decode_object` of stored bytes the caller owns and gives up: an encrypted object is
+    /// decrypted where it lies (see `object::decode_at_mut`).
+    pub fn decode_object_mut(
+        &self,
+        place: Place,
+        stored: &mut [u8],
+        max_plain: u64,
+    ) -> Result<(ObjectHeader, Vec<u8>)> {
+        let keys = self.data_keys()?;
+        object::decode_at_mut(stored, keys.as_deref(), place, max_plain)
+    }
+
     /// The stored form of an object of another format (manifest, summary, JSON) at `key`: sealed in
     /// an encrypted stanza, the bytes themselves otherwise.
     pub fn seal(&self, key: &RepoKey, bytes: Vec<u8>) -> Result<Vec<u8>> {

@@ -204,14 +204,38 @@ impl DataKeys {
         out: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> std::result::Result<(), String> {
+        let buf = aes_gcm::aead::inout::InOutBuf::new(sealed, out)
+            .map_err(|_| "ciphertext and output of different lengths".to_string())?;
+        self.open_inout(id, nonce, aad, buf, tag)
+    }
+
+    /// Decrypts `buf` where it lies (`open_into` without an output buffer: the cipher's own copy
+    /// from input to output is not made either).
+    pub fn open_in_place(
+        &self,
+        id: u32,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> std::result::Result<(), String> {
+        self.open_inout(id, nonce, aad, buf.into(), tag)
+    }
+
+    fn open_inout(
+        &self,
+        id: u32,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: aes_gcm::aead::inout::InOutBuf<'_, '_, u8>,
+        tag: &[u8; TAG_LEN],
+    ) -> std::result::Result<(), String> {
         let key = self.keys.get(&id).ok_or_else(|| {
             format!(
                 "sealed with data key {id}, which the keyring does not hold (it holds {:?})",
                 self.ids()
             )
         })?;
-        let buf = aes_gcm::aead::inout::InOutBuf::new(sealed, out)
-            .map_err(|_| "ciphertext and output of different lengths".to_string())?;
         key.decrypt_inout_detached(nonce.into(), aad, buf, tag.into())
             .map_err(|_| {
                 "authentication failed (AES-256-GCM): the object was modified, damaged or moved \

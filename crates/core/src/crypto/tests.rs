@@ -45,12 +45,21 @@ fn a_sealed_object_round_trips_and_hides_its_plaintext_and_digest() {
         assert_eq!(back, plain);
         assert_eq!(h.digest, sha);
         assert_eq!(h.sealed.map(|(id, _)| id), Some(1));
+        // Opened where it lies, the same.
+        let mut owned = stored.clone();
+        let in_place = object::decode_at_mut(&mut owned, Some(&keys), place, 1 << 20).unwrap();
+        assert_eq!(in_place, (h, back));
+        assert!(object::decode_at_mut(&mut stored.clone(), None, place, 1 << 20).is_err());
         // Without keys (an unencrypted stanza's reader) it is refused, and a clear object is refused
         // by an encrypted stanza's reader.
         assert!(object::decode_at(&stored, None, place, 1 << 20).is_err());
         let clear = object::encode_with_hash(&plain, sha, c, 3).unwrap();
         let e = object::decode_at(&clear, Some(&keys), place, 1 << 20).unwrap_err();
         assert!(e.to_string().contains("not encrypted"), "{e}");
+        let e = object::decode_at_mut(&mut clear.clone(), Some(&keys), place, 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("not encrypted"), "{e}");
+        let unsealed = object::decode_at_mut(&mut clear.clone(), None, place, 1 << 20).unwrap();
+        assert_eq!(unsealed.1, plain);
     }
     // Two sealings of the same plaintext differ (fresh nonce).
     let place = Place::whole("k");
@@ -77,6 +86,12 @@ fn every_single_bit_flip_is_refused() {
             assert!(
                 e.is_err(),
                 "bit {bit} of {} ({c:?}) went unnoticed",
+                stored.len()
+            );
+            let e = object::decode_at_mut(&mut bad, Some(&keys), place, 1 << 20);
+            assert!(
+                e.is_err(),
+                "bit {bit} of {} ({c:?}) went unnoticed in place",
                 stored.len()
             );
         }
@@ -112,6 +127,9 @@ fn an_object_moved_to_another_key_or_offset_or_sealed_with_another_key_is_refuse
         Place::whole("other/backup/20260101-000000F/data/00000001"),
     ] {
         let e = object::decode_at(&stored, Some(&keys), elsewhere, 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("authentication failed"), "{e}");
+        let e = object::decode_at_mut(&mut stored.clone(), Some(&keys), elsewhere, 1 << 20)
+            .unwrap_err();
         assert!(e.to_string().contains("authentication failed"), "{e}");
     }
     // Another keyring's key with the same id does not open it.

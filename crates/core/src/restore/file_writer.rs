@@ -72,25 +72,33 @@ impl FileWriter<'_> {
     /// Reads and checks one piece (its digest is verified by `object::decode`).
     fn piece(&self, holder: &str, p: &Piece) -> Result<(object::ObjectHeader, Vec<u8>)> {
         let key = self.repo.keys().backup_object(holder, &p.object)?;
-        let stored = match self.fetched {
-            Some(f) => bytes::Bytes::from(f.read_range(holder, &p.object, p.offset, p.length)?),
-            None => self
-                .repo
-                .storage()
-                .get_range(&key, p.offset, p.length)?
-                .ok_or_else(|| Error::CorruptObject {
-                    key: key.to_string(),
-                    reason: "the object disappeared during the restore".into(),
-                })?,
-        };
         let place = object::Place {
             key: key.as_str(),
             offset: p.offset,
         };
-        let (header, plain) = self
-            .repo
-            .decode_object(place, &stored, p.size)
-            .map_err(|e| self.unrestorable(e))?;
+        // The piece's stored bytes are this thread's alone (in the common case: a buffer read for
+        // it), so an encrypted piece is opened where it lies.
+        let decoded = match self.fetched {
+            Some(f) => {
+                let mut stored = f.read_range(holder, &p.object, p.offset, p.length)?;
+                self.repo.decode_object_mut(place, &mut stored, p.size)
+            }
+            None => {
+                let stored = self
+                    .repo
+                    .storage()
+                    .get_range(&key, p.offset, p.length)?
+                    .ok_or_else(|| Error::CorruptObject {
+                        key: key.to_string(),
+                        reason: "the object disappeared during the restore".into(),
+                    })?;
+                match stored.try_into_mut() {
+                    Ok(mut owned) => self.repo.decode_object_mut(place, &mut owned, p.size),
+                    Err(shared) => self.repo.decode_object(place, &shared, p.size),
+                }
+            }
+        };
+        let (header, plain) = decoded.map_err(|e| self.unrestorable(e))?;
         // The object checked itself (its digest against its bytes); this ties it to the manifest: an
         // object of the right size put in the place of another is refused too.
         if let Some(recorded) = p.digest {
