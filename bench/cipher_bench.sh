@@ -2,8 +2,8 @@
 #! What encryption costs (run by hand, not by CI). The backup bench's cluster (pgbench scale SCALE plus as
 #! much incompressible data), archiving into two pg_strata repositories: repo1 plain, repo2 AES-256-GCM;
 #! pgBackRest with two repositories on the same cluster: repo1 plain, repo2 aes-256-cbc. Same compression
-#! (zstd LEVEL) and processes everywhere. Each round (RUNS, default 3, tools interleaved, page cache
-#! dropped before each): a full backup into each of the four, then a restore from each. Prints the
+#! (zstd LEVEL) and processes everywhere. Each round (RUNS, default 3, tools interleaved, plain and
+#! encrypted in turn first, page cache dropped before each): a full backup into each of the four, then a restore from each. Prints the
 #! medians, each tool's encrypted / plain ratio (target for pg_strata: <= 1.10) and pg_strata encrypted /
 #! pgBackRest encrypted.
 #!
@@ -46,12 +46,22 @@ strata_restore() {
 }
 
 declare -a sb1 sb2 pb1 pb2 sr1 sr2 pr1 pr2
+# Odd rounds run plain before encrypted, even rounds the other way round: the machine's speed drifts
+# within minutes, and whatever ran just before (a restore's writes, a backup's checkpoint) must not
+# always fall on the same side.
+pair() { if [ $(( $1 % 2 )) = 1 ]; then echo "$2 $3"; else echo "$3 $2"; fi; }
+s_backup() { drop_caches; measure runuser -u postgres -- "$BIN/psql" -XAt -h "$B" -p "$PORT" -U postgres -d postgres -c "SELECT backup_start('full', repo => $1)"; }
+p_backup() { drop_caches; measure runuser -u postgres -- pgbackrest --config="$B/pgbackrest.conf" --stanza=bench --repo="$1" --type=full backup; }
+s_restore() { drop_caches; measure $(strata_restore "$1" "$B/restore-s$1"); }
+p_restore() { drop_caches; measure runuser -u postgres -- pgbackrest --config="$B/pgbackrest.conf" --stanza=bench --repo="$1" --pg1-path="$B/restore-p$1" restore; }
 for run in $(seq 1 "$RUNS"); do
     echo "== full backups, round $run/$RUNS: pg_strata plain / aes-256-gcm, pgbackrest plain / aes-256-cbc"
-    drop_caches; sb1+=("$(measure runuser -u postgres -- "$BIN/psql" -XAt -h "$B" -p "$PORT" -U postgres -d postgres -c "SELECT backup_start('full', repo => 1)")")
-    drop_caches; sb2+=("$(measure runuser -u postgres -- "$BIN/psql" -XAt -h "$B" -p "$PORT" -U postgres -d postgres -c "SELECT backup_start('full', repo => 2)")")
-    drop_caches; pb1+=("$(measure runuser -u postgres -- pgbackrest --config="$B/pgbackrest.conf" --stanza=bench --repo=1 --type=full backup)")
-    drop_caches; pb2+=("$(measure runuser -u postgres -- pgbackrest --config="$B/pgbackrest.conf" --stanza=bench --repo=2 --type=full backup)")
+    for n in $(pair "$run" 1 2); do
+        t=$(s_backup "$n"); if [ "$n" = 1 ]; then sb1+=("$t"); else sb2+=("$t"); fi
+    done
+    for n in $(pair "$run" 1 2); do
+        t=$(p_backup "$n"); if [ "$n" = 1 ]; then pb1+=("$t"); else pb2+=("$t"); fi
+    done
 done
 s_stored1=$(du -sb "$B/strata-repo/bench/backup/$(ls "$B/strata-repo/bench/backup" | tail -1)" | cut -f1)
 s_stored2=$(du -sb "$B/strata-repo2/bench/backup/$(ls "$B/strata-repo2/bench/backup" | tail -1)" | cut -f1)
@@ -59,10 +69,12 @@ stop_pg "$B/data"
 for run in $(seq 1 "$RUNS"); do
     echo "== restores, round $run/$RUNS"
     rm -rf "$B"/restore-*
-    drop_caches; sr1+=("$(measure $(strata_restore 1 "$B/restore-s1"))")
-    drop_caches; sr2+=("$(measure $(strata_restore 2 "$B/restore-s2"))")
-    drop_caches; pr1+=("$(measure runuser -u postgres -- pgbackrest --config="$B/pgbackrest.conf" --stanza=bench --repo=1 --pg1-path="$B/restore-p1" restore)")
-    drop_caches; pr2+=("$(measure runuser -u postgres -- pgbackrest --config="$B/pgbackrest.conf" --stanza=bench --repo=2 --pg1-path="$B/restore-p2" restore)")
+    for n in $(pair "$run" 1 2); do
+        t=$(s_restore "$n"); if [ "$n" = 1 ]; then sr1+=("$t"); else sr2+=("$t"); fi
+    done
+    for n in $(pair "$run" 1 2); do
+        t=$(p_restore "$n"); if [ "$n" = 1 ]; then pr1+=("$t"); else pr2+=("$t"); fi
+    done
 done
 echo "runs (s): strata backup plain ${sb1[*]} gcm ${sb2[*]}; restore plain ${sr1[*]} gcm ${sr2[*]}"
 echo "          pgbackrest backup plain ${pb1[*]} cbc ${pb2[*]}; restore plain ${pr1[*]} cbc ${pr2[*]}"
