@@ -284,7 +284,7 @@ impl ArchivePusher {
                 Some(job) => job
                     .join()
                     .map_err(|_| Error::Internal("the digest thread panicked".into())),
-                None => Ok(known_digest.unwrap_or_default()),
+                None => Ok(known_digest.expect("not computed when known")),
             };
             let summary = summary_job
                 .map(|j| {
