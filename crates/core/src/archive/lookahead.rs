@@ -74,7 +74,9 @@ impl StoredAhead {
     /// The bytes as the call uses them, if the file at `path` is still the one the worker read.
     pub fn read_bytes(&self, path: &Path) -> Option<ReadBytes<'_>> {
         let now = std::fs::symlink_metadata(path).ok()?;
-        (now.is_file() && FileIdentity::of(&now) == self.identity).then_some(ReadBytes {
+        // Bytes given back (`Job::release_bytes`) are not the file's any more.
+        let whole = self.data.len() as u64 == self.identity.size;
+        (whole && now.is_file() && FileIdentity::of(&now) == self.identity).then_some(ReadBytes {
             data: &self.data,
             digest: self.digest,
         })
@@ -115,6 +117,16 @@ impl Job {
     fn finish(&self, outcome: Outcome) {
         *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
         self.done.notify_all();
+    }
+
+    /// Takes the read bytes out of a finished job (its call will read the file again): for jobs that
+    /// may wait long for their call, such as those of a timeline the server has left.
+    fn release_bytes(&self) -> Option<Vec<u8>> {
+        let mut slot = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_mut() {
+            Some(Ok(stored)) if !stored.data.is_empty() => Some(std::mem::take(&mut stored.data)),
+            _ => None,
+        }
     }
 
     fn wait(&self) -> Outcome {
@@ -295,16 +307,26 @@ impl LookAhead {
         {
             // Segments before this one on its timeline are archived or will be asked for again:
             // what was done ahead for them is in the repository and is checked then. Jobs of other
-            // names stay known, so that none is handed out twice.
+            // names stay known, so that none is handed out twice; those of another timeline give
+            // their read bytes back once finished (the server may ask for them much later, or never).
             let size = self.wal_segment_size;
+            let mut released = Vec::new();
             self.jobs
-                .retain(|name, _| match WalFileName::parse(name, size) {
+                .retain(|name, job| match WalFileName::parse(name, size) {
                     Some(WalFileName::Segment {
                         timeline: t,
                         segno: n,
-                    }) => t != timeline || n > segno,
+                    }) => {
+                        if t != timeline {
+                            released.extend(job.release_bytes());
+                        }
+                        t != timeline || n > segno
+                    }
                     _ => true,
                 });
+            for data in released {
+                self.recycle(data);
+            }
             self.hand_out(timeline, segno, wal_path);
         }
         own.map(|job| job.wait())

@@ -237,3 +237,37 @@ fn workers_are_capped_by_memory_but_the_setting_is_what_is_compared() {
     let pusher = MultiPusher::new(&s.set, big).with_look_ahead(&s.set, 4);
     assert_eq!(pusher.look_ahead_workers(), 4);
 }
+
+#[test]
+fn finished_jobs_of_a_timeline_left_give_their_bytes_back_and_are_checked_again() {
+    let s = setup(&[1, 2, 3, 4]);
+    let mut pusher = MultiPusher::new(&s.set, facts());
+    pusher.push(&s.wal.join(name(1)), &name(1)).unwrap();
+    let mut ahead = LookAhead::new(&s.set, facts(), 2);
+    assert!(ahead.asked_for(&name(1), &s.wal.join(name(1))).is_none());
+    ahead.reported(&name(1), true);
+    // Segments 2 and 3 are stored ahead (the workers finish them).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while stored(&s.set, 3).iter().any(Option::is_none) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "segment 3 never stored ahead"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The server moves to timeline 2 (a promotion): timeline 1's finished jobs let their bytes go.
+    let other = segment_file_name(2, 5, SEG);
+    assert!(ahead.asked_for(&other, &s.wal.join(&other)).is_none());
+    let two = ahead
+        .asked_for(&name(2), &s.wal.join(name(2)))
+        .expect("segment 2 was handed out")
+        .unwrap();
+    assert!(two.data.is_empty(), "{two:?} kept its bytes");
+    assert!(
+        two.read_bytes(&s.wal.join(name(2))).is_none(),
+        "released bytes must not stand for the file"
+    );
+    // The call then reads the file again and finds it stored with the same bytes.
+    let report = pusher.push(&s.wal.join(name(2)), &name(2)).unwrap();
+    assert!(report.reports.iter().all(|(_, r)| r.already_archived));
+}
