@@ -435,7 +435,8 @@ pub fn decode_at(
 }
 
 /// `decode_at` of stored bytes the caller owns: an encrypted object is decrypted where it lies
-/// (`stored` then holds its plaintext payload), without a copy of its payload.
+/// (`stored` then holds its plaintext payload), without a copy of its payload. When it fails, what
+/// `stored` holds is neither the object nor its plaintext: the caller gives it up.
 pub fn decode_at_mut(
     stored: &mut [u8],
     keys: Option<&DataKeys>,

@@ -1,5 +1,5 @@
-//! Encryption of a repository: authenticated (AES-256-GCM, RustCrypto's `aes-gcm`), with keys that
-//! rotate without rewriting the repository.
+//! Encryption of a repository: authenticated (AES-256-GCM), with keys that rotate without rewriting
+//! the repository.
 //!
 //! Key hierarchy:
 //! - the cipher passphrase (`strata.repo1_cipher_pass`, `--cipher-pass-file`) derives a key-encryption
@@ -12,15 +12,20 @@
 //!
 //! The stanza's identity (`strata.repo`) stays readable: it says whether the stanza is encrypted and
 //! with which cipher (never a key). Nothing here is hand-written cryptography: nonces and keys come from
-//! the operating system (`getrandom`), the AEAD and the KDF from RustCrypto.
+//! the operating system (`getrandom`), the KDF from RustCrypto (`argon2`), the AEAD from AWS-LC
+//! (`aws-lc-rs`, already in the build as object_store's TLS library). AWS-LC's AES-GCM runs the
+//! counter mode and the GHASH together with the widest instructions the CPU has (VAES, VPCLMULQDQ):
+//! about 10 GB/s per core sealing and opening on the project's machine against 2.3 GB/s for
+//! RustCrypto's `aes-gcm` 0.11 (whose GHASH has only a one-block PCLMULQDQ path), which made an
+//! encrypted restore cost 16% more than a plain one. Both are the standard AES-256-GCM: the published
+//! test vector (tests) holds the format, so repositories written with either open with the other.
 
 pub mod keyring;
 pub mod manifest;
 pub mod usage;
 
 use crate::{Error, Result};
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::Aes256Gcm;
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use std::collections::BTreeMap;
 use std::fmt;
 use zeroize::Zeroizing;
@@ -131,7 +136,7 @@ pub fn random<const N: usize>() -> Result<[u8; N]> {
 
 /// The unwrapped data keys of a stanza: by id, and the one new objects are sealed with.
 pub struct DataKeys {
-    keys: BTreeMap<u32, Aes256Gcm>,
+    keys: BTreeMap<u32, LessSafeKey>,
     current: u32,
 }
 
@@ -147,10 +152,7 @@ impl fmt::Debug for DataKeys {
 impl DataKeys {
     pub(crate) fn new(keys: &[(u32, [u8; KEY_LEN])], current: u32) -> DataKeys {
         DataKeys {
-            keys: keys
-                .iter()
-                .map(|(id, k)| (*id, Aes256Gcm::new(k.into())))
-                .collect(),
+            keys: keys.iter().map(|(id, k)| (*id, aead_key(k))).collect(),
             current,
         }
     }
@@ -188,9 +190,11 @@ impl DataKeys {
             .get(&id)
             .ok_or_else(|| Error::Internal(format!("no data key {id}")))?;
         let tag = key
-            .encrypt_inout_detached(nonce.into(), aad, buf.into())
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), buf)
             .map_err(|_| Error::Internal("AES-256-GCM encryption failed".into()))?;
-        Ok(tag.into())
+        tag.as_ref()
+            .try_into()
+            .map_err(|_| Error::Internal("AES-256-GCM gave a tag of another length".into()))
     }
 
     /// Decrypts `sealed` into `out` (of the same length); an error string when the key id is unknown
@@ -204,13 +208,22 @@ impl DataKeys {
         out: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> std::result::Result<(), String> {
-        let buf = aes_gcm::aead::inout::InOutBuf::new(sealed, out)
-            .map_err(|_| "ciphertext and output of different lengths".to_string())?;
-        self.open_inout(id, nonce, aad, buf, tag)
+        if sealed.len() != out.len() {
+            return Err("ciphertext and output of different lengths".to_string());
+        }
+        self.key(id)?
+            .open_separate_gather(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(aad),
+                sealed,
+                tag,
+                out,
+            )
+            .map_err(|_| authentication_failed())
     }
 
-    /// Decrypts `buf` where it lies (`open_into` without an output buffer: the cipher's own copy
-    /// from input to output is not made either).
+    /// Decrypts `buf` where it lies (`open_into` without an output buffer). On failure `buf` holds
+    /// neither the ciphertext nor the plaintext.
     pub fn open_in_place(
         &self,
         id: u32,
@@ -219,30 +232,37 @@ impl DataKeys {
         buf: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> std::result::Result<(), String> {
-        self.open_inout(id, nonce, aad, buf.into(), tag)
+        self.key(id)?
+            .open_in_place_separate_tag(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(aad),
+                tag,
+                buf,
+            )
+            .map(|_| ())
+            .map_err(|_| authentication_failed())
     }
 
-    fn open_inout(
-        &self,
-        id: u32,
-        nonce: &[u8; NONCE_LEN],
-        aad: &[u8],
-        buf: aes_gcm::aead::inout::InOutBuf<'_, '_, u8>,
-        tag: &[u8; TAG_LEN],
-    ) -> std::result::Result<(), String> {
-        let key = self.keys.get(&id).ok_or_else(|| {
+    fn key(&self, id: u32) -> std::result::Result<&LessSafeKey, String> {
+        self.keys.get(&id).ok_or_else(|| {
             format!(
                 "sealed with data key {id}, which the keyring does not hold (it holds {:?})",
                 self.ids()
             )
-        })?;
-        key.decrypt_inout_detached(nonce.into(), aad, buf, tag.into())
-            .map_err(|_| {
-                "authentication failed (AES-256-GCM): the object was modified, damaged or moved \
-                 from another key"
-                    .to_string()
-            })
+        })
     }
+}
+
+fn authentication_failed() -> String {
+    "authentication failed (AES-256-GCM): the object was modified, damaged or moved from another key"
+        .to_string()
+}
+
+/// An AES-256-GCM key. The nonce is always given: a fresh random one per object (`DataKeys::seal`),
+/// hence the "less safe" key type, which leaves nonce uniqueness to the caller.
+fn aead_key(key: &[u8; KEY_LEN]) -> LessSafeKey {
+    // A 32-byte key is always a valid AES-256 key: the only error of `new` is a wrong length.
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("a 256-bit AES key"))
 }
 
 /// Seals `buf` in place with a single key (the keyring's own sealing under the KEK).
@@ -252,8 +272,8 @@ pub(crate) fn seal_once(
     aad: &[u8],
     buf: &mut Vec<u8>,
 ) -> Result<()> {
-    Aes256Gcm::new(key.into())
-        .encrypt_in_place(nonce.into(), aad, buf)
+    aead_key(key)
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), buf)
         .map_err(|_| Error::Internal("AES-256-GCM encryption failed".into()))
 }
 
@@ -264,9 +284,14 @@ pub(crate) fn open_once(
     aad: &[u8],
     buf: &mut Vec<u8>,
 ) -> bool {
-    Aes256Gcm::new(key.into())
-        .decrypt_in_place(nonce.into(), aad, buf)
-        .is_ok()
+    let Some(plain_len) = buf.len().checked_sub(TAG_LEN) else {
+        return false;
+    };
+    let opened = aead_key(key)
+        .open_in_place(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), buf)
+        .is_ok();
+    buf.truncate(plain_len);
+    opened
 }
 
 /// How the settings name the passphrase of repository `number`, for messages.

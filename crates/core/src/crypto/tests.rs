@@ -429,6 +429,9 @@ fn aes_256_gcm_matches_the_published_test_vector() {
     keys.open_into(7, &nonce, &aad, &buf, &mut out, &found)
         .unwrap();
     assert_eq!(out, plain);
+    keys.open_in_place(7, &nonce, &aad, &mut buf, &found)
+        .unwrap();
+    assert_eq!(buf, plain);
 
     let mut buf = plain.clone();
     super::seal_once(&key, &nonce, &aad, &mut buf).unwrap();
