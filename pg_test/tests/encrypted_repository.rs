@@ -75,7 +75,8 @@ fn an_encrypted_repository_backs_up_restores_and_hides_its_content() {
     let a = encrypted("crypt");
     let c = &a.cluster;
     let keys = PgDir::new("strata-pass-");
-    let good = pass_file(&keys, "pass", PASS);
+    // A name the configuration file must escape: restore writes it into restore_command.
+    let good = pass_file(&keys, "it's a \\ \"pass\"\nfile", PASS);
     let wrong = pass_file(&keys, "wrong", "not the passphrase");
 
     c.psql(
@@ -182,8 +183,11 @@ fn an_encrypted_repository_backs_up_restores_and_hides_its_content() {
     // The whole chain restores to the same dump (archive-get of the restored server decrypts too).
     let r = a.restore_new("crypt-latest", &["--cipher-pass-file", f]);
     let auto = std::fs::read_to_string(r.datadir.join("postgresql.auto.conf")).unwrap();
+    // The file's path, escaped for the shell and the configuration file (the server's start below
+    // proves it reads back as the file's name), and never the passphrase.
+    let dir = keys.path().display();
     assert!(
-        auto.contains(&format!("repo1_cipher_pass_file={f}")) && !auto.contains(PASS),
+        auto.contains(&format!("repo1_cipher_pass_file={dir}/it")) && !auto.contains(PASS),
         "{auto}"
     );
     r.start();

@@ -2,7 +2,8 @@
 //! `strata_core`. Exit codes (a message on stderr for every error):
 //!
 //! - 0 success; 1 archive-get: the file is not archived (normal during recovery)
-//! - 2 an error not listed below (a bad argument among them; archive-get: every error)
+//! - 2 an error not listed below (a bad argument among them; archive-get: every error, except in
+//!   archive recovery, where it is 200 so that PostgreSQL stops instead of ending recovery early)
 //! - 3 the repository, stanza or backup named does not exist
 //! - 4 the repository is damaged or inconsistent (a corrupt object, a broken chain, missing WAL,
 //!   another cluster's stanza)
@@ -71,15 +72,19 @@ fn main() {
         Command::Restore(args) => commands::restore::run(args),
         Command::Verify(args) => commands::verify::run(args),
     };
-    match result {
-        Ok(code) => std::process::exit(code),
+    let code = match result {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("strata: error: {e:#}");
-            let code = match e.downcast_ref::<strata_core::Error>() {
+            match e.downcast_ref::<strata_core::Error>() {
                 Some(e) if !fixed_error_code => e.exit_code(),
                 _ => 2,
-            };
-            std::process::exit(code);
+            }
         }
-    }
+    };
+    let code = match fixed_error_code && code >= 2 {
+        true => commands::archive_get::failure_code(code),
+        false => code,
+    };
+    std::process::exit(code);
 }

@@ -6,6 +6,13 @@
 //! when no repository has it and none failed (nothing printed: recovery probes for files that do not
 //! exist); 2 when none served it and one failed (each failure on stderr).
 //!
+//! In archive recovery (PostgreSQL runs restore_command in the data directory; `recovery.signal`
+//! there and no `standby.signal`), every failure exits `STOP_RECOVERY` instead: PostgreSQL takes an
+//! exit status of 125 or less for "not archived" and would end recovery early at a damaged or
+//! unreadable segment, promote, and lose what follows; above 125 it stops recovery with FATAL, and a
+//! start after the repair continues where it stopped. A standby keeps the usual codes: it asks again
+//! later and never ends recovery by itself.
+//!
 //! With `--prefetch N`, each call first serves its segment from a spool beside DESTPATH when a
 //! prefetcher already fetched it, and starts a prefetcher (this command again, detached, with
 //! `--prefetch-worker`) for the next N segments when none runs (see `strata_core::archive::prefetch`).
@@ -37,6 +44,28 @@ pub struct Args {
     pub prefetch_worker: bool,
     #[command(flatten)]
     pub repo: RepoArgs,
+}
+
+/// The exit status of a failure during archive recovery: above 125, so that PostgreSQL stops recovery
+/// (FATAL) rather than end it; not 126/127 (PostgreSQL logs those as "command not found" and the
+/// like) nor 128 + a signal number.
+pub const STOP_RECOVERY: i32 = 200;
+
+/// The exit status of a failed call (`code` as the command computed it): `STOP_RECOVERY` when the
+/// caller is PostgreSQL in archive recovery, with a message saying what to do.
+pub fn failure_code(code: i32) -> i32 {
+    let archive_recovery =
+        Path::new("recovery.signal").is_file() && !Path::new("standby.signal").exists();
+    if !archive_recovery {
+        return code;
+    }
+    eprintln!(
+        "strata: archive-get failed during archive recovery: recovery stops here instead of ending \
+         early without the rest of the WAL; repair what the error above names (the repository, its \
+         passphrase, its reachability) and start the server again to continue, or set an earlier \
+         recovery_target"
+    );
+    STOP_RECOVERY
 }
 
 /// Segments fetched at once by a prefetcher.

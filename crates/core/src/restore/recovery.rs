@@ -19,9 +19,22 @@ fn write_synced(roots: &Roots, name: &str, text: &str) -> Result<()> {
     super::write::give(pgdata, name, roots.owner)
 }
 
-/// A PostgreSQL configuration string literal.
+/// A PostgreSQL configuration string literal. The configuration file's lexer takes a backslash as
+/// an escape (`\\`, `\n`, octal…) and refuses a raw newline inside quotes, so both are escaped along
+/// with the quote: a path such as `/etc/it's\new` in `restore_command` reaches the server unchanged.
 fn quote(v: &str) -> String {
-    format!("'{}'", v.replace('\'', "''"))
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('\'');
+    for c in v.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 /// Writes the recovery files into `pgdata` (where the data directory is being written).
