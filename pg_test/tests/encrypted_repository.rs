@@ -145,6 +145,11 @@ fn an_encrypted_repository_backs_up_restores_and_hides_its_content() {
         !ok && err.contains("cannot decrypt the repository key: wrong cipher passphrase"),
         "{err}"
     );
+    // It names the stanza, the repository and where the passphrase comes from.
+    assert!(
+        err.contains("stanza 'main' of repo1 (") && err.contains("--cipher-pass-file"),
+        "{err}"
+    );
     assert_eq!(
         err.lines().count(),
         1,

@@ -158,9 +158,10 @@ pub enum Error {
     #[error("{0}")]
     NoBackup(String),
 
-    /// The cipher passphrase does not open the stanza's keyring.
-    #[error("cannot decrypt the repository key: wrong cipher passphrase")]
-    WrongCipherPass,
+    /// The cipher passphrase does not open the stanza's keyring; `context` names the stanza, the
+    /// repository and where the passphrase comes from (empty where they are not known).
+    #[error("cannot decrypt the repository key: wrong cipher passphrase{context}")]
+    WrongCipherPass { context: String },
 
     /// The encryption settings do not fit the stanza (a passphrase missing or not wanted, encryption
     /// asked for an unencrypted stanza); the message says the fix. Never holds a secret.
@@ -304,7 +305,7 @@ impl Error {
             BadSetting { .. }
             | BadWalFileName { .. }
             | BadInput(_)
-            | WrongCipherPass
+            | WrongCipherPass { .. }
             | Cipher(_) => ErrorClass::InvalidArgument,
             RepoRootMissing { .. }
             | BucketMissing { .. }
@@ -342,7 +343,7 @@ impl Error {
                 "58P01" // undefined_file
             }
             Error::StorageDenied { .. } => "42501", // insufficient_privilege
-            Error::WrongCipherPass => "28P01",      // invalid_password
+            Error::WrongCipherPass { .. } => "28P01", // invalid_password
             Error::BackupNotFound { .. } => "42704", // undefined_object
             Error::NoBackup(_) | Error::StateChanged(_) => "55000", // object_not_in_prerequisite_state
             Error::WalGap { .. } => "55000",

@@ -155,7 +155,20 @@ impl Repo {
                 return Ok(Some(c.keys.clone()));
             }
         }
-        let opened = crate::crypto::keyring::open(self, pass)?
+        let opened = crate::crypto::keyring::open(self, pass)
+            .map_err(|e| match e {
+                Error::WrongCipherPass { .. } => Error::WrongCipherPass {
+                    context: format!(
+                        " for stanza '{}' of repo{} ({}): give the right one ({}); if it is \
+                         right, the stanza's keyring object was modified",
+                        self.stanza(),
+                        self.number(),
+                        self.describe(),
+                        crate::crypto::pass_settings(self.number())
+                    ),
+                },
+                e => e,
+            })?
             .ok_or_else(|| crate::crypto::keyring::no_keyring(self))?;
         let keys = Arc::new(opened.data_keys());
         *cache = Some(CachedKeys {

@@ -259,7 +259,9 @@ impl StoredKeyring {
         }
         let kek = self.kdf.derive(key, pass)?;
         if !open_once(&kek, &nonce, aad(stanza, self).as_bytes(), &mut buf) {
-            return Err(Error::WrongCipherPass);
+            return Err(Error::WrongCipherPass {
+                context: String::new(),
+            });
         }
         let set: KeySet =
             serde_json::from_slice(&buf).map_err(|e| corrupt(format!("bad key set: {e}")))?;
