@@ -29,9 +29,8 @@ fn backup_rekey(
     }
     let number = u8::try_from(repo).unwrap_or(0);
     let new_pass = new_cipher_pass_file.map(|p| {
-        strata_core::crypto::Passphrase::from_file(std::path::Path::new(&p)).unwrap_or_else(|e| {
-            crate::errors::raise("backup_rekey(): cannot read new_cipher_pass_file", e)
-        })
+        strata_core::crypto::Passphrase::from_file(std::path::Path::new(&p))
+            .unwrap_or_else(|e| crate::errors::raise("backup_rekey(): new_cipher_pass_file", e))
     });
     let done = crate::repo_gucs::repo(number)
         .and_then(|config| {

@@ -75,7 +75,7 @@ fn main() {
     let code = match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("strata: error: {e:#}");
+            eprintln!("strata: error: {}", error_chain(&e));
             match e.downcast_ref::<strata_core::Error>() {
                 Some(e) if !fixed_error_code => e.exit_code(),
                 _ => 2,
@@ -87,4 +87,21 @@ fn main() {
         false => code,
     };
     std::process::exit(code);
+}
+
+/// An error and its causes, each said once: many errors already include their cause's text (`cannot
+/// read FILE: No such file or directory`), which `{:#}` would repeat.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

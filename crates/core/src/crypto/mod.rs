@@ -85,15 +85,15 @@ impl Passphrase {
         Ok(Passphrase(text))
     }
 
-    /// Reads a passphrase file: its first line (a trailing newline is not part of it).
+    /// Reads a passphrase file: its first line (a trailing newline is not part of it). An unreadable
+    /// file is a setting to fix (`Cipher`), not a storage failure to retry.
     pub fn from_file(path: &std::path::Path) -> Result<Passphrase> {
-        let text =
-            Zeroizing::new(
-                std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
-                    path: path.into(),
-                    source,
-                })?,
-            );
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+            Error::Cipher(format!(
+                "cannot read the cipher passphrase file {}: {e}",
+                path.display()
+            ))
+        })?);
         let line = text.lines().next().unwrap_or("").to_string();
         Passphrase::new(line, &path.display().to_string())
     }
