@@ -244,6 +244,28 @@ fn an_encrypted_repository_backs_up_restores_and_hides_its_content() {
         "0"
     );
     assert!(!c.log().contains(PASS), "the passphrase in the server log");
+
+    // Run as root with a passphrase file only root reads: restored, with a warning that the server
+    // (postgres) may not read it.
+    let root_only = keys.path().join("root-only");
+    std::fs::write(&root_only, format!("{PASS}\n")).unwrap();
+    std::os::unix::fs::chown(&root_only, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(
+        &root_only,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let target = PgDir::new("strata-restore-rootpass-");
+    let dest = target.path().join("data");
+    let (ok, _, err) = strata(
+        &a,
+        &root_only,
+        &["restore", "--pgdata", dest.to_str().unwrap()],
+    );
+    assert!(
+        ok && err.contains("may not be able to read") && err.contains("root-only"),
+        "{err}"
+    );
 }
 
 #[test]

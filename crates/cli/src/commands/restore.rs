@@ -204,6 +204,7 @@ pub fn run(args: Args) -> Result<i32> {
         "start the server with: pg_ctl -D {} start (recovery fetches WAL with strata archive-get)",
         pgdata.display()
     );
+    warn_unreadable_pass_files(&args.repo, &pgdata);
     if !report.left_out.is_empty() {
         let drops: Vec<String> = report
             .left_out
@@ -218,6 +219,44 @@ pub fn run(args: Args) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// Run as root, warns about the passphrase files restore_command names that the restored server (the
+/// data directory's owner) may not read: root reads anything, the server would stop at its first
+/// archive-get. An approximation by owner, group and mode (supplementary groups and the directories
+/// above are not looked at), hence "may".
+fn warn_unreadable_pass_files(repo: &crate::repo_args::RepoArgs, pgdata: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let (Ok(owner), Ok(settings)) = (std::fs::metadata(pgdata), repo.settings()) else {
+        return;
+    };
+    for n in 1..=strata_core::config::repos::MAX_REPOS {
+        let Some(path) = settings.get(&format!("strata.repo{n}_cipher_pass_file")) else {
+            continue;
+        };
+        let Ok(m) = std::fs::metadata(path.trim()) else {
+            continue;
+        };
+        let mode = m.mode();
+        let readable = (m.uid() == owner.uid() && mode & 0o400 != 0)
+            || (m.gid() == owner.gid() && mode & 0o040 != 0)
+            || mode & 0o004 != 0;
+        if !readable {
+            eprintln!(
+                "strata: warning: the restored server runs as uid {} and may not be able to read \
+                 {} (owner uid {}, mode {:o}), which its restore_command needs for repo{n}: give \
+                 the file to that user",
+                owner.uid(),
+                path.trim(),
+                m.uid(),
+                mode & 0o7777
+            );
+        }
+    }
 }
 
 /// Whether a restore that failed with `e` may be tried from the next repository.

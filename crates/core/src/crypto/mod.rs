@@ -69,6 +69,9 @@ impl std::str::FromStr for CipherType {
     }
 }
 
+/// The largest passphrase file read.
+const MAX_PASS_FILE: u64 = 64 << 10;
+
 /// A cipher passphrase: never printed (its `Debug` says `<hidden>`), wiped from memory when dropped.
 #[derive(Clone)]
 pub struct Passphrase(Zeroizing<String>);
@@ -88,12 +91,25 @@ impl Passphrase {
     /// Reads a passphrase file: its first line (a trailing newline is not part of it). An unreadable
     /// file is a setting to fix (`Cipher`), not a storage failure to retry.
     pub fn from_file(path: &std::path::Path) -> Result<Passphrase> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+        use std::io::Read;
+        let unreadable = |e: std::io::Error| {
             Error::Cipher(format!(
                 "cannot read the cipher passphrase file {}: {e}",
                 path.display()
             ))
-        })?);
+        };
+        // Bounded: a passphrase is a line, and a path such as /dev/zero must not fill the memory.
+        let mut text = Zeroizing::new(String::new());
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_PASS_FILE + 1).read_to_string(&mut text))
+            .map_err(unreadable)?;
+        if text.len() as u64 > MAX_PASS_FILE {
+            return Err(Error::Cipher(format!(
+                "the cipher passphrase file {} is larger than {MAX_PASS_FILE} bytes: it must hold \
+                 the passphrase on its first line",
+                path.display()
+            )));
+        }
         let line = text.lines().next().unwrap_or("").to_string();
         Passphrase::new(line, &path.display().to_string())
     }

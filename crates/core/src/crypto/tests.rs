@@ -449,3 +449,32 @@ fn aes_256_gcm_matches_the_published_test_vector() {
     assert!(super::open_once(&key, &nonce, &aad, &mut buf));
     assert_eq!(buf, plain);
 }
+
+#[test]
+fn a_passphrase_file_is_read_bounded_and_its_errors_are_settings_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pass");
+    std::fs::write(&file, "first line\nsecond line\n").unwrap();
+    assert_eq!(
+        super::Passphrase::from_file(&file).unwrap().bytes(),
+        b"first line"
+    );
+    // Not a file of a line: refused without reading it all.
+    let e = super::Passphrase::from_file(std::path::Path::new("/dev/zero")).unwrap_err();
+    assert!(
+        matches!(&e, Error::Cipher(m) if m.contains("/dev/zero is larger than")),
+        "{e}"
+    );
+    // Missing: a setting to fix (not a storage failure to retry), the OS error said once.
+    let e = super::Passphrase::from_file(&dir.path().join("missing")).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        matches!(e.class(), crate::ErrorClass::InvalidArgument),
+        "{text}"
+    );
+    assert!(
+        text.starts_with("cannot read the cipher passphrase file ")
+            && text.matches("No such file").count() == 1,
+        "{text}"
+    );
+}
