@@ -387,3 +387,94 @@ fn rotation_changes_the_passphrase_and_adds_data_keys_without_rewriting() {
         "a passphrase in the server log"
     );
 }
+
+/// Rewrites the last 4 bytes of `data` so that its CRC-32C (Castagnoli, reflected) is `want`: what
+/// anyone who can write the repository can do to any object. Backwards from the wanted register each
+/// step's table entry is the one whose top byte matches; forwards, those entries give the bytes.
+fn force_crc32c(data: &mut [u8], want: u32) {
+    let table: Vec<u32> = (0..256u32)
+        .map(|i| {
+            (0..8).fold(i, |c, _| match c & 1 {
+                1 => (c >> 1) ^ 0x82F6_3B78,
+                _ => c >> 1,
+            })
+        })
+        .collect();
+    let n = data.len() - 4;
+    let mut idx = [0usize; 4];
+    let mut r = !want;
+    for k in (0..4).rev() {
+        idx[k] = (0..256).find(|&i| table[i] >> 24 == r >> 24).unwrap();
+        r = (r ^ table[idx[k]]) << 8;
+    }
+    let mut reg = !crc32c::crc32c(&data[..n]);
+    for k in 0..4 {
+        data[n + k] = ((reg ^ idx[k] as u32) & 0xff) as u8;
+        reg = (reg >> 8) ^ table[idx[k]];
+    }
+    assert_eq!(crc32c::crc32c(data), want, "the forgery keeps the CRC-32C");
+}
+
+/// Every file under `dir` with its bytes, sorted.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v: Vec<_> = files_under(dir)
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_forged_object_that_keeps_its_crc_is_refused_before_delta_writes_anything() {
+    let a = encrypted("forge");
+    let c = &a.cluster;
+    let keys = PgDir::new("strata-pass-");
+    let good = pass_file(&keys, "pass", PASS);
+    pg_test::write_rows(c, 0, 2000);
+    let full = a.backup("full");
+    a.wait_archived(&a.switch_wal());
+    // A restored data directory of this cluster, to be refreshed with --delta.
+    let root = PgDir::new("strata-restore-forge-");
+    let dir = root.path().join("data");
+    let (ok, _, err) = strata(&a, &good, &["restore", "--pgdata", dir.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    // Its relation files emptied, so that --delta must rewrite them from the backup's objects.
+    let relations: Vec<PathBuf> = files_under(&dir.join("base"));
+    for f in &relations {
+        std::fs::write(f, b"").unwrap();
+    }
+    let before = snapshot(&dir);
+
+    // One ciphertext bit flipped and the CRC-32C the manifest recorded kept (through the tag).
+    let victim = data_objects(&a, &full)[0].clone();
+    let original = std::fs::read(&victim).unwrap();
+    let mut forged = original.clone();
+    let middle = forged.len() / 2;
+    forged[middle] ^= 0x10;
+    force_crc32c(&mut forged, crc32c::crc32c(&original));
+    std::fs::write(&victim, &forged).unwrap();
+
+    let delta = ["restore", "--pgdata", dir.to_str().unwrap(), "--delta"];
+    let (ok, _, err) = strata(&a, &good, &delta);
+    assert!(
+        !ok && err.contains("authentication failed")
+            && err.contains(victim.file_name().unwrap().to_str().unwrap()),
+        "{err}"
+    );
+    assert!(
+        snapshot(&dir) == before,
+        "--delta rewrote the directory before refusing the forged object"
+    );
+
+    // Repaired, the same --delta restore goes through and rewrites the emptied files.
+    std::fs::write(&victim, &original).unwrap();
+    let (ok, _, err) = strata(&a, &good, &delta);
+    assert!(ok, "{err}");
+    assert!(relations
+        .iter()
+        .any(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > 0)));
+}

@@ -3,7 +3,8 @@
 //!
 //! - 0 success; 1 archive-get: the file is not archived (normal during recovery)
 //! - 2 an error not listed below (a bad argument among them; archive-get: every error, except in
-//!   archive recovery, where it is 200 so that PostgreSQL stops instead of ending recovery early)
+//!   archive recovery, where it is 200 so that PostgreSQL stops instead of ending recovery early —
+//!   see `commands::archive_get`)
 //! - 3 the repository, stanza or backup named does not exist
 //! - 4 the repository is damaged or inconsistent (a corrupt object, a broken chain, missing WAL,
 //!   another cluster's stanza)
@@ -78,13 +79,11 @@ fn main() {
             eprintln!("strata: error: {}", error_chain(&e));
             match e.downcast_ref::<strata_core::Error>() {
                 Some(e) if !fixed_error_code => e.exit_code(),
+                // archive-get's own codes say what recovery should do; an error is a failure.
+                _ if fixed_error_code => commands::archive_get::failure_code(2),
                 _ => 2,
             }
         }
-    };
-    let code = match fixed_error_code && code >= 2 {
-        true => commands::archive_get::failure_code(code),
-        false => code,
     };
     std::process::exit(code);
 }

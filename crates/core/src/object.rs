@@ -461,6 +461,36 @@ pub fn decode_at_mut(
     Ok((header, plain))
 }
 
+/// Authenticates a sealed object stored at `place` without decompressing it (`decode_at` does
+/// both): the check before `--delta` writes anything, where a forger who kept an object's CRC-32C
+/// must still be refused. The opened bytes go to a scratch buffer each thread reuses.
+pub fn authenticate_at(stored: &[u8], keys: &DataKeys, place: Place, max_plain: u64) -> Result<()> {
+    let key = place.key;
+    let header = checked_header(stored, Some(keys), place, max_plain)?;
+    let (id, nonce) = header
+        .sealed
+        .ok_or_else(|| corrupt(key, "it is not encrypted, but the stanza is".into()))?;
+    thread_local! {
+        static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let (body, tag) = stored.split_at(stored.len() - TAG_LEN);
+    let sealed = &body[SEALED_HEADER_LEN..];
+    let tag: [u8; TAG_LEN] = tag.try_into().expect("16 bytes");
+    let aad = associated_data(stored, place);
+    let mut scratch = SCRATCH.take();
+    if scratch.len() < sealed.len() {
+        scratch.clear();
+        scratch.resize(sealed.len(), 0);
+    }
+    let opened = keys
+        .open_into(id, &nonce, &aad, sealed, &mut scratch[..sealed.len()], &tag)
+        .map_err(|reason| corrupt(key, reason));
+    if scratch.capacity() <= 64 << 20 {
+        SCRATCH.set(scratch);
+    }
+    opened
+}
+
 fn corrupt(key: &str, reason: String) -> Error {
     Error::CorruptObject {
         key: key.to_string(),

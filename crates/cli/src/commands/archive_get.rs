@@ -7,7 +7,10 @@
 //! exist); 2 when none served it and one failed (each failure on stderr).
 //!
 //! In archive recovery (PostgreSQL runs restore_command in the data directory; `recovery.signal`
-//! there and no `standby.signal`), every failure exits `STOP_RECOVERY` instead: PostgreSQL takes an
+//! there and no `standby.signal`), a failure exits `STOP_RECOVERY` instead — unless, with several
+//! repositories, one that could be read does not have the file and none holds it damaged (the
+//! archiver stores every file in every repository before it reports it archived, so it is not
+//! archived, and recovery goes on with the repositories that work): PostgreSQL takes an
 //! exit status of 125 or less for "not archived" and would end recovery early at a damaged or
 //! unreadable segment, promote, and lose what follows; above 125 it stops recovery with FATAL, and a
 //! start after the repair continues where it stopped. A standby keeps the usual codes: it asks again
@@ -99,6 +102,9 @@ pub fn run(args: Args) -> Result<i32> {
     }
     let several = set.repos().len() > 1;
     let mut failed = None;
+    // Whether a repository that could be read does not have the file, and whether one holds it
+    // damaged (then it is archived, whatever the others say).
+    let (mut not_found, mut damaged) = (false, false);
     for config in set.repos() {
         let got = Repo::open_config(config)
             .and_then(|repo| archive_get(&repo, &args.walfile, &args.destpath));
@@ -109,8 +115,9 @@ pub fn run(args: Args) -> Result<i32> {
                 }
                 return Ok(0);
             }
-            Ok(GetOutcome::NotFound) => {}
+            Ok(GetOutcome::NotFound) => not_found = true,
             Err(e) if several => {
+                damaged |= e.class() == strata_core::ErrorClass::Corrupt;
                 eprintln!(
                     "strata: archive-get {}: repo{} ({}): {e}; trying the next repository",
                     args.walfile,
@@ -123,10 +130,20 @@ pub fn run(args: Args) -> Result<i32> {
         }
     }
     match failed {
-        // The others did not have it; one that failed might have: an error, not "not archived".
-        Some(_) => {
+        // Held damaged, or no repository could say: an error (in archive recovery, one that stops it).
+        Some(_) if damaged || !not_found => {
             eprintln!(
                 "strata: error: {} was not found in any repository that could be read",
+                args.walfile
+            );
+            Ok(failure_code(2))
+        }
+        // A repository that could be read does not have it, and none holds it damaged: the archiver
+        // stores a file in every repository before it reports it archived, so it is not archived —
+        // recovery goes on from the repositories that work (exit 2 says one failed).
+        Some(_) => {
+            eprintln!(
+                "strata: {} is not in the repositories that could be read; taken as not archived",
                 args.walfile
             );
             Ok(2)

@@ -339,6 +339,16 @@ pub fn check_settings(repo: &crate::Repo, cipher: Option<&str>) -> Result<bool> 
                 )));
             }
             if settings.pass.is_some() {
+                // An identity without a cipher beside a keyring: the identity (unauthenticated,
+                // readable on purpose) was edited, not the settings.
+                if keyring::newest_generation(repo)?.is_some() {
+                    return Err(Error::Cipher(format!(
+                        "{stanza} holds a keyring, but its identity (strata.repo) says it is not \
+                         encrypted: the identity was modified — refused; restore strata.repo from \
+                         a copy (its cipher field is \"aes-256-gcm\") and check who can write the \
+                         repository"
+                    )));
+                }
                 return Err(Error::Cipher(format!(
                     "a cipher passphrase is set, but {stanza} is not encrypted: remove it \
                      ({pass_settings})"

@@ -248,6 +248,22 @@ fn an_encrypted_stanza_is_created_with_its_keyring_and_settings_must_fit_it() {
         .to_string();
     assert!(e.contains("not encrypted"), "{e}");
     assert!(!dir.path().join("plain/keyring").exists());
+
+    // The encrypted stanza's identity edited to say "not encrypted", its keyring still there: told
+    // as tampering, not as a passphrase to remove.
+    let id_path = dir.path().join("main/strata.repo");
+    let mut id: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&id_path).unwrap()).unwrap();
+    assert!(id.as_object_mut().unwrap().remove("cipher").is_some());
+    std::fs::write(&id_path, serde_json::to_vec_pretty(&id).unwrap()).unwrap();
+    let e = with(None, Some("secret one"))
+        .data_keys()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("holds a keyring") && e.contains("identity was modified"),
+        "{e}"
+    );
     // Encryption asked for without a passphrase: nothing is created.
     let e = identity::ensure(
         &with(Some(CipherType::Aes256Gcm), None).clone(),

@@ -9,8 +9,9 @@
 //! ends, whatever the outcome); other threads wanting it wait, then read their pieces from the local
 //! copy. The spool needs the backup's stored size in the target's parent directory's file system for
 //! the length of the restore. Nothing unchecked is ever read from it: a copy is published only after
-//! its CRC-32C matched, and the writers still authenticate every piece (digest, AEAD) as they decode
-//! it.
+//! its CRC-32C matched (and, in an encrypted stanza, every piece of it was authenticated: `--delta`
+//! checks every object before it writes anything), and the writers still check every piece (digest,
+//! AEAD) as they decode it.
 
 use super::beneath::Root;
 use super::plan::{self, Plan};
@@ -37,6 +38,8 @@ pub struct FetchOnce<'a> {
     plan: &'a Plan,
     /// What each object's manifest records (size, CRC-32C), by its key.
     recorded: HashMap<String, &'a StoredObject>,
+    /// In an encrypted stanza: every piece of an object is authenticated when it is fetched.
+    sealed: Option<plan::Sealed>,
     spool: Root,
     slots: Mutex<HashMap<String, Slot>>,
     changed: Condvar,
@@ -70,6 +73,7 @@ impl<'a> FetchOnce<'a> {
             repo,
             plan,
             recorded,
+            sealed: plan::Sealed::of(repo, plan)?,
             spool,
             slots: Mutex::new(HashMap::new()),
             changed: Condvar::new(),
@@ -126,7 +130,11 @@ impl<'a> FetchOnce<'a> {
                 key: key.to_string(),
                 reason: "a piece names an object its manifest does not list".into(),
             })?;
-        let bytes = plan::fetch_checked(self.repo, key, recorded, &self.plan.manifest.label)?;
+        let target = &self.plan.manifest.label;
+        let bytes = plan::fetch_checked(self.repo, key, recorded, target)?;
+        if let Some(sealed) = &self.sealed {
+            sealed.authenticate(key, &bytes, target)?;
+        }
         // A flat name: the key's segments joined (labels and object names are checked key segments).
         let local = key.as_str().replace('/', "_");
         let mut out = self.spool.create_file(&local, 0o600)?;
