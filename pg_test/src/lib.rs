@@ -198,15 +198,20 @@ impl Cluster {
         writeln!(f, "{text}").expect("write postgresql.conf");
     }
 
-    pub fn start(&self) {
-        let out = run_as_postgres(
+    /// `pg_ctl start -w`, whatever comes of it: its output.
+    pub fn try_start(&self) -> Output {
+        run_as_postgres(
             Command::new(pg_bin("pg_ctl"))
                 .arg("-D")
                 .arg(&self.datadir)
                 .arg("-l")
                 .arg(self.log_file())
                 .args(["-w", "-t", "120", "start"]),
-        );
+        )
+    }
+
+    pub fn start(&self) {
+        let out = self.try_start();
         if !out.status.success() {
             panic!(
                 "pg_ctl start of {} failed:\n{}\nlog:\n{}",

@@ -5,7 +5,7 @@
 //! the object is repaired, starting again finishes recovery with every row. A standby, and a call made
 //! by hand, keep exit 2.
 
-use pg_test::{assert_same_dump, pg_bin, run_as_postgres, strata_bin, Archiving, PgDir};
+use pg_test::{assert_same_dump, strata_bin, Archiving, PgDir};
 use std::process::Command;
 
 #[test]
@@ -65,14 +65,7 @@ fn a_damaged_segment_stops_recovery_and_the_repair_lets_it_finish() {
     // The restore itself succeeds (the segment is after the backup); recovery stops at it.
     let r = a.restore_new("stopdamaged-copy", &[]);
     // pg_ctl -w may see the server ready (hot standby opens once consistent) before it stops.
-    let _ = run_as_postgres(
-        Command::new(pg_bin("pg_ctl"))
-            .arg("-D")
-            .arg(&r.datadir)
-            .arg("-l")
-            .arg(r.log_file())
-            .args(["-w", "-t", "120", "start"]),
-    );
+    let _ = r.try_start();
     r.wait_for("the server to stop at the damaged segment", 120, || {
         !r.datadir.join("postmaster.pid").exists()
     });

@@ -397,41 +397,53 @@ pub fn decode_at(
 ) -> Result<(ObjectHeader, Vec<u8>)> {
     let key = place.key;
     let mut header = checked_header(stored, keys, place, max_plain)?;
-    // The opened (decrypted) payload lives in a buffer each thread reuses: a restore opens every
-    // stored byte once, and a fresh allocation per object made that the encrypted restore's largest
-    // extra cost after the cipher itself.
+    let (Some(keys), Some(sealed_with)) = (keys, header.sealed) else {
+        let plain = plain_of(key, &header, &stored[HEADER_LEN..])?;
+        return Ok((header, plain));
+    };
+    let plain = with_opened(stored, keys, sealed_with, place, |opened| {
+        let sha_at = opened.len() - 32;
+        header.digest = opened[sha_at..].try_into().expect("32 bytes");
+        plain_of(key, &header, &opened[..sha_at])
+    })?;
+    Ok((header, plain))
+}
+
+/// Opens (authenticates and decrypts) the sealed payload of `stored` into a buffer each thread reuses
+/// and gives it to `use_opened` (the compressed payload, then the plaintext digest). A restore opens
+/// every stored byte once, and a fresh allocation per object made that the encrypted restore's
+/// largest extra cost after the cipher itself.
+fn with_opened<R>(
+    stored: &[u8],
+    keys: &DataKeys,
+    (id, nonce): (u32, [u8; NONCE_LEN]),
+    place: Place,
+    use_opened: impl FnOnce(&[u8]) -> Result<R>,
+) -> Result<R> {
     thread_local! {
         static OPENED: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
     }
-    let mut opened: Option<Vec<u8>> = None;
-    let payload = match (keys, header.sealed) {
-        (Some(keys), Some((id, nonce))) => {
-            let (body, tag) = stored.split_at(stored.len() - TAG_LEN);
-            let sealed = &body[SEALED_HEADER_LEN..];
-            let buf = opened.insert(OPENED.take());
-            // Grown when needed (without copying what it held), never cleared: the cipher writes
-            // every byte of `out`.
-            if buf.len() < sealed.len() {
-                buf.clear();
-                buf.resize(sealed.len(), 0);
-            }
-            let out = &mut buf[..sealed.len()];
-            let tag: [u8; TAG_LEN] = tag.try_into().expect("16 bytes");
-            let aad = associated_data(stored, place);
-            keys.open_into(id, &nonce, &aad, sealed, out, &tag)
-                .map_err(|reason| corrupt(key, reason))?;
-            let sha_at = out.len() - 32;
-            header.digest = out[sha_at..].try_into().expect("32 bytes");
-            &buf[..sha_at]
-        }
-        _ => &stored[HEADER_LEN..],
-    };
-    let plain = plain_of(key, &header, payload);
+    let (body, tag) = stored.split_at(stored.len() - TAG_LEN);
+    let sealed = &body[SEALED_HEADER_LEN..];
+    let tag: [u8; TAG_LEN] = tag.try_into().expect("16 bytes");
+    let aad = associated_data(stored, place);
+    let mut buf = OPENED.take();
+    // Grown when needed (without copying what it held), never cleared: the cipher writes every
+    // byte of `out`.
+    if buf.len() < sealed.len() {
+        buf.clear();
+        buf.resize(sealed.len(), 0);
+    }
+    let out = &mut buf[..sealed.len()];
+    let result = keys
+        .open_into(id, &nonce, &aad, sealed, out, &tag)
+        .map_err(|reason| corrupt(place.key, reason))
+        .and_then(|()| use_opened(out));
     // Kept for the next object unless an unusually large one made it big.
-    if let Some(buf) = opened.filter(|b| b.capacity() <= 64 << 20) {
+    if buf.capacity() <= 64 << 20 {
         OPENED.set(buf);
     }
-    Ok((header, plain?))
+    result
 }
 
 /// `decode_at` of stored bytes the caller owns: an encrypted object is decrypted where it lies
@@ -463,32 +475,13 @@ pub fn decode_at_mut(
 
 /// Authenticates a sealed object stored at `place` without decompressing it (`decode_at` does
 /// both): the check before `--delta` writes anything, where a forger who kept an object's CRC-32C
-/// must still be refused. The opened bytes go to a scratch buffer each thread reuses.
+/// must still be refused.
 pub fn authenticate_at(stored: &[u8], keys: &DataKeys, place: Place, max_plain: u64) -> Result<()> {
-    let key = place.key;
     let header = checked_header(stored, Some(keys), place, max_plain)?;
-    let (id, nonce) = header
+    let sealed_with = header
         .sealed
-        .ok_or_else(|| corrupt(key, "it is not encrypted, but the stanza is".into()))?;
-    thread_local! {
-        static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-    }
-    let (body, tag) = stored.split_at(stored.len() - TAG_LEN);
-    let sealed = &body[SEALED_HEADER_LEN..];
-    let tag: [u8; TAG_LEN] = tag.try_into().expect("16 bytes");
-    let aad = associated_data(stored, place);
-    let mut scratch = SCRATCH.take();
-    if scratch.len() < sealed.len() {
-        scratch.clear();
-        scratch.resize(sealed.len(), 0);
-    }
-    let opened = keys
-        .open_into(id, &nonce, &aad, sealed, &mut scratch[..sealed.len()], &tag)
-        .map_err(|reason| corrupt(key, reason));
-    if scratch.capacity() <= 64 << 20 {
-        SCRATCH.set(scratch);
-    }
-    opened
+        .ok_or_else(|| corrupt(place.key, "it is not encrypted, but the stanza is".into()))?;
+    with_opened(stored, keys, sealed_with, place, |_| Ok(()))
 }
 
 fn corrupt(key: &str, reason: String) -> Error {

@@ -1,5 +1,5 @@
 //! A restore from a remote repository (S3) reads each data object once. Every object is needed twice:
-//! whole, for the check of its size and CRC-32C (`plan::check_objects`), and piece by piece by the
+//! whole, for the check of its size and CRC-32C (`object_checks::check_objects`), and piece by piece by the
 //! writers. From a local repository the second read comes from the page cache; from S3 it would be a
 //! second download of the whole backup, plus one ranged GET per piece (a bundle holds hundreds).
 //!
@@ -9,12 +9,13 @@
 //! ends, whatever the outcome); other threads wanting it wait, then read their pieces from the local
 //! copy. The spool needs the backup's stored size in the target's parent directory's file system for
 //! the length of the restore. Nothing unchecked is ever read from it: a copy is published only after
-//! its CRC-32C matched (and, in an encrypted stanza, every piece of it was authenticated: `--delta`
-//! checks every object before it writes anything), and the writers still check every piece (digest,
-//! AEAD) as they decode it.
+//! its CRC-32C matched (and, in an encrypted stanza restored into an existing directory, every piece
+//! of it was authenticated: `--delta` checks every object before it writes anything), and the writers
+//! still check every piece (digest, AEAD) as they decode it.
 
 use super::beneath::Root;
-use super::plan::{self, Plan};
+use super::object_checks::{self, Sealed};
+use super::plan::Plan;
 use crate::manifest::StoredObject;
 use crate::paths::RepoKey;
 use crate::repo::Repo;
@@ -38,8 +39,8 @@ pub struct FetchOnce<'a> {
     plan: &'a Plan,
     /// What each object's manifest records (size, CRC-32C), by its key.
     recorded: HashMap<String, &'a StoredObject>,
-    /// In an encrypted stanza: every piece of an object is authenticated when it is fetched.
-    sealed: Option<plan::Sealed>,
+    /// In an encrypted stanza, when asked: every piece of an object is authenticated when fetched.
+    sealed: Option<Sealed>,
     spool: Root,
     slots: Mutex<HashMap<String, Slot>>,
     changed: Condvar,
@@ -64,7 +65,15 @@ impl Drop for Claim<'_, '_> {
 }
 
 impl<'a> FetchOnce<'a> {
-    pub fn new(repo: &'a Repo, plan: &'a Plan, spool: Root) -> Result<FetchOnce<'a>> {
+    /// `authenticate`: every piece of an encrypted stanza's object is authenticated as it is fetched —
+    /// wanted when the fetches are the check before writing into an existing directory; into staging
+    /// the writers authenticate what they read, and nothing is renamed into place before they did.
+    pub fn new(
+        repo: &'a Repo,
+        plan: &'a Plan,
+        spool: Root,
+        authenticate: bool,
+    ) -> Result<FetchOnce<'a>> {
         let mut recorded = HashMap::new();
         for (label, o) in plan.all_objects() {
             recorded.insert(repo.keys().backup_object(label, &o.name)?.to_string(), o);
@@ -73,7 +82,10 @@ impl<'a> FetchOnce<'a> {
             repo,
             plan,
             recorded,
-            sealed: plan::Sealed::of(repo, plan)?,
+            sealed: match authenticate {
+                true => Sealed::of(repo, plan)?,
+                false => None,
+            },
             spool,
             slots: Mutex::new(HashMap::new()),
             changed: Condvar::new(),
@@ -131,7 +143,7 @@ impl<'a> FetchOnce<'a> {
                 reason: "a piece names an object its manifest does not list".into(),
             })?;
         let target = &self.plan.manifest.label;
-        let bytes = plan::fetch_checked(self.repo, key, recorded, target)?;
+        let bytes = object_checks::fetch_checked(self.repo, key, recorded, target)?;
         if let Some(sealed) = &self.sealed {
             sealed.authenticate(key, &bytes, target)?;
         }
@@ -161,7 +173,7 @@ impl<'a> FetchOnce<'a> {
         Ok(buf)
     }
 
-    /// The check of every object (`plan::check_objects`), fetching into the spool what no writer
+    /// The check of every object (`object_checks::check_objects`), fetching into the spool what no writer
     /// fetched yet.
     pub fn fetch_all(&self, threads: usize, abort: &AtomicBool) -> Result<()> {
         let stop = AtomicBool::new(false);

@@ -17,6 +17,7 @@ pub mod databases;
 mod direct;
 mod fetch_once;
 mod file_writer;
+pub mod object_checks;
 pub mod plan;
 pub mod recovery;
 pub mod safety;
@@ -209,14 +210,19 @@ pub fn restore(
             .then(|| &plan.targets[0]),
     };
     let fetched = match spool.target {
-        Some(t) => Some(fetch_once::FetchOnce::new(repo, &plan, t.create_spool()?)?),
+        Some(t) => Some(fetch_once::FetchOnce::new(
+            repo,
+            &plan,
+            t.create_spool()?,
+            !staged,
+        )?),
         None => None,
     };
     let check = |abort: &AtomicBool| match &fetched {
         Some(f) => f.fetch_all(readers, abort),
         // Into staging, each object's content is checked by the read that writes it.
-        None if staged => plan::check_presence(repo, &plan, readers, abort),
-        None => plan::check_objects(repo, &plan, readers, abort),
+        None if staged => object_checks::check_presence(repo, &plan, readers, abort),
+        None => object_checks::check_objects(repo, &plan, readers, abort),
     };
     let no_abort = AtomicBool::new(false);
     if !staged {
