@@ -102,12 +102,25 @@ print(f"pg_strata / pgbackrest block incremental: wall {ss / bs:.2f}x (target <=
 PY
 }
 
+# Where one incr's bytes go, per relation, for pg_strata and pgBackRest's block incremental (the latest
+# backup of repo2), against the floor: the new random bytes the update wrote into random_data.
+where_bytes_go() {  # strata label -> appended to $B/where_bytes_go.txt
+    local pgbr_label
+    pgbr_label=$(ls "$B/pgbr-repo2/backup/bench" | grep -E '^[0-9]{8}-[0-9]{6}F' | sort | tail -1)
+    PSQL -c "SELECT 'base/' || (SELECT oid FROM pg_database WHERE datname = current_database()) || '/' ||
+        relfilenode, relname FROM pg_class WHERE relfilenode <> 0" > "$B/relmap"
+    python3 bench/where_bytes_go.py "$B/strata-repo/bench/backup/$1/manifest.json" \
+        "$B/pgbr-repo2/backup/bench/$pgbr_label/backup.manifest" "$B/relmap" \
+        $(( randoms / 100 * 1000 )) "new random bytes in random_data" >> "$B/where_bytes_go.txt"
+}
+
 incr_with_both() {  # title -> the report of one incr with each tool
     local s_secs s_label s_read s_stored s_method p_secs p_read p_stored
     read -r s_secs s_label <<<"$(strata_backup incr)"
     read -r s_read s_stored s_method <<<"$(strata_facts "$s_label")"
     read -r p_secs p_read p_stored <<<"$(pgbr_backup incr)"
     read -r b_secs b_read b_stored <<<"$(pgbr_block_backup incr)"
+    where_bytes_go "$s_label"
     report "$1" "$s_secs" "$s_read" "$s_stored" "$p_secs" "$p_read" "$p_stored" "$s_full" "$s_method" \
         "$b_secs" "$b_read" "$b_stored"
 }
@@ -162,6 +175,8 @@ echo "== results (database $(( db_bytes / 1048576 )) MB, zstd $LEVEL, $PROCS pro
 echo "full backup: pg_strata $s_full s, pgbackrest $p_full s, pgbackrest block $b_full s"
 echo "$recent_report"
 echo "$random_report"
+echo "-- where the bytes go (recent rows, then random rows)"
+cat "$B/where_bytes_go.txt"
 python3 - "$c" "$f" "$p" "$chain_len" "${chain_times[*]}" "${full_times[*]}" "${pgbr_times[*]}" <<'PY'
 import sys
 c, f, p = map(float, sys.argv[1:4])
