@@ -39,6 +39,13 @@ pub extern "C-unwind" fn _PG_init() {
         metrics_cache::init_shared_memory();
         gucs::register_preloaded();
         metrics_worker::register();
+        // Every setting is defined now (`strata_core::config::names` lists them): any other
+        // `strata.*` name is a typo, which PostgreSQL then reports (a WARNING for a line of
+        // postgresql.conf, an ERROR for SET or ALTER SYSTEM) instead of keeping it as a placeholder
+        // that nothing reads. Only when preloaded: a library loaded later has not defined
+        // `strata.metrics_listen`, and would call a correct line of postgresql.conf invalid.
+        // SAFETY: PostgreSQL's GUC code, called on the main thread during `_PG_init`.
+        unsafe { pg_sys::MarkGUCPrefixReserved(c"strata".as_ptr()) };
     }
 }
 
@@ -74,6 +81,35 @@ mod tests {
         assert_eq!(get("strata.retention_diff").as_deref(), Some("0"));
         assert_eq!(get("strata.retention_window").as_deref(), Some(""));
         assert_eq!(get("strata.retention_min_full").as_deref(), Some("0"));
+    }
+
+    /// `strata_core::config::names` (what the CLI accepts) and the GUCs the server defines are the
+    /// same list.
+    #[pg_test]
+    fn the_defined_settings_are_the_shared_list() {
+        let known = strata_core::config::names::all_setting_names();
+        for name in &known {
+            // Hidden settings (secrets) are not in pg_settings, but a superuser can read them.
+            let defined = Spi::get_one::<bool>(&format!(
+                "SELECT current_setting('{name}', true) IS NOT NULL"
+            ));
+            assert_eq!(defined, Ok(Some(true)), "{name} is listed but not defined");
+        }
+        let listed = Spi::get_one::<Vec<String>>(
+            "SELECT array_agg(name::text) FROM pg_settings WHERE name LIKE 'strata.%'",
+        )
+        .expect("SPI")
+        .expect("strata settings");
+        assert!(listed.len() > 30, "{listed:?}");
+        for name in listed {
+            assert!(known.contains(&name), "{name} is defined but not listed");
+        }
+    }
+
+    /// The prefix is reserved: a misspelt setting is refused, not kept as a placeholder.
+    #[pg_test(error = "invalid configuration parameter name \"strata.repo1_cipher_pas\"")]
+    fn a_misspelt_setting_is_refused() {
+        Spi::run("SET strata.repo1_cipher_pas = 'x'").expect("SPI");
     }
 
     #[pg_test]

@@ -9,6 +9,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use strata_core::config::names::check_setting_name;
 use strata_core::config::repos::{
     is_secret, parse_repo_number, repo_setting, CIPHER_SETTINGS, MAX_REPOS,
 };
@@ -110,13 +111,23 @@ impl Settings {
 
 impl RepoArgs {
     /// The `strata.*` settings of `--config` (none without it).
+    /// A name that is no setting is warned about once per command, as PostgreSQL does for the same
+    /// file (and pgBackRest for its own): it is ignored, and the rest of the file still applies.
     fn file_settings(&self) -> Result<BTreeMap<String, String>> {
-        Ok(match &self.config {
-            Some(p) => {
-                read_conf_file(p).with_context(|| format!("reading --config {}", p.display()))?
+        let Some(p) = &self.config else {
+            return Ok(Default::default());
+        };
+        let settings =
+            read_conf_file(p).with_context(|| format!("reading --config {}", p.display()))?;
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            for name in settings.keys() {
+                if let Err(e) = check_setting_name(name) {
+                    eprintln!("strata: WARNING: --config {}: {e}; ignored", p.display());
+                }
             }
-            None => Default::default(),
-        })
+        });
+        Ok(settings)
     }
 
     /// Every setting from flags, environment and `--config`.
@@ -161,12 +172,15 @@ impl RepoArgs {
             let (k, v) = o
                 .split_once('=')
                 .ok_or_else(|| anyhow!("--repo-option '{}': expected NAME=VALUE", hide(o)))?;
-            let k = k.trim();
+            let given = k.trim();
+            let k = given.to_ascii_lowercase();
             let name = if k.starts_with("strata.") {
-                k.to_string()
+                k
             } else {
                 format!("strata.{k}")
             };
+            // The name only: a misspelt one may hold a secret.
+            check_setting_name(&name).with_context(|| format!("--repo-option {given}=…"))?;
             flags.insert(name, v.to_string());
         }
         Ok(Settings { flags, file })
@@ -424,5 +438,32 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(e.contains("NAME=VALUE"), "{e}");
+    }
+
+    #[test]
+    fn a_misspelt_repo_option_is_refused_naming_it_and_the_nearest_setting_without_its_value() {
+        let e = RepoArgs {
+            repo: Some("file:///r".into()),
+            repo_option: vec!["Repo1_Cipher_Pas=hunter2-secret".into()],
+            ..Default::default()
+        }
+        .settings()
+        .err()
+        .unwrap();
+        let text = format!("{e:#}");
+        assert!(text.contains("--repo-option Repo1_Cipher_Pas"), "{text}");
+        assert!(
+            text.contains("did you mean strata.repo1_cipher_pass?"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+        // Names are case-insensitive, as in PostgreSQL.
+        let ok = RepoArgs {
+            repo_option: vec!["STRATA.Repo2_S3_URI_Style=path".into()],
+            ..Default::default()
+        }
+        .settings()
+        .unwrap();
+        assert_eq!(ok.get("strata.repo2_s3_uri_style").as_deref(), Some("path"));
     }
 }

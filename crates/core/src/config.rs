@@ -5,6 +5,7 @@
 //! configures the restore tool). Validation lives here so that both reject bad values the same way.
 //! An S3 repository's own settings (endpoint, keys, retries) are in `s3`.
 
+pub mod names;
 pub mod repos;
 pub mod s3;
 
@@ -155,7 +156,9 @@ impl RepoConfig {
 }
 
 /// Reads the `strata.*` settings of a postgresql.conf-style file: `name = value` lines, `#` comments,
-/// values optionally single-quoted (with '' for a quote). Later lines win, as in PostgreSQL.
+/// values optionally single-quoted. Read as PostgreSQL reads the same file: names in any case (kept in
+/// lower case), later lines win, and in a quoted value `''` and the backslash escapes (`\'`, `\\`, `\n`,
+/// octal `\ooo`, ...) of its configuration lexer.
 pub fn read_conf_file(path: &Path) -> Result<BTreeMap<String, String>> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
         path: path.into(),
@@ -168,7 +171,11 @@ pub fn parse_conf(text: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for line in text.lines() {
         let line = line.trim();
-        let Some(rest) = line.strip_prefix("strata.") else {
+        let Some(rest) = line
+            .get(..7)
+            .filter(|p| p.eq_ignore_ascii_case("strata."))
+            .map(|_| &line[7..])
+        else {
             continue;
         };
         let (name, value) = match rest.find(['=', ' ', '\t']) {
@@ -178,28 +185,57 @@ pub fn parse_conf(text: &str) -> BTreeMap<String, String> {
             ),
             None => continue,
         };
-        let value = if let Some(q) = value.strip_prefix('\'') {
-            let mut v = String::new();
-            let mut chars = q.chars().peekable();
-            while let Some(c) = chars.next() {
-                if c == '\'' {
-                    if chars.peek() == Some(&'\'') {
-                        chars.next();
-                        v.push('\'');
-                    } else {
-                        break;
-                    }
-                } else {
-                    v.push(c);
-                }
-            }
-            v
-        } else {
-            value.split('#').next().unwrap_or("").trim().to_string()
+        let value = match value.strip_prefix('\'') {
+            Some(quoted) => unquote(quoted),
+            None => value.split('#').next().unwrap_or("").trim().to_string(),
         };
-        out.insert(format!("strata.{}", name.trim()), value);
+        out.insert(
+            format!("strata.{}", name.trim().to_ascii_lowercase()),
+            value,
+        );
     }
     out
+}
+
+/// The value of a quoted string after its opening quote, up to its closing one (as PostgreSQL's
+/// `DeescapeQuotedString`: `''` is a quote; `\b \f \n \r \t`, one to three octal digits, and a
+/// backslash before any other character stands for that character).
+fn unquote(quoted: &str) -> String {
+    let mut v = String::new();
+    let mut chars = quoted.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' if chars.peek() == Some(&'\'') => {
+                chars.next();
+                v.push('\'');
+            }
+            '\'' => break,
+            '\\' => match chars.next() {
+                Some('b') => v.push('\u{8}'),
+                Some('f') => v.push('\u{c}'),
+                Some('n') => v.push('\n'),
+                Some('r') => v.push('\r'),
+                Some('t') => v.push('\t'),
+                Some(d @ '0'..='7') => {
+                    let mut code = d.to_digit(8).unwrap_or(0);
+                    for _ in 0..2 {
+                        match chars.peek().and_then(|c| c.to_digit(8)) {
+                            Some(n) => {
+                                code = code * 8 + n;
+                                chars.next();
+                            }
+                            None => break,
+                        }
+                    }
+                    v.push(char::from_u32(code & 0xff).unwrap_or('\0'));
+                }
+                Some(other) => v.push(other),
+                None => break,
+            },
+            c => v.push(c),
+        }
+    }
+    v
 }
 
 #[cfg(test)]
@@ -235,13 +271,16 @@ mod tests {
     fn conf_lines() {
         let c = parse_conf(
             "# comment\nstrata.repo1 = 'file:///r' # c\nstrata.stanza=main\nshared_buffers = 1GB\n\
-             strata.compress_level 5\nstrata.x = 'it''s'\nstrata.stanza = 'other'\n",
+             strata.compress_level 5\nstrata.x = 'it''s'\nstrata.stanza = 'other'\n\
+             STRATA.Repo2 = 's3://b/p'\nstrata.repo1_cipher_pass_file = '/k/it\\'s a \\\\ \\101\\tx'\n",
         );
+        assert_eq!(c["strata.repo2"], "s3://b/p");
+        assert_eq!(c["strata.repo1_cipher_pass_file"], "/k/it's a \\ A\tx");
         assert_eq!(c["strata.repo1"], "file:///r");
         assert_eq!(c["strata.stanza"], "other");
         assert_eq!(c["strata.compress_level"], "5");
         assert_eq!(c["strata.x"], "it's");
-        assert_eq!(c.len(), 4);
+        assert_eq!(c.len(), 6);
     }
 
     #[test]

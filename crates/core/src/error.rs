@@ -16,6 +16,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A `strata.*` name that is no setting (`config::names`); its value is never shown (a misspelt
+    /// name may hold a secret).
+    #[error(
+        "unknown setting {name}{}: the settings are listed in the README (Configuration)",
+        nearest.as_ref().map(|n| format!(" (did you mean {n}?)")).unwrap_or_default()
+    )]
+    UnknownSetting {
+        name: String,
+        nearest: Option<String>,
+    },
+
     /// Reading or writing an object failed (after the retries a remote repository makes).
     #[error("repository {repo}: storage error on {key}: {detail}")]
     Storage {
@@ -303,6 +314,7 @@ impl Error {
         match self {
             InRepo { error, .. } => error.class(),
             BadSetting { .. }
+            | UnknownSetting { .. }
             | BadWalFileName { .. }
             | BadInput(_)
             | WrongCipherPass { .. }

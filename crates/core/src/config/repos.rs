@@ -50,17 +50,6 @@ pub fn repo_setting(number: u8, name: &str) -> String {
     format!("strata.repo{number}_{name}")
 }
 
-/// Every per-repository setting name (`strata.repoN_s3_*`, `strata.repoN_retention_*`,
-/// `strata.repoN_cipher_*`) of repository N.
-pub fn repo_setting_names(number: u8) -> Vec<String> {
-    S3_SETTINGS
-        .iter()
-        .chain(RETENTION_SETTINGS)
-        .chain(CIPHER_SETTINGS)
-        .map(|n| repo_setting(number, n))
-        .collect()
-}
-
 /// Parses `1`..`4` (also `repo2`), for `--repo-number` and the like.
 pub fn parse_repo_number(what: &str, value: &str) -> Result<u8> {
     let v = value.trim();
