@@ -48,8 +48,12 @@ wait_archived() {
     until [[ ! "$(PSQL -c "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")" < "$last" ]]; do sleep 0.5; done
 }
 wait_archived
+# Before each backup: a checkpoint, so that no tool pays for writing the buffers the update dirtied
+# (whichever ran first after the update did, and pg_strata always ran first), then the page cache
+# dropped.
+settle() { PSQL -c "CHECKPOINT" >/dev/null; drop_caches; }
 strata_backup() {  # kind -> "seconds label"
-    drop_caches
+    settle
     local t0 t1 label
     t0=$(date +%s.%N)
     label=$(PSQL -c "SELECT backup_start('$1')")
@@ -57,7 +61,7 @@ strata_backup() {  # kind -> "seconds label"
     echo "$(python3 -c "print(f'{$t1 - $t0:.3f}')") $label"
 }
 pgbr_block_backup() {  # type -> "seconds read_bytes stored_bytes" (repo2: block incremental)
-    drop_caches
+    settle
     local r label
     r=$(timed runuser -u postgres -- pgbackrest --config="$B/pgbackrest.conf" --stanza=bench --repo=2 --type="$1" backup)
     label=$(ls "$B/pgbr-repo2/backup/bench" | grep -E '^[0-9]{8}-[0-9]{6}F' | sort | tail -1)
@@ -65,7 +69,7 @@ pgbr_block_backup() {  # type -> "seconds read_bytes stored_bytes" (repo2: block
 }
 strata_facts() { PSQL -c "SELECT read_size, stored_size, method FROM strata_backups WHERE label = '$1'" | tr '|' ' '; }
 pgbr_backup() {  # type -> "seconds read_bytes stored_bytes"
-    drop_caches
+    settle
     local r label
     r=$(timed runuser -u postgres -- pgbackrest --config="$B/pgbackrest.conf" --stanza=bench --type="$1" backup)
     label=$(ls "$B/pgbr-repo/backup/bench" | grep -E '^[0-9]{8}-[0-9]{6}F' | sort | tail -1)

@@ -138,3 +138,59 @@ fn strata_exit_codes_tell_a_missing_from_a_damaged_from_a_refused_restore() {
     let o = a.archive_get("not-a-wal-name", &dest);
     assert_eq!(code(&o), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn a_misspelt_setting_is_named_by_the_server_and_by_strata_never_with_its_value() {
+    let a = Archiving::new("misspelt", "");
+    let c = &a.cluster;
+    let backup = a.backup("full");
+
+    // postgresql.conf: PostgreSQL names the line on reload and drops it; archiving goes on.
+    c.append_conf("strata.repo1_cipher_pas = 'hunter2-in-conf'");
+    c.psql("postgres", "SELECT pg_reload_conf()");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !c.log().contains("strata.repo1_cipher_pas") {
+        assert!(std::time::Instant::now() < deadline, "{}", c.log());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let log = c.log();
+    assert!(
+        log.contains("invalid configuration parameter name \"strata.repo1_cipher_pas\""),
+        "{log}"
+    );
+    // SET refuses it (a placeholder nothing reads would hide the typo).
+    let e = error_of(c, "SET strata.retention_ful = 3");
+    assert!(e.contains("strata.retention_ful"), "{e}");
+    assert!(
+        a.backup("incr").ends_with('I'),
+        "archiving and backups go on"
+    );
+
+    // `strata --config` that file: a warning naming the line and the nearest setting, then it works.
+    let conf = c.datadir.join("postgresql.conf");
+    let conf_arg = conf.display().to_string();
+    let o = pg_test::run_as_postgres(
+        std::process::Command::new(pg_test::strata_bin()).args(["info", "--config", &conf_arg]),
+    );
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("WARNING")
+            && err.contains("strata.repo1_cipher_pas")
+            && err.contains("did you mean strata.repo1_cipher_pass?"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&backup));
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(!c.log().contains("hunter2"), "{}", c.log());
+
+    // `--repo-option` with a misspelt name: refused (exit 2), named, its value never shown.
+    let o = a.strata(&["info", "--repo-option", "repo1_cipher_pas=hunter2-on-flag"]);
+    assert_eq!(code(&o), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("repo1_cipher_pas") && err.contains("did you mean strata.repo1_cipher_pass?"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}

@@ -117,7 +117,7 @@ impl RepoArgs {
         let Some(p) = &self.config else {
             return Ok(Default::default());
         };
-        let settings =
+        let mut settings =
             read_conf_file(p).with_context(|| format!("reading --config {}", p.display()))?;
         static WARNED: std::sync::Once = std::sync::Once::new();
         WARNED.call_once(|| {
@@ -127,6 +127,8 @@ impl RepoArgs {
                 }
             }
         });
+        // Ignored for real: the server drops such a line too, so nothing may read it here.
+        settings.retain(|name, _| check_setting_name(name).is_ok());
         Ok(settings)
     }
 
@@ -169,9 +171,10 @@ impl RepoArgs {
             );
         }
         for o in &self.repo_option {
-            let (k, v) = o
-                .split_once('=')
-                .ok_or_else(|| anyhow!("--repo-option '{}': expected NAME=VALUE", hide(o)))?;
+            // Without '=' nothing of it is shown: it may be a secret typed with ':'.
+            let (k, v) = o.split_once('=').ok_or_else(|| {
+                anyhow!("a --repo-option without '=' (not shown): expected NAME=VALUE")
+            })?;
             let given = k.trim();
             let k = given.to_ascii_lowercase();
             let name = if k.starts_with("strata.") {
@@ -292,15 +295,6 @@ impl RepoArgs {
 /// Quotes a word for the shell that runs restore_command.
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// A `--repo-option` for messages: the value hidden when the name is a secret's.
-fn hide(o: &str) -> String {
-    match o.split_once('=') {
-        Some((k, _)) if is_secret(k.trim()) => format!("{k}=(hidden)"),
-        None if o.contains("key") || o.contains("pass") => "(hidden)".into(),
-        _ => o.to_string(),
-    }
 }
 
 /// Runs `f` on every repository: the first error is returned after the others ran (with one
@@ -457,6 +451,14 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("hunter2"), "{text}");
+        let e = RepoArgs {
+            repo_option: vec!["repo1_cipher_pas:hunter3-secret".into()],
+            ..Default::default()
+        }
+        .settings()
+        .err()
+        .unwrap();
+        assert!(!format!("{e:#}").contains("hunter3"), "{e:#}");
         // Names are case-insensitive, as in PostgreSQL.
         let ok = RepoArgs {
             repo_option: vec!["STRATA.Repo2_S3_URI_Style=path".into()],

@@ -5,16 +5,17 @@
 //! configures the restore tool). Validation lives here so that both reject bad values the same way.
 //! An S3 repository's own settings (endpoint, keys, retries) are in `s3`.
 
+pub mod conf_file;
 pub mod names;
 pub mod repos;
 pub mod s3;
 
 use crate::compress::{CompressType, ZSTD_LEVELS};
 use crate::{Error, Result};
+pub use conf_file::{parse_conf, read_conf_file};
 pub use repos::{RepoSet, MAX_REPOS};
 pub use s3::{ConditionalCreate, S3Options, UriStyle};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Where a repository lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,89 +156,6 @@ impl RepoConfig {
     }
 }
 
-/// Reads the `strata.*` settings of a postgresql.conf-style file: `name = value` lines, `#` comments,
-/// values optionally single-quoted. Read as PostgreSQL reads the same file: names in any case (kept in
-/// lower case), later lines win, and in a quoted value `''` and the backslash escapes (`\'`, `\\`, `\n`,
-/// octal `\ooo`, ...) of its configuration lexer.
-pub fn read_conf_file(path: &Path) -> Result<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
-        path: path.into(),
-        source,
-    })?;
-    Ok(parse_conf(&text))
-}
-
-pub fn parse_conf(text: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let line = line.trim();
-        let Some(rest) = line
-            .get(..7)
-            .filter(|p| p.eq_ignore_ascii_case("strata."))
-            .map(|_| &line[7..])
-        else {
-            continue;
-        };
-        let (name, value) = match rest.find(['=', ' ', '\t']) {
-            Some(i) => (
-                &rest[..i],
-                rest[i..].trim_start().trim_start_matches('=').trim_start(),
-            ),
-            None => continue,
-        };
-        let value = match value.strip_prefix('\'') {
-            Some(quoted) => unquote(quoted),
-            None => value.split('#').next().unwrap_or("").trim().to_string(),
-        };
-        out.insert(
-            format!("strata.{}", name.trim().to_ascii_lowercase()),
-            value,
-        );
-    }
-    out
-}
-
-/// The value of a quoted string after its opening quote, up to its closing one (as PostgreSQL's
-/// `DeescapeQuotedString`: `''` is a quote; `\b \f \n \r \t`, one to three octal digits, and a
-/// backslash before any other character stands for that character).
-fn unquote(quoted: &str) -> String {
-    let mut v = String::new();
-    let mut chars = quoted.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' if chars.peek() == Some(&'\'') => {
-                chars.next();
-                v.push('\'');
-            }
-            '\'' => break,
-            '\\' => match chars.next() {
-                Some('b') => v.push('\u{8}'),
-                Some('f') => v.push('\u{c}'),
-                Some('n') => v.push('\n'),
-                Some('r') => v.push('\r'),
-                Some('t') => v.push('\t'),
-                Some(d @ '0'..='7') => {
-                    let mut code = d.to_digit(8).unwrap_or(0);
-                    for _ in 0..2 {
-                        match chars.peek().and_then(|c| c.to_digit(8)) {
-                            Some(n) => {
-                                code = code * 8 + n;
-                                chars.next();
-                            }
-                            None => break,
-                        }
-                    }
-                    v.push(char::from_u32(code & 0xff).unwrap_or('\0'));
-                }
-                Some(other) => v.push(other),
-                None => break,
-            },
-            c => v.push(c),
-        }
-    }
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,22 +183,6 @@ mod tests {
             let e = RepoUrl::parse("strata.repo1", v).unwrap_err().to_string();
             assert!(e.contains(why) && e.contains("strata.repo1"), "{v}: {e}");
         }
-    }
-
-    #[test]
-    fn conf_lines() {
-        let c = parse_conf(
-            "# comment\nstrata.repo1 = 'file:///r' # c\nstrata.stanza=main\nshared_buffers = 1GB\n\
-             strata.compress_level 5\nstrata.x = 'it''s'\nstrata.stanza = 'other'\n\
-             STRATA.Repo2 = 's3://b/p'\nstrata.repo1_cipher_pass_file = '/k/it\\'s a \\\\ \\101\\tx'\n",
-        );
-        assert_eq!(c["strata.repo2"], "s3://b/p");
-        assert_eq!(c["strata.repo1_cipher_pass_file"], "/k/it's a \\ A\tx");
-        assert_eq!(c["strata.repo1"], "file:///r");
-        assert_eq!(c["strata.stanza"], "other");
-        assert_eq!(c["strata.compress_level"], "5");
-        assert_eq!(c["strata.x"], "it's");
-        assert_eq!(c.len(), 6);
     }
 
     #[test]

@@ -234,8 +234,9 @@ fn s3_options(number: u8, get: &dyn Fn(&str) -> Option<String>) -> Result<S3Opti
     Ok(options)
 }
 
-/// The retention policy of repository `number`: its `strata.repoN_retention_*` settings; for repo1 the
-/// unnumbered `strata.retention_*` where the numbered one is not set.
+/// The retention policy of repository `number`: its `strata.repoN_retention_*` settings; repo1's are
+/// the unnumbered `strata.retention_*` (the server defines no `strata.repo1_retention_*`: reading one
+/// here would let the CLI apply a policy the server does not).
 pub fn retention_policy(
     number: u8,
     get: &dyn Fn(&str) -> Option<String>,
@@ -243,7 +244,11 @@ pub fn retention_policy(
     let get = |n: &str| get(n).filter(|v| !v.trim().is_empty());
     crate::retention::Policy::from_settings(|name| {
         let short = name.strip_prefix("strata.").unwrap_or(name);
-        get(&repo_setting(number, short)).or_else(|| (number == 1).then(|| get(name)).flatten())
+        if number == 1 {
+            get(name)
+        } else {
+            get(&repo_setting(number, short))
+        }
     })
     .map_err(|e| match e {
         Error::BadSetting {
