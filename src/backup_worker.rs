@@ -3,7 +3,7 @@
 //! Its main thread is the only one that talks to PostgreSQL (SPI for the cluster's facts,
 //! `pg_backup_start`/`pg_backup_stop`, shared memory for progress and outcome); the copying runs on
 //! `strata.process_max` plain threads inside `strata_core::backup`. While they copy, the main thread
-//! wakes every 200 ms to publish progress and to notice a cancellation: `backup_cancel()`,
+//! wakes every 10 ms to see whether they are done, to publish progress and to notice a cancellation: `backup_cancel()`,
 //! `pg_cancel_backend` (SIGINT) or `pg_terminate_backend` (SIGTERM) all stop the copy threads, the
 //! stored objects are deleted and the worker reports the backup as failed. Without a manifest nothing
 //! is listed, so a killed worker (whose garbage the next backup removes) is safe too.
@@ -19,6 +19,12 @@ use strata_core::backup::copy::CopyProgress;
 use strata_core::backup::{BackupRun, ClusterFacts, StopFacts};
 use strata_core::manifest::{BackupKind, Tablespace};
 use strata_core::Error;
+
+/// How often the main thread looks at the copy threads (and publishes their progress).
+const COPY_POLL: Duration = Duration::from_millis(10);
+/// How often the main thread looks for the backup's last WAL segment in the repository (a `stat` of
+/// its `.ready` file; a repository request only once the archiver reported it).
+const ARCHIVE_POLL: Duration = Duration::from_millis(10);
 
 /// Entry point named in the worker's registration (`bgw_function_name`).
 #[pg_guard]
@@ -194,7 +200,10 @@ fn copy_between_start_and_stop(
     let copied = std::thread::scope(|scope| {
         let copier = scope.spawn(|| run.copy(start_lsn, start_timeline, &progress, &cancel));
         while !copier.is_finished() {
-            let alive = BackgroundWorker::wait_latch(Some(Duration::from_millis(200)));
+            // The copy threads cannot set this process's latch (only the main thread may call
+            // PostgreSQL), so the end of the copy is seen by polling: often, since a small incr
+            // copies in a few milliseconds and a 200 ms nap was most of its time.
+            let alive = BackgroundWorker::wait_latch(Some(COPY_POLL));
             let interrupted = !alive || BackgroundWorker::sigint_received();
             let requested = backup_state::snapshot().cancel_requested;
             if interrupted || requested {
@@ -286,7 +295,7 @@ fn wait_for_archiving(run: &BackupRun, stop: &StopFacts) -> Result<(), Raised> {
             );
             warned_at = Instant::now();
         }
-        let alive = BackgroundWorker::wait_latch(Some(Duration::from_millis(50)));
+        let alive = BackgroundWorker::wait_latch(Some(ARCHIVE_POLL));
         if !alive
             || BackgroundWorker::sigint_received()
             || backup_state::snapshot().cancel_requested
