@@ -55,7 +55,7 @@ impl Reader {
                 path.display()
             )));
         }
-        let bytes = match std::fs::read(path) {
+        let bytes = match read_bounded(path, depth > 0 || !must_exist) {
             Ok(b) => b,
             Err(e) if !must_exist && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(source) => {
@@ -100,6 +100,43 @@ impl Reader {
         }
         Ok(())
     }
+}
+
+/// A configuration file larger than this is refused (PostgreSQL's are a few kilobytes).
+const MAX_CONF_FILE: u64 = 16 << 20;
+
+/// Reads a configuration file, bounded: `strata restore` may run as root and read files the postgres
+/// user can write (postgresql.auto.conf, an included file), which must not make it read `/dev/zero`
+/// until memory runs out, nor wait on a FIFO. A file named by a path from another file (`regular_only`)
+/// must be a regular file; the operator's own `--config` may be a pipe (`--config <(...)`).
+fn read_bounded(path: &Path, regular_only: bool) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    if regular_only {
+        // Opening a FIFO for reading would wait for a writer.
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let f = options.open(path)?;
+    if regular_only && !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_CONF_FILE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONF_FILE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "larger than {} MB: not a configuration file",
+                MAX_CONF_FILE >> 20
+            ),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Whether a line is one this reader acts on (a `strata.*` setting or an include).
@@ -361,6 +398,27 @@ mod tests {
         );
         assert_eq!(c["strata.stanza"], "from-alter-system");
         assert!(!c.contains_key("strata.repo3") && !c.contains_key("strata.repo4"));
+
+        // What a file names must be a regular file of sane size (the reader may be root).
+        std::fs::write(etc.join("more.conf"), "include '/dev/zero'\n").unwrap();
+        let e = read_conf_file(&etc.join("postgresql.conf")).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let fifo = etc.join("fifo.conf");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        std::fs::write(etc.join("more.conf"), "include 'fifo.conf'\n").unwrap();
+        let e = read_conf_file(&etc.join("postgresql.conf")).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        std::fs::write(
+            etc.join("more.conf"),
+            "strata.repo1 = 'file:///big'\n".repeat(600_000),
+        )
+        .unwrap();
+        let e = read_conf_file(&etc.join("postgresql.conf")).unwrap_err();
+        assert!(e.to_string().contains("larger than 16 MB"), "{e}");
 
         // A missing `include` is an error; an include of itself stops at the depth limit.
         std::fs::write(etc.join("more.conf"), "include 'gone.conf'\n").unwrap();
