@@ -14,7 +14,7 @@ use strata_core::config::repos::{
     is_secret, parse_repo_number, repo_setting, CIPHER_SETTINGS, MAX_REPOS,
 };
 use strata_core::config::s3::S3_SETTINGS;
-use strata_core::config::{read_conf_file, RepoConfig, RepoSet};
+use strata_core::config::{read_conf_file, ConfSettings, RepoConfig, RepoSet};
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct RepoArgs {
@@ -66,10 +66,25 @@ pub enum Source {
 /// The settings of one command, resolved by name.
 pub struct Settings {
     flags: BTreeMap<String, String>,
-    file: BTreeMap<String, String>,
+    file: ConfSettings,
 }
 
 impl Settings {
+    /// Names where a value from `--config` came from, for an error about that value (the value
+    /// itself may be in a file the operator did not think of: an include, postgresql.auto.conf).
+    pub fn explain(&self, e: strata_core::Error) -> anyhow::Error {
+        let name = match &e {
+            strata_core::Error::BadSetting { name, .. } => name.clone(),
+            _ => return e.into(),
+        };
+        match (self.lookup(&name), self.file.origins.get(&name)) {
+            (Some((_, Source::File)), Some(origin)) => {
+                anyhow::Error::new(e).context(format!("{name} is set at {origin}"))
+            }
+            _ => e.into(),
+        }
+    }
+
     /// A setting's value and where it came from (flag, environment, file).
     pub fn lookup(&self, name: &str) -> Option<(String, Source)> {
         let nonempty = |v: &String| !v.trim().is_empty();
@@ -85,6 +100,7 @@ impl Settings {
             }
         }
         self.file
+            .values
             .get(name)
             .filter(|v| nonempty(v))
             .map(|v| (v.clone(), Source::File))
@@ -113,7 +129,7 @@ impl RepoArgs {
     /// The `strata.*` settings of `--config` (none without it).
     /// A name that is no setting is warned about once per command, as PostgreSQL does for the same
     /// file (and pgBackRest for its own): it is ignored, and the rest of the file still applies.
-    fn file_settings(&self) -> Result<BTreeMap<String, String>> {
+    fn file_settings(&self) -> Result<ConfSettings> {
         let Some(p) = &self.config else {
             return Ok(Default::default());
         };
@@ -121,14 +137,16 @@ impl RepoArgs {
             read_conf_file(p).with_context(|| format!("reading --config {}", p.display()))?;
         static WARNED: std::sync::Once = std::sync::Once::new();
         WARNED.call_once(|| {
-            for name in settings.keys() {
+            for (name, origin) in &settings.origins {
                 if let Err(e) = check_setting_name(name) {
-                    eprintln!("strata: WARNING: --config {}: {e}; ignored", p.display());
+                    eprintln!("strata: WARNING: {origin}: {e}; ignored");
                 }
             }
         });
         // Ignored for real: the server drops such a line too, so nothing may read it here.
-        settings.retain(|name, _| check_setting_name(name).is_ok());
+        settings
+            .values
+            .retain(|name, _| check_setting_name(name).is_ok());
         Ok(settings)
     }
 
@@ -158,7 +176,7 @@ impl RepoArgs {
                         let name = format!("strata.repo{n}");
                         flags.contains_key(&name)
                             || std::env::var(format!("STRATA_REPO{n}")).is_ok_and(|v| !v.is_empty())
-                            || file.contains_key(&name)
+                            || file.values.contains_key(&name)
                     })
                     .unwrap_or(1),
             };
@@ -176,6 +194,14 @@ impl RepoArgs {
                 anyhow!("a --repo-option without '=' (not shown): expected NAME=VALUE")
             })?;
             let given = k.trim();
+            // A name is letters, digits, _ and dots: anything else (a secret typed after ':' or a
+            // space instead of '=') is not shown.
+            if !given
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            {
+                bail!("a --repo-option whose name is not a setting name (not shown): expected NAME=VALUE");
+            }
             let k = given.to_ascii_lowercase();
             let name = if k.starts_with("strata.") {
                 k
@@ -208,7 +234,7 @@ impl RepoArgs {
                 .and_then(|(_, v)| v.clone())
                 .or_else(|| settings.get(name))
         };
-        Ok(strata_core::config::repos::retention_policy(number, &get)?)
+        strata_core::config::repos::retention_policy(number, &get).map_err(|e| settings.explain(e))
     }
 
     /// The repositories to use: every configured one, or `--repo-number N`'s.
@@ -230,7 +256,7 @@ impl RepoArgs {
                 "no repository given: use --repo URL, STRATA_REPO1, or --config with strata.repo1"
             );
         }
-        Ok(RepoSet::from_settings(&|n| settings.get(n))?)
+        RepoSet::from_settings(&|n| settings.get(n)).map_err(|e| settings.explain(e))
     }
 
     /// One repository: `--repo-number N`'s, else the first configured (for commands that work on one).
@@ -459,6 +485,19 @@ mod tests {
         .err()
         .unwrap();
         assert!(!format!("{e:#}").contains("hunter3"), "{e:#}");
+        for typo in [
+            "repo2_s3_key_secret:wJalrXUt/K7MDENG==",
+            "repo2_s3_key_secret wJalrXUt/K7MDENG=",
+        ] {
+            let e = RepoArgs {
+                repo_option: vec![typo.into()],
+                ..Default::default()
+            }
+            .settings()
+            .err()
+            .unwrap();
+            assert!(!format!("{e:#}").contains("wJalr"), "{e:#}");
+        }
         // Names are case-insensitive, as in PostgreSQL.
         let ok = RepoArgs {
             repo_option: vec!["STRATA.Repo2_S3_URI_Style=path".into()],
@@ -467,5 +506,39 @@ mod tests {
         .settings()
         .unwrap();
         assert_eq!(ok.get("strata.repo2_s3_uri_style").as_deref(), Some("path"));
+    }
+
+    #[test]
+    fn values_from_config_are_read_as_the_server_reads_them_and_errors_name_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("postgresql.conf");
+        std::fs::write(
+            &conf,
+            "strata.repo1 = 'file:///r'\nstrata.compress_type = 'Zstd'\n\
+             strata.compress_level = 0x2\ninclude 'more.conf'\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("more.conf"),
+            "strata.retention_full = 1.6\n",
+        )
+        .unwrap();
+        let a = args(None, None, Some(conf.clone()));
+        let set = a.resolve_all().unwrap();
+        assert_eq!(set.repos()[0].compress_level, 2);
+        assert_eq!(a.retention_policy(1, &[]).unwrap().full, Some(2));
+        std::fs::write(
+            dir.path().join("more.conf"),
+            "\nstrata.compress_level = 'high'\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", a.resolve_all().unwrap_err());
+        assert!(
+            e.contains(&format!(
+                "strata.compress_level is set at {}:2",
+                dir.path().join("more.conf").display()
+            )),
+            "{e}"
+        );
     }
 }

@@ -6,13 +6,15 @@
 //! An S3 repository's own settings (endpoint, keys, retries) are in `s3`.
 
 pub mod conf_file;
+mod conf_lexer;
 pub mod names;
+pub mod pg_int;
 pub mod repos;
 pub mod s3;
 
 use crate::compress::{CompressType, ZSTD_LEVELS};
 use crate::{Error, Result};
-pub use conf_file::{parse_conf, read_conf_file};
+pub use conf_file::{parse_conf, read_conf_file, ConfSettings};
 pub use repos::{RepoSet, MAX_REPOS};
 pub use s3::{ConditionalCreate, S3Options, UriStyle};
 use std::path::PathBuf;

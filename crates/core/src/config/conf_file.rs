@@ -1,30 +1,50 @@
 //! Reading the server's own configuration (`strata --config /etc/postgresql/15/main/postgresql.conf`)
 //! the way PostgreSQL reads it, so that the command uses the repository and passphrase the server
-//! uses: the tokens of its configuration lexer (`guc-file.l`), the files it includes (`include`,
-//! `include_if_exists`, `include_dir`, relative to the including file, nested at most 10 deep), and,
-//! after a file named `postgresql.conf`, the `postgresql.auto.conf` that `ALTER SYSTEM` writes in the
-//! data directory (`data_directory`, else the file's directory). Later lines win.
+//! uses: every line parsed by its rules (`conf_lexer`), the files it includes (`include`,
+//! `include_if_exists`, `include_dir`, relative to the including file's path as written, nested at
+//! most 10 deep), and, after a file named `postgresql.conf`, the `postgresql.auto.conf` that `ALTER
+//! SYSTEM` writes in the data directory (`data_directory`, else the file's directory). Later lines win.
 //!
-//! Only `strata.*` settings are kept. A `strata.*` or include line PostgreSQL cannot parse is an error
-//! (the server refuses such a file too: at start, or on reload by keeping the old values), naming the
-//! file and line but never the line's text, which may hold a secret.
+//! Only `strata.*` settings are kept, each with the file and line it came from. A line PostgreSQL
+//! cannot parse is an error naming the file and line, never the line's text (it may hold a secret):
+//! the server refuses such a file too (at start; on reload it keeps its old values, which no reader of
+//! the file can know).
 
+use super::conf_lexer::parse_line;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// PostgreSQL's `CONF_FILE_MAX_DEPTH`.
 const MAX_DEPTH: usize = 10;
+/// More files than this in one configuration is refused (an include of the same files from several
+/// places would otherwise read them exponentially often).
+const MAX_FILES: usize = 1000;
+/// A configuration file larger than this is refused (PostgreSQL's are a few kilobytes).
+const MAX_CONF_FILE: u64 = 16 << 20;
 
-/// The `strata.*` settings (names in lower case) of a configuration file and what it includes.
-pub fn read_conf_file(path: &Path) -> Result<BTreeMap<String, String>> {
+/// The `strata.*` settings of a configuration: values by name (lower case), and where each was set.
+#[derive(Debug, Default)]
+pub struct ConfSettings {
+    pub values: BTreeMap<String, String>,
+    /// `file:line` of the line each value comes from.
+    pub origins: BTreeMap<String, String>,
+}
+
+/// The `strata.*` settings of a configuration file and what it includes.
+pub fn read_conf_file(path: &Path) -> Result<ConfSettings> {
+    let path = lexically_normal(
+        &std::path::absolute(path).map_err(|source| Error::ReadFile {
+            path: path.into(),
+            source,
+        })?,
+    );
     let mut reader = Reader::default();
-    reader.file(path, 0, true)?;
+    reader.file(&path, 0, true)?;
     if path.file_name().is_some_and(|n| n == "postgresql.conf") {
-        let here = path.parent().unwrap_or(Path::new("."));
         let data_dir = match reader.data_directory.take() {
-            Some(d) => here.join(d),
-            None => here.to_path_buf(),
+            Some(d) => relative_to(&path, &d),
+            None => path.parent().unwrap_or(Path::new("/")).to_path_buf(),
         };
         reader.file(&data_dir.join("postgresql.auto.conf"), 0, false)?;
     }
@@ -42,20 +62,28 @@ pub fn parse_conf(text: &str) -> BTreeMap<String, String> {
 
 #[derive(Default)]
 struct Reader {
-    settings: BTreeMap<String, String>,
+    settings: ConfSettings,
     data_directory: Option<String>,
+    files_read: usize,
 }
 
 impl Reader {
     fn file(&mut self, path: &Path, depth: usize, must_exist: bool) -> Result<()> {
+        let refuse = |what: String| Err(Error::BadInput(format!("{}: {what}", path.display())));
         if depth > MAX_DEPTH {
-            return Err(Error::BadInput(format!(
-                "{}: configuration files nested more than {MAX_DEPTH} deep (PostgreSQL refuses \
-                 them too): look for an include that includes itself",
-                path.display()
-            )));
+            return refuse(format!(
+                "configuration files nested more than {MAX_DEPTH} deep (PostgreSQL refuses them \
+                 too): look for an include that includes itself"
+            ));
         }
-        let bytes = match read_bounded(path, depth > 0 || !must_exist) {
+        self.files_read += 1;
+        if self.files_read > MAX_FILES {
+            return refuse(format!(
+                "more than {MAX_FILES} configuration files read: look for files included from \
+                 several places"
+            ));
+        }
+        let bytes = match read_bounded(path) {
             Ok(b) => b,
             Err(e) if !must_exist && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(source) => {
@@ -67,22 +95,23 @@ impl Reader {
         };
         let text = String::from_utf8_lossy(&bytes);
         for (number, line) in text.lines().enumerate() {
+            let at = || format!("{}:{}", path.display(), number + 1);
             let (name, value) = match parse_line(line) {
                 Ok(Some(setting)) => setting,
                 Ok(None) => continue,
-                // Only the lines that matter here: the server reports the others.
-                Err(why) if ours(line) => {
+                Err(why) => {
                     return Err(Error::BadInput(format!(
-                        "{}:{}: {why} (PostgreSQL cannot read this line either; fix it)",
-                        path.display(),
-                        number + 1
+                        "{}: syntax error: {why}; PostgreSQL cannot read this file either (it \
+                         refuses to start with it, and a reload keeps the old settings): fix the \
+                         line",
+                        at()
                     )))
                 }
-                Err(_) => continue,
             };
             match name.as_str() {
                 n if n.starts_with("strata.") => {
-                    self.settings.insert(name, value);
+                    self.settings.origins.insert(name.clone(), at());
+                    self.settings.values.insert(name, value);
                 }
                 "include" | "include_if_exists" => {
                     let included = relative_to(path, &value);
@@ -102,28 +131,29 @@ impl Reader {
     }
 }
 
-/// A configuration file larger than this is refused (PostgreSQL's are a few kilobytes).
-const MAX_CONF_FILE: u64 = 16 << 20;
-
-/// Reads a configuration file, bounded: `strata restore` may run as root and read files the postgres
-/// user can write (postgresql.auto.conf, an included file), which must not make it read `/dev/zero`
-/// until memory runs out, nor wait on a FIFO. A file named by a path from another file (`regular_only`)
-/// must be a regular file; the operator's own `--config` may be a pipe (`--config <(...)`).
-fn read_bounded(path: &Path, regular_only: bool) -> std::io::Result<Vec<u8>> {
+/// Reads a configuration file, bounded, and only a regular file: `strata restore` may run as root and
+/// read files the postgres user can write (postgresql.conf on Debian, postgresql.auto.conf, included
+/// files), which must not make it open a device (opening some has effects), read `/dev/zero` until
+/// memory runs out, or wait on a FIFO. Checked before opening (following symlinks, as the server
+/// does), and again on the opened file.
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    if regular_only {
-        // Opening a FIFO for reading would wait for a writer.
-        options.custom_flags(libc::O_NONBLOCK);
-    }
-    let f = options.open(path)?;
-    if regular_only && !f.metadata()?.is_file() {
-        return Err(std::io::Error::new(
+    let not_regular = || {
+        std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
+            "not a regular file (a configuration file must be one)",
+        )
+    };
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(not_regular());
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(not_regular());
     }
     let mut bytes = Vec::new();
     f.take(MAX_CONF_FILE + 1).read_to_end(&mut bytes)?;
@@ -139,219 +169,84 @@ fn read_bounded(path: &Path, regular_only: bool) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Whether a line is one this reader acts on (a `strata.*` setting or an include).
-fn ours(line: &str) -> bool {
-    let start = line.trim_start().to_ascii_lowercase();
-    start.starts_with("strata.") || start.starts_with("include")
-}
-
-/// A path of an include, relative to the directory of the file naming it.
+/// A path named in `file`, relative to the directory of `file` as written: `..` is taken from the
+/// text, as PostgreSQL's `canonicalize_path` does, not from where a symlink leads.
 fn relative_to(file: &Path, value: &str) -> PathBuf {
-    file.parent().unwrap_or(Path::new(".")).join(value)
+    lexically_normal(&file.parent().unwrap_or(Path::new("/")).join(value))
 }
 
-/// The files `include_dir` reads: names ending in `.conf`, not starting with `.`, in byte order.
+/// `path` without `.` components, each `..` taking away the component before it.
+fn lexically_normal(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(c);
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The files `include_dir` reads: names ending in `.conf`, not starting with `.`, in byte order;
+/// directories among them are skipped, anything that cannot be looked at is an error (as PostgreSQL).
 fn conf_files_in(dir: &Path) -> Result<Vec<PathBuf>> {
-    let read_dir = |source| Error::ReadFile {
-        path: dir.into(),
-        source,
+    let cannot = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::ReadFile { path, source }
     };
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(read_dir)? {
-        let entry = entry.map_err(read_dir)?;
+    for entry in std::fs::read_dir(dir).map_err(cannot(dir))? {
+        let entry = entry.map_err(cannot(dir))?;
         let name = entry.file_name();
         let name = name.as_encoded_bytes();
-        if name.ends_with(b".conf") && !name.starts_with(b".") && entry.path().is_file() {
-            files.push(entry.path());
+        if !name.ends_with(b".conf") || name.starts_with(b".") {
+            continue;
+        }
+        let path = dir.join(entry.file_name());
+        if !std::fs::metadata(&path).map_err(cannot(&path))?.is_dir() {
+            files.push(path);
         }
     }
     files.sort();
     Ok(files)
 }
 
-/// `[A-Za-z_\x80-\xff]`, the lexer's LETTER.
-fn letter(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
-}
-
-fn letter_or_digit(b: u8) -> bool {
-    letter(b) || b.is_ascii_digit()
-}
-
-fn space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\r' | 0x0c)
-}
-
-/// One line: `None` for a blank or comment line, else the name (lower case) and value; `Err` says
-/// what PostgreSQL's lexer would not accept.
-fn parse_line(line: &str) -> std::result::Result<Option<(String, String)>, &'static str> {
-    let s = line.as_bytes();
-    let mut i = 0;
-    let skip_space = |i: &mut usize| {
-        while *i < s.len() && space(s[*i]) {
-            *i += 1;
-        }
-    };
-    skip_space(&mut i);
-    if i == s.len() || s[i] == b'#' {
-        return Ok(None);
-    }
-    // ID or QUALIFIED_ID (one dot).
-    let start = i;
-    let id = |i: &mut usize| -> std::result::Result<(), &'static str> {
-        if *i == s.len() || !letter(s[*i]) {
-            return Err("a setting name must start with a letter");
-        }
-        while *i < s.len() && letter_or_digit(s[*i]) {
-            *i += 1;
-        }
-        Ok(())
-    };
-    id(&mut i)?;
-    if i < s.len() && s[i] == b'.' {
-        i += 1;
-        id(&mut i)?;
-    }
-    let name = line[start..i].to_ascii_lowercase();
-    skip_space(&mut i);
-    if i < s.len() && s[i] == b'=' {
-        i += 1;
-        skip_space(&mut i);
-    }
-    if i == s.len() || s[i] == b'#' {
-        return Err("a setting without a value");
-    }
-    let value = if s[i] == b'\'' {
-        let (value, end) = quoted(s, i + 1)?;
-        i = end;
-        value
-    } else {
-        // An UNQUOTED_STRING (a letter first), or a number (INTEGER with unit letters, REAL).
-        let first = s[i];
-        if !(letter(first) || first.is_ascii_digit() || matches!(first, b'+' | b'-' | b'.')) {
-            return Err("a value that is neither quoted nor a word or number (quote it)");
-        }
-        let from = i;
-        while i < s.len()
-            && (letter_or_digit(s[i]) || matches!(s[i], b'-' | b'.' | b':' | b'/' | b'+'))
-        {
-            i += 1;
-        }
-        line[from..i].to_string()
-    };
-    skip_space(&mut i);
-    if i < s.len() && s[i] != b'#' {
-        return Err("text after the value (quote a value that has spaces)");
-    }
-    Ok(Some((name, value)))
-}
-
-/// A quoted value from just after its opening quote: the value and where the closing quote ends.
-/// As PostgreSQL's `DeescapeQuotedString`: `''` is a quote; `\b \f \n \r \t`, one to three octal
-/// digits (a byte), and a backslash before any other character stands for that character; the value
-/// ends at a NUL byte.
-fn quoted(s: &[u8], mut i: usize) -> std::result::Result<(String, usize), &'static str> {
-    let mut v = Vec::new();
-    loop {
-        match s.get(i) {
-            None => return Err("a quoted value without its closing quote"),
-            Some(b'\'') if s.get(i + 1) == Some(&b'\'') => {
-                v.push(b'\'');
-                i += 2;
-            }
-            Some(b'\'') => {
-                i += 1;
-                break;
-            }
-            Some(b'\\') => {
-                let Some(&c) = s.get(i + 1) else {
-                    return Err("a quoted value without its closing quote");
-                };
-                i += 2;
-                match c {
-                    b'b' => v.push(0x08),
-                    b'f' => v.push(0x0c),
-                    b'n' => v.push(b'\n'),
-                    b'r' => v.push(b'\r'),
-                    b't' => v.push(b'\t'),
-                    b'0'..=b'7' => {
-                        let mut code = u32::from(c - b'0');
-                        for _ in 0..2 {
-                            match s.get(i) {
-                                Some(&d @ b'0'..=b'7') => {
-                                    code = code * 8 + u32::from(d - b'0');
-                                    i += 1;
-                                }
-                                _ => break,
-                            }
-                        }
-                        v.push((code & 0xff) as u8);
-                    }
-                    other => v.push(other),
-                }
-            }
-            Some(&c) => {
-                v.push(c);
-                i += 1;
-            }
-        }
-    }
-    if let Some(nul) = v.iter().position(|&b| b == 0) {
-        v.truncate(nul);
-    }
-    Ok((String::from_utf8_lossy(&v).into_owned(), i))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn lines_are_read_as_postgresql_reads_them() {
-        let c = parse_conf(
-            "# comment\nstrata.repo1 = 'file:///r' # c\nstrata.stanza=main\nshared_buffers = 1GB\n\
-             strata.compress_level 5\nstrata.x = 'it''s'\nstrata.stanza = 'other'\n\
-             STRATA.Repo2 = 's3://b/p'\nstrata.repo1_cipher_pass_file = '/k/it\\'s a \\\\ \\101\\tx'\n\
-             strata.repo3 file:///unquoted:ok\nstrata.repo4_cipher_pass'glued'# no space needed\n\
-             strata.process_max = +4\nstrata.repo2_s3_region = '\\303\\251\\0cut'\n",
-        );
-        assert_eq!(c["strata.repo1"], "file:///r");
-        assert_eq!(c["strata.stanza"], "other");
-        assert_eq!(c["strata.compress_level"], "5");
-        assert_eq!(c["strata.x"], "it's");
-        assert_eq!(c["strata.repo2"], "s3://b/p");
-        assert_eq!(c["strata.repo1_cipher_pass_file"], "/k/it's a \\ A\tx");
-        assert_eq!(c["strata.repo3"], "file:///unquoted:ok");
-        assert_eq!(c["strata.repo4_cipher_pass"], "glued");
-        assert_eq!(c["strata.process_max"], "+4");
-        // Octal escapes are bytes (here the two of "é"), and a NUL ends the value.
-        assert_eq!(c["strata.repo2_s3_region"], "é");
-        assert_eq!(c.len(), 10);
+    fn write(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
     }
 
     #[test]
-    fn lines_postgresql_refuses_are_errors_naming_the_place_not_the_text() {
+    fn a_line_postgresql_cannot_parse_is_an_error_naming_the_place_not_the_text() {
         for bad in [
             "strata.repo1 = /var/lib/strata",
             "strata.repo1_cipher_pass = 'secret-one",
-            "strata.repo1_cipher_pass = 'secret-two' 'more'",
-            "strata.repo1_cipher_pass = secret three",
-            "strata.repo1 =",
             "strata.repo1_cipher_pass:secret-four",
             "include = /etc/unquoted",
+            // Not a strata line: the server refuses the whole file all the same.
+            "work_mem = 4 MB",
         ] {
             let dir = tempfile::tempdir().unwrap();
             let conf = dir.path().join("postgresql.conf");
-            std::fs::write(&conf, format!("shared_buffers = 1GB\n{bad}\n")).unwrap();
+            write(
+                &conf,
+                &format!("shared_buffers = 1GB\n{bad}\nstrata.stanza = s\n"),
+            );
             let e = read_conf_file(&conf).unwrap_err().to_string();
-            assert!(e.contains(&format!("{}:2:", conf.display())), "{bad}: {e}");
+            assert!(
+                e.contains(&format!("{}:2: syntax error", conf.display())),
+                "{bad}: {e}"
+            );
             assert!(!e.contains("secret"), "{bad}: {e}");
         }
-        // Lines that are not ours are the server's business.
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("other.conf");
-        std::fs::write(&conf, "work_mem = 4 MB\nstrata.stanza = s\n").unwrap();
-        assert_eq!(read_conf_file(&conf).unwrap()["strata.stanza"], "s");
     }
 
     #[test]
@@ -359,73 +254,115 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let etc = dir.path().join("etc");
         let data = dir.path().join("data");
-        std::fs::create_dir_all(etc.join("conf.d")).unwrap();
+        std::fs::create_dir_all(etc.join("conf.d/sub.conf")).unwrap();
         std::fs::create_dir_all(&data).unwrap();
-        std::fs::write(
-            etc.join("postgresql.conf"),
-            format!(
+        let main = etc.join("postgresql.conf");
+        write(
+            &main,
+            &format!(
                 "data_directory = '{}'\nstrata.stanza = 'main'\nstrata.repo1 = 'file:///first'\n\
                  include 'more.conf'\ninclude_if_exists = 'missing.conf'\ninclude_dir 'conf.d'\n\
                  strata.compress_level = 1\n",
                 data.display()
             ),
-        )
-        .unwrap();
-        std::fs::write(
-            etc.join("more.conf"),
+        );
+        write(
+            &etc.join("more.conf"),
             "strata.repo1 = 'file:///from-more'\n",
-        )
-        .unwrap();
-        std::fs::write(etc.join("conf.d/20-b.conf"), "strata.compress_level = 9\n").unwrap();
-        std::fs::write(
-            etc.join("conf.d/10-a.conf"),
+        );
+        write(&etc.join("conf.d/20-b.conf"), "strata.compress_level = 9\n");
+        write(
+            &etc.join("conf.d/10-a.conf"),
             "strata.compress_level = 7\nstrata.repo2 = 's3://b/p'\n",
-        )
-        .unwrap();
-        std::fs::write(etc.join("conf.d/.hidden.conf"), "strata.repo3 = 'x'\n").unwrap();
-        std::fs::write(etc.join("conf.d/notes.txt"), "strata.repo4 = 'x'\n").unwrap();
-        std::fs::write(
-            data.join("postgresql.auto.conf"),
+        );
+        write(&etc.join("conf.d/.hidden.conf"), "strata.repo3 = 'x'\n");
+        write(&etc.join("conf.d/notes.txt"), "strata.repo4 = 'x'\n");
+        write(
+            &data.join("postgresql.auto.conf"),
             "# Do not edit this file manually!\nstrata.stanza = 'from-alter-system'\n",
-        )
-        .unwrap();
-        let c = read_conf_file(&etc.join("postgresql.conf")).unwrap();
-        assert_eq!(c["strata.repo1"], "file:///from-more");
-        assert_eq!(c["strata.repo2"], "s3://b/p");
+        );
+        let c = read_conf_file(&main).unwrap();
+        assert_eq!(c.values["strata.repo1"], "file:///from-more");
         assert_eq!(
-            c["strata.compress_level"], "1",
+            c.origins["strata.repo1"],
+            format!("{}:1", etc.join("more.conf").display())
+        );
+        assert_eq!(c.values["strata.repo2"], "s3://b/p");
+        assert_eq!(
+            c.values["strata.compress_level"], "1",
             "the line after the includes wins"
         );
-        assert_eq!(c["strata.stanza"], "from-alter-system");
-        assert!(!c.contains_key("strata.repo3") && !c.contains_key("strata.repo4"));
+        assert_eq!(c.values["strata.stanza"], "from-alter-system");
+        assert_eq!(
+            c.origins["strata.stanza"],
+            format!("{}:2", data.join("postgresql.auto.conf").display())
+        );
+        assert!(!c.values.contains_key("strata.repo3") && !c.values.contains_key("strata.repo4"));
 
-        // What a file names must be a regular file of sane size (the reader may be root).
-        std::fs::write(etc.join("more.conf"), "include '/dev/zero'\n").unwrap();
-        let e = read_conf_file(&etc.join("postgresql.conf")).unwrap_err();
-        assert!(e.to_string().contains("not a regular file"), "{e}");
+        // `..` is taken from the path as written, not from where a symlinked directory leads.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, etc.join("linked")).unwrap();
+        write(&elsewhere.join("a.inc"), "include '../b.inc'\n");
+        write(
+            &etc.join("b.inc"),
+            "strata.repo4_s3_region = 'written-path'\n",
+        );
+        write(
+            &dir.path().join("b.inc"),
+            "strata.repo4_s3_region = 'symlink-target'\n",
+        );
+        write(&etc.join("more.conf"), "include 'linked/a.inc'\n");
+        let c = read_conf_file(&main).unwrap();
+        assert_eq!(c.values["strata.repo4_s3_region"], "written-path");
+
+        // A dangling symlink in an include_dir is an error, as for PostgreSQL.
+        std::os::unix::fs::symlink(dir.path().join("gone"), etc.join("conf.d/30-c.conf")).unwrap();
+        let e = read_conf_file(&main).unwrap_err();
+        assert!(e.to_string().contains("30-c.conf"), "{e}");
+        std::fs::remove_file(etc.join("conf.d/30-c.conf")).unwrap();
+
+        // Only regular files of sane size are read (the reader may be root): not opened otherwise.
+        for target in ["/dev/zero", "/dev/null"] {
+            write(&etc.join("more.conf"), &format!("include '{target}'\n"));
+            let e = read_conf_file(&main).unwrap_err();
+            assert!(e.to_string().contains("not a regular file"), "{e}");
+        }
         let fifo = etc.join("fifo.conf");
         assert!(std::process::Command::new("mkfifo")
             .arg(&fifo)
             .status()
             .unwrap()
             .success());
-        std::fs::write(etc.join("more.conf"), "include 'fifo.conf'\n").unwrap();
-        let e = read_conf_file(&etc.join("postgresql.conf")).unwrap_err();
+        write(&etc.join("more.conf"), "include 'fifo.conf'\n");
+        let e = read_conf_file(&main).unwrap_err();
         assert!(e.to_string().contains("not a regular file"), "{e}");
-        std::fs::write(
-            etc.join("more.conf"),
-            "strata.repo1 = 'file:///big'\n".repeat(600_000),
-        )
-        .unwrap();
-        let e = read_conf_file(&etc.join("postgresql.conf")).unwrap_err();
+        let e = read_conf_file(&fifo).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        write(
+            &etc.join("more.conf"),
+            &"strata.repo1 = 'file:///big'\n".repeat(600_000),
+        );
+        let e = read_conf_file(&main).unwrap_err();
         assert!(e.to_string().contains("larger than 16 MB"), "{e}");
 
-        // A missing `include` is an error; an include of itself stops at the depth limit.
-        std::fs::write(etc.join("more.conf"), "include 'gone.conf'\n").unwrap();
-        let e = read_conf_file(&etc.join("postgresql.conf")).unwrap_err();
+        // A missing `include` is an error; an include of itself stops at the depth limit; files
+        // included from several places stop at the file limit instead of taking forever.
+        write(&etc.join("more.conf"), "include 'gone.conf'\n");
+        let e = read_conf_file(&main).unwrap_err();
         assert!(e.to_string().contains("gone.conf"), "{e}");
-        std::fs::write(etc.join("more.conf"), "include 'more.conf'\n").unwrap();
-        let e = read_conf_file(&etc.join("postgresql.conf")).unwrap_err();
+        write(&etc.join("more.conf"), "include 'more.conf'\n");
+        let e = read_conf_file(&main).unwrap_err();
         assert!(e.to_string().contains("nested more than 10"), "{e}");
+        for level in 0..5 {
+            write(
+                &etc.join(format!("l{level}.conf")),
+                &format!("include 'l{}.conf'\n", level + 1).repeat(20),
+            );
+        }
+        write(&etc.join("l5.conf"), "strata.stanza = 'leaf'\n");
+        write(&etc.join("more.conf"), "include 'l0.conf'\n");
+        let e = read_conf_file(&main).unwrap_err();
+        assert!(e.to_string().contains("more than 1000"), "{e}");
     }
 }

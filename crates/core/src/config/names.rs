@@ -57,12 +57,19 @@ pub fn check_setting_name(name: &str) -> Result<()> {
     if names.contains(&lower) {
         return Ok(());
     }
-    let nearest = names
-        .iter()
-        .map(|n| (edit_distance(&lower, n), n))
-        .filter(|(d, _)| *d <= 3)
-        .min()
-        .map(|(_, n)| n.clone());
+    // repo1's retention policy is the unnumbered one: say so rather than suggest repo2's.
+    let unnumbered = lower
+        .strip_prefix("strata.repo1_")
+        .map(|rest| format!("strata.{rest}"))
+        .filter(|n| names.contains(n));
+    let nearest = unnumbered.or_else(|| {
+        names
+            .iter()
+            .map(|n| (edit_distance(&lower, n), n))
+            .filter(|(d, _)| *d <= 3)
+            .min()
+            .map(|(_, n)| n.clone())
+    });
     Err(Error::UnknownSetting {
         name: name.to_string(),
         nearest,
@@ -117,7 +124,11 @@ mod tests {
         assert!(!e.contains("did you mean"), "{e}");
         // repo1's retention policy is the unnumbered one; repo5 does not exist.
         let e = check_setting_name("strata.repo1_retention_full").unwrap_err();
-        assert!(e.to_string().contains("unknown setting"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("did you mean strata.retention_full?"),
+            "{e}"
+        );
         assert!(check_setting_name("strata.repo5").is_err());
         assert!(check_setting_name("strata.repo2_s3_bucket").is_err());
     }

@@ -71,20 +71,26 @@ impl RepoSet {
         let get = |n: &str| get(n).filter(|v| !v.trim().is_empty());
         let stanza = get("strata.stanza").unwrap_or_else(|| "main".into());
         check_stanza(&stanza)?;
-        let compress_type: CompressType = match get("strata.compress_type") {
-            Some(v) => v.trim().parse().map_err(|e: String| Error::BadSetting {
-                name: "strata.compress_type".into(),
-                value: v.clone(),
-                reason: e,
-            })?,
-            None => CompressType::Zstd,
-        };
+        let compress_type: CompressType =
+            match get("strata.compress_type") {
+                // Case-insensitive, as PostgreSQL's enum settings.
+                Some(v) => v.trim().to_ascii_lowercase().parse().map_err(|e: String| {
+                    Error::BadSetting {
+                        name: "strata.compress_type".into(),
+                        value: v.clone(),
+                        reason: e,
+                    }
+                })?,
+                None => CompressType::Zstd,
+            };
         let compress_level = match get("strata.compress_level") {
-            Some(v) => v.trim().parse().map_err(|_| Error::BadSetting {
-                name: "strata.compress_level".into(),
-                value: v.clone(),
-                reason: "not a number".into(),
-            })?,
+            Some(v) => super::pg_int::parse_pg_int(&v)
+                .and_then(|n| i32::try_from(n).ok())
+                .ok_or_else(|| Error::BadSetting {
+                    name: "strata.compress_level".into(),
+                    value: v.clone(),
+                    reason: "not a number".into(),
+                })?,
             None => 3,
         };
         check_compress_level(compress_type, compress_level)?;
@@ -185,6 +191,7 @@ pub fn cipher_settings(
     let kind = match get(&type_name) {
         Some(v) => Some(
             v.trim()
+                .to_ascii_lowercase()
                 .parse::<CipherType>()
                 .map_err(|reason| Error::BadSetting {
                     name: type_name.clone(),
@@ -210,7 +217,7 @@ pub fn cipher_settings(
             let path = std::path::PathBuf::from(path.trim());
             match Passphrase::from_file(&path) {
                 Ok(p) => (Some(p), None),
-                Err(e) => (None, Some(format!("{file_name} ({}): {e}", path.display()))),
+                Err(e) => (None, Some(format!("{file_name}: {e}"))),
             }
         }
         (None, Some(text)) => (Some(Passphrase::new(text, &pass_name)?), None),
@@ -406,8 +413,11 @@ mod tests {
         );
         let r = RepoSet::from_settings(&|n| missing.get(n).cloned()).unwrap();
         let e = r.get(3).unwrap().cipher.pass_error.clone().unwrap();
+        // Named by its setting; the path is not shown (it may be a passphrase put there).
         assert!(
-            e.contains("strata.repo3_cipher_pass_file") && e.contains("/nonexistent/pass"),
+            e.contains("strata.repo3_cipher_pass_file")
+                && e.contains("no file at")
+                && !e.contains("/nonexistent/pass"),
             "{e}"
         );
     }

@@ -93,6 +93,14 @@ impl Passphrase {
     pub fn from_file(path: &std::path::Path) -> Result<Passphrase> {
         use std::io::Read;
         let unreadable = |e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                // A passphrase written where its file's path belongs is the likely slip: not shown.
+                return Error::Cipher(
+                    "there is no file at the passphrase file's path (the path is not shown, in \
+                     case it is a passphrase given where a file belongs)"
+                        .into(),
+                );
+            }
             Error::Cipher(format!(
                 "cannot read the cipher passphrase file {}: {e}",
                 path.display()

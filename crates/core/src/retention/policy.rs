@@ -58,10 +58,11 @@ fn count(name: &str, value: &str) -> Result<Option<u32>> {
     if v.is_empty() {
         return Ok(None);
     }
-    match v.parse::<u32>() {
+    // As PostgreSQL reads an integer setting (`0x3`, `1.6`), since the server's are such settings.
+    match crate::config::pg_int::parse_pg_int(v) {
         // As the server reads it: 0 is no limit.
-        Ok(0) => Ok(None),
-        Ok(n) if n <= 9_999_999 => Ok(Some(n)),
+        Some(0) => Ok(None),
+        Some(n @ 1..=9_999_999) => Ok(Some(n as u32)),
         _ => Err(bad(
             name,
             value,
