@@ -55,8 +55,9 @@ pub fn read_conf_file(path: &Path) -> Result<ConfSettings> {
 /// are left out.
 pub fn parse_conf(text: &str) -> BTreeMap<String, String> {
     text.lines()
-        .filter_map(|line| parse_line(line).ok().flatten())
+        .filter_map(|line| parse_line(line.as_bytes()).ok().flatten())
         .filter(|(name, _)| name.starts_with("strata."))
+        .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
         .collect()
 }
 
@@ -93,8 +94,10 @@ impl Reader {
                 })
             }
         };
-        let text = String::from_utf8_lossy(&bytes);
-        for (number, line) in text.lines().enumerate() {
+        // Lines as `str::lines` cuts them (a `\r` before the newline is blank to the lexer anyway),
+        // kept as bytes: the server reads bytes, and a value it reads is not always UTF-8.
+        let text = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        for (number, line) in text.split(|&b| b == b'\n').enumerate() {
             let at = || format!("{}:{}", path.display(), number + 1);
             let (name, value) = match parse_line(line) {
                 Ok(Some(setting)) => setting,
@@ -107,6 +110,22 @@ impl Reader {
                         at()
                     )))
                 }
+            };
+            let acted_on = name.starts_with("strata.")
+                || matches!(
+                    name.as_str(),
+                    "include" | "include_if_exists" | "include_dir" | "data_directory"
+                );
+            if !acted_on {
+                continue;
+            }
+            // A value this command uses must be the bytes the server uses: text, not a guess.
+            let Ok(value) = String::from_utf8(value) else {
+                return Err(Error::BadInput(format!(
+                    "{}: the value of {name} is not UTF-8 text, so this command cannot use the \
+                     bytes the server does: write it in UTF-8",
+                    at()
+                )));
             };
             match name.as_str() {
                 n if n.starts_with("strata.") => {

@@ -4,10 +4,11 @@
 //! the server would call a syntax error is one here too, so that `strata --config` never acts on a
 //! file the server refuses.
 
-/// What PostgreSQL makes of one line: nothing (blank or comment), a name (lower case) and its value,
-/// or a syntax error (what is wrong, never the line's text: it may hold a secret).
-pub fn parse_line(line: &str) -> Result<Option<(String, String)>, &'static str> {
-    let s = line.as_bytes();
+/// What PostgreSQL makes of one line (its bytes, without the newline): nothing (blank or comment),
+/// a name (lower case) and its value's bytes (the server keeps bytes; whether they must be text is
+/// the caller's decision), or a syntax error (what is wrong, never the line's text: it may hold a
+/// secret).
+pub fn parse_line(s: &[u8]) -> Result<Option<(String, Vec<u8>)>, &'static str> {
     let mut i = skip_space(s, 0);
     if i == s.len() || s[i] == b'#' {
         return Ok(None);
@@ -18,7 +19,7 @@ pub fn parse_line(line: &str) -> Result<Option<(String, String)>, &'static str> 
     if !(is_id(&s[i..end]) || is_qualified_id(&s[i..end])) {
         return Err("a setting name is letters, digits and _, with at most one dot");
     }
-    let name = line[i..end].to_ascii_lowercase();
+    let name = String::from_utf8_lossy(&s[i..end]).to_ascii_lowercase();
     i = skip_space(s, end);
     if s.get(i) == Some(&b'=') {
         i = skip_space(s, i + 1);
@@ -32,12 +33,12 @@ pub fn parse_line(line: &str) -> Result<Option<(String, String)>, &'static str> 
             if is_qualified_id(&s[i..end]) {
                 return Err("an unquoted value of the form word.word (quote it)");
             }
-            (line[i..end].to_string(), end)
+            (s[i..end].to_vec(), end)
         }
         Some(_) => {
             let end = number_end(s, i)
                 .ok_or("a value that is neither quoted nor a word or a number (quote it)")?;
-            (line[i..end].to_string(), end)
+            (s[i..end].to_vec(), end)
         }
     };
     i = skip_space(s, end);
@@ -126,26 +127,40 @@ fn number_end(s: &[u8], i: usize) -> Option<usize> {
     integer.max(real)
 }
 
-/// A quoted value from just after its opening quote: the value and where the closing quote ends.
-/// As PostgreSQL's `DeescapeQuotedString`: `''` is a quote; `\b \f \n \r \t`, one to three octal
-/// digits (a byte), and a backslash before any other character stands for that character; the value
-/// ends at a NUL byte.
-fn quoted(s: &[u8], mut i: usize) -> Result<(String, usize), &'static str> {
+/// A quoted value from just after its opening quote: its bytes and where the closing quote ends.
+/// The token is `'([^'\\\n]|\\.|'')*'`; its value as PostgreSQL's `DeescapeQuotedString` makes it:
+/// `''` is a quote; `\b \f \n \r \t`, one to three octal digits (a byte), and a backslash before
+/// any other character stands for that character; the value ends at a NUL byte. (A raw NUL inside the
+/// quotes makes the server take the token's C string up to it, less its last byte as the "closing
+/// quote": the same here.)
+fn quoted(s: &[u8], start: usize) -> Result<(Vec<u8>, usize), &'static str> {
     const UNTERMINATED: &str = "a quoted value without its closing quote";
-    let mut v = Vec::new();
-    loop {
+    // The token's end.
+    let mut i = start;
+    let close = loop {
         match s.get(i) {
             None => return Err(UNTERMINATED),
-            Some(b'\'') if s.get(i + 1) == Some(&b'\'') => {
+            Some(b'\'') if s.get(i + 1) == Some(&b'\'') => i += 2,
+            Some(b'\'') => break i,
+            Some(b'\\') if s.get(i + 1).is_some() => i += 2,
+            Some(b'\\') => return Err(UNTERMINATED),
+            Some(_) => i += 1,
+        }
+    };
+    let body = match s[start..close].iter().position(|&b| b == 0) {
+        Some(nul) => &s[start..(start + nul).saturating_sub(1).max(start)],
+        None => &s[start..close],
+    };
+    let mut v = Vec::new();
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'\'' if body.get(i + 1) == Some(&b'\'') => {
                 v.push(b'\'');
                 i += 2;
             }
-            Some(b'\'') => {
-                i += 1;
-                break;
-            }
-            Some(b'\\') => {
-                let &c = s.get(i + 1).ok_or(UNTERMINATED)?;
+            b'\\' if i + 1 < body.len() => {
+                let c = body[i + 1];
                 i += 2;
                 match c {
                     b'b' => v.push(0x08),
@@ -156,7 +171,7 @@ fn quoted(s: &[u8], mut i: usize) -> Result<(String, usize), &'static str> {
                     b'0'..=b'7' => {
                         let mut code = u32::from(c - b'0');
                         for _ in 0..2 {
-                            match s.get(i) {
+                            match body.get(i) {
                                 Some(&d @ b'0'..=b'7') => {
                                     code = code * 8 + u32::from(d - b'0');
                                     i += 1;
@@ -169,7 +184,7 @@ fn quoted(s: &[u8], mut i: usize) -> Result<(String, usize), &'static str> {
                     other => v.push(other),
                 }
             }
-            Some(&c) => {
+            c => {
                 v.push(c);
                 i += 1;
             }
@@ -178,7 +193,7 @@ fn quoted(s: &[u8], mut i: usize) -> Result<(String, usize), &'static str> {
     if let Some(nul) = v.iter().position(|&b| b == 0) {
         v.truncate(nul);
     }
-    Ok((String::from_utf8_lossy(&v).into_owned(), i))
+    Ok((v, close + 1))
 }
 
 #[cfg(test)]
@@ -186,19 +201,20 @@ mod tests {
     use super::*;
 
     fn value(line: &str) -> String {
-        parse_line(line)
+        let v = parse_line(line.as_bytes())
             .unwrap_or_else(|e| panic!("{line}: {e}"))
             .expect("a setting")
-            .1
+            .1;
+        String::from_utf8(v).unwrap()
     }
 
     #[test]
     fn what_postgresql_accepts() {
-        assert_eq!(parse_line("  # comment").unwrap(), None);
-        assert_eq!(parse_line("").unwrap(), None);
+        assert_eq!(parse_line(b"  # comment").unwrap(), None);
+        assert_eq!(parse_line(b"").unwrap(), None);
         assert_eq!(
-            parse_line("STRATA.Repo2 = 's3://b/p' # c").unwrap(),
-            Some(("strata.repo2".into(), "s3://b/p".into()))
+            parse_line(b"STRATA.Repo2 = 's3://b/p' # c").unwrap(),
+            Some(("strata.repo2".into(), b"s3://b/p".to_vec()))
         );
         assert_eq!(value("strata.stanza=main"), "main");
         assert_eq!(value("strata.compress_level 5"), "5");
@@ -221,6 +237,14 @@ mod tests {
         assert_eq!(value("x = on\r"), "on");
         // Octal escapes are bytes (here the two of "é"), and a NUL ends the value.
         assert_eq!(value(r"x = '\303\251\0cut'"), "é");
+        assert_eq!(value("x = '#not a comment' # one"), "#not a comment");
+        assert_eq!(value("x = ''"), "");
+        // Bytes stay bytes (a Latin-1 é), and a raw NUL cuts the token as the server's strlen does.
+        assert_eq!(
+            parse_line(b"x = '\xe9t\xe9'").unwrap().unwrap().1,
+            b"\xe9t\xe9"
+        );
+        assert_eq!(parse_line(b"x = 'ab\0cd'").unwrap().unwrap().1, b"a");
     }
 
     #[test]
@@ -242,7 +266,7 @@ mod tests {
             "x = 1.5GB",
             "= 3",
         ] {
-            assert!(parse_line(line).is_err(), "{line}");
+            assert!(parse_line(line.as_bytes()).is_err(), "{line}");
         }
     }
 }
