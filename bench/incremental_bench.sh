@@ -12,7 +12,10 @@
 #!  4. "random rows": 1% of the rows updated at random (many more blocks change), then incr with both.
 #!
 #! Bytes read from PGDATA: pg_strata reports them (strata_backups.read_size); for pgBackRest, the
-#! block input operations of its processes (page cache dropped first) times 512.
+#! block input operations of its processes (page cache dropped first) times 512. Before each backup a
+#! CHECKPOINT (untimed), so that no tool pays for the buffers the update dirtied. For each incr it
+#! prints where the stored bytes go per relation, for pg_strata and pgBackRest's block incremental
+#! (bench/where_bytes_go.py), against the floor of the new random bytes the update wrote.
 #!
 #! Usage: bash bench/incremental_bench.sh [SCALE=100] [PROCESSES=2] [LEVEL=3]
 set -euo pipefail
