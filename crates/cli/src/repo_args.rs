@@ -53,6 +53,10 @@ pub struct RepoArgs {
     /// strata.repoN_cipher_pass (STRATA_REPON_CIPHER_PASS, --config)
     #[arg(long, env = "STRATA_CIPHER_PASS_FILE", value_name = "PATH")]
     pub cipher_pass_file: Option<PathBuf>,
+    /// `--config` as read by this command: read once (with its includes and postgresql.auto.conf),
+    /// its warnings said once.
+    #[arg(skip)]
+    pub config_read: std::sync::OnceLock<ConfSettings>,
 }
 
 /// Where a setting's value came from (earlier wins).
@@ -127,27 +131,32 @@ impl Settings {
 
 impl RepoArgs {
     /// The `strata.*` settings of `--config` (none without it).
-    /// A name that is no setting is warned about once per command, as PostgreSQL does for the same
-    /// file (and pgBackRest for its own): it is ignored, and the rest of the file still applies.
+    /// A name that is no setting is warned about, as PostgreSQL does for the same file (and
+    /// pgBackRest for its own), and ignored: the server drops such a line too, so nothing may read it
+    /// here; the rest of the file still applies.
     fn file_settings(&self) -> Result<ConfSettings> {
         let Some(p) = &self.config else {
             return Ok(Default::default());
         };
+        if let Some(read) = self.config_read.get() {
+            return Ok(read.clone());
+        }
         let mut settings =
             read_conf_file(p).with_context(|| format!("reading --config {}", p.display()))?;
-        static WARNED: std::sync::Once = std::sync::Once::new();
-        WARNED.call_once(|| {
-            for (name, origin) in &settings.origins {
-                if let Err(e) = check_setting_name(name) {
-                    eprintln!("strata: WARNING: {origin}: {e}; ignored");
-                }
-            }
-        });
-        // Ignored for real: the server drops such a line too, so nothing may read it here.
         settings
             .values
-            .retain(|name, _| check_setting_name(name).is_ok());
-        Ok(settings)
+            .retain(|name, _| match check_setting_name(name) {
+                Ok(()) => true,
+                Err(e) => {
+                    let origin = settings
+                        .origins
+                        .get(name)
+                        .map_or("--config", String::as_str);
+                    eprintln!("strata: WARNING: {origin}: {e}; ignored");
+                    false
+                }
+            });
+        Ok(self.config_read.get_or_init(|| settings).clone())
     }
 
     /// Every setting from flags, environment and `--config`.
@@ -532,6 +541,8 @@ mod tests {
             "\nstrata.compress_level = 'high'\n",
         )
         .unwrap();
+        // A new command reads the file again (one command reads it once).
+        let a = args(None, None, Some(conf.clone()));
         let e = format!("{:#}", a.resolve_all().unwrap_err());
         assert!(
             e.contains(&format!(

@@ -54,8 +54,9 @@ impl CompressType {
 
 impl FromStr for CompressType {
     type Err = String;
+    /// In any case, as PostgreSQL reads its enum settings (`strata.compress_type` is one).
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
+        match s.to_ascii_lowercase().as_str() {
             "none" => Ok(CompressType::None),
             "zstd" => Ok(CompressType::Zstd),
             "lz4" => Ok(CompressType::Lz4),
@@ -189,6 +190,7 @@ mod tests {
     #[test]
     fn names_parse() {
         assert_eq!("zstd".parse::<CompressType>(), Ok(CompressType::Zstd));
+        assert_eq!("Zstd".parse::<CompressType>(), Ok(CompressType::Zstd));
         assert!("gzip"
             .parse::<CompressType>()
             .unwrap_err()

@@ -24,7 +24,7 @@ const MAX_FILES: usize = 1000;
 const MAX_CONF_FILE: u64 = 16 << 20;
 
 /// The `strata.*` settings of a configuration: values by name (lower case), and where each was set.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ConfSettings {
     pub values: BTreeMap<String, String>,
     /// `file:line` of the line each value comes from.

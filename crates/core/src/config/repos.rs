@@ -71,18 +71,14 @@ impl RepoSet {
         let get = |n: &str| get(n).filter(|v| !v.trim().is_empty());
         let stanza = get("strata.stanza").unwrap_or_else(|| "main".into());
         check_stanza(&stanza)?;
-        let compress_type: CompressType =
-            match get("strata.compress_type") {
-                // Case-insensitive, as PostgreSQL's enum settings.
-                Some(v) => v.trim().to_ascii_lowercase().parse().map_err(|e: String| {
-                    Error::BadSetting {
-                        name: "strata.compress_type".into(),
-                        value: v.clone(),
-                        reason: e,
-                    }
-                })?,
-                None => CompressType::Zstd,
-            };
+        let compress_type: CompressType = match get("strata.compress_type") {
+            Some(v) => v.trim().parse().map_err(|e: String| Error::BadSetting {
+                name: "strata.compress_type".into(),
+                value: v.clone(),
+                reason: e,
+            })?,
+            None => CompressType::Zstd,
+        };
         let compress_level = match get("strata.compress_level") {
             Some(v) => super::pg_int::parse_pg_int(&v)
                 .and_then(|n| i32::try_from(n).ok())
@@ -191,7 +187,6 @@ pub fn cipher_settings(
     let kind = match get(&type_name) {
         Some(v) => Some(
             v.trim()
-                .to_ascii_lowercase()
                 .parse::<CipherType>()
                 .map_err(|reason| Error::BadSetting {
                     name: type_name.clone(),

@@ -60,8 +60,9 @@ impl CipherType {
 
 impl std::str::FromStr for CipherType {
     type Err = String;
+    /// In any case, as PostgreSQL reads its enum settings.
     fn from_str(s: &str) -> std::result::Result<CipherType, String> {
-        match s {
+        match s.to_ascii_lowercase().as_str() {
             "none" => Ok(CipherType::None),
             "aes-256-gcm" => Ok(CipherType::Aes256Gcm),
             _ => Err(format!("'{s}' is not a cipher: use none or aes-256-gcm")),
